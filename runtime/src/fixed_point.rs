@@ -1,0 +1,168 @@
+//! Fixed-point arithmetic for requantization, as TensorFlow Lite defines it.
+//!
+//! An int8 layer accumulates in int32 and must scale the accumulator by a real factor
+//! `input_scale * weight_scale / output_scale`. TFLite (and CMSIS-NN) represent that factor as a
+//! Q31 multiplier in `[0.5, 1)` and a power-of-two shift, and define the rounding of each step
+//! exactly. Matching those definitions bit for bit is what makes a loam int8 model produce the
+//! same bytes as TFLite's reference kernels, on every ISA.
+
+use crate::error::{Error, QuantField};
+
+/// `round((a * b) / 2^31)` with ties rounded towards positive infinity, saturating the single
+/// overflowing case `i32::MIN * i32::MIN`. gemmlowp's `SaturatingRoundingDoublingHighMul`.
+#[inline]
+pub const fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
+    if a == i32::MIN && b == i32::MIN {
+        return i32::MAX;
+    }
+    let ab = a as i64 * b as i64;
+    let nudge: i64 = if ab >= 0 { 1 << 30 } else { 1 - (1 << 30) };
+    // `/` truncates towards zero; with the nudge above that is round-half-up overall.
+    ((ab + nudge) / (1i64 << 31)) as i32
+}
+
+/// `x / 2^exponent` rounded to nearest, ties away from zero. gemmlowp's `RoundingDivideByPOT`.
+///
+/// `exponent` must be at most 31; larger values are clamped to 31 (every `i32` then rounds
+/// to 0, -1 or 1, exactly as an exponent of 31 would).
+#[inline]
+pub const fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
+    let exponent = if exponent > 31 { 31 } else { exponent };
+    let mask = ((1i64 << exponent) - 1) as i32;
+    let remainder = x & mask;
+    let threshold = (mask >> 1) + (x < 0) as i32;
+    (x >> exponent) + (remainder > threshold) as i32
+}
+
+/// A non-negative real multiplier `m` stored as `multiplier * 2^(shift - 31)` with
+/// `multiplier` in `[2^30, 2^31)` (or zero), TFLite's `QuantizeMultiplier` representation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct QuantizedMultiplier {
+    multiplier: i32,
+    shift: i8,
+}
+
+impl QuantizedMultiplier {
+    /// Smallest shift TFLite produces: multipliers below `2^-32` flush to zero.
+    pub const MIN_SHIFT: i8 = -31;
+    /// Largest shift TFLite produces: multipliers at or above `2^30` saturate.
+    pub const MAX_SHIFT: i8 = 30;
+
+    /// Builds a multiplier from its stored parts, as read from a model file.
+    pub const fn new(multiplier: i32, shift: i8) -> Result<Self, Error> {
+        if multiplier < 0 || shift < Self::MIN_SHIFT || shift > Self::MAX_SHIFT {
+            return Err(Error::InvalidQuantization(QuantField::Scale));
+        }
+        Ok(Self { multiplier, shift })
+    }
+
+    /// Quantizes a real multiplier exactly as TFLite's `QuantizeMultiplier` does: `frexp`, round
+    /// half away from zero to Q31, renormalise when rounding reaches 1.0, flush tiny values to
+    /// zero and saturate huge ones.
+    pub fn from_real(real: f64) -> Result<Self, Error> {
+        if !real.is_finite() || real < 0.0 {
+            return Err(Error::InvalidQuantization(QuantField::Scale));
+        }
+        if real == 0.0 {
+            return Ok(Self::default());
+        }
+        let (fraction, mut shift) = libm::frexp(real);
+        let mut q_fixed = libm::round(fraction * (1i64 << 31) as f64) as i64;
+        if q_fixed == 1i64 << 31 {
+            q_fixed /= 2;
+            shift += 1;
+        }
+        if shift < i32::from(Self::MIN_SHIFT) {
+            shift = 0;
+            q_fixed = 0;
+        }
+        if shift > i32::from(Self::MAX_SHIFT) {
+            shift = i32::from(Self::MAX_SHIFT);
+            q_fixed = i32::MAX as i64;
+        }
+        Ok(Self {
+            multiplier: q_fixed as i32,
+            shift: shift as i8,
+        })
+    }
+
+    /// The Q31 mantissa.
+    pub const fn multiplier(self) -> i32 {
+        self.multiplier
+    }
+
+    /// The power-of-two exponent (positive shifts left).
+    pub const fn shift(self) -> i8 {
+        self.shift
+    }
+
+    /// The real value this multiplier stands for.
+    pub fn to_real(self) -> f64 {
+        self.multiplier as f64 * libm::exp2(f64::from(self.shift) - 31.0)
+    }
+
+    /// Scales an accumulator: TFLite's `MultiplyByQuantizedMultiplier` (the default "double
+    /// rounding" variant that TFLite's reference kernels and CMSIS-NN both use).
+    ///
+    /// The left shift wraps on overflow, as the C reference does on every real compiler; a
+    /// model whose accumulators overflow there is outside TFLite's specification anyway.
+    #[inline]
+    pub const fn apply(self, x: i32) -> i32 {
+        let (left, right) = if self.shift > 0 {
+            (self.shift as u32, 0)
+        } else {
+            (0, (-(self.shift as i32)) as u32)
+        };
+        rounding_divide_by_pot(
+            saturating_rounding_doubling_high_mul(x.wrapping_shl(left), self.multiplier),
+            right,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Independent model of `saturating_rounding_doubling_high_mul`: exact rational arithmetic,
+    /// floor((a*b + 2^30) / 2^31).
+    fn srdhm_model(a: i32, b: i32) -> i32 {
+        let exact = (i128::from(a) * i128::from(b) + (1 << 30)).div_euclid(1 << 31);
+        exact.clamp(i128::from(i32::MIN), i128::from(i32::MAX)) as i32
+    }
+
+    /// Independent model of `rounding_divide_by_pot`: round half away from zero.
+    fn rdbpot_model(x: i32, exponent: u32) -> i32 {
+        let d = 1i128 << exponent;
+        let x = i128::from(x);
+        let q = (x.abs() * 2 + d) / (2 * d);
+        (if x < 0 { -q } else { q }) as i32
+    }
+
+    proptest! {
+        #[test]
+        fn srdhm_matches_exact_model(a in any::<i32>(), b in any::<i32>()) {
+            prop_assert_eq!(saturating_rounding_doubling_high_mul(a, b), srdhm_model(a, b));
+        }
+
+        #[test]
+        fn rdbpot_matches_exact_model(x in any::<i32>(), exponent in 0u32..=31) {
+            prop_assert_eq!(rounding_divide_by_pot(x, exponent), rdbpot_model(x, exponent));
+        }
+
+        #[test]
+        fn from_real_round_trips(real in 1e-9f64..1e9) {
+            let m = QuantizedMultiplier::from_real(real).unwrap();
+            prop_assert!(((m.to_real() - real) / real).abs() <= 1.0 / (1u64 << 30) as f64);
+        }
+
+        #[test]
+        fn apply_is_within_one_of_real_product(x in -(1i32 << 24)..(1 << 24), real in 1e-6f64..1.0) {
+            let m = QuantizedMultiplier::from_real(real).unwrap();
+            let exact = libm::round(f64::from(x) * m.to_real());
+            prop_assert!((f64::from(m.apply(x)) - exact).abs() <= 1.0);
+        }
+    }
+}

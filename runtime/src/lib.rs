@@ -1,0 +1,30 @@
+//! loam: a `no_std` neural-network runtime for microcontrollers, single-board computers and
+//! phones.
+//!
+//! The runtime never allocates: every buffer it touches is handed in by the caller. Kernels
+//! come in two kinds that live side by side in each op's module: a portable *reference* that
+//! defines the result bit for bit, and per-ISA fast paths that must reproduce it exactly (int8)
+//! or within a named tolerance (f32).
+//!
+//! Integer arithmetic follows TensorFlow Lite's quantization specification (asymmetric int8
+//! activations, symmetric per-channel int8 weights, int32 bias, requantization by a fixed-point
+//! multiplier and shift), so an int8 model gives the same bytes here as in TFLite's reference
+//! kernels and CMSIS-NN.
+//!
+//! # Features
+//! - `alloc`, `std`: heap-backed conveniences for hosted targets; the core never needs them.
+//! - `defmt`: implements `defmt::Format` for the public types, for logging on microcontrollers.
+#![no_std]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+#[cfg(any(feature = "std", test))]
+extern crate std;
+
+mod error;
+pub mod fixed_point;
+pub mod ops;
+pub mod selftest;
+
+pub use error::Error;

@@ -1,0 +1,34 @@
+//! The portable reference kernel: plain loops, the definition every fast path must reproduce
+//! bit for bit. Kept simple on purpose.
+
+use super::FullyConnectedI8;
+
+/// TFLite's reference int8 fully-connected (`reference_integer_ops::FullyConnected`, with the
+/// per-channel multipliers of its per-channel variant).
+///
+/// The operands must have passed [`FullyConnectedI8::validate`]; lengths are not rechecked.
+pub fn fully_connected_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
+    let s = op.shape;
+    let p = &op.params;
+    debug_assert!(op.validate(output).is_ok());
+    for b in 0..s.batch {
+        let row = &op.input[b * s.in_features..(b + 1) * s.in_features];
+        for o in 0..s.out_features {
+            let weights = &op.weights[o * s.in_features..(o + 1) * s.in_features];
+            let mut acc: i32 = 0;
+            for (&x, &w) in row.iter().zip(weights) {
+                // Weights are symmetric (zero point 0), so only the input is offset.
+                acc = acc.wrapping_add((i32::from(x) - p.input_zero_point) * i32::from(w));
+            }
+            if let Some(bias) = op.bias {
+                acc = acc.wrapping_add(bias[o]);
+            }
+            let scaled = p
+                .multiplier(o)
+                .apply(acc)
+                .saturating_add(p.output_zero_point);
+            output[b * s.out_features + o] =
+                scaled.clamp(i32::from(p.activation_min), i32::from(p.activation_max)) as i8;
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Picks the board's memory map: the Cortex-M4F board for thumbv7em, the Cortex-M0 micro:bit
+//! for thumbv6m, or the one named by `LOAM_BOARD` (a file under `memory/`).
+
+use std::{env, fs, path::PathBuf};
+
+fn main() {
+    let target = env::var("TARGET").unwrap_or_default();
+    let board = env::var("LOAM_BOARD").unwrap_or_else(|_| {
+        if target.starts_with("thumbv6m") {
+            "microbit"
+        } else {
+            "mps2-an386"
+        }
+        .to_string()
+    });
+    let source = PathBuf::from("memory").join(format!("{board}.x"));
+    let memory = fs::read(&source)
+        .unwrap_or_else(|e| panic!("LOAM_BOARD={board}: cannot read {}: {e}", source.display()));
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    fs::write(out.join("memory.x"), memory).expect("OUT_DIR is writable");
+    println!("cargo:rustc-link-search={}", out.display());
+    println!("cargo:rerun-if-changed={}", source.display());
+    println!("cargo:rerun-if-env-changed=LOAM_BOARD");
+    println!("cargo:rustc-env=LOAM_FIRMWARE_TARGET={target} on {board}");
+}
