@@ -1,0 +1,232 @@
+//! `cargo xtask setup`: installs what a fresh Debian machine lacks for the cross targets. Every
+//! step checks first and acts only when something is missing, so running it again is cheap.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+use crate::toolchain::{self, Choice, DEBIAN_RUST_VERSION, Toolchain};
+
+/// Cross compilers (also the linkers) and emulators, from Debian.
+const HOST_PACKAGES: [&str; 6] = [
+    "gcc-aarch64-linux-gnu",
+    "gcc-arm-linux-gnueabihf",
+    "gcc-arm-none-eabi",
+    "qemu-user",
+    "qemu-system-arm",
+    "file",
+];
+
+/// Decodes the Cortex-M firmware's defmt log on the host.
+const DEFMT_PRINT: &str = "defmt-print";
+const DEFMT_PRINT_VERSION: &str = "1.2.0";
+
+/// Whether everything `cargo xtask test` needs is already installed.
+pub fn is_complete(choice: Choice) -> bool {
+    Toolchain::detect(choice).is_some()
+        && HOST_PACKAGES.iter().all(|p| package_installed(p, None))
+        && defmt_print_is_current()
+}
+
+/// Installs whatever is missing and returns the toolchain to use.
+pub fn run(choice: Choice) -> Result<Toolchain> {
+    let mut apt = Apt::new()?;
+    let missing: Vec<&str> = HOST_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !package_installed(p, None))
+        .collect();
+    if missing.is_empty() {
+        println!("setup: cross compilers and QEMU present");
+    } else {
+        println!("setup: installing {}", missing.join(" "));
+        apt.install(&missing)?;
+    }
+
+    let toolchain = match Toolchain::detect(choice) {
+        Some(t) => t,
+        None => install_toolchain(choice, &mut apt)?,
+    };
+    println!("setup: cross toolchain is {}", toolchain.describe());
+
+    if defmt_print_is_current() {
+        println!("setup: {DEFMT_PRINT} {DEFMT_PRINT_VERSION} present");
+    } else {
+        println!("setup: cargo install {DEFMT_PRINT}@{DEFMT_PRINT_VERSION}");
+        let status = Command::new(toolchain::host_cargo())
+            .args(["install", "--locked"])
+            .arg(format!("{DEFMT_PRINT}@{DEFMT_PRINT_VERSION}"))
+            .status()
+            .context("running cargo install")?;
+        if !status.success() {
+            bail!("cargo install {DEFMT_PRINT}@{DEFMT_PRINT_VERSION} failed ({status})");
+        }
+    }
+    Ok(toolchain)
+}
+
+fn install_toolchain(choice: Choice, apt: &mut Apt) -> Result<Toolchain> {
+    if matches!(choice, Choice::Auto | Choice::Rustup) && toolchain::runs("rustup", "--version") {
+        println!(
+            "setup: rustup target add {}",
+            toolchain::CROSS_TARGETS.join(" ")
+        );
+        // `timeout`: where rustup's server is unreachable it may hang rather than fail.
+        let added = Command::new("timeout")
+            .args(["300", "rustup", "target", "add"])
+            .args(toolchain::CROSS_TARGETS)
+            .status()
+            .is_ok_and(|s| s.success());
+        if let Some(t) = Toolchain::detect(Choice::Rustup).filter(|_| added) {
+            return Ok(t);
+        }
+        if choice == Choice::Rustup {
+            bail!(
+                "rustup could not add the cross targets; try `cargo xtask setup --toolchain debian`"
+            );
+        }
+        println!(
+            "setup: rustup cannot add targets here; using Debian's rustc-web {DEBIAN_RUST_VERSION}"
+        );
+    }
+    install_debian_toolchain(apt)?;
+    Toolchain::detect(Choice::Debian).context(
+        "Debian's rustc-web installed, but its ARM std libraries or sources are still missing",
+    )
+}
+
+/// Debian's rustc-web 1.85 plus the arm64/armhf std rlibs. The rlib packages are unpacked by
+/// hand because their multiarch dependencies do not install on an amd64 system, and the rlibs
+/// are all rustc needs.
+fn install_debian_toolchain(apt: &mut Apt) -> Result<()> {
+    let v = DEBIAN_RUST_VERSION;
+    let packages = [
+        "rustc-web",
+        "cargo-web",
+        "rust-web-src",
+        "libstd-rust-web-dev",
+        "libstd-rust-web-1.85",
+    ];
+    let pinned: Vec<String> = packages
+        .iter()
+        .filter(|p| !package_installed(p, Some(v)))
+        .map(|p| format!("{p}={v}"))
+        .collect();
+    if !pinned.is_empty() {
+        println!("setup: installing {}", pinned.join(" "));
+        apt.install(&pinned.iter().map(String::as_str).collect::<Vec<_>>())?;
+    }
+    let foreign = ["arm64", "armhf"];
+    for arch in foreign {
+        apt.root(Command::new("dpkg").args(["--add-architecture", arch]))?;
+    }
+    apt.update(true)?;
+    let dir = std::env::temp_dir().join("loam-xtask-debs");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for arch in foreign {
+        let spec = format!("libstd-rust-web-dev:{arch}={v}");
+        println!("setup: apt-get download {spec}");
+        run_checked(
+            Command::new("apt-get")
+                .current_dir(&dir)
+                .args(["download", &spec]),
+        )?;
+    }
+    for entry in std::fs::read_dir(&dir)? {
+        let deb = entry?.path();
+        if deb.extension().is_some_and(|e| e == "deb") {
+            println!("setup: dpkg-deb -x {} /", deb.display());
+            apt.root(Command::new("dpkg-deb").arg("-x").arg(&deb).arg("/"))?;
+        }
+    }
+    Ok(())
+}
+
+fn defmt_print_is_current() -> bool {
+    toolchain::capture(Command::new(DEFMT_PRINT).arg("--version"))
+        .is_some_and(|v| v.contains(DEFMT_PRINT_VERSION))
+}
+
+/// Whether a Debian package is installed (at `version`, if given).
+fn package_installed(package: &str, version: Option<&str>) -> bool {
+    toolchain::capture(Command::new("dpkg-query").args(["-W", "-f=${Status}|${Version}", package]))
+        .is_some_and(|out| {
+            let (status, installed) = out.split_once('|').unwrap_or((&out, ""));
+            status.ends_with("installed") && version.is_none_or(|v| v == installed)
+        })
+}
+
+/// apt as root (directly, or through sudo), updating its lists at most once per kind of run.
+struct Apt {
+    sudo: bool,
+    updated: bool,
+    updated_foreign: bool,
+}
+
+impl Apt {
+    fn new() -> Result<Self> {
+        if !Path::new("/usr/bin/apt-get").exists() {
+            bail!(
+                "cargo xtask setup needs apt-get (Debian or Ubuntu); on other systems install \
+                 the GNU Arm cross compilers, qemu-user, qemu-system-arm and the rustup targets \
+                 {} by hand",
+                toolchain::CROSS_TARGETS.join(", ")
+            );
+        }
+        let root =
+            toolchain::capture(Command::new("id").arg("-u")).is_some_and(|u| u.trim() == "0");
+        Ok(Self {
+            sudo: !root,
+            updated: false,
+            updated_foreign: false,
+        })
+    }
+
+    fn root(&self, cmd: &mut Command) -> Result<()> {
+        if self.sudo {
+            let mut sudo = Command::new("sudo");
+            sudo.arg(cmd.get_program()).args(cmd.get_args());
+            run_checked(&mut sudo)
+        } else {
+            run_checked(cmd)
+        }
+    }
+
+    /// `apt-get update`, again after foreign architectures were added.
+    fn update(&mut self, foreign: bool) -> Result<()> {
+        if self.updated && (!foreign || self.updated_foreign) {
+            return Ok(());
+        }
+        println!("setup: apt-get update");
+        self.root(Command::new("apt-get").args(["update", "-q"]))?;
+        self.updated = true;
+        self.updated_foreign |= foreign;
+        Ok(())
+    }
+
+    fn install(&mut self, packages: &[&str]) -> Result<()> {
+        self.update(false)?;
+        self.root(
+            Command::new("apt-get")
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .args(["install", "-y", "-q"])
+                .args(packages),
+        )
+    }
+}
+
+fn run_checked(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {:?}", cmd.get_program()))?;
+    if !status.success() {
+        bail!(
+            "{:?} {:?} failed ({status})",
+            cmd.get_program(),
+            cmd.get_args().collect::<Vec<_>>()
+        );
+    }
+    Ok(())
+}

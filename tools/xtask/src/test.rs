@@ -1,0 +1,300 @@
+//! `cargo xtask test`: every target's tests, then the lint checks, then one summary table.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::report::{self, Counts, Row};
+use crate::toolchain::{
+    AARCH64_LINUX, ARMV7_LINUX, BareMetalTarget, CORTEX_M0, CORTEX_M4F, LinuxTarget, Toolchain,
+    host_cargo,
+};
+
+/// The stages, by the names `--only` accepts.
+pub const STAGES: [&str; 8] = [
+    "x86_64",
+    "aarch64",
+    "armv7",
+    "cortex-m4",
+    "cortex-m0",
+    "features",
+    "clippy",
+    "fmt",
+];
+
+/// Seconds a firmware may run under QEMU before it counts as hung.
+const FIRMWARE_TIMEOUT_S: u32 = 600;
+
+/// Feature sets of the runtime that must each build; the no_std ones matter most.
+const RUNTIME_FEATURE_SETS: [&str; 5] = ["", "alloc", "std", "defmt", "std,defmt"];
+
+/// Runs the selected stages and returns the summary rows.
+pub fn run(root: &Path, toolchain: &Toolchain, only: &[String]) -> Vec<Row> {
+    let selected = |stage: &str| only.is_empty() || only.iter().any(|o| o == stage);
+    let mut rows = Vec::new();
+    if selected("x86_64") {
+        rows.push(host_tests(root));
+    }
+    for (stage, target) in [("aarch64", &AARCH64_LINUX), ("armv7", &ARMV7_LINUX)] {
+        if selected(stage) {
+            rows.push(linux_tests(root, toolchain, target));
+        }
+    }
+    for (stage, target) in [("cortex-m4", &CORTEX_M4F), ("cortex-m0", &CORTEX_M0)] {
+        if selected(stage) {
+            rows.push(firmware_tests(root, toolchain, target));
+        }
+    }
+    if selected("features") {
+        rows.push(feature_matrix(root));
+    }
+    if selected("clippy") {
+        rows.push(clippy(root));
+    }
+    if selected("fmt") {
+        rows.push(rustfmt(root));
+    }
+    rows
+}
+
+/// Runs a command with stdout and stderr merged, echoing each line as it comes (CI logs show
+/// progress) and returning it all for parsing.
+fn run_streamed(cmd: &mut Command) -> Result<(bool, String)> {
+    let (reader, writer) = std::io::pipe().context("creating a pipe")?;
+    cmd.stdout(writer.try_clone()?).stderr(writer);
+    println!("$ {}", describe(cmd));
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", describe(cmd)))?;
+    // The command holds the pipe's write ends; drop them so the read side sees EOF when the
+    // child exits.
+    *cmd = Command::new("true");
+    let mut output = String::new();
+    for line in BufReader::new(reader).lines() {
+        let line = line.unwrap_or_default();
+        println!("{line}");
+        output.push_str(&line);
+        output.push('\n');
+    }
+    let status = child.wait()?;
+    Ok((status.success(), output))
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn banner(title: &str) {
+    println!("\n==> {title}");
+}
+
+/// A row from a `cargo test` run.
+fn cargo_test_row(target: &str, runs_on: &str, cmd: &mut Command) -> Row {
+    let (counts, problem) = match run_streamed(cmd) {
+        Ok((success, output)) => {
+            let counts = report::cargo_test_counts(&output);
+            let problem = (!success && counts.failed == 0)
+                .then(|| "cargo test failed before running every test".to_string());
+            (counts, problem)
+        }
+        Err(e) => (Counts::default(), Some(format!("{e:#}"))),
+    };
+    Row {
+        target: target.into(),
+        runs_on: runs_on.into(),
+        counts,
+        problem,
+    }
+}
+
+fn host_tests(root: &Path) -> Row {
+    banner("x86_64: the whole workspace");
+    let mut cmd = Command::new(host_cargo());
+    cmd.current_dir(root)
+        .args(["test", "--workspace", "--locked"]);
+    cargo_test_row("x86_64-unknown-linux-gnu", "host", &mut cmd)
+}
+
+fn linux_tests(root: &Path, toolchain: &Toolchain, target: &LinuxTarget) -> Row {
+    banner(&format!(
+        "{}: the runtime's tests under {}",
+        target.triple, target.qemu
+    ));
+    let env_triple = target.triple.to_uppercase().replace('-', "_");
+    let mut cmd = toolchain.cargo(target.triple);
+    cmd.current_dir(root)
+        .args(["test", "--locked", "-p", "loam", "--target", target.triple])
+        .env("CARGO_TARGET_DIR", toolchain.target_dir(root))
+        .env(format!("CARGO_TARGET_{env_triple}_LINKER"), target.linker)
+        .env(
+            format!("CARGO_TARGET_{env_triple}_RUNNER"),
+            format!("{} -L {}", target.qemu, target.sysroot),
+        );
+    cargo_test_row(
+        target.triple,
+        &format!("{} (qemu-user)", target.qemu),
+        &mut cmd,
+    )
+}
+
+/// Builds the firmware, runs the self-test and the reference firmware under QEMU. The self-test
+/// reports one count per check; the reference firmware counts as one test.
+fn firmware_tests(root: &Path, toolchain: &Toolchain, target: &BareMetalTarget) -> Row {
+    banner(&format!(
+        "{}: firmware under qemu-system-arm on {}",
+        target.triple, target.board
+    ));
+    let mut row = Row {
+        target: target.triple.into(),
+        runs_on: format!(
+            "qemu-system-arm {}",
+            target.board.split(' ').next().unwrap_or("")
+        ),
+        counts: Counts::default(),
+        problem: None,
+    };
+    let elves = match build_firmware(root, toolchain, target.triple) {
+        Ok(dir) => dir,
+        Err(e) => {
+            row.problem = Some(format!("{e:#}"));
+            return row;
+        }
+    };
+    match run_firmware(root, &elves.join("selftest")) {
+        Ok((success, output)) => match report::firmware_counts(&output) {
+            Some(counts) => {
+                row.counts = counts;
+                if !success && counts.failed == 0 {
+                    row.problem = Some("selftest exited non-zero".into());
+                }
+            }
+            None => row.problem = Some("selftest printed no result line".into()),
+        },
+        Err(e) => row.problem = Some(format!("{e:#}")),
+    }
+    match run_firmware(root, &elves.join("reference")) {
+        Ok((true, _)) => row.counts.passed += 1,
+        Ok((false, _)) => row.counts.failed += 1,
+        Err(e) => row.problem = Some(format!("{e:#}")),
+    }
+    row
+}
+
+/// Builds every firmware binary for `triple`; returns the directory holding the ELF files.
+pub fn build_firmware(root: &Path, toolchain: &Toolchain, triple: &str) -> Result<PathBuf> {
+    let firmware = root.join("targets/cortex-m");
+    let mut cmd = toolchain.cargo(triple);
+    cmd.current_dir(&firmware)
+        .args([
+            "build",
+            "--locked",
+            "--release",
+            "--bins",
+            "--target",
+            triple,
+        ])
+        .args(toolchain.bare_metal_args());
+    let (success, _) = run_streamed(&mut cmd)?;
+    anyhow::ensure!(success, "firmware build for {triple} failed");
+    Ok(firmware.join("target").join(triple).join("release"))
+}
+
+fn run_firmware(root: &Path, elf: &Path) -> Result<(bool, String)> {
+    let mut cmd = Command::new("timeout");
+    cmd.current_dir(root.join("targets/cortex-m"))
+        .arg(FIRMWARE_TIMEOUT_S.to_string())
+        .arg("./qemu-run")
+        .arg(elf);
+    run_streamed(&mut cmd)
+}
+
+/// A row of checks, each passing or failing as a whole.
+fn check_row(target: &str, checks: Vec<(String, Command)>) -> Row {
+    let mut counts = Counts::default();
+    let mut failures = Vec::new();
+    for (name, mut cmd) in checks {
+        match run_streamed(&mut cmd) {
+            Ok((true, _)) => counts.passed += 1,
+            Ok((false, _)) | Err(_) => {
+                counts.failed += 1;
+                failures.push(name);
+            }
+        }
+    }
+    Row {
+        target: target.into(),
+        runs_on: "host".into(),
+        counts,
+        problem: (!failures.is_empty()).then(|| failures.join(", ")),
+    }
+}
+
+fn feature_matrix(root: &Path) -> Row {
+    banner("feature matrix of the runtime");
+    let checks = RUNTIME_FEATURE_SETS
+        .iter()
+        .map(|features| {
+            let mut cmd = Command::new(host_cargo());
+            cmd.current_dir(root).args([
+                "check",
+                "--locked",
+                "-p",
+                "loam",
+                "--no-default-features",
+            ]);
+            if !features.is_empty() {
+                cmd.args(["--features", features]);
+            }
+            let name = if features.is_empty() {
+                "no features"
+            } else {
+                features
+            };
+            (format!("[{name}]"), cmd)
+        })
+        .collect();
+    check_row("loam feature sets", checks)
+}
+
+fn clippy(root: &Path) -> Row {
+    banner("clippy");
+    let mut cmd = Command::new(host_cargo());
+    cmd.current_dir(root).args([
+        "clippy",
+        "--locked",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    check_row("clippy -D warnings", vec![("workspace".into(), cmd)])
+}
+
+fn rustfmt(root: &Path) -> Row {
+    banner("rustfmt");
+    let mut workspace = Command::new(host_cargo());
+    workspace
+        .current_dir(root)
+        .args(["fmt", "--all", "--check"]);
+    let mut firmware = Command::new(host_cargo());
+    firmware.current_dir(root).args([
+        "fmt",
+        "--manifest-path",
+        "targets/cortex-m/Cargo.toml",
+        "--check",
+    ]);
+    check_row(
+        "rustfmt --check",
+        vec![
+            ("workspace".into(), workspace),
+            ("targets/cortex-m".into(), firmware),
+        ],
+    )
+}
