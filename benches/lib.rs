@@ -1,0 +1,1 @@
+//! criterion benchmarks of loam; the benchmarks are in `benches/`.

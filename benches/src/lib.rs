@@ -1,1 +1,0 @@
-//! criterion benchmarks live in `benches/`.

@@ -1,0 +1,1 @@
+//! Workspace-level integration tests of loam; the tests are in `tests/`.
