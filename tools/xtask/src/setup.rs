@@ -152,10 +152,14 @@ fn defmt_print_is_current() -> bool {
 /// Whether a Debian package is installed (at `version`, if given).
 fn package_installed(package: &str, version: Option<&str>) -> bool {
     toolchain::capture(Command::new("dpkg-query").args(["-W", "-f=${Status}|${Version}", package]))
-        .is_some_and(|out| {
-            let (status, installed) = out.split_once('|').unwrap_or((&out, ""));
-            status.ends_with("installed") && version.is_none_or(|v| v == installed)
-        })
+        .is_some_and(|out| dpkg_says_installed(&out, version))
+}
+
+/// Reads `dpkg-query -f '${Status}|${Version}'`: "install ok installed|1.2" is installed; a
+/// removed package reads "unknown ok not-installed|" or "deinstall ok config-files|1.2".
+fn dpkg_says_installed(out: &str, version: Option<&str>) -> bool {
+    let (status, installed) = out.split_once('|').unwrap_or((out, ""));
+    status.split_whitespace().last() == Some("installed") && version.is_none_or(|v| v == installed)
 }
 
 /// apt as root (directly, or through sudo), updating its lists at most once per kind of run.
@@ -199,8 +203,19 @@ impl Apt {
         if self.updated && (!foreign || self.updated_foreign) {
             return Ok(());
         }
-        println!("setup: apt-get update");
-        self.root(Command::new("apt-get").args(["update", "-q"]))?;
+        // A mirror mid-sync makes `apt-get update` fail for one index while the others are
+        // fine; retry once, then go on: if a package is really unavailable, the install that
+        // follows fails with apt's own message.
+        for attempt in 1..=2 {
+            println!("setup: apt-get update");
+            match self.root(Command::new("apt-get").args(["update", "-q"])) {
+                Ok(()) => break,
+                Err(e) if attempt == 2 => {
+                    println!("setup: warning: {e:#}; trying to install anyway")
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_secs(5)),
+            }
+        }
         self.updated = true;
         self.updated_foreign |= foreign;
         Ok(())
@@ -229,4 +244,28 @@ fn run_checked(cmd: &mut Command) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removed_packages_are_not_installed() {
+        assert!(dpkg_says_installed("install ok installed|1:7.2", None));
+        assert!(dpkg_says_installed(
+            "install ok installed|1.85.0",
+            Some("1.85.0")
+        ));
+        assert!(!dpkg_says_installed(
+            "install ok installed|1.84.0",
+            Some("1.85.0")
+        ));
+        assert!(!dpkg_says_installed("unknown ok not-installed|", None));
+        assert!(!dpkg_says_installed(
+            "deinstall ok config-files|1:7.2",
+            None
+        ));
+        assert!(!package_installed("loam-no-such-package", None));
+    }
 }
