@@ -323,27 +323,38 @@ fn fully_connected_random() -> (bool, u32) {
     (all_within_one, digest.finalize())
 }
 
-/// Each output is within one step of `clamp(round(acc * multiplier) + zero_point)` computed in
-/// f64 from an accumulator rearranged as optimised kernels do (`sum(x*w) - zp*sum(w) + bias`).
+/// The accumulator of output `(b, o)` computed the way optimised kernels rearrange it,
+/// `sum(x * w) - zero_point * sum(w) + bias`, in i64 so it cannot wrap: an independent model
+/// of the reference's accumulation.
+pub(crate) fn rearranged_accumulator(op: &FullyConnectedI8<'_>, b: usize, o: usize) -> i64 {
+    let n = op.shape.in_features;
+    let x = &op.input[b * n..][..n];
+    let w = &op.weights[o * n..][..n];
+    let dot: i64 = x
+        .iter()
+        .zip(w)
+        .map(|(&x, &w)| i64::from(x) * i64::from(w))
+        .sum();
+    let wsum: i64 = w.iter().map(|&w| i64::from(w)).sum();
+    let bias = op.bias.map_or(0, |bias| i64::from(bias[o]));
+    dot - i64::from(op.params.input_zero_point) * wsum + bias
+}
+
+/// `clamp(round(acc * multiplier) + zero_point)` in f64: the exact real-arithmetic result
+/// a requantized output should be within one step of.
+pub(crate) fn real_output(op: &FullyConnectedI8<'_>, b: usize, o: usize) -> f64 {
+    let p = &op.params;
+    let acc = rearranged_accumulator(op, b, o);
+    let real = libm::round(acc as f64 * p.multiplier(o).to_real()) + f64::from(p.output_zero_point);
+    real.clamp(f64::from(p.activation_min), f64::from(p.activation_max))
+}
+
+/// Each output is within one step of [`real_output`].
 fn within_one_step_of_real(op: &FullyConnectedI8<'_>, output: &[i8]) -> bool {
     let s = op.shape;
-    let p = &op.params;
     (0..s.batch).all(|b| {
         (0..s.out_features).all(|o| {
-            let x = &op.input[b * s.in_features..][..s.in_features];
-            let w = &op.weights[o * s.in_features..][..s.in_features];
-            let dot: i64 = x
-                .iter()
-                .zip(w)
-                .map(|(&x, &w)| i64::from(x) * i64::from(w))
-                .sum();
-            let wsum: i64 = w.iter().map(|&w| i64::from(w)).sum();
-            let bias = op.bias.map_or(0, |bias| i64::from(bias[o]));
-            let acc = dot - i64::from(p.input_zero_point) * wsum + bias;
-            let m = p.multipliers[if p.multipliers.len() == 1 { 0 } else { o }];
-            let real = libm::round(acc as f64 * m.to_real()) + f64::from(p.output_zero_point);
-            let real = real.clamp(f64::from(p.activation_min), f64::from(p.activation_max));
-            libm::fabs(f64::from(output[b * s.out_features + o]) - real) <= 1.0
+            libm::fabs(f64::from(output[b * s.out_features + o]) - real_output(op, b, o)) <= 1.0
         })
     })
 }

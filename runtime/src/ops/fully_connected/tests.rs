@@ -1,5 +1,6 @@
 use super::*;
 use crate::fixed_point::QuantizedMultiplier;
+use crate::selftest::{real_output, rearranged_accumulator};
 use proptest::prelude::*;
 use std::vec;
 use std::vec::Vec;
@@ -79,21 +80,6 @@ fn problem() -> impl Strategy<Value = Problem> {
         )
 }
 
-/// The accumulator computed the way optimised kernels rearrange it:
-/// `sum(x * w) - zero_point * sum(w) + bias`, in i64 so it cannot wrap.
-fn rearranged_accumulator(p: &Problem, b: usize, o: usize) -> i64 {
-    let n = p.shape.in_features;
-    let x = &p.input[b * n..(b + 1) * n];
-    let w = &p.weights[o * n..(o + 1) * n];
-    let dot: i64 = x
-        .iter()
-        .zip(w)
-        .map(|(&x, &w)| i64::from(x) * i64::from(w))
-        .sum();
-    let wsum: i64 = w.iter().map(|&w| i64::from(w)).sum();
-    dot - i64::from(p.input_zero_point) * wsum + p.bias.as_ref().map_or(0, |b| i64::from(b[o]))
-}
-
 proptest! {
     /// The reference agrees bit for bit with the TFLite requantization of an independently
     /// computed accumulator, and within one step of exact real arithmetic.
@@ -102,16 +88,16 @@ proptest! {
         let s = p.shape;
         let mut out = vec![0i8; s.batch * s.out_features];
         fully_connected_i8(&p.op(), &mut out).unwrap();
+        let op = p.op();
         for b in 0..s.batch {
             for o in 0..s.out_features {
-                let acc = rearranged_accumulator(&p, b, o);
-                let m = p.multipliers[if p.multipliers.len() == 1 { 0 } else { o }];
+                let acc = i32::try_from(rearranged_accumulator(&op, b, o)).unwrap();
                 let (lo, hi) = (i32::from(p.activation.0), i32::from(p.activation.1));
-                let fixed = (m.apply(i32::try_from(acc).unwrap()) + p.output_zero_point).clamp(lo, hi);
-                let real = (libm::round(acc as f64 * m.to_real()) as i32 + p.output_zero_point).clamp(lo, hi);
+                let fixed = (op.params.multiplier(o).apply(acc) + p.output_zero_point).clamp(lo, hi);
                 let got = i32::from(out[b * s.out_features + o]);
                 prop_assert_eq!(got, fixed);
-                prop_assert!((got - real).abs() <= 1, "got {} real {}", got, real);
+                let real = real_output(&op, b, o);
+                prop_assert!((f64::from(got) - real).abs() <= 1.0, "got {} real {}", got, real);
             }
         }
     }
