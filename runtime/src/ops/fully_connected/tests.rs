@@ -87,8 +87,8 @@ proptest! {
     fn reference_matches_independent_model(p in problem()) {
         let s = p.shape;
         let mut out = vec![0i8; s.batch * s.out_features];
-        fully_connected_i8(&p.op(), &mut out).unwrap();
         let op = p.op();
+        fully_connected_i8(&op, &mut out).unwrap();
         for b in 0..s.batch {
             for o in 0..s.out_features {
                 let acc = i32::try_from(rearranged_accumulator(&op, b, o)).unwrap();
