@@ -59,7 +59,9 @@ fn workspace_root() -> PathBuf {
 
 /// The toolchain to use, running setup first when something is missing.
 fn ready_toolchain(choice: Choice) -> Result<Toolchain> {
-    if let Some(toolchain) = Toolchain::detect(choice).filter(|_| setup::is_complete(choice)) {
+    if setup::host_tools_present()
+        && let Some(toolchain) = Toolchain::detect(choice)
+    {
         return Ok(toolchain);
     }
     println!("cross tools missing: running `cargo xtask setup` first");

@@ -17,9 +17,9 @@ const FLASH_SECTIONS: [&str; 4] = [".vector_table", ".text", ".rodata", ".data"]
 /// Sections occupying RAM before the stack.
 const RAM_SECTIONS: [&str; 3] = [".data", ".bss", ".uninit"];
 
-/// Model bytes the reference firmware holds in flash (64x10 int8 weights, 10 int32 biases),
-/// so the runtime's own code can be told apart from them.
-const REFERENCE_MODEL_BYTES: u64 = 64 * 10 + 10 * 4;
+/// The reference firmware's statics holding the model (they keep their names through LTO),
+/// so the runtime's own code can be told apart from the model's bytes.
+const REFERENCE_MODEL_SYMBOLS: [&str; 2] = ["reference::WEIGHTS", "reference::BIAS"];
 
 /// Flash and RAM of one ELF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,34 @@ pub fn footprint(size_output: &str) -> Footprint {
     fp
 }
 
+/// Adds up the sizes of `symbols` in `nm --print-size --demangle` output; every one must be
+/// there, or the measurement would silently count model bytes as code.
+pub fn symbol_bytes(nm_output: &str, symbols: &[&str]) -> Result<u64> {
+    symbols
+        .iter()
+        .map(|symbol| {
+            nm_output
+                .lines()
+                .find_map(|line| {
+                    let mut cols = line.split_whitespace();
+                    let (_addr, size, _kind) = (cols.next()?, cols.next()?, cols.next()?);
+                    (cols.next()? == *symbol).then(|| u64::from_str_radix(size, 16).ok())?
+                })
+                .with_context(|| format!("symbol {symbol} not found in the reference firmware"))
+        })
+        .sum()
+}
+
+fn model_bytes(elf: &Path) -> Result<u64> {
+    let out = capture(
+        Command::new("arm-none-eabi-nm")
+            .args(["--print-size", "--demangle"])
+            .arg(elf),
+    )
+    .with_context(|| format!("arm-none-eabi-nm {}", elf.display()))?;
+    symbol_bytes(&out, &REFERENCE_MODEL_SYMBOLS)
+}
+
 fn measure(elf: &Path) -> Result<Footprint> {
     let out = capture(Command::new("arm-none-eabi-size").arg("-A").arg(elf))
         .with_context(|| format!("arm-none-eabi-size -A {}", elf.display()))?;
@@ -68,7 +96,8 @@ pub fn run(root: &Path, toolchain: &Toolchain) -> Result<()> {
         let dir = build_firmware(root, toolchain, target.triple)?;
         let baseline = measure(&dir.join("baseline"))?;
         let reference = measure(&dir.join("reference"))?;
-        lines.push((target, baseline, reference));
+        let model = model_bytes(&dir.join("reference"))?;
+        lines.push((target, baseline, reference, model));
     }
     println!(
         "\nfirmware size ({}; release, opt-level s, LTO)",
@@ -78,10 +107,8 @@ pub fn run(root: &Path, toolchain: &Toolchain) -> Result<()> {
         "{:<24} {:<26} {:>10} {:>10}",
         "target", "firmware", "flash (B)", "RAM (B)"
     );
-    for (target, baseline, reference) in lines {
-        let code = reference
-            .flash
-            .saturating_sub(baseline.flash + REFERENCE_MODEL_BYTES);
+    for (target, baseline, reference, model) in lines {
+        let code = reference.flash.saturating_sub(baseline.flash + model);
         println!(
             "{:<24} {:<26} {:>10} {:>10}",
             target.triple, "baseline (no loam)", baseline.flash, baseline.ram
@@ -97,10 +124,7 @@ pub fn run(root: &Path, toolchain: &Toolchain) -> Result<()> {
             code,
             reference.ram.saturating_sub(baseline.ram)
         );
-        println!(
-            "{:<24} {:<26} {:>10}",
-            "", "  of which model data", REFERENCE_MODEL_BYTES
-        );
+        println!("{:<24} {:<26} {:>10}", "", "  of which model data", model);
     }
     println!("(stack not included: it is sized by the linker script, not by the program)");
     Ok(())
@@ -132,5 +156,23 @@ Total             962066
                 ram: 36
             }
         );
+    }
+
+    #[test]
+    fn model_bytes_come_from_the_named_symbols() {
+        let nm = "\
+000014c4 00000028 r reference::BIAS
+00001244 00000280 r reference::WEIGHTS
+00000d7a 0000005e t semihosting::io::Write::write_all
+";
+        assert_eq!(
+            symbol_bytes(nm, &REFERENCE_MODEL_SYMBOLS).unwrap(),
+            0x28 + 0x280
+        );
+        let missing = symbol_bytes(
+            "00001244 00000280 r reference::WEIGHTS\n",
+            &REFERENCE_MODEL_SYMBOLS,
+        );
+        assert!(missing.unwrap_err().to_string().contains("reference::BIAS"));
     }
 }

@@ -90,6 +90,13 @@ fn describe(cmd: &Command) -> String {
         .join(" ")
 }
 
+/// The host's cargo, run at the workspace root with `args`.
+fn host_cargo_in(root: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(host_cargo());
+    cmd.current_dir(root).args(args);
+    cmd
+}
+
 fn banner(title: &str) {
     println!("\n==> {title}");
 }
@@ -115,9 +122,7 @@ fn cargo_test_row(target: &str, runs_on: &str, cmd: &mut Command) -> Row {
 
 fn host_tests(root: &Path) -> Row {
     banner("x86_64: the whole workspace");
-    let mut cmd = Command::new(host_cargo());
-    cmd.current_dir(root)
-        .args(["test", "--workspace", "--locked"]);
+    let mut cmd = host_cargo_in(root, &["test", "--workspace", "--locked"]);
     cargo_test_row("x86_64-unknown-linux-gnu", "host", &mut cmd)
 }
 
@@ -240,14 +245,10 @@ fn feature_matrix(root: &Path) -> Row {
     let checks = RUNTIME_FEATURE_SETS
         .iter()
         .map(|features| {
-            let mut cmd = Command::new(host_cargo());
-            cmd.current_dir(root).args([
-                "check",
-                "--locked",
-                "-p",
-                "loam",
-                "--no-default-features",
-            ]);
+            let mut cmd = host_cargo_in(
+                root,
+                &["check", "--locked", "-p", "loam", "--no-default-features"],
+            );
             if !features.is_empty() {
                 cmd.args(["--features", features]);
             }
@@ -264,32 +265,33 @@ fn feature_matrix(root: &Path) -> Row {
 
 fn clippy(root: &Path) -> Row {
     banner("clippy");
-    let mut cmd = Command::new(host_cargo());
-    cmd.current_dir(root).args([
-        "clippy",
-        "--locked",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ]);
+    let cmd = host_cargo_in(
+        root,
+        &[
+            "clippy",
+            "--locked",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    );
     check_row("clippy -D warnings", vec![("workspace".into(), cmd)])
 }
 
 fn rustfmt(root: &Path) -> Row {
     banner("rustfmt");
-    let mut workspace = Command::new(host_cargo());
-    workspace
-        .current_dir(root)
-        .args(["fmt", "--all", "--check"]);
-    let mut firmware = Command::new(host_cargo());
-    firmware.current_dir(root).args([
-        "fmt",
-        "--manifest-path",
-        "targets/cortex-m/Cargo.toml",
-        "--check",
-    ]);
+    let workspace = host_cargo_in(root, &["fmt", "--all", "--check"]);
+    let firmware = host_cargo_in(
+        root,
+        &[
+            "fmt",
+            "--manifest-path",
+            "targets/cortex-m/Cargo.toml",
+            "--check",
+        ],
+    );
     check_row(
         "rustfmt --check",
         vec![
