@@ -36,25 +36,54 @@ pub const fn rounding_divide_by_pot(x: i32, exponent: u32) -> i32 {
 
 /// A non-negative real multiplier `m` stored as `multiplier * 2^(shift - 31)` with
 /// `multiplier` in `[2^30, 2^31)` (or zero), TFLite's `QuantizeMultiplier` representation.
+///
+/// In memory it is two `i32`s, `[multiplier, shift]`, the layout a model file stores them in,
+/// so a validated run of them is read in place ([`QuantizedMultiplier::slice_from_raw`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(C)]
 pub struct QuantizedMultiplier {
     multiplier: i32,
-    shift: i8,
+    shift: i32,
 }
 
 impl QuantizedMultiplier {
     /// Smallest shift TFLite produces: multipliers below `2^-32` flush to zero.
-    pub const MIN_SHIFT: i8 = -31;
+    pub const MIN_SHIFT: i32 = -31;
     /// Largest shift TFLite produces: multipliers at or above `2^30` saturate.
-    pub const MAX_SHIFT: i8 = 30;
+    pub const MAX_SHIFT: i32 = 30;
 
     /// Builds a multiplier from its stored parts, as read from a model file.
-    pub const fn new(multiplier: i32, shift: i8) -> Result<Self, Error> {
+    pub const fn new(multiplier: i32, shift: i32) -> Result<Self, Error> {
         if multiplier < 0 || shift < Self::MIN_SHIFT || shift > Self::MAX_SHIFT {
             return Err(Error::InvalidQuantization(QuantField::Scale));
         }
         Ok(Self { multiplier, shift })
+    }
+
+    /// Views `[multiplier, shift]` pairs as multipliers, in place, after checking each pair
+    /// is in range. `None` if the length is odd or a pair is out of range.
+    pub fn slice_from_raw(raw: &[i32]) -> Option<&[QuantizedMultiplier]> {
+        if raw.len() % 2 != 0 {
+            return None;
+        }
+        let valid = raw
+            .chunks_exact(2)
+            .all(|p| QuantizedMultiplier::new(p[0], p[1]).is_ok());
+        if !valid {
+            return None;
+        }
+        // SAFETY: `QuantizedMultiplier` is `repr(C)` with two `i32` fields, so it has the size
+        // and alignment of `[i32; 2]` and no padding; every pair was checked to satisfy the
+        // type's invariants just above.
+        Some(unsafe {
+            core::slice::from_raw_parts(raw.as_ptr().cast::<QuantizedMultiplier>(), raw.len() / 2)
+        })
+    }
+
+    /// The stored form, `[multiplier, shift]`.
+    pub const fn to_raw(self) -> [i32; 2] {
+        [self.multiplier, self.shift]
     }
 
     /// Quantizes a real multiplier exactly as TFLite's `QuantizeMultiplier` does: `frexp`, round
@@ -73,17 +102,17 @@ impl QuantizedMultiplier {
             q_fixed /= 2;
             shift += 1;
         }
-        if shift < i32::from(Self::MIN_SHIFT) {
+        if shift < Self::MIN_SHIFT {
             shift = 0;
             q_fixed = 0;
         }
-        if shift > i32::from(Self::MAX_SHIFT) {
-            shift = i32::from(Self::MAX_SHIFT);
+        if shift > Self::MAX_SHIFT {
+            shift = Self::MAX_SHIFT;
             q_fixed = i32::MAX as i64;
         }
         Ok(Self {
             multiplier: q_fixed as i32,
-            shift: shift as i8,
+            shift,
         })
     }
 
@@ -93,7 +122,7 @@ impl QuantizedMultiplier {
     }
 
     /// The power-of-two exponent (positive shifts left).
-    pub const fn shift(self) -> i8 {
+    pub const fn shift(self) -> i32 {
         self.shift
     }
 
@@ -109,10 +138,12 @@ impl QuantizedMultiplier {
     /// model whose accumulators overflow there is outside TFLite's specification anyway.
     #[inline]
     pub const fn apply(self, x: i32) -> i32 {
+        // The shift is in MIN_SHIFT..=MAX_SHIFT (the constructors guarantee it), so neither
+        // conversion can overflow.
         let (left, right) = if self.shift > 0 {
             (self.shift as u32, 0)
         } else {
-            (0, (-(self.shift as i32)) as u32)
+            (0, self.shift.unsigned_abs())
         };
         rounding_divide_by_pot(
             saturating_rounding_doubling_high_mul(x.wrapping_shl(left), self.multiplier),

@@ -24,7 +24,22 @@ extern crate std;
 
 mod error;
 pub mod fixed_point;
+pub mod format;
+mod interpreter;
+pub mod isa;
 pub mod ops;
+#[cfg(feature = "alloc")]
+pub mod planner;
+pub mod quant;
 pub mod selftest;
+pub mod tensor;
 
-pub use error::Error;
+pub use error::{
+    Error, LoadError, OpProblem, Operand, PlanProblem, QuantField, Slot, TensorProblem,
+};
+pub use format::Model;
+pub use interpreter::{Interpreter, OpProfile};
+pub use tensor::{DType, Element, Quantization, Shape};
+
+#[cfg(target_endian = "big")]
+compile_error!("loam reads models and weights in place and assumes a little-endian target");

@@ -5,9 +5,23 @@
 //! output is one contiguous dot product.
 
 pub mod reference;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
-use crate::error::{Error, Operand, QuantField};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, OpProblem, Operand, QuantField};
 use crate::fixed_point::QuantizedMultiplier;
+use crate::isa::{Isa, Kernel, best};
+use crate::ops::{Ctx, FusedActivation, Node, layer};
+use crate::tensor::DType;
+
+/// Attributes of a `FullyConnected` op.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FullyConnectedAttributes {
+    /// Fused activation applied to the output.
+    pub activation: FusedActivation,
+}
 
 /// The dimensions of a fully-connected layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,9 +152,330 @@ impl FullyConnectedI8<'_> {
 /// Every kernel gives exactly the bytes of [`reference::fully_connected_i8`].
 pub fn fully_connected_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) -> Result<(), Error> {
     op.validate(output)?;
-    reference::fully_connected_i8(op, output);
+    (best(I8_KERNELS))(op, output);
     Ok(())
+}
+
+type I8Kernel = fn(&FullyConnectedI8<'_>, &mut [i8]);
+type F32Kernel = fn(&FullyConnectedF32<'_>, &mut [f32]);
+
+/// The int8 kernels of this build, reference first. Each takes validated operands.
+pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
+    Kernel {
+        name: "reference",
+        isa: Isa::Portable,
+        run: reference::fully_connected_i8,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx2",
+        isa: Isa::Avx2,
+        run: x86::fully_connected_i8,
+    },
+];
+
+/// The float kernels of this build, reference first.
+pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
+    Kernel {
+        name: "reference",
+        isa: Isa::Portable,
+        run: reference::fully_connected_f32,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx2",
+        isa: Isa::Avx2,
+        run: x86::fully_connected_f32,
+    },
+];
+
+/// The operands of a float fully-connected call.
+#[derive(Debug, Clone, Copy)]
+pub struct FullyConnectedF32<'a> {
+    /// Layer dimensions.
+    pub shape: FullyConnectedShape,
+    /// `[batch][in_features]` activations.
+    pub input: &'a [f32],
+    /// `[out_features][in_features]` weights.
+    pub weights: &'a [f32],
+    /// `[out_features]` bias, or `None`.
+    pub bias: Option<&'a [f32]>,
+    /// Output clamp (`-inf, inf` for none).
+    pub activation: (f32, f32),
+}
+
+impl FullyConnectedF32<'_> {
+    /// Checks every length against the shape.
+    pub fn validate(&self, output: &[f32]) -> Result<(), Error> {
+        let s = self.shape;
+        if s.batch == 0 || s.in_features == 0 || s.out_features == 0 {
+            return Err(Error::InvalidShape);
+        }
+        let check = |operand, expected: Option<usize>, actual: usize| match expected {
+            None => Err(Error::InvalidShape),
+            Some(e) if e == actual => Ok(()),
+            Some(expected) => Err(Error::ShapeMismatch {
+                operand,
+                expected,
+                actual,
+            }),
+        };
+        check(
+            Operand::Input,
+            s.batch.checked_mul(s.in_features),
+            self.input.len(),
+        )?;
+        check(
+            Operand::Weights,
+            s.out_features.checked_mul(s.in_features),
+            self.weights.len(),
+        )?;
+        check(
+            Operand::Output,
+            s.batch.checked_mul(s.out_features),
+            output.len(),
+        )?;
+        if let Some(bias) = self.bias {
+            check(Operand::Bias, Some(s.out_features), bias.len())?;
+        }
+        if self.activation.0.is_nan()
+            || self.activation.1.is_nan()
+            || self.activation.0 > self.activation.1
+        {
+            return Err(Error::InvalidQuantization(QuantField::ActivationRange));
+        }
+        Ok(())
+    }
+}
+
+/// Runs a float fully-connected layer with the fastest kernel this build has. Fast paths
+/// agree with [`reference::fully_connected_f32`] within [`F32_TOLERANCE`].
+pub fn fully_connected_f32(op: &FullyConnectedF32<'_>, output: &mut [f32]) -> Result<(), Error> {
+    op.validate(output)?;
+    (best(F32_KERNELS))(op, output);
+    Ok(())
+}
+
+/// How far a float fast path may drift from the reference: summation order differs, so the
+/// bound scales with the dot product's magnitude (`sum |x * w|`) and length.
+pub const F32_TOLERANCE: crate::ops::Tolerance = crate::ops::Tolerance::DotProduct;
+
+/// `(batch, in_features, out_features)` of a model's fully-connected op.
+fn geometry(node: &Node<'_>) -> Result<FullyConnectedShape, OpProblem> {
+    let input = node.input(0)?;
+    let weights = node.input(1)?;
+    let output = node.output(0)?;
+    weights.shape_if(
+        weights.record.shape.rank() == 2,
+        "weights are [out_features, in_features]",
+    )?;
+    let (out_features, in_features) = (weights.dim(0), weights.dim(1));
+    let rank = input.record.shape.rank();
+    input.shape_if(rank >= 1, "input needs at least one dimension")?;
+    input.shape_if(
+        input.dim(rank - 1) == in_features,
+        "last dimension differs from the weights' in_features",
+    )?;
+    let batch = input.elements() / in_features;
+    let dims = input.dims();
+    let mut expected = [0usize; crate::tensor::MAX_RANK];
+    for (e, &d) in expected.iter_mut().zip(dims) {
+        *e = d as usize;
+    }
+    expected[rank - 1] = out_features;
+    output.shape_if(
+        output.record.shape.is(&expected[..rank]),
+        "output is the input's shape with out_features last",
+    )?;
+    Ok(FullyConnectedShape {
+        batch,
+        in_features,
+        out_features,
+    })
+}
+
+pub(crate) fn check(node: &Node<'_>) -> Result<(), OpProblem> {
+    node.arity((2, 4), 1)?;
+    let attributes: FullyConnectedAttributes = node.attributes()?;
+    attributes.activation.check()?;
+    let shape = geometry(node)?;
+    let dtype = node.input(0)?.expect_dtype(&[DType::F32, DType::I8])?;
+    layer::check_operands(node, dtype, shape.out_features, 0)
+}
+
+pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
+    let node = &ctx.node;
+    let corrupt = |_| Error::CorruptModel;
+    let attributes: FullyConnectedAttributes = node.attributes().map_err(corrupt)?;
+    let shape = geometry(node).map_err(corrupt)?;
+    let input = node.input(0).map_err(corrupt)?;
+    let weights = node.input(1).map_err(corrupt)?;
+    let output = node.output(0).map_err(corrupt)?;
+    match input.record.dtype {
+        DType::F32 => {
+            let op = FullyConnectedF32 {
+                shape,
+                input: ctx.read(&input)?,
+                weights: node.constant(&weights).map_err(corrupt)?,
+                bias: layer::bias(ctx)?,
+                activation: layer::f32_activation(attributes.activation),
+            };
+            // SAFETY: validation keeps the output clear of every input.
+            fully_connected_f32(&op, unsafe { ctx.write(&output)? })
+        }
+        DType::I8 => {
+            let q = layer::i8_requant(ctx, &input, &output, attributes.activation)?;
+            let op = FullyConnectedI8 {
+                shape,
+                params: FullyConnectedI8Params {
+                    input_zero_point: q.input_zero_point,
+                    output_zero_point: q.output_zero_point,
+                    multipliers: q.multipliers,
+                    activation_min: q.activation_min,
+                    activation_max: q.activation_max,
+                },
+                input: ctx.read(&input)?,
+                weights: node.constant(&weights).map_err(corrupt)?,
+                bias: layer::bias(ctx)?,
+            };
+            // SAFETY: validation keeps the output clear of every input.
+            fully_connected_i8(&op, unsafe { ctx.write(&output)? })
+        }
+        _ => Err(Error::CorruptModel),
+    }
 }
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(feature = "alloc")]
+mod build {
+    use super::FullyConnectedAttributes;
+    use crate::format::writer::{BuildError, ModelBuilder, QuantSpec, TensorId};
+    use crate::ops::{FusedActivation, OpKind};
+    use crate::quant::{self, QuantParams};
+    use crate::tensor::DType;
+    use alloc::vec::Vec;
+
+    fn output_dims(
+        b: &ModelBuilder,
+        input: TensorId,
+        out_features: usize,
+    ) -> Result<Vec<usize>, BuildError> {
+        let shape = b.shape(input).ok_or(BuildError::UnknownTensor(input))?;
+        let mut dims: Vec<usize> = shape.dims().iter().map(|&d| d as usize).collect();
+        if let Some(last) = dims.last_mut() {
+            *last = out_features;
+        }
+        Ok(dims)
+    }
+
+    fn in_features(b: &ModelBuilder, input: TensorId) -> Result<usize, BuildError> {
+        let shape = b.shape(input).ok_or(BuildError::UnknownTensor(input))?;
+        Ok(shape.dims().last().map_or(0, |&d| d as usize))
+    }
+
+    impl ModelBuilder {
+        /// Appends a float fully-connected layer; `weights` is `[out_features][in_features]`.
+        /// Returns the output tensor.
+        pub fn fully_connected_f32(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            weights: &[f32],
+            bias: Option<&[f32]>,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let n = in_features(self, input)?;
+            let out_features = weights.len() / n.max(1);
+            let w = self.constant(
+                &alloc::format!("{name}.weight"),
+                &[out_features, n],
+                weights,
+                QuantSpec::None,
+            )?;
+            let bias = bias
+                .map(|b| {
+                    self.constant(
+                        &alloc::format!("{name}.bias"),
+                        &[b.len()],
+                        b,
+                        QuantSpec::None,
+                    )
+                })
+                .transpose()?;
+            let dims = output_dims(self, input, out_features)?;
+            let out = self.tensor(name, DType::F32, &dims, QuantSpec::None)?;
+            self.op(
+                OpKind::FullyConnected,
+                name,
+                &[Some(input), Some(w), bias],
+                &[out],
+                &FullyConnectedAttributes { activation },
+            )?;
+            Ok(out)
+        }
+
+        /// Appends an int8 fully-connected layer from float weights: weights quantized
+        /// symmetrically per output channel, bias to int32, multipliers as TFLite computes
+        /// them. `input` must be an int8 tensor with per-tensor quantization.
+        pub fn fully_connected_i8(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            weights: &[f32],
+            bias: Option<&[f32]>,
+            output: QuantParams,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let n = in_features(self, input)?;
+            let out_features = weights.len() / n.max(1);
+            let input_q = self
+                .per_tensor(input)
+                .ok_or(BuildError::UnknownTensor(input))?;
+            let (qw, scales) = quant::quantize_weights_per_channel(weights, out_features, false);
+            let multipliers = quant::layer_multipliers(input_q.scale, &scales, output.scale);
+            let bias_q = bias.map(|b| quant::quantize_bias(b, input_q.scale, &scales));
+            let w = self.constant(
+                &alloc::format!("{name}.weight"),
+                &[out_features, n],
+                &qw,
+                QuantSpec::PerChannel { axis: 0, scales },
+            )?;
+            let bias = bias_q
+                .map(|b| {
+                    self.constant(
+                        &alloc::format!("{name}.bias"),
+                        &[b.len()],
+                        &b,
+                        QuantSpec::None,
+                    )
+                })
+                .transpose()?;
+            let m = self.constant(
+                &alloc::format!("{name}.multipliers"),
+                &[out_features, 2],
+                &multipliers,
+                QuantSpec::None,
+            )?;
+            let dims = output_dims(self, input, out_features)?;
+            let out = self.tensor(
+                name,
+                DType::I8,
+                &dims,
+                QuantSpec::PerTensor {
+                    scale: output.scale,
+                    zero_point: output.zero_point,
+                },
+            )?;
+            self.op(
+                OpKind::FullyConnected,
+                name,
+                &[Some(input), Some(w), bias, Some(m)],
+                &[out],
+                &FullyConnectedAttributes { activation },
+            )?;
+            Ok(out)
+        }
+    }
+}

@@ -32,3 +32,24 @@ pub fn fully_connected_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
         }
     }
 }
+
+/// The float reference: plain dot products in index order, then bias, then the clamp.
+pub fn fully_connected_f32(op: &super::FullyConnectedF32<'_>, output: &mut [f32]) {
+    let s = op.shape;
+    debug_assert!(op.validate(output).is_ok());
+    let (lo, hi) = op.activation;
+    for b in 0..s.batch {
+        let row = &op.input[b * s.in_features..(b + 1) * s.in_features];
+        for o in 0..s.out_features {
+            let weights = &op.weights[o * s.in_features..(o + 1) * s.in_features];
+            let mut acc = 0.0f32;
+            for (&x, &w) in row.iter().zip(weights) {
+                acc += x * w;
+            }
+            if let Some(bias) = op.bias {
+                acc += bias[o];
+            }
+            output[b * s.out_features + o] = acc.max(lo).min(hi);
+        }
+    }
+}

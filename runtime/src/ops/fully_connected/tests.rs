@@ -2,6 +2,7 @@ use super::*;
 use crate::fixed_point::QuantizedMultiplier;
 use crate::selftest::{real_output, rearranged_accumulator};
 use proptest::prelude::*;
+use std::format;
 use std::vec;
 use std::vec::Vec;
 
@@ -226,4 +227,216 @@ fn validation_names_the_wrong_operand() {
         ..good
     };
     assert_eq!(fully_connected_i8(&op, &mut out), Err(Error::InvalidShape));
+}
+
+use crate::ops::testing::{compare_kernels, exact, f32s, run_model};
+use crate::ops::{FusedActivation, Tolerance};
+
+fn run_i8(kernel: I8Kernel, op: &FullyConnectedI8<'_>) -> Vec<i8> {
+    let mut out = vec![0i8; op.shape.batch * op.shape.out_features];
+    kernel(op, &mut out);
+    out
+}
+
+proptest! {
+    /// Every int8 kernel this CPU runs gives the reference's bytes.
+    #[test]
+    fn every_i8_kernel_matches_the_reference(p in problem()) {
+        let op = p.op();
+        compare_kernels(I8_KERNELS, |k| run_i8(k, &op), exact)?;
+    }
+
+    /// Every float kernel stays within the dot-product tolerance of the reference.
+    #[test]
+    fn every_f32_kernel_is_within_tolerance(p in f32_problem()) {
+        let op = p.op();
+        let s = op.shape;
+        let magnitude: Vec<f32> = (0..s.batch * s.out_features).map(|i| {
+            let (b, o) = (i / s.out_features, i % s.out_features);
+            let dot: f32 = (0..s.in_features).map(|k| (op.input[b * s.in_features + k] * op.weights[o * s.in_features + k]).abs()).sum();
+            dot + op.bias.map_or(0.0, |bias| bias[o].abs())
+        }).collect();
+        compare_kernels(F32_KERNELS, |k| {
+            let mut out = vec![0f32; s.batch * s.out_features];
+            k(&op, &mut out);
+            out
+        }, |want, got| {
+            for i in 0..want.len() {
+                if !F32_TOLERANCE.accepts(want[i], got[i], s.in_features, magnitude[i]) {
+                    return Err(format!("element {i}: want {}, got {}", want[i], got[i]));
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
+
+/// Named edge cases: zero points at both extremes, multipliers that saturate, reduction
+/// lengths on either side of every vector width, and odd output counts.
+#[test]
+fn edge_cases_match_the_reference() {
+    for &in_features in &[1usize, 7, 8, 15, 16, 17, 31, 32, 33, 64, 100] {
+        for &out_features in &[1usize, 3, 4, 5, 9] {
+            for &(izp, ozp) in &[(-128, 127), (127, -128), (0, 0)] {
+                for &real in &[1e-4f64, 0.5, 3.0] {
+                    let input: Vec<i8> = (0..2 * in_features)
+                        .map(|i| if i % 3 == 0 { 127 } else { -128 })
+                        .collect();
+                    let weights: Vec<i8> = (0..out_features * in_features)
+                        .map(|i| if i % 2 == 0 { -128 } else { 127 })
+                        .collect();
+                    let bias: Vec<i32> =
+                        (0..out_features as i32).map(|o| o * 1000 - 2000).collect();
+                    let m = [QuantizedMultiplier::from_real(real).unwrap()];
+                    let op = FullyConnectedI8 {
+                        shape: FullyConnectedShape {
+                            batch: 2,
+                            in_features,
+                            out_features,
+                        },
+                        params: FullyConnectedI8Params {
+                            input_zero_point: izp,
+                            output_zero_point: ozp,
+                            multipliers: &m,
+                            activation_min: -128,
+                            activation_max: 127,
+                        },
+                        input: &input,
+                        weights: &weights,
+                        bias: Some(&bias),
+                    };
+                    compare_kernels(I8_KERNELS, |k| run_i8(k, &op), exact).unwrap();
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct F32Problem {
+    shape: FullyConnectedShape,
+    input: Vec<f32>,
+    weights: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    activation: (f32, f32),
+}
+
+impl F32Problem {
+    fn op(&self) -> FullyConnectedF32<'_> {
+        FullyConnectedF32 {
+            shape: self.shape,
+            input: &self.input,
+            weights: &self.weights,
+            bias: self.bias.as_deref(),
+            activation: self.activation,
+        }
+    }
+}
+
+fn f32_problem() -> impl Strategy<Value = F32Problem> {
+    (1usize..4, 1usize..80, 1usize..40, any::<bool>(), 0usize..3).prop_flat_map(
+        |(batch, in_features, out_features, with_bias, act)| {
+            let activation = [
+                (f32::NEG_INFINITY, f32::INFINITY),
+                (0.0, f32::INFINITY),
+                (0.0, 6.0),
+            ][act];
+            (
+                f32s(batch * in_features, 4.0),
+                f32s(out_features * in_features, 1.0),
+                f32s(out_features, 2.0),
+            )
+                .prop_map(move |(input, weights, bias)| F32Problem {
+                    shape: FullyConnectedShape {
+                        batch,
+                        in_features,
+                        out_features,
+                    },
+                    input,
+                    weights,
+                    bias: with_bias.then_some(bias),
+                    activation,
+                })
+        },
+    )
+}
+
+/// A model with one layer runs through the interpreter and gives what the kernel gives.
+#[test]
+fn a_one_layer_model_runs_like_the_kernel() {
+    use crate::format::writer::{ModelBuilder, QuantSpec};
+    use crate::quant::QuantParams;
+    use crate::tensor::DType;
+
+    let weights: Vec<f32> = (0..10 * 24)
+        .map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5)
+        .collect();
+    let bias: Vec<f32> = (0..10).map(|i| i as f32 * 0.1).collect();
+    let input: Vec<f32> = (0..2 * 24).map(|i| (i as f32 * 0.37).sin()).collect();
+
+    let mut b = ModelBuilder::new("fc");
+    let x = b
+        .tensor("x", DType::F32, &[2, 24], QuantSpec::None)
+        .unwrap();
+    b.input(x);
+    let y = b
+        .fully_connected_f32("fc", x, &weights, Some(&bias), FusedActivation::RELU)
+        .unwrap();
+    b.output(y);
+    let built = b.build().unwrap();
+    let out = run_model(&built.bytes, &[bytemuck::cast_slice(&input)]).unwrap();
+    let got: &[f32] = bytemuck::cast_slice(&out[0]);
+    let mut want = vec![0f32; 20];
+    reference::fully_connected_f32(
+        &FullyConnectedF32 {
+            shape: FullyConnectedShape {
+                batch: 2,
+                in_features: 24,
+                out_features: 10,
+            },
+            input: &input,
+            weights: &weights,
+            bias: Some(&bias),
+            activation: (0.0, f32::INFINITY),
+        },
+        &mut want,
+    );
+    for (w, g) in want.iter().zip(got) {
+        assert!(
+            Tolerance::DotProduct.accepts(*w, *g, 24, 24.0),
+            "{w} vs {g}"
+        );
+    }
+
+    // The same layer in int8: within a few output steps of the float result.
+    let mut b = ModelBuilder::new("fc-i8");
+    let in_q = QuantParams::i8_from_range(-1.0, 1.0);
+    let out_q = QuantParams::i8_from_range(0.0, 4.0);
+    let x = b
+        .tensor(
+            "x",
+            DType::I8,
+            &[2, 24],
+            QuantSpec::PerTensor {
+                scale: in_q.scale,
+                zero_point: in_q.zero_point,
+            },
+        )
+        .unwrap();
+    b.input(x);
+    let y = b
+        .fully_connected_i8("fc", x, &weights, Some(&bias), out_q, FusedActivation::RELU)
+        .unwrap();
+    b.output(y);
+    let built = b.build().unwrap();
+    let qin: Vec<i8> = input
+        .iter()
+        .map(|&v| in_q.quantize(v, -128, 127) as i8)
+        .collect();
+    let out = run_model(&built.bytes, &[bytemuck::cast_slice(&qin)]).unwrap();
+    let got: &[i8] = bytemuck::cast_slice(&out[0]);
+    for (w, &g) in want.iter().zip(got) {
+        let real = out_q.dequantize(i32::from(g));
+        assert!((real - w).abs() < 4.0 * out_q.scale + 0.02, "{w} vs {real}");
+    }
 }

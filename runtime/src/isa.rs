@@ -1,0 +1,158 @@
+//! Which instruction-set extensions this build may use. With `std` the CPU is asked at run
+//! time (the answers are cached by `std`); on bare metal the choice is made at compile time
+//! from the target's features, since there is no OS to ask.
+//!
+//! Every fast path is registered in its op's kernel table under one [`Isa`]; dispatch takes the
+//! last available entry, and the tests run every available entry against the reference. The
+//! test `expected_isas_are_available` fails when an ISA the test runner expects (it sets
+//! `LOAM_EXPECT_ISA`) is missing, so a fast path can never be skipped silently.
+
+/// An instruction-set family a kernel is written for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Isa {
+    /// Plain Rust, every target: the reference kernels and portable fast paths.
+    Portable,
+    /// x86_64 with AVX2 and FMA.
+    Avx2,
+    /// aarch64 Advanced SIMD (every aarch64 CPU).
+    Neon,
+    /// aarch64 with the Armv8.2 SDOT dot-product instructions.
+    DotProd,
+    /// 32-bit Arm with the DSP extension's SIMD multiply-accumulates (SMLAD, SXTB16):
+    /// Cortex-M4/M7/M33 and every Armv7-A core.
+    ArmDsp,
+}
+
+impl Isa {
+    /// Every family, in order of preference from least to most specific.
+    pub const ALL: [Isa; 5] = [
+        Isa::Portable,
+        Isa::Avx2,
+        Isa::Neon,
+        Isa::DotProd,
+        Isa::ArmDsp,
+    ];
+
+    /// The name used in reports and in `LOAM_EXPECT_ISA`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Portable => "portable",
+            Isa::Avx2 => "avx2",
+            Isa::Neon => "neon",
+            Isa::DotProd => "dotprod",
+            Isa::ArmDsp => "dsp",
+        }
+    }
+
+    /// Whether this build carries code for the family and the CPU can run it.
+    #[inline]
+    pub fn available(self) -> bool {
+        match self {
+            Isa::Portable => true,
+            Isa::Avx2 => avx2_fma(),
+            Isa::Neon => cfg!(target_arch = "aarch64"),
+            Isa::DotProd => dotprod(),
+            Isa::ArmDsp => arm_dsp(),
+        }
+    }
+}
+
+#[inline]
+fn avx2_fma() -> bool {
+    #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(all(target_arch = "x86_64", not(any(feature = "std", test))))]
+    {
+        cfg!(all(target_feature = "avx2", target_feature = "fma"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[inline]
+fn dotprod() -> bool {
+    #[cfg(all(target_arch = "aarch64", any(feature = "std", test)))]
+    {
+        std::arch::is_aarch64_feature_detected!("dotprod")
+    }
+    #[cfg(all(target_arch = "aarch64", not(any(feature = "std", test))))]
+    {
+        cfg!(target_feature = "dotprod")
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        false
+    }
+}
+
+#[inline]
+fn arm_dsp() -> bool {
+    // Armv7-A (Linux, Raspberry Pi) always has the Armv6 SIMD instructions; on M-profile only
+    // v7E-M and later do, which the compiler reports as the `dsp` feature. A compile-time fact
+    // either way.
+    cfg!(all(
+        target_arch = "arm",
+        any(
+            target_feature = "dsp",
+            all(target_feature = "v7", not(target_os = "none"))
+        )
+    ))
+}
+
+/// The names of the families this build and CPU can run, for reports.
+pub fn available_names() -> impl Iterator<Item = &'static str> {
+    Isa::ALL
+        .into_iter()
+        .filter(|i| i.available())
+        .map(Isa::name)
+}
+
+/// One kernel of an op: the family it needs and the function. Op modules keep a table of
+/// these, reference first.
+pub(crate) struct Kernel<F> {
+    pub name: &'static str,
+    pub isa: Isa,
+    pub run: F,
+}
+
+/// The last kernel of `table` the CPU can run (tables list the reference first, so there is
+/// always one).
+#[inline]
+pub(crate) fn best<F: Copy>(table: &[Kernel<F>]) -> F {
+    let mut chosen = table[0].run;
+    for k in table {
+        if k.isa.available() {
+            chosen = k.run;
+        }
+    }
+    chosen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fails when the test runner expected an instruction set this CPU or build lacks, so the
+    /// fast paths for it cannot go untested unnoticed. `cargo xtask test` sets
+    /// `LOAM_EXPECT_ISA` for each target.
+    #[test]
+    fn expected_isas_are_available() {
+        let Ok(expected) = std::env::var("LOAM_EXPECT_ISA") else {
+            return;
+        };
+        for name in expected.split(',').filter(|s| !s.is_empty()) {
+            let isa = Isa::ALL.iter().find(|i| i.name() == name);
+            assert!(isa.is_some(), "LOAM_EXPECT_ISA names unknown ISA {name}");
+            assert!(
+                isa.is_some_and(|i| i.available()),
+                "expected ISA {name} is not available: its kernels would go untested"
+            );
+        }
+    }
+}

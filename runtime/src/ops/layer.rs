@@ -1,0 +1,140 @@
+//! What the weighted layers (fully connected, convolution, depthwise convolution) share: the
+//! checks of their bias and requantization operands, and reading those at run time.
+//!
+//! Operand order for all three: `[input, weights, bias?, multipliers?]`. Float layers have no
+//! multipliers. int8 layers carry one `[multiplier, shift]` pair per output channel (or one for
+//! all), precomputed by the tools from `input_scale * weight_scale[c] / output_scale` with
+//! TFLite's `QuantizeMultiplier`, so the device does no float math.
+
+use crate::error::{Error, OpProblem};
+use crate::fixed_point::QuantizedMultiplier;
+use crate::ops::{Ctx, FusedActivation, Node, Operand};
+use crate::tensor::DType;
+
+/// Requantization of an int8 layer, read from its operands.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct I8Requant<'m> {
+    pub input_zero_point: i32,
+    pub output_zero_point: i32,
+    pub multipliers: &'m [QuantizedMultiplier],
+    pub activation_min: i8,
+    pub activation_max: i8,
+}
+
+/// Checks the bias (input 2) and, for int8, the multipliers (input 3) of a layer with
+/// `channels` output channels whose weights' channel axis is `weight_axis`.
+pub(crate) fn check_operands(
+    node: &Node<'_>,
+    dtype: DType,
+    channels: usize,
+    weight_axis: usize,
+) -> Result<(), OpProblem> {
+    let input = node.input(0)?;
+    let weights = node.input(1)?;
+    let output = node.output(0)?;
+    if !weights.record.is_constant() {
+        return Err(OpProblem::NotConstant(weights.slot));
+    }
+    match dtype {
+        DType::F32 => {
+            weights.expect_dtype(&[DType::F32])?;
+            output.expect_dtype(&[DType::F32])?;
+            if let Some(bias) = node.optional_input(2)? {
+                bias.expect_dtype(&[DType::F32])?;
+                node.constant::<f32>(&bias)?;
+                bias.shape_if(
+                    bias.record.shape.is(&[channels]),
+                    "bias needs one value per output channel",
+                )?;
+            }
+            if node.input_count() > 3 {
+                return Err(OpProblem::Arity {
+                    slot: crate::error::Slot::Input(0),
+                    min: 2,
+                    max: 3,
+                    actual: node.input_count().min(255) as u8,
+                });
+            }
+        }
+        DType::I8 => {
+            weights.expect_dtype(&[DType::I8])?;
+            output.expect_dtype(&[DType::I8])?;
+            input.per_tensor()?;
+            output.per_tensor()?;
+            node.weight_scales(&weights, weight_axis)?;
+            if let Some(bias) = node.optional_input(2)? {
+                bias.expect_dtype(&[DType::I32])?;
+                node.constant::<i32>(&bias)?;
+                bias.shape_if(
+                    bias.record.shape.is(&[channels]),
+                    "bias needs one value per output channel",
+                )?;
+            }
+            let m = node.input(3)?;
+            let raw = node.constant::<i32>(&m)?;
+            m.shape_if(
+                m.record.shape.is(&[channels, 2]) || m.record.shape.is(&[1, 2]),
+                "multipliers are [channels, 2] or [1, 2] (multiplier, shift) pairs",
+            )?;
+            if QuantizedMultiplier::slice_from_raw(raw).is_none() {
+                return Err(OpProblem::Quantization(
+                    m.slot,
+                    "a multiplier or shift is out of range",
+                ));
+            }
+        }
+        _ => return Err(OpProblem::DType(input.slot)),
+    }
+    Ok(())
+}
+
+/// The clamp range of a fused activation on an int8 output.
+pub(crate) fn i8_activation(output: &Operand<'_>, activation: FusedActivation) -> (i8, i8) {
+    let (scale, zero_point) = output.per_tensor().unwrap_or((1.0, 0));
+    let (lo, hi) = activation.quantized(scale, zero_point, -128, 127);
+    (lo as i8, hi as i8)
+}
+
+/// The clamp range of a fused activation on a float output.
+pub(crate) fn f32_activation(activation: FusedActivation) -> (f32, f32) {
+    (activation.min, activation.max)
+}
+
+/// Reads an int8 layer's requantization operands at run time.
+pub(crate) fn i8_requant<'m>(
+    ctx: &Ctx<'m, '_>,
+    input: &Operand<'m>,
+    output: &Operand<'m>,
+    activation: FusedActivation,
+) -> Result<I8Requant<'m>, Error> {
+    let node = &ctx.node;
+    let m = node.input(3).map_err(|_| Error::CorruptModel)?;
+    let raw = node.constant::<i32>(&m).map_err(|_| Error::CorruptModel)?;
+    let multipliers = QuantizedMultiplier::slice_from_raw(raw).ok_or(Error::CorruptModel)?;
+    let (activation_min, activation_max) = i8_activation(output, activation);
+    Ok(I8Requant {
+        input_zero_point: input.record.quantization.zero_point(),
+        output_zero_point: output.record.quantization.zero_point(),
+        multipliers,
+        activation_min,
+        activation_max,
+    })
+}
+
+/// A constant bias operand (input 2), if present.
+pub(crate) fn bias<'m, T: crate::tensor::Element>(
+    ctx: &Ctx<'m, '_>,
+) -> Result<Option<&'m [T]>, Error> {
+    match ctx
+        .node
+        .optional_input(2)
+        .map_err(|_| Error::CorruptModel)?
+    {
+        None => Ok(None),
+        Some(b) => ctx
+            .node
+            .constant::<T>(&b)
+            .map(Some)
+            .map_err(|_| Error::CorruptModel),
+    }
+}

@@ -1,0 +1,11 @@
+//! Placeholder until the module lands (replaced in this session).
+use crate::error::{Error, OpProblem};
+use crate::ops::{Ctx, Node};
+
+pub(crate) fn check(_node: &Node<'_>) -> Result<(), OpProblem> {
+    Err(OpProblem::UnknownKind)
+}
+
+pub(crate) fn run(_ctx: &Ctx<'_, '_>) -> Result<(), Error> {
+    Err(Error::CorruptModel)
+}
