@@ -58,6 +58,8 @@ pub enum Operand {
     Multipliers,
     /// The output buffer.
     Output,
+    /// The scratch buffer.
+    Scratch,
 }
 
 /// The quantization field at fault in [`Error::InvalidQuantization`].
@@ -83,6 +85,7 @@ impl fmt::Display for Operand {
             Operand::Bias => "bias",
             Operand::Multipliers => "multipliers",
             Operand::Output => "output",
+            Operand::Scratch => "scratch",
         })
     }
 }

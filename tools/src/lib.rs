@@ -1,4 +1,8 @@
-//! The library behind the `loam` command line. Each subcommand is a function here; `main.rs`
-//! only parses arguments and prints.
+//! The library behind the `loam` command line: each subcommand is a module here, and
+//! `main.rs` only parses arguments and prints.
 
+pub mod bench;
+pub mod model_file;
+pub mod npy;
+pub mod run;
 pub mod selftest;

@@ -6,10 +6,84 @@
 //! all), precomputed by the tools from `input_scale * weight_scale[c] / output_scale` with
 //! TFLite's `QuantizeMultiplier`, so the device does no float math.
 
-use crate::error::{Error, OpProblem};
+use crate::error::{Error, OpProblem, QuantField};
 use crate::fixed_point::QuantizedMultiplier;
 use crate::ops::{Ctx, FusedActivation, Node, Operand};
 use crate::tensor::DType;
+
+/// Quantization of an int8 weighted layer in TFLite's scheme: asymmetric int8 activations,
+/// symmetric int8 weights (per output channel or per tensor), int32 bias, and a fixed-point
+/// multiplier per output channel.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct RequantizeParams<'a> {
+    /// Zero point of the input tensor, in `-128..=127`.
+    pub input_zero_point: i32,
+    /// Zero point of the output tensor, in `-128..=127`.
+    pub output_zero_point: i32,
+    /// `input_scale * weight_scale[o] / output_scale`, one per output channel, or a single
+    /// entry shared by all of them (per-tensor weights).
+    pub multipliers: &'a [QuantizedMultiplier],
+    /// Lower clamp of the fused activation (`-128` for none, the zero point for ReLU).
+    pub activation_min: i8,
+    /// Upper clamp of the fused activation (`127` for none).
+    pub activation_max: i8,
+}
+
+impl<'a> RequantizeParams<'a> {
+    /// The multiplier for output channel `o`.
+    #[inline]
+    pub fn multiplier(&self, o: usize) -> QuantizedMultiplier {
+        if self.multipliers.len() == 1 {
+            self.multipliers[0]
+        } else {
+            self.multipliers[o]
+        }
+    }
+
+    /// Requantizes an accumulator of channel `o` to the clamped int8 output.
+    #[inline]
+    pub fn output(&self, acc: i32, o: usize) -> i8 {
+        let scaled = self
+            .multiplier(o)
+            .apply(acc)
+            .saturating_add(self.output_zero_point);
+        scaled.clamp(i32::from(self.activation_min), i32::from(self.activation_max)) as i8
+    }
+
+    /// Checks zero points, the clamp range and the multiplier count against `channels`.
+    pub fn validate(&self, channels: usize) -> Result<(), Error> {
+        let m = self.multipliers.len();
+        if m != 1 && m != channels {
+            return Err(Error::ShapeMismatch {
+                operand: crate::error::Operand::Multipliers,
+                expected: channels,
+                actual: m,
+            });
+        }
+        if !(-128..=127).contains(&self.input_zero_point) {
+            return Err(Error::InvalidQuantization(QuantField::InputZeroPoint));
+        }
+        if !(-128..=127).contains(&self.output_zero_point) {
+            return Err(Error::InvalidQuantization(QuantField::OutputZeroPoint));
+        }
+        if self.activation_min > self.activation_max {
+            return Err(Error::InvalidQuantization(QuantField::ActivationRange));
+        }
+        Ok(())
+    }
+
+    /// The parameters a model's layer runs with.
+    pub(crate) fn from_requant<'b>(q: &I8Requant<'b>) -> RequantizeParams<'b> {
+        RequantizeParams {
+            input_zero_point: q.input_zero_point,
+            output_zero_point: q.output_zero_point,
+            multipliers: q.multipliers,
+            activation_min: q.activation_min,
+            activation_max: q.activation_max,
+        }
+    }
+}
 
 /// Requantization of an int8 layer, read from its operands.
 #[derive(Debug, Clone, Copy)]

@@ -24,6 +24,7 @@ pub(crate) mod node;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use layer::RequantizeParams;
 pub(crate) use node::{Ctx, Node, Operand};
 
 use serde::{Deserialize, Serialize};

@@ -1,15 +1,664 @@
-//! Placeholder until the module lands (replaced in this session).
-use crate::error::{Error, OpProblem};
-use crate::ops::{Ctx, Node};
+//! 2-D convolution, NHWC (TFLite `CONV_2D`, ONNX `Conv` after layout conversion), with
+//! stride, dilation, asymmetric padding and groups; a 1-D convolution is `H = 1`.
+//!
+//! Filters are `[out_channels][kernel_h][kernel_w][in_channels / groups]` (TFLite's OHWI), so
+//! each output channel's weights are one contiguous run in the same order as an input patch
+//! gathered row by row: the fast paths gather patches (im2col, two output pixels at a time)
+//! and take dot products. Pointwise convolutions (1x1, stride 1, no padding, one group) need no
+//! gathering at all: they are fully-connected layers over the pixels.
 
-pub(crate) fn check(_node: &Node<'_>) -> Result<(), OpProblem> {
-    Err(OpProblem::UnknownKind)
+pub mod reference;
+#[cfg(test)]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, OpProblem, Operand, QuantField};
+use crate::isa::{Isa, Kernel, best};
+use crate::ops::{Ctx, FusedActivation, Node, RequantizeParams, Tolerance, layer};
+use crate::tensor::DType;
+
+/// Attributes of a `Conv2d` op.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Conv2dAttributes {
+    /// Vertical and horizontal stride.
+    pub stride: [u16; 2],
+    /// Vertical and horizontal dilation.
+    pub dilation: [u16; 2],
+    /// Padding `[top, left, bottom, right]`.
+    pub padding: [u16; 4],
+    /// Channel groups (1 for an ordinary convolution).
+    pub groups: u16,
+    /// Fused activation.
+    pub activation: FusedActivation,
 }
 
-pub(crate) fn run(_ctx: &Ctx<'_, '_>) -> Result<(), Error> {
-    Err(Error::CorruptModel)
+/// The dimensions of a convolution over NHWC tensors. Depthwise convolution uses it too,
+/// with `groups == in_channels`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ConvGeometry {
+    /// Images.
+    pub batch: usize,
+    /// Input rows.
+    pub in_height: usize,
+    /// Input columns.
+    pub in_width: usize,
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output rows.
+    pub out_height: usize,
+    /// Output columns.
+    pub out_width: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Kernel rows.
+    pub kernel_height: usize,
+    /// Kernel columns.
+    pub kernel_width: usize,
+    /// Vertical stride.
+    pub stride_height: usize,
+    /// Horizontal stride.
+    pub stride_width: usize,
+    /// Vertical dilation.
+    pub dilation_height: usize,
+    /// Horizontal dilation.
+    pub dilation_width: usize,
+    /// Rows of padding above the image.
+    pub pad_top: usize,
+    /// Columns of padding left of the image.
+    pub pad_left: usize,
+    /// Channel groups; both channel counts are multiples of it.
+    pub groups: usize,
 }
 
-pub(crate) fn scratch_bytes(_node: &Node<'_>) -> Result<usize, OpProblem> {
-    Ok(0)
+/// Output length of one spatial dimension, or `None` if the dilated kernel does not fit in
+/// the padded input.
+pub fn output_size(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    pad_before: usize,
+    pad_after: usize,
+) -> Option<usize> {
+    let effective = dilation.checked_mul(kernel.checked_sub(1)?)?.checked_add(1)?;
+    let padded = input.checked_add(pad_before)?.checked_add(pad_after)?;
+    if stride == 0 || padded < effective {
+        return None;
+    }
+    Some((padded - effective) / stride + 1)
 }
+
+impl ConvGeometry {
+    /// Input channels per group (the patch depth).
+    pub fn group_in_channels(&self) -> usize {
+        self.in_channels / self.groups.max(1)
+    }
+
+    /// Output channels per group.
+    pub fn group_out_channels(&self) -> usize {
+        self.out_channels / self.groups.max(1)
+    }
+
+    /// Elements of one output channel's filter: `kernel_h * kernel_w * in_channels / groups`.
+    pub fn patch_len(&self) -> usize {
+        self.kernel_height * self.kernel_width * self.group_in_channels()
+    }
+
+    /// Multiply-accumulates one call performs.
+    pub fn macs(&self) -> usize {
+        self.batch * self.out_height * self.out_width * self.out_channels * self.patch_len()
+    }
+
+    /// Whether this is a pointwise convolution: a fully-connected layer over the pixels.
+    pub fn is_pointwise(&self) -> bool {
+        self.kernel_height == 1
+            && self.kernel_width == 1
+            && self.stride_height == 1
+            && self.stride_width == 1
+            && self.pad_top == 0
+            && self.pad_left == 0
+            && self.groups == 1
+            && self.in_height == self.out_height
+            && self.in_width == self.out_width
+    }
+
+    fn product(dims: &[usize]) -> Result<usize, Error> {
+        dims.iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or(Error::InvalidShape)
+    }
+
+    /// Elements of the input.
+    pub fn input_len(&self) -> Result<usize, Error> {
+        Self::product(&[self.batch, self.in_height, self.in_width, self.in_channels])
+    }
+
+    /// Elements of the output.
+    pub fn output_len(&self) -> Result<usize, Error> {
+        Self::product(&[self.batch, self.out_height, self.out_width, self.out_channels])
+    }
+
+    /// Checks that every dimension is positive, the channels divide into the groups, and the
+    /// index arithmetic of the kernels cannot overflow.
+    pub fn validate(&self) -> Result<(), Error> {
+        let all = [
+            self.batch,
+            self.in_height,
+            self.in_width,
+            self.in_channels,
+            self.out_height,
+            self.out_width,
+            self.out_channels,
+            self.kernel_height,
+            self.kernel_width,
+            self.stride_height,
+            self.stride_width,
+            self.dilation_height,
+            self.dilation_width,
+            self.groups,
+        ];
+        if all.contains(&0)
+            || self.in_channels % self.groups != 0
+            || self.out_channels % self.groups != 0
+        {
+            return Err(Error::InvalidShape);
+        }
+        // Input coordinates are computed as `out * stride + k * dilation - pad` in i64.
+        let limit = 1usize << 30;
+        if all.iter().chain(&[self.pad_top, self.pad_left]).any(|&d| d > limit) {
+            return Err(Error::InvalidShape);
+        }
+        self.input_len()?;
+        self.output_len()?;
+        Self::product(&[self.out_channels, self.patch_len()])?;
+        Ok(())
+    }
+
+    /// The input row of output row `oy` and kernel row `ky`, if inside the image.
+    #[inline]
+    pub(crate) fn input_row(&self, oy: usize, ky: usize) -> Option<usize> {
+        let y = (oy * self.stride_height + ky * self.dilation_height) as i64 - self.pad_top as i64;
+        (0..self.in_height as i64).contains(&y).then_some(y as usize)
+    }
+
+    /// The input column of output column `ox` and kernel column `kx`, if inside the image.
+    #[inline]
+    pub(crate) fn input_col(&self, ox: usize, kx: usize) -> Option<usize> {
+        let x = (ox * self.stride_width + kx * self.dilation_width) as i64 - self.pad_left as i64;
+        (0..self.in_width as i64).contains(&x).then_some(x as usize)
+    }
+}
+
+fn check_len(operand: Operand, expected: usize, actual: usize) -> Result<(), Error> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            operand,
+            expected,
+            actual,
+        })
+    }
+}
+
+/// The operands of an int8 convolution.
+#[derive(Debug, Clone, Copy)]
+pub struct Conv2dI8<'a> {
+    /// Dimensions.
+    pub geometry: ConvGeometry,
+    /// Requantization.
+    pub params: RequantizeParams<'a>,
+    /// `[batch][in_h][in_w][in_c]`.
+    pub input: &'a [i8],
+    /// `[out_c][k_h][k_w][in_c / groups]`.
+    pub filter: &'a [i8],
+    /// `[out_c]` in the accumulator's scale, or `None`.
+    pub bias: Option<&'a [i32]>,
+}
+
+impl Conv2dI8<'_> {
+    /// Checks every length and parameter, so kernels can index without further checks.
+    pub fn validate(&self, output: &[i8]) -> Result<(), Error> {
+        let g = &self.geometry;
+        g.validate()?;
+        check_len(Operand::Input, g.input_len()?, self.input.len())?;
+        check_len(
+            Operand::Weights,
+            g.out_channels * g.patch_len(),
+            self.filter.len(),
+        )?;
+        check_len(Operand::Output, g.output_len()?, output.len())?;
+        if let Some(bias) = self.bias {
+            check_len(Operand::Bias, g.out_channels, bias.len())?;
+        }
+        self.params.validate(g.out_channels)
+    }
+}
+
+/// The operands of a float convolution.
+#[derive(Debug, Clone, Copy)]
+pub struct Conv2dF32<'a> {
+    /// Dimensions.
+    pub geometry: ConvGeometry,
+    /// `[batch][in_h][in_w][in_c]`.
+    pub input: &'a [f32],
+    /// `[out_c][k_h][k_w][in_c / groups]`.
+    pub filter: &'a [f32],
+    /// `[out_c]`, or `None`.
+    pub bias: Option<&'a [f32]>,
+    /// Output clamp (`-inf, inf` for none).
+    pub activation: (f32, f32),
+}
+
+impl Conv2dF32<'_> {
+    /// Checks every length against the geometry.
+    pub fn validate(&self, output: &[f32]) -> Result<(), Error> {
+        let g = &self.geometry;
+        g.validate()?;
+        check_len(Operand::Input, g.input_len()?, self.input.len())?;
+        check_len(
+            Operand::Weights,
+            g.out_channels * g.patch_len(),
+            self.filter.len(),
+        )?;
+        check_len(Operand::Output, g.output_len()?, output.len())?;
+        if let Some(bias) = self.bias {
+            check_len(Operand::Bias, g.out_channels, bias.len())?;
+        }
+        let (lo, hi) = self.activation;
+        if lo.is_nan() || hi.is_nan() || lo > hi {
+            return Err(Error::InvalidQuantization(QuantField::ActivationRange));
+        }
+        Ok(())
+    }
+}
+
+/// Scratch elements (`i16` for int8, `f32` for float) the fast paths need: two gathered
+/// input patches, none for pointwise convolutions. Sized the same on every ISA (the Cortex-M
+/// DSP kernel gathers two q15 columns too), so a file plans one arena for every target.
+pub fn scratch_len(geometry: &ConvGeometry) -> usize {
+    if geometry.is_pointwise() {
+        0
+    } else {
+        2 * geometry.patch_len()
+    }
+}
+
+type I8Kernel = fn(&Conv2dI8<'_>, &mut [i8], &mut [i16]);
+type F32Kernel = fn(&Conv2dF32<'_>, &mut [f32], &mut [f32]);
+
+/// The int8 kernels of this build, reference first. Each takes validated operands and a
+/// scratch of at least [`scratch_len`] elements.
+pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
+    Kernel {
+        name: "reference",
+        isa: Isa::Portable,
+        run: reference::conv2d_i8,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx2",
+        isa: Isa::Avx2,
+        run: x86::conv2d_i8,
+    },
+];
+
+/// The float kernels of this build, reference first.
+pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
+    Kernel {
+        name: "reference",
+        isa: Isa::Portable,
+        run: reference::conv2d_f32,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx2",
+        isa: Isa::Avx2,
+        run: x86::conv2d_f32,
+    },
+];
+
+/// How far a float fast path may drift from the reference (a reordered dot product).
+pub const F32_TOLERANCE: Tolerance = Tolerance::DotProduct;
+
+fn check_scratch(needed: usize, actual: usize) -> Result<(), Error> {
+    if actual < needed {
+        return Err(Error::ShapeMismatch {
+            operand: Operand::Scratch,
+            expected: needed,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Runs an int8 convolution with the fastest kernel this build has, after validating the
+/// operands. `scratch` needs [`scratch_len`] elements. Every kernel gives exactly the bytes
+/// of [`reference::conv2d_i8`].
+pub fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) -> Result<(), Error> {
+    op.validate(output)?;
+    check_scratch(scratch_len(&op.geometry), scratch.len())?;
+    (best(I8_KERNELS))(op, output, scratch);
+    Ok(())
+}
+
+/// Runs a float convolution with the fastest kernel this build has; fast paths agree with
+/// [`reference::conv2d_f32`] within [`F32_TOLERANCE`].
+pub fn conv2d_f32(
+    op: &Conv2dF32<'_>,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    op.validate(output)?;
+    check_scratch(scratch_len(&op.geometry), scratch.len())?;
+    (best(F32_KERNELS))(op, output, scratch);
+    Ok(())
+}
+
+/// The geometry of a model's convolution from its operands and attributes.
+fn geometry(node: &Node<'_>, a: &Conv2dAttributes) -> Result<ConvGeometry, OpProblem> {
+    let input = node.input(0)?;
+    let filter = node.input(1)?;
+    let output = node.output(0)?;
+    input.shape_if(input.record.shape.rank() == 4, "input is [batch, height, width, channels]")?;
+    filter.shape_if(
+        filter.record.shape.rank() == 4,
+        "filter is [out_channels, kernel_h, kernel_w, in_channels / groups]",
+    )?;
+    let groups = usize::from(a.groups);
+    if groups == 0 {
+        return Err(OpProblem::Attribute("groups is 0"));
+    }
+    let [sh, sw] = a.stride.map(usize::from);
+    let [dh, dw] = a.dilation.map(usize::from);
+    if sh == 0 || sw == 0 {
+        return Err(OpProblem::Attribute("stride is 0"));
+    }
+    if dh == 0 || dw == 0 {
+        return Err(OpProblem::Attribute("dilation is 0"));
+    }
+    let [pt, pl, pb, pr] = a.padding.map(usize::from);
+    let (n, h, w, c) = (input.dim(0), input.dim(1), input.dim(2), input.dim(3));
+    let (oc, kh, kw, kc) = (filter.dim(0), filter.dim(1), filter.dim(2), filter.dim(3));
+    input.shape_if(c % groups == 0, "channels are not a multiple of groups")?;
+    filter.shape_if(c / groups == kc, "filter depth differs from in_channels / groups")?;
+    filter.shape_if(oc % groups == 0, "out_channels are not a multiple of groups")?;
+    let oh = output_size(h, kh, sh, dh, pt, pb);
+    let ow = output_size(w, kw, sw, dw, pl, pr);
+    let (Some(oh), Some(ow)) = (oh, ow) else {
+        return Err(OpProblem::Shape(
+            filter.slot,
+            "the dilated kernel is larger than the padded input",
+        ));
+    };
+    output.shape_if(
+        output.record.shape.is(&[n, oh, ow, oc]),
+        "output is not [batch, out_h, out_w, out_channels] for these attributes",
+    )?;
+    let g = ConvGeometry {
+        batch: n,
+        in_height: h,
+        in_width: w,
+        in_channels: c,
+        out_height: oh,
+        out_width: ow,
+        out_channels: oc,
+        kernel_height: kh,
+        kernel_width: kw,
+        stride_height: sh,
+        stride_width: sw,
+        dilation_height: dh,
+        dilation_width: dw,
+        pad_top: pt,
+        pad_left: pl,
+        groups,
+    };
+    g.validate()
+        .map_err(|_| OpProblem::Shape(input.slot, "dimensions out of range"))?;
+    Ok(g)
+}
+
+pub(crate) fn check(node: &Node<'_>) -> Result<(), OpProblem> {
+    node.arity((2, 4), 1)?;
+    let a: Conv2dAttributes = node.attributes()?;
+    a.activation.check()?;
+    let g = geometry(node, &a)?;
+    let dtype = node.input(0)?.expect_dtype(&[DType::F32, DType::I8])?;
+    layer::check_operands(node, dtype, g.out_channels, 0)
+}
+
+pub(crate) fn scratch_bytes(node: &Node<'_>) -> Result<usize, OpProblem> {
+    let a: Conv2dAttributes = node.attributes()?;
+    let g = geometry(node, &a)?;
+    let element = match node.input(0)?.record.dtype {
+        DType::I8 => 2,
+        _ => 4,
+    };
+    Ok(scratch_len(&g) * element)
+}
+
+pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
+    let node = &ctx.node;
+    let corrupt = |_| Error::CorruptModel;
+    let a: Conv2dAttributes = node.attributes().map_err(corrupt)?;
+    let geometry = geometry(node, &a).map_err(corrupt)?;
+    let input = node.input(0).map_err(corrupt)?;
+    let filter = node.input(1).map_err(corrupt)?;
+    let output = node.output(0).map_err(corrupt)?;
+    let temp = node.temporary(0).map_err(corrupt)?;
+    match input.record.dtype {
+        DType::F32 => {
+            let op = Conv2dF32 {
+                geometry,
+                input: ctx.read(&input)?,
+                filter: node.constant(&filter).map_err(corrupt)?,
+                bias: layer::bias(ctx)?,
+                activation: layer::f32_activation(a.activation),
+            };
+            // SAFETY: validation keeps the output and the temporary clear of every other
+            // operand and of each other.
+            let (out, scratch) = unsafe { (ctx.write::<f32>(&output)?, scratch_view::<f32>(ctx, temp)?) };
+            conv2d_f32(&op, out, scratch)
+        }
+        DType::I8 => {
+            let q = layer::i8_requant(ctx, &input, &output, a.activation)?;
+            let op = Conv2dI8 {
+                geometry,
+                params: RequantizeParams::from_requant(&q),
+                input: ctx.read(&input)?,
+                filter: node.constant(&filter).map_err(corrupt)?,
+                bias: layer::bias(ctx)?,
+            };
+            // SAFETY: as above.
+            let (out, scratch) = unsafe { (ctx.write::<i8>(&output)?, scratch_view::<i16>(ctx, temp)?) };
+            conv2d_i8(&op, out, scratch)
+        }
+        _ => Err(Error::CorruptModel),
+    }
+}
+
+/// The op's scratch temporary viewed as `T`s (empty when the op has none). Arena offsets are
+/// 16-byte aligned, so the view is aligned for any element type.
+///
+/// # Safety
+/// As [`Ctx::write`]: no other live slice may overlap the temporary.
+pub(crate) unsafe fn scratch_view<'c, 'm, T: bytemuck::Pod>(
+    ctx: &'c Ctx<'m, '_>,
+    temp: Option<crate::ops::Operand<'m>>,
+) -> Result<&'c mut [T], Error> {
+    let Some(t) = temp else {
+        return Ok(&mut []);
+    };
+    // SAFETY: the caller upholds `Ctx::write`'s contract.
+    let bytes = unsafe { ctx.write::<i8>(&t)? };
+    let whole = bytes.len() / core::mem::size_of::<T>() * core::mem::size_of::<T>();
+    bytemuck::try_cast_slice_mut(&mut bytes[..whole]).map_err(|_| Error::CorruptModel)
+}
+
+#[cfg(feature = "alloc")]
+mod build {
+    use super::Conv2dAttributes;
+    use crate::format::writer::{BuildError, ModelBuilder, QuantSpec, TensorId};
+    use crate::ops::{FusedActivation, OpKind};
+    use crate::quant::{self, QuantParams};
+    use crate::tensor::DType;
+
+    /// A convolution's hyperparameters for the builder helpers.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct ConvSpec {
+        /// Output channels.
+        pub out_channels: usize,
+        /// Kernel `(height, width)`.
+        pub kernel: (usize, usize),
+        /// `(vertical, horizontal)` stride.
+        pub stride: (usize, usize),
+        /// `(vertical, horizontal)` dilation.
+        pub dilation: (usize, usize),
+        /// `[top, left, bottom, right]` padding.
+        pub padding: [usize; 4],
+        /// Channel groups.
+        pub groups: usize,
+    }
+
+    impl ConvSpec {
+        /// A `kernel` x `kernel` convolution with stride 1 and no padding.
+        pub fn new(out_channels: usize, kernel: usize) -> ConvSpec {
+            ConvSpec {
+                out_channels,
+                kernel: (kernel, kernel),
+                stride: (1, 1),
+                dilation: (1, 1),
+                padding: [0; 4],
+                groups: 1,
+            }
+        }
+
+        /// With this stride in both directions.
+        pub fn stride(self, s: usize) -> ConvSpec {
+            ConvSpec {
+                stride: (s, s),
+                ..self
+            }
+        }
+
+        /// With TensorFlow's "SAME" padding for an input of `height` x `width`.
+        pub fn same(self, height: usize, width: usize) -> ConvSpec {
+            let pad = |size: usize, k: usize, s: usize, d: usize| {
+                let out = size.div_ceil(s);
+                let needed = ((out - 1) * s + (k - 1) * d + 1).saturating_sub(size);
+                (needed / 2, needed - needed / 2)
+            };
+            let (t, b) = pad(height, self.kernel.0, self.stride.0, self.dilation.0);
+            let (l, r) = pad(width, self.kernel.1, self.stride.1, self.dilation.1);
+            ConvSpec {
+                padding: [t, l, b, r],
+                ..self
+            }
+        }
+
+        pub(crate) fn attributes(&self, activation: FusedActivation) -> Result<Conv2dAttributes, BuildError> {
+            let u = |x: usize| u16::try_from(x).map_err(|_| BuildError::BadShape(alloc::string::String::from("conv attribute")));
+            Ok(Conv2dAttributes {
+                stride: [u(self.stride.0)?, u(self.stride.1)?],
+                dilation: [u(self.dilation.0)?, u(self.dilation.1)?],
+                padding: [u(self.padding[0])?, u(self.padding[1])?, u(self.padding[2])?, u(self.padding[3])?],
+                groups: u(self.groups)?,
+                activation,
+            })
+        }
+
+        /// The output shape for an NHWC input shape.
+        pub(crate) fn output_dims(&self, input: &[u32]) -> Option<[usize; 4]> {
+            let [n, h, w, _] = [input.first()?, input.get(1)?, input.get(2)?, input.get(3)?].map(|&d| d as usize);
+            let oh = super::output_size(h, self.kernel.0, self.stride.0, self.dilation.0, self.padding[0], self.padding[2])?;
+            let ow = super::output_size(w, self.kernel.1, self.stride.1, self.dilation.1, self.padding[1], self.padding[3])?;
+            Some([n, oh, ow, self.out_channels])
+        }
+    }
+
+    fn input_dims(b: &ModelBuilder, x: TensorId) -> Result<alloc::vec::Vec<u32>, BuildError> {
+        Ok(b.shape(x).ok_or(BuildError::UnknownTensor(x))?.dims().to_vec())
+    }
+
+    impl ModelBuilder {
+        /// Appends a float convolution; `filter` is `[out_c][k_h][k_w][in_c / groups]`.
+        pub fn conv2d_f32(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            spec: ConvSpec,
+            filter: &[f32],
+            bias: Option<&[f32]>,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let dims = input_dims(self, input)?;
+            let out_dims = spec.output_dims(&dims).ok_or_else(|| BuildError::BadShape(name.into()))?;
+            let depth = dims.get(3).map_or(0, |&c| c as usize) / spec.groups.max(1);
+            let w = self.constant(
+                &alloc::format!("{name}.weight"),
+                &[spec.out_channels, spec.kernel.0, spec.kernel.1, depth],
+                filter,
+                QuantSpec::None,
+            )?;
+            let bias = bias
+                .map(|b| self.constant(&alloc::format!("{name}.bias"), &[b.len()], b, QuantSpec::None))
+                .transpose()?;
+            let out = self.tensor(name, DType::F32, &out_dims, QuantSpec::None)?;
+            self.op(OpKind::Conv2d, name, &[Some(input), Some(w), bias], &[out], &spec.attributes(activation)?)?;
+            Ok(out)
+        }
+
+        /// Appends an int8 convolution from float weights (quantized per output channel).
+        pub fn conv2d_i8(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            spec: ConvSpec,
+            filter: &[f32],
+            bias: Option<&[f32]>,
+            output: QuantParams,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let dims = input_dims(self, input)?;
+            let out_dims = spec.output_dims(&dims).ok_or_else(|| BuildError::BadShape(name.into()))?;
+            let depth = dims.get(3).map_or(0, |&c| c as usize) / spec.groups.max(1);
+            let input_q = self.per_tensor(input).ok_or(BuildError::UnknownTensor(input))?;
+            let (qw, scales) = quant::quantize_weights_per_channel(filter, spec.out_channels, false);
+            let multipliers = quant::layer_multipliers(input_q.scale, &scales, output.scale);
+            let bias_q = bias.map(|b| quant::quantize_bias(b, input_q.scale, &scales));
+            let w = self.constant(
+                &alloc::format!("{name}.weight"),
+                &[spec.out_channels, spec.kernel.0, spec.kernel.1, depth],
+                &qw,
+                QuantSpec::PerChannel { axis: 0, scales },
+            )?;
+            let bias = bias_q
+                .map(|b| self.constant(&alloc::format!("{name}.bias"), &[b.len()], &b, QuantSpec::None))
+                .transpose()?;
+            let m = self.constant(
+                &alloc::format!("{name}.multipliers"),
+                &[spec.out_channels, 2],
+                &multipliers,
+                QuantSpec::None,
+            )?;
+            let out = self.tensor(
+                name,
+                DType::I8,
+                &out_dims,
+                QuantSpec::PerTensor {
+                    scale: output.scale,
+                    zero_point: output.zero_point,
+                },
+            )?;
+            self.op(OpKind::Conv2d, name, &[Some(input), Some(w), bias, Some(m)], &[out], &spec.attributes(activation)?)?;
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(feature = "alloc")]
+pub use build::ConvSpec;

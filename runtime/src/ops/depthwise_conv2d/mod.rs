@@ -1,15 +1,430 @@
-//! Placeholder until the module lands (replaced in this session).
-use crate::error::{Error, OpProblem};
-use crate::ops::{Ctx, Node};
+//! Depthwise 2-D convolution, NHWC (TFLite `DEPTHWISE_CONV_2D`; ONNX `Conv` with
+//! `group == in_channels`), with a channel multiplier: output channel `c * multiplier + m`
+//! filters input channel `c`.
+//!
+//! Filters are `[1][kernel_h][kernel_w][out_channels]` (TFLite's layout): for each kernel tap
+//! the weights of all output channels are contiguous, like the channels of an NHWC pixel, so
+//! the fast paths vectorize across channels.
 
-pub(crate) fn check(_node: &Node<'_>) -> Result<(), OpProblem> {
-    Err(OpProblem::UnknownKind)
+pub mod reference;
+#[cfg(test)]
+mod tests;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, OpProblem, Operand, QuantField};
+use crate::isa::{Isa, Kernel, best};
+use crate::ops::conv2d::{ConvGeometry, output_size};
+use crate::ops::{Ctx, FusedActivation, Node, RequantizeParams, Tolerance, layer};
+use crate::tensor::DType;
+
+/// Attributes of a `DepthwiseConv2d` op.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DepthwiseConv2dAttributes {
+    /// Vertical and horizontal stride.
+    pub stride: [u16; 2],
+    /// Vertical and horizontal dilation.
+    pub dilation: [u16; 2],
+    /// Padding `[top, left, bottom, right]`.
+    pub padding: [u16; 4],
+    /// Output channels per input channel.
+    pub depth_multiplier: u16,
+    /// Fused activation.
+    pub activation: FusedActivation,
 }
 
-pub(crate) fn run(_ctx: &Ctx<'_, '_>) -> Result<(), Error> {
-    Err(Error::CorruptModel)
+fn check_len(operand: Operand, expected: usize, actual: usize) -> Result<(), Error> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            operand,
+            expected,
+            actual,
+        })
+    }
+}
+
+/// Checks a depthwise geometry: groups equal the input channels and the output channels are
+/// a multiple of them.
+fn validate_geometry(g: &ConvGeometry) -> Result<(), Error> {
+    g.validate()?;
+    if g.groups != g.in_channels {
+        return Err(Error::InvalidShape);
+    }
+    Ok(())
+}
+
+/// The operands of an int8 depthwise convolution. `geometry.groups` must equal
+/// `geometry.in_channels`.
+#[derive(Debug, Clone, Copy)]
+pub struct DepthwiseConv2dI8<'a> {
+    /// Dimensions.
+    pub geometry: ConvGeometry,
+    /// Requantization.
+    pub params: RequantizeParams<'a>,
+    /// `[batch][in_h][in_w][in_c]`.
+    pub input: &'a [i8],
+    /// `[k_h][k_w][out_c]`.
+    pub filter: &'a [i8],
+    /// `[out_c]`, or `None`.
+    pub bias: Option<&'a [i32]>,
+}
+
+impl DepthwiseConv2dI8<'_> {
+    /// Checks every length and parameter.
+    pub fn validate(&self, output: &[i8]) -> Result<(), Error> {
+        let g = &self.geometry;
+        validate_geometry(g)?;
+        check_len(Operand::Input, g.input_len()?, self.input.len())?;
+        check_len(
+            Operand::Weights,
+            g.kernel_height * g.kernel_width * g.out_channels,
+            self.filter.len(),
+        )?;
+        check_len(Operand::Output, g.output_len()?, output.len())?;
+        if let Some(bias) = self.bias {
+            check_len(Operand::Bias, g.out_channels, bias.len())?;
+        }
+        self.params.validate(g.out_channels)
+    }
+}
+
+/// The operands of a float depthwise convolution.
+#[derive(Debug, Clone, Copy)]
+pub struct DepthwiseConv2dF32<'a> {
+    /// Dimensions (`groups == in_channels`).
+    pub geometry: ConvGeometry,
+    /// `[batch][in_h][in_w][in_c]`.
+    pub input: &'a [f32],
+    /// `[k_h][k_w][out_c]`.
+    pub filter: &'a [f32],
+    /// `[out_c]`, or `None`.
+    pub bias: Option<&'a [f32]>,
+    /// Output clamp.
+    pub activation: (f32, f32),
+}
+
+impl DepthwiseConv2dF32<'_> {
+    /// Checks every length.
+    pub fn validate(&self, output: &[f32]) -> Result<(), Error> {
+        let g = &self.geometry;
+        validate_geometry(g)?;
+        check_len(Operand::Input, g.input_len()?, self.input.len())?;
+        check_len(
+            Operand::Weights,
+            g.kernel_height * g.kernel_width * g.out_channels,
+            self.filter.len(),
+        )?;
+        check_len(Operand::Output, g.output_len()?, output.len())?;
+        if let Some(bias) = self.bias {
+            check_len(Operand::Bias, g.out_channels, bias.len())?;
+        }
+        let (lo, hi) = self.activation;
+        if lo.is_nan() || hi.is_nan() || lo > hi {
+            return Err(Error::InvalidQuantization(QuantField::ActivationRange));
+        }
+        Ok(())
+    }
+}
+
+type I8Kernel = fn(&DepthwiseConv2dI8<'_>, &mut [i8]);
+type F32Kernel = fn(&DepthwiseConv2dF32<'_>, &mut [f32]);
+
+/// The int8 kernels of this build, reference first.
+pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
+    Kernel {
+        name: "reference",
+        isa: Isa::Portable,
+        run: reference::depthwise_conv2d_i8,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx2",
+        isa: Isa::Avx2,
+        run: x86::depthwise_conv2d_i8,
+    },
+];
+
+/// The float kernels of this build, reference first.
+pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
+    Kernel {
+        name: "reference",
+        isa: Isa::Portable,
+        run: reference::depthwise_conv2d_f32,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx2",
+        isa: Isa::Avx2,
+        run: x86::depthwise_conv2d_f32,
+    },
+];
+
+/// How far a float fast path may drift from the reference.
+pub const F32_TOLERANCE: Tolerance = Tolerance::DotProduct;
+
+/// Runs an int8 depthwise convolution with the fastest kernel this build has, after
+/// validating the operands; every kernel gives the bytes of
+/// [`reference::depthwise_conv2d_i8`].
+pub fn depthwise_conv2d_i8(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) -> Result<(), Error> {
+    op.validate(output)?;
+    (best(I8_KERNELS))(op, output);
+    Ok(())
+}
+
+/// Runs a float depthwise convolution with the fastest kernel this build has; fast paths agree
+/// with [`reference::depthwise_conv2d_f32`] within [`F32_TOLERANCE`].
+pub fn depthwise_conv2d_f32(
+    op: &DepthwiseConv2dF32<'_>,
+    output: &mut [f32],
+) -> Result<(), Error> {
+    op.validate(output)?;
+    (best(F32_KERNELS))(op, output);
+    Ok(())
+}
+
+fn geometry(node: &Node<'_>, a: &DepthwiseConv2dAttributes) -> Result<ConvGeometry, OpProblem> {
+    let input = node.input(0)?;
+    let filter = node.input(1)?;
+    let output = node.output(0)?;
+    input.shape_if(input.record.shape.rank() == 4, "input is [batch, height, width, channels]")?;
+    filter.shape_if(
+        filter.record.shape.rank() == 4 && filter.dim(0) == 1,
+        "filter is [1, kernel_h, kernel_w, out_channels]",
+    )?;
+    let m = usize::from(a.depth_multiplier);
+    if m == 0 {
+        return Err(OpProblem::Attribute("depth_multiplier is 0"));
+    }
+    let [sh, sw] = a.stride.map(usize::from);
+    let [dh, dw] = a.dilation.map(usize::from);
+    if sh == 0 || sw == 0 {
+        return Err(OpProblem::Attribute("stride is 0"));
+    }
+    if dh == 0 || dw == 0 {
+        return Err(OpProblem::Attribute("dilation is 0"));
+    }
+    let [pt, pl, pb, pr] = a.padding.map(usize::from);
+    let (n, h, w, c) = (input.dim(0), input.dim(1), input.dim(2), input.dim(3));
+    let (kh, kw, oc) = (filter.dim(1), filter.dim(2), filter.dim(3));
+    filter.shape_if(
+        c.checked_mul(m) == Some(oc),
+        "out_channels differ from in_channels * depth_multiplier",
+    )?;
+    let (Some(oh), Some(ow)) = (
+        output_size(h, kh, sh, dh, pt, pb),
+        output_size(w, kw, sw, dw, pl, pr),
+    ) else {
+        return Err(OpProblem::Shape(
+            filter.slot,
+            "the dilated kernel is larger than the padded input",
+        ));
+    };
+    output.shape_if(
+        output.record.shape.is(&[n, oh, ow, oc]),
+        "output is not [batch, out_h, out_w, out_channels] for these attributes",
+    )?;
+    let g = ConvGeometry {
+        batch: n,
+        in_height: h,
+        in_width: w,
+        in_channels: c,
+        out_height: oh,
+        out_width: ow,
+        out_channels: oc,
+        kernel_height: kh,
+        kernel_width: kw,
+        stride_height: sh,
+        stride_width: sw,
+        dilation_height: dh,
+        dilation_width: dw,
+        pad_top: pt,
+        pad_left: pl,
+        groups: c,
+    };
+    validate_geometry(&g).map_err(|_| OpProblem::Shape(input.slot, "dimensions out of range"))?;
+    Ok(g)
+}
+
+pub(crate) fn check(node: &Node<'_>) -> Result<(), OpProblem> {
+    node.arity((2, 4), 1)?;
+    let a: DepthwiseConv2dAttributes = node.attributes()?;
+    a.activation.check()?;
+    let g = geometry(node, &a)?;
+    let dtype = node.input(0)?.expect_dtype(&[DType::F32, DType::I8])?;
+    layer::check_operands(node, dtype, g.out_channels, 3)
 }
 
 pub(crate) fn scratch_bytes(_node: &Node<'_>) -> Result<usize, OpProblem> {
     Ok(0)
+}
+
+pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
+    let node = &ctx.node;
+    let corrupt = |_| Error::CorruptModel;
+    let a: DepthwiseConv2dAttributes = node.attributes().map_err(corrupt)?;
+    let geometry = geometry(node, &a).map_err(corrupt)?;
+    let input = node.input(0).map_err(corrupt)?;
+    let filter = node.input(1).map_err(corrupt)?;
+    let output = node.output(0).map_err(corrupt)?;
+    match input.record.dtype {
+        DType::F32 => {
+            let op = DepthwiseConv2dF32 {
+                geometry,
+                input: ctx.read(&input)?,
+                filter: node.constant(&filter).map_err(corrupt)?,
+                bias: layer::bias(ctx)?,
+                activation: layer::f32_activation(a.activation),
+            };
+            // SAFETY: validation keeps the output clear of every input.
+            depthwise_conv2d_f32(&op, unsafe { ctx.write(&output)? })
+        }
+        DType::I8 => {
+            let q = layer::i8_requant(ctx, &input, &output, a.activation)?;
+            let op = DepthwiseConv2dI8 {
+                geometry,
+                params: RequantizeParams::from_requant(&q),
+                input: ctx.read(&input)?,
+                filter: node.constant(&filter).map_err(corrupt)?,
+                bias: layer::bias(ctx)?,
+            };
+            // SAFETY: validation keeps the output clear of every input.
+            depthwise_conv2d_i8(&op, unsafe { ctx.write(&output)? })
+        }
+        _ => Err(Error::CorruptModel),
+    }
+}
+
+#[cfg(feature = "alloc")]
+mod build {
+    use super::DepthwiseConv2dAttributes;
+    use crate::format::writer::{BuildError, ModelBuilder, QuantSpec, TensorId};
+    use crate::ops::conv2d::ConvSpec;
+    use crate::ops::{FusedActivation, OpKind};
+    use crate::quant::{self, QuantParams};
+    use crate::tensor::DType;
+
+    fn attributes(
+        spec: &ConvSpec,
+        multiplier: usize,
+        activation: FusedActivation,
+    ) -> Result<DepthwiseConv2dAttributes, BuildError> {
+        let conv = spec.attributes(activation)?;
+        Ok(DepthwiseConv2dAttributes {
+            stride: conv.stride,
+            dilation: conv.dilation,
+            padding: conv.padding,
+            depth_multiplier: u16::try_from(multiplier)
+                .map_err(|_| BuildError::BadShape("depth multiplier".into()))?,
+            activation,
+        })
+    }
+
+    fn dims(
+        b: &ModelBuilder,
+        input: TensorId,
+        spec: &ConvSpec,
+        name: &str,
+    ) -> Result<([usize; 4], usize, usize), BuildError> {
+        let shape = b.shape(input).ok_or(BuildError::UnknownTensor(input))?;
+        let channels = shape.dim(3);
+        let out = spec
+            .output_dims(shape.dims())
+            .ok_or_else(|| BuildError::BadShape(name.into()))?;
+        let multiplier = spec.out_channels / channels.max(1);
+        Ok((out, channels, multiplier))
+    }
+
+    impl ModelBuilder {
+        /// Appends a float depthwise convolution; `spec.out_channels` is the input channels
+        /// times the multiplier and `filter` is `[k_h][k_w][out_c]`.
+        pub fn depthwise_conv2d_f32(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            spec: ConvSpec,
+            filter: &[f32],
+            bias: Option<&[f32]>,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let (out_dims, _, multiplier) = dims(self, input, &spec, name)?;
+            let w = self.constant(
+                &alloc::format!("{name}.weight"),
+                &[1, spec.kernel.0, spec.kernel.1, spec.out_channels],
+                filter,
+                QuantSpec::None,
+            )?;
+            let bias = bias
+                .map(|b| {
+                    self.constant(&alloc::format!("{name}.bias"), &[b.len()], b, QuantSpec::None)
+                })
+                .transpose()?;
+            let out = self.tensor(name, DType::F32, &out_dims, QuantSpec::None)?;
+            self.op(
+                OpKind::DepthwiseConv2d,
+                name,
+                &[Some(input), Some(w), bias],
+                &[out],
+                &attributes(&spec, multiplier, activation)?,
+            )?;
+            Ok(out)
+        }
+
+        /// Appends an int8 depthwise convolution from float weights (quantized per output
+        /// channel, the filter's last axis).
+        #[allow(clippy::too_many_arguments)]
+        pub fn depthwise_conv2d_i8(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            spec: ConvSpec,
+            filter: &[f32],
+            bias: Option<&[f32]>,
+            output: QuantParams,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let (out_dims, _, multiplier) = dims(self, input, &spec, name)?;
+            let input_q = self.per_tensor(input).ok_or(BuildError::UnknownTensor(input))?;
+            let (qw, scales) = quant::quantize_weights_per_channel(filter, spec.out_channels, true);
+            let multipliers = quant::layer_multipliers(input_q.scale, &scales, output.scale);
+            let bias_q = bias.map(|b| quant::quantize_bias(b, input_q.scale, &scales));
+            let w = self.constant(
+                &alloc::format!("{name}.weight"),
+                &[1, spec.kernel.0, spec.kernel.1, spec.out_channels],
+                &qw,
+                QuantSpec::PerChannel { axis: 3, scales },
+            )?;
+            let bias = bias_q
+                .map(|b| {
+                    self.constant(&alloc::format!("{name}.bias"), &[b.len()], &b, QuantSpec::None)
+                })
+                .transpose()?;
+            let m = self.constant(
+                &alloc::format!("{name}.multipliers"),
+                &[spec.out_channels, 2],
+                &multipliers,
+                QuantSpec::None,
+            )?;
+            let out = self.tensor(
+                name,
+                DType::I8,
+                &out_dims,
+                QuantSpec::PerTensor {
+                    scale: output.scale,
+                    zero_point: output.zero_point,
+                },
+            )?;
+            self.op(
+                OpKind::DepthwiseConv2d,
+                name,
+                &[Some(input), Some(w), bias, Some(m)],
+                &[out],
+                &attributes(&spec, multiplier, activation)?,
+            )?;
+            Ok(out)
+        }
+    }
 }

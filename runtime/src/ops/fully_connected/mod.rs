@@ -6,12 +6,11 @@
 
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
-mod x86;
+pub(crate) mod x86;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, OpProblem, Operand, QuantField};
-use crate::fixed_point::QuantizedMultiplier;
 use crate::isa::{Isa, Kernel, best};
 use crate::ops::{Ctx, FusedActivation, Node, layer};
 use crate::tensor::DType;
@@ -46,35 +45,9 @@ impl FullyConnectedShape {
     }
 }
 
-/// Quantization of an int8 fully-connected layer, in TFLite's scheme: asymmetric int8
-/// activations, symmetric int8 weights (per output channel or per tensor), int32 bias.
-#[derive(Debug, Clone, Copy)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub struct FullyConnectedI8Params<'a> {
-    /// Zero point of the input tensor, in `-128..=127`.
-    pub input_zero_point: i32,
-    /// Zero point of the output tensor, in `-128..=127`.
-    pub output_zero_point: i32,
-    /// `input_scale * weight_scale[o] / output_scale`, one per output feature, or a single
-    /// entry shared by all of them (per-tensor weights).
-    pub multipliers: &'a [QuantizedMultiplier],
-    /// Lower clamp of the fused activation (`-128` for none, the zero point for ReLU).
-    pub activation_min: i8,
-    /// Upper clamp of the fused activation (`127` for none).
-    pub activation_max: i8,
-}
-
-impl FullyConnectedI8Params<'_> {
-    /// The multiplier for output feature `o`.
-    #[inline]
-    pub(crate) fn multiplier(&self, o: usize) -> QuantizedMultiplier {
-        if self.multipliers.len() == 1 {
-            self.multipliers[0]
-        } else {
-            self.multipliers[o]
-        }
-    }
-}
+/// Quantization of an int8 fully-connected layer (the requantization every int8 layer
+/// shares).
+pub type FullyConnectedI8Params<'a> = crate::ops::RequantizeParams<'a>;
 
 /// The operands of an int8 fully-connected call.
 #[derive(Debug)]

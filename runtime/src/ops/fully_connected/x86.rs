@@ -43,7 +43,7 @@ unsafe fn load_i8x16(p: *const i8) -> __m256i {
 }
 
 /// The AVX2 int8 kernel; falls back to the reference where AVX2 is missing.
-pub(super) fn fully_connected_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
+pub(crate) fn fully_connected_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
     if Isa::Avx2.available() {
         // SAFETY: AVX2 and FMA are available (checked just above).
         unsafe { fully_connected_i8_avx2(op, output) }
@@ -53,7 +53,7 @@ pub(super) fn fully_connected_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
 }
 
 /// The AVX2/FMA float kernel; falls back to the reference where AVX2 is missing.
-pub(super) fn fully_connected_f32(op: &FullyConnectedF32<'_>, output: &mut [f32]) {
+pub(crate) fn fully_connected_f32(op: &FullyConnectedF32<'_>, output: &mut [f32]) {
     if Isa::Avx2.available() {
         // SAFETY: AVX2 and FMA are available (checked just above).
         unsafe { fully_connected_f32_avx2(op, output) }

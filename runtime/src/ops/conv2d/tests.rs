@@ -1,0 +1,367 @@
+use std::format;
+use std::vec;
+use std::vec::Vec;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::fixed_point::QuantizedMultiplier;
+use crate::ops::testing::{compare_kernels, exact, f32s, i8s, run_model};
+
+/// A random convolution: any stride, dilation, padding (also larger than the kernel) and
+/// group count, with the output size those imply.
+fn geometry() -> impl Strategy<Value = ConvGeometry> {
+    (
+        (1usize..3, 1usize..9, 1usize..9),
+        (1usize..4, 1usize..20, 1usize..9),
+        (1usize..4, 1usize..4, 1usize..3, 1usize..3, 1usize..3, 1usize..3),
+        (0usize..5, 0usize..5, 0usize..5, 0usize..5),
+    )
+        .prop_filter_map(
+            "the dilated kernel must fit the padded input",
+            |((batch, h, w), (groups, cg, og), (kh, kw, sh, sw, dh, dw), (pt, pl, pb, pr))| {
+                let oh = output_size(h, kh, sh, dh, pt, pb)?;
+                let ow = output_size(w, kw, sw, dw, pl, pr)?;
+                Some(ConvGeometry {
+                    batch,
+                    in_height: h,
+                    in_width: w,
+                    in_channels: groups * cg,
+                    out_height: oh,
+                    out_width: ow,
+                    out_channels: groups * og,
+                    kernel_height: kh,
+                    kernel_width: kw,
+                    stride_height: sh,
+                    stride_width: sw,
+                    dilation_height: dh,
+                    dilation_width: dw,
+                    pad_top: pt,
+                    pad_left: pl,
+                    groups,
+                })
+            },
+        )
+}
+
+#[derive(Debug, Clone)]
+struct I8Problem {
+    geometry: ConvGeometry,
+    input_zero_point: i32,
+    output_zero_point: i32,
+    multipliers: Vec<QuantizedMultiplier>,
+    activation: (i8, i8),
+    input: Vec<i8>,
+    filter: Vec<i8>,
+    bias: Option<Vec<i32>>,
+}
+
+impl I8Problem {
+    fn op(&self) -> Conv2dI8<'_> {
+        Conv2dI8 {
+            geometry: self.geometry,
+            params: RequantizeParams {
+                input_zero_point: self.input_zero_point,
+                output_zero_point: self.output_zero_point,
+                multipliers: &self.multipliers,
+                activation_min: self.activation.0,
+                activation_max: self.activation.1,
+            },
+            input: &self.input,
+            filter: &self.filter,
+            bias: self.bias.as_deref(),
+        }
+    }
+}
+
+fn i8_problem_for(g: ConvGeometry) -> impl Strategy<Value = I8Problem> {
+    let channels = g.out_channels;
+    (
+        any::<i8>(),
+        any::<i8>(),
+        any::<bool>(),
+        prop::collection::vec(1e-5f64..0.02, channels),
+        (any::<i8>(), any::<i8>()),
+        i8s(g.input_len().unwrap()),
+        i8s(g.out_channels * g.patch_len()),
+        prop::option::of(prop::collection::vec(-(1i32 << 15)..(1 << 15), channels)),
+    )
+        .prop_map(move |(izp, ozp, per_channel, reals, (a, b), input, filter, bias)| {
+            let reals = if per_channel { reals } else { reals[..1].to_vec() };
+            I8Problem {
+                geometry: g,
+                input_zero_point: izp.into(),
+                output_zero_point: ozp.into(),
+                multipliers: reals
+                    .into_iter()
+                    .map(|r| QuantizedMultiplier::from_real(r).unwrap())
+                    .collect(),
+                activation: (a.min(b), a.max(b)),
+                input,
+                filter,
+                bias,
+            }
+        })
+}
+
+fn i8_problem() -> impl Strategy<Value = I8Problem> {
+    geometry().prop_flat_map(i8_problem_for)
+}
+
+fn run_i8(kernel: I8Kernel, op: &Conv2dI8<'_>) -> Vec<i8> {
+    let mut out = vec![0i8; op.geometry.output_len().unwrap()];
+    let mut scratch = vec![0i16; scratch_len(&op.geometry)];
+    kernel(op, &mut out, &mut scratch);
+    out
+}
+
+/// The accumulator computed independently: pad the input with its zero point explicitly,
+/// then sum `(x - zp) * w` over the whole dilated window, in i64.
+fn padded_accumulator(op: &Conv2dI8<'_>, b: usize, oy: usize, ox: usize, oc: usize) -> i64 {
+    let g = &op.geometry;
+    let (cg, og) = (g.group_in_channels(), g.group_out_channels());
+    let group = oc / og;
+    let zp = i64::from(op.params.input_zero_point);
+    let mut acc = op.bias.map_or(0, |bias| i64::from(bias[oc]));
+    for ky in 0..g.kernel_height {
+        for kx in 0..g.kernel_width {
+            let y = (oy * g.stride_height + ky * g.dilation_height) as i64 - g.pad_top as i64;
+            let x = (ox * g.stride_width + kx * g.dilation_width) as i64 - g.pad_left as i64;
+            let inside = y >= 0 && x >= 0 && (y as usize) < g.in_height && (x as usize) < g.in_width;
+            for c in 0..cg {
+                let value = if inside {
+                    let i = ((b * g.in_height + y as usize) * g.in_width + x as usize) * g.in_channels
+                        + group * cg
+                        + c;
+                    i64::from(op.input[i])
+                } else {
+                    zp
+                };
+                let w = op.filter[((oc * g.kernel_height + ky) * g.kernel_width + kx) * cg + c];
+                acc += (value - zp) * i64::from(w);
+            }
+        }
+    }
+    acc
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The reference agrees with an independent padded formulation, bit for bit after
+    /// requantization, and within one step of exact real arithmetic.
+    #[test]
+    fn reference_matches_padded_formulation(p in i8_problem()) {
+        let op = p.op();
+        let g = op.geometry;
+        let out = run_i8(reference::conv2d_i8, &op);
+        let mut i = 0;
+        for b in 0..g.batch {
+            for oy in 0..g.out_height {
+                for ox in 0..g.out_width {
+                    for oc in 0..g.out_channels {
+                        let acc = padded_accumulator(&op, b, oy, ox, oc);
+                        let want = op.params.output(i32::try_from(acc).unwrap(), oc);
+                        prop_assert_eq!(out[i], want, "pixel ({}, {}, {}) channel {}", b, oy, ox, oc);
+                        let real = (acc as f64 * op.params.multiplier(oc).to_real()).round()
+                            + f64::from(op.params.output_zero_point);
+                        let real = real.clamp(f64::from(p.activation.0), f64::from(p.activation.1));
+                        prop_assert!((f64::from(out[i]) - real).abs() <= 1.0);
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every int8 kernel this CPU runs gives the reference's bytes.
+    #[test]
+    fn every_i8_kernel_matches_the_reference(p in i8_problem()) {
+        let op = p.op();
+        compare_kernels(I8_KERNELS, |k| run_i8(k, &op), exact)?;
+    }
+
+    /// Every float kernel stays within the dot-product tolerance of the reference.
+    #[test]
+    fn every_f32_kernel_is_within_tolerance(
+        (g, input, filter, bias, act) in geometry().prop_flat_map(|g| (
+            Just(g),
+            f32s(g.input_len().unwrap(), 3.0),
+            f32s(g.out_channels * g.patch_len(), 1.0),
+            prop::option::of(f32s(g.out_channels, 1.0)),
+            0usize..3,
+        ))
+    ) {
+        let activation = [(f32::NEG_INFINITY, f32::INFINITY), (0.0, f32::INFINITY), (0.0, 6.0)][act];
+        let op = Conv2dF32 { geometry: g, input: &input, filter: &filter, bias: bias.as_deref(), activation };
+        let terms = g.patch_len();
+        // Bound on every output: |x| <= 3, |w| <= 1, |b| <= 1.
+        let magnitude = 3.0 * terms as f32 + 1.0;
+        compare_kernels(F32_KERNELS, |k| {
+            let mut out = vec![0f32; g.output_len().unwrap()];
+            let mut scratch = vec![0f32; scratch_len(&g)];
+            k(&op, &mut out, &mut scratch);
+            out
+        }, |want, got| {
+            for i in 0..want.len() {
+                if !F32_TOLERANCE.accepts(want[i], got[i], terms, magnitude) {
+                    return Err(format!("element {i}: want {}, got {}", want[i], got[i]));
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
+
+fn fixed_geometry(h: usize, w: usize, cin: usize, cout: usize, k: usize, stride: usize, pad: [usize; 4], groups: usize) -> ConvGeometry {
+    ConvGeometry {
+        batch: 1,
+        in_height: h,
+        in_width: w,
+        in_channels: cin,
+        out_height: output_size(h, k, stride, 1, pad[0], pad[2]).unwrap(),
+        out_width: output_size(w, k, stride, 1, pad[1], pad[3]).unwrap(),
+        out_channels: cout,
+        kernel_height: k,
+        kernel_width: k,
+        stride_height: stride,
+        stride_width: stride,
+        dilation_height: 1,
+        dilation_width: 1,
+        pad_top: pad[0],
+        pad_left: pad[1],
+        groups,
+    }
+}
+
+/// Named edge cases: 1x1 images, padding larger than the kernel, pointwise layers of every
+/// width around the vector sizes, odd channel counts, and zero points at both extremes.
+#[test]
+fn edge_cases_match_the_reference() {
+    let cases = [
+        fixed_geometry(1, 1, 3, 5, 1, 1, [0; 4], 1),
+        fixed_geometry(1, 1, 3, 5, 3, 1, [1; 4], 1),
+        fixed_geometry(2, 2, 4, 4, 1, 1, [4, 4, 4, 4], 1),
+        fixed_geometry(5, 5, 7, 9, 3, 2, [1, 0, 1, 0], 1),
+        fixed_geometry(4, 4, 33, 17, 1, 1, [0; 4], 1),
+        fixed_geometry(4, 4, 16, 16, 1, 1, [0; 4], 1),
+        fixed_geometry(3, 3, 15, 8, 3, 1, [1; 4], 1),
+        fixed_geometry(3, 3, 17, 8, 3, 1, [1; 4], 1),
+        fixed_geometry(6, 6, 12, 6, 3, 1, [1; 4], 3),
+        fixed_geometry(4, 1, 32, 32, 1, 2, [0; 4], 1),
+    ];
+    for g in cases {
+        for &(izp, ozp) in &[(-128, 127), (127, -128), (3, -5)] {
+            for &real in &[1e-4f64, 0.3, 2.5] {
+                let input: Vec<i8> = (0..g.input_len().unwrap()).map(|i| if i % 3 == 0 { 127 } else { -128 }).collect();
+                let filter: Vec<i8> = (0..g.out_channels * g.patch_len()).map(|i| if i % 2 == 0 { -128 } else { 127 }).collect();
+                let bias: Vec<i32> = (0..g.out_channels as i32).map(|o| o * 999 - 3000).collect();
+                let m = [QuantizedMultiplier::from_real(real).unwrap()];
+                let op = Conv2dI8 {
+                    geometry: g,
+                    params: RequantizeParams {
+                        input_zero_point: izp,
+                        output_zero_point: ozp,
+                        multipliers: &m,
+                        activation_min: -128,
+                        activation_max: 127,
+                    },
+                    input: &input,
+                    filter: &filter,
+                    bias: Some(&bias),
+                };
+                compare_kernels(I8_KERNELS, |k| run_i8(k, &op), exact).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn validation_names_the_operand() {
+    let g = fixed_geometry(3, 3, 2, 2, 3, 1, [1; 4], 1);
+    let input = vec![0f32; 18];
+    let filter = vec![0f32; 36];
+    let op = Conv2dF32 { geometry: g, input: &input, filter: &filter[..35], bias: None, activation: (f32::NEG_INFINITY, f32::INFINITY) };
+    let mut out = vec![0f32; 18];
+    let mut scratch = vec![0f32; scratch_len(&g)];
+    assert_eq!(
+        conv2d_f32(&op, &mut out, &mut scratch),
+        Err(Error::ShapeMismatch { operand: Operand::Weights, expected: 36, actual: 35 })
+    );
+    let op = Conv2dF32 { filter: &filter, ..op };
+    assert_eq!(
+        conv2d_f32(&op, &mut out, &mut scratch[..3]),
+        Err(Error::ShapeMismatch { operand: Operand::Scratch, expected: 36, actual: 3 })
+    );
+    assert_eq!(conv2d_f32(&op, &mut out, &mut scratch), Ok(()));
+    let bad = Conv2dF32 { geometry: ConvGeometry { groups: 0, ..g }, ..op };
+    assert_eq!(conv2d_f32(&bad, &mut out, &mut scratch), Err(Error::InvalidShape));
+}
+
+/// One-op models run through the interpreter like the kernels, and the model checks reject
+/// operands that do not fit the attributes.
+#[test]
+fn one_conv_models_run_and_bad_ones_are_refused() {
+    use crate::error::{LoadError, OpProblem, Slot};
+    use crate::format::writer::{BuildError, ModelBuilder, QuantSpec};
+    use crate::ops::{FusedActivation, OpKind, Tolerance};
+    use crate::quant::QuantParams;
+
+    let spec = ConvSpec::new(6, 3).stride(2).same(7, 5);
+    let filter: Vec<f32> = (0..6 * 3 * 3 * 4).map(|i| ((i * 5) % 11) as f32 / 11.0 - 0.5).collect();
+    let bias: Vec<f32> = (0..6).map(|i| i as f32 * 0.05).collect();
+    let input: Vec<f32> = (0..7 * 5 * 4).map(|i| (i as f32 * 0.31).cos()).collect();
+
+    let mut b = ModelBuilder::new("conv");
+    let x = b.tensor("x", DType::F32, &[1, 7, 5, 4], QuantSpec::None).unwrap();
+    b.input(x);
+    let y = b.conv2d_f32("conv", x, spec, &filter, Some(&bias), FusedActivation::RELU6).unwrap();
+    b.output(y);
+    let built = b.build().unwrap();
+    assert!(built.plan.arena_size >= (7 * 5 * 4 + 4 * 3 * 6) * 4);
+    let out = run_model(&built.bytes, &[bytemuck::cast_slice(&input)]).unwrap();
+    let got: &[f32] = bytemuck::cast_slice(&out[0]);
+    let g = fixed_geometry(7, 5, 4, 6, 3, 2, spec.padding, 1);
+    assert_eq!(g.output_len().unwrap(), got.len());
+    let mut want = vec![0f32; got.len()];
+    reference::conv2d_f32(
+        &Conv2dF32 { geometry: g, input: &input, filter: &filter, bias: Some(&bias), activation: (0.0, 6.0) },
+        &mut want,
+        &mut [],
+    );
+    for (w, g) in want.iter().zip(got) {
+        assert!(Tolerance::DotProduct.accepts(*w, *g, 36, 40.0), "{w} vs {g}");
+    }
+
+    // int8: within a few steps of the float result.
+    let in_q = QuantParams::i8_from_range(-1.0, 1.0);
+    let out_q = QuantParams::i8_from_range(0.0, 6.0);
+    let mut b = ModelBuilder::new("conv-i8");
+    let x = b
+        .tensor("x", DType::I8, &[1, 7, 5, 4], QuantSpec::PerTensor { scale: in_q.scale, zero_point: in_q.zero_point })
+        .unwrap();
+    b.input(x);
+    let y = b.conv2d_i8("conv", x, spec, &filter, Some(&bias), out_q, FusedActivation::RELU6).unwrap();
+    b.output(y);
+    let built = b.build().unwrap();
+    let qin: Vec<i8> = input.iter().map(|&v| in_q.quantize(v, -128, 127) as i8).collect();
+    let out = run_model(&built.bytes, &[bytemuck::cast_slice(&qin)]).unwrap();
+    let got: &[i8] = bytemuck::cast_slice(&out[0]);
+    for (w, &q) in want.iter().zip(got) {
+        let real = out_q.dequantize(i32::from(q));
+        assert!((real - w).abs() < 3.0 * out_q.scale + 0.05, "{w} vs {real}");
+    }
+
+    // A filter whose depth does not match the input channels is refused at load, naming it.
+    let mut b = ModelBuilder::new("bad");
+    let x = b.tensor("x", DType::F32, &[1, 4, 4, 3], QuantSpec::None).unwrap();
+    let w = b.constant("w", &[2, 3, 3, 2], &[0f32; 36], QuantSpec::None).unwrap();
+    let y = b.tensor("y", DType::F32, &[1, 2, 2, 2], QuantSpec::None).unwrap();
+    b.input(x);
+    b.output(y);
+    b.op(OpKind::Conv2d, "bad", &[Some(x), Some(w), None], &[y], &spec.attributes(FusedActivation::NONE).unwrap()).unwrap();
+    match b.build() {
+        Err(BuildError::Invalid(LoadError::Op { problem: OpProblem::Shape(Slot::Input(1), _), .. })) => {}
+        other => panic!("expected a filter shape error, got {other:?}"),
+    }
+}

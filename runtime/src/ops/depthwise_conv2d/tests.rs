@@ -1,0 +1,244 @@
+use std::format;
+use std::vec;
+use std::vec::Vec;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::fixed_point::QuantizedMultiplier;
+use crate::ops::testing::{compare_kernels, exact, f32s, i8s, run_model};
+
+fn geometry() -> impl Strategy<Value = ConvGeometry> {
+    (
+        (1usize..3, 1usize..9, 1usize..9),
+        (1usize..40, prop::sample::select(vec![1usize, 1, 1, 2, 3])),
+        (1usize..5, 1usize..5, 1usize..3, 1usize..3, 1usize..3, 1usize..3),
+        (0usize..5, 0usize..5, 0usize..5, 0usize..5),
+    )
+        .prop_filter_map(
+            "the dilated kernel must fit the padded input",
+            |((batch, h, w), (c, m), (kh, kw, sh, sw, dh, dw), (pt, pl, pb, pr))| {
+                Some(ConvGeometry {
+                    batch,
+                    in_height: h,
+                    in_width: w,
+                    in_channels: c,
+                    out_height: output_size(h, kh, sh, dh, pt, pb)?,
+                    out_width: output_size(w, kw, sw, dw, pl, pr)?,
+                    out_channels: c * m,
+                    kernel_height: kh,
+                    kernel_width: kw,
+                    stride_height: sh,
+                    stride_width: sw,
+                    dilation_height: dh,
+                    dilation_width: dw,
+                    pad_top: pt,
+                    pad_left: pl,
+                    groups: c,
+                })
+            },
+        )
+}
+
+#[derive(Debug, Clone)]
+struct I8Problem {
+    geometry: ConvGeometry,
+    zero_points: (i32, i32),
+    multipliers: Vec<QuantizedMultiplier>,
+    activation: (i8, i8),
+    input: Vec<i8>,
+    filter: Vec<i8>,
+    bias: Option<Vec<i32>>,
+}
+
+impl I8Problem {
+    fn op(&self) -> DepthwiseConv2dI8<'_> {
+        DepthwiseConv2dI8 {
+            geometry: self.geometry,
+            params: RequantizeParams {
+                input_zero_point: self.zero_points.0,
+                output_zero_point: self.zero_points.1,
+                multipliers: &self.multipliers,
+                activation_min: self.activation.0,
+                activation_max: self.activation.1,
+            },
+            input: &self.input,
+            filter: &self.filter,
+            bias: self.bias.as_deref(),
+        }
+    }
+}
+
+fn filter_len(g: &ConvGeometry) -> usize {
+    g.kernel_height * g.kernel_width * g.out_channels
+}
+
+fn i8_problem() -> impl Strategy<Value = I8Problem> {
+    geometry().prop_flat_map(|g| {
+        (
+            (any::<i8>(), any::<i8>()),
+            prop::collection::vec(1e-4f64..0.05, g.out_channels),
+            any::<bool>(),
+            (any::<i8>(), any::<i8>()),
+            i8s(g.input_len().unwrap()),
+            i8s(filter_len(&g)),
+            prop::option::of(prop::collection::vec(-(1i32 << 14)..(1 << 14), g.out_channels)),
+        )
+            .prop_map(move |((izp, ozp), reals, per_channel, (a, b), input, filter, bias)| {
+                let reals = if per_channel { reals } else { reals[..1].to_vec() };
+                I8Problem {
+                    geometry: g,
+                    zero_points: (izp.into(), ozp.into()),
+                    multipliers: reals.into_iter().map(|r| QuantizedMultiplier::from_real(r).unwrap()).collect(),
+                    activation: (a.min(b), a.max(b)),
+                    input,
+                    filter,
+                    bias,
+                }
+            })
+    })
+}
+
+fn run_i8(kernel: I8Kernel, op: &DepthwiseConv2dI8<'_>) -> Vec<i8> {
+    let mut out = vec![0i8; op.geometry.output_len().unwrap()];
+    kernel(op, &mut out);
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// The reference equals a grouped convolution with one input channel per group, an
+    /// independent formulation of the same arithmetic (with the filter moved to OHWI).
+    #[test]
+    fn reference_matches_grouped_convolution(p in i8_problem()) {
+        let op = p.op();
+        let g = op.geometry;
+        let k = g.kernel_height * g.kernel_width;
+        let mut ohwi = vec![0i8; g.out_channels * k];
+        for oc in 0..g.out_channels {
+            for t in 0..k {
+                ohwi[oc * k + t] = op.filter[t * g.out_channels + oc];
+            }
+        }
+        let conv = crate::ops::conv2d::Conv2dI8 { geometry: g, params: op.params, input: op.input, filter: &ohwi, bias: op.bias };
+        let mut want = vec![0i8; g.output_len().unwrap()];
+        crate::ops::conv2d::reference::conv2d_i8(&conv, &mut want, &mut []);
+        prop_assert_eq!(run_i8(reference::depthwise_conv2d_i8, &op), want);
+    }
+
+    /// Every int8 kernel this CPU runs gives the reference's bytes.
+    #[test]
+    fn every_i8_kernel_matches_the_reference(p in i8_problem()) {
+        let op = p.op();
+        compare_kernels(I8_KERNELS, |k| run_i8(k, &op), exact)?;
+    }
+
+    /// Every float kernel stays within the dot-product tolerance of the reference.
+    #[test]
+    fn every_f32_kernel_is_within_tolerance(
+        (g, input, filter, bias) in geometry().prop_flat_map(|g| (
+            Just(g),
+            f32s(g.input_len().unwrap(), 3.0),
+            f32s(filter_len(&g), 1.0),
+            prop::option::of(f32s(g.out_channels, 1.0)),
+        ))
+    ) {
+        let op = DepthwiseConv2dF32 { geometry: g, input: &input, filter: &filter, bias: bias.as_deref(), activation: (f32::NEG_INFINITY, 6.0) };
+        let terms = g.kernel_height * g.kernel_width;
+        let magnitude = 3.0 * terms as f32 + 1.0;
+        compare_kernels(F32_KERNELS, |k| {
+            let mut out = vec![0f32; g.output_len().unwrap()];
+            k(&op, &mut out);
+            out
+        }, |want, got| {
+            for i in 0..want.len() {
+                if !F32_TOLERANCE.accepts(want[i], got[i], terms, magnitude) {
+                    return Err(format!("element {i}: want {}, got {}", want[i], got[i]));
+                }
+            }
+            Ok(())
+        })?;
+    }
+}
+
+/// Zero points at the extremes, saturating multipliers, channel counts around the vector
+/// width, and padding larger than the kernel.
+#[test]
+fn edge_cases_match_the_reference() {
+    for &c in &[1usize, 7, 8, 9, 15, 16, 17, 33] {
+        for &(pad, k) in &[(0usize, 1usize), (1, 3), (4, 3)] {
+            let g = ConvGeometry {
+                batch: 1,
+                in_height: 3,
+                in_width: 4,
+                in_channels: c,
+                out_height: output_size(3, k, 1, 1, pad, pad).unwrap(),
+                out_width: output_size(4, k, 1, 1, pad, pad).unwrap(),
+                out_channels: c,
+                kernel_height: k,
+                kernel_width: k,
+                stride_height: 1,
+                stride_width: 1,
+                dilation_height: 1,
+                dilation_width: 1,
+                pad_top: pad,
+                pad_left: pad,
+                groups: c,
+            };
+            for &(izp, ozp) in &[(-128, 127), (127, -128)] {
+                for &real in &[1e-4f64, 0.7, 3.0] {
+                    let input: Vec<i8> = (0..g.input_len().unwrap()).map(|i| if i % 2 == 0 { 127 } else { -128 }).collect();
+                    let filter: Vec<i8> = (0..filter_len(&g)).map(|i| if i % 3 == 0 { -128 } else { 127 }).collect();
+                    let m = [QuantizedMultiplier::from_real(real).unwrap()];
+                    let op = DepthwiseConv2dI8 {
+                        geometry: g,
+                        params: RequantizeParams { input_zero_point: izp, output_zero_point: ozp, multipliers: &m, activation_min: -128, activation_max: 127 },
+                        input: &input,
+                        filter: &filter,
+                        bias: None,
+                    };
+                    compare_kernels(I8_KERNELS, |k| run_i8(k, &op), exact).unwrap();
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_depthwise_model_runs_like_the_kernel() {
+    use crate::format::writer::{ModelBuilder, QuantSpec};
+    use crate::ops::FusedActivation;
+    use crate::ops::conv2d::ConvSpec;
+    use crate::quant::QuantParams;
+
+    let spec = ConvSpec::new(10, 3).same(6, 6);
+    let filter: Vec<f32> = (0..9 * 10).map(|i| ((i * 3) % 7) as f32 / 7.0 - 0.4).collect();
+    let input: Vec<f32> = (0..6 * 6 * 10).map(|i| (i as f32 * 0.7).sin()).collect();
+    let in_q = QuantParams::i8_from_range(-1.0, 1.0);
+    let out_q = QuantParams::i8_from_range(-3.0, 3.0);
+    let mut b = ModelBuilder::new("dw");
+    let x = b
+        .tensor("x", DType::I8, &[1, 6, 6, 10], QuantSpec::PerTensor { scale: in_q.scale, zero_point: in_q.zero_point })
+        .unwrap();
+    b.input(x);
+    let y = b.depthwise_conv2d_i8("dw", x, spec, &filter, None, out_q, FusedActivation::NONE).unwrap();
+    b.output(y);
+    let built = b.build().unwrap();
+    let qin: Vec<i8> = input.iter().map(|&v| in_q.quantize(v, -128, 127) as i8).collect();
+    let out = run_model(&built.bytes, &[bytemuck::cast_slice(&qin)]).unwrap();
+    let got: &[i8] = bytemuck::cast_slice(&out[0]);
+
+    let mut fb = ModelBuilder::new("dw-f32");
+    let x = fb.tensor("x", DType::F32, &[1, 6, 6, 10], QuantSpec::None).unwrap();
+    fb.input(x);
+    let y = fb.depthwise_conv2d_f32("dw", x, spec, &filter, None, FusedActivation::NONE).unwrap();
+    fb.output(y);
+    let out_f = run_model(&fb.build().unwrap().bytes, &[bytemuck::cast_slice(&input)]).unwrap();
+    let want: &[f32] = bytemuck::cast_slice(&out_f[0]);
+    assert_eq!(want.len(), got.len());
+    for (w, &q) in want.iter().zip(got) {
+        let real = out_q.dequantize(i32::from(q));
+        assert!((real - w).abs() < 3.0 * out_q.scale + 0.03, "{w} vs {real}");
+    }
+}
