@@ -9,6 +9,9 @@
 //! firmware all run this same function.
 
 use crate::error::{Error, Operand, QuantField};
+use crate::format::Model;
+use crate::interpreter::Interpreter;
+use crate::tensor::DType;
 use crate::fixed_point::{
     QuantizedMultiplier, rounding_divide_by_pot, saturating_rounding_doubling_high_mul,
 };
@@ -225,7 +228,7 @@ fn fully_connected_rejects_bad_operands() -> bool {
 
 /// SplitMix64. Written out here rather than taken from a crate because the golden digest pins
 /// the exact stream: a dependency update that changed it would break every board's check.
-struct SplitMix64(u64);
+pub(crate) struct SplitMix64(pub(crate) u64);
 
 impl SplitMix64 {
     fn next_u64(&mut self) -> u64 {
@@ -356,6 +359,99 @@ fn within_one_step_of_real(op: &FullyConnectedI8<'_>, output: &[i8]) -> bool {
         (0..s.out_features).all(|o| {
             libm::fabs(f64::from(output[b * s.out_features + o]) - real_output(op, b, o)) <= 1.0
         })
+    })
+}
+
+/// The metadata constant a self-checking model carries: `[seed_hi, seed_lo, digest_hi,
+/// digest_lo]`, 16-bit halves stored as (exactly representable) f32 values. The writer of the
+/// model ran it on an x86_64 host with inputs drawn from the seed and recorded the CRC-32 of
+/// its outputs; [`check_model`] repeats that on any target.
+pub const SELFCHECK_CONSTANT: &str = "loam.selfcheck";
+
+/// What [`check_model`] computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ModelCheck {
+    /// CRC-32 of every output's bytes, in output order.
+    pub digest: u32,
+    /// The digest recorded in the model.
+    pub expected: u32,
+}
+
+impl ModelCheck {
+    /// Whether this target computed exactly what the model's writer computed.
+    pub fn passed(&self) -> bool {
+        self.digest == self.expected
+    }
+}
+
+/// Fills every graph input from SplitMix64 seeded with `seed`: integers uniformly over their
+/// type, floats uniformly in `[-1, 1)` (24-bit exact values, the same on every target).
+pub fn fill_inputs(interpreter: &mut Interpreter<'_, '_>, seed: u64) -> Result<(), Error> {
+    let mut rng = SplitMix64(seed);
+    for i in 0..interpreter.input_count() {
+        let dtype = interpreter.input_tensor(i)?.dtype;
+        let bytes = interpreter.input_bytes_mut(i)?;
+        match dtype {
+            DType::F32 => {
+                for chunk in bytes.chunks_exact_mut(4) {
+                    let unit = (rng.next_u64() >> 40) as f32 / (1u32 << 24) as f32;
+                    chunk.copy_from_slice(&(unit * 2.0 - 1.0).to_le_bytes());
+                }
+            }
+            _ => {
+                for b in bytes.iter_mut() {
+                    *b = rng.next_u64() as u8;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// CRC-32 (ISO-HDLC) of every graph output's bytes, in output order.
+pub fn output_digest(interpreter: &Interpreter<'_, '_>) -> Result<u32, Error> {
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    let mut digest = crc.digest();
+    for i in 0..interpreter.output_count() {
+        digest.update(interpreter.output_bytes(i)?);
+    }
+    Ok(digest.finalize())
+}
+
+/// The `(seed, digest)` a self-checking model records, if it has them.
+pub fn selfcheck_record(model: &Model<'_>) -> Option<(u64, u32)> {
+    let c = model.constant(SELFCHECK_CONSTANT)?;
+    let mut v = c.values();
+    let mut half = || -> Option<u32> {
+        let x = v.next()?;
+        (x >= 0.0 && x < 65536.0 && x == libm::floorf(x)).then_some(x as u32)
+    };
+    let (s1, s0, d1, d0) = (half()?, half()?, half()?, half()?);
+    Some((u64::from((s1 << 16) | s0), (d1 << 16) | d0))
+}
+
+/// The four f32 values of a [`SELFCHECK_CONSTANT`] for a 32-bit seed and a digest.
+pub fn selfcheck_values(seed: u32, digest: u32) -> [f32; 4] {
+    [
+        (seed >> 16) as f32,
+        (seed & 0xffff) as f32,
+        (digest >> 16) as f32,
+        (digest & 0xffff) as f32,
+    ]
+}
+
+/// Runs a self-checking model once on its recorded seed and compares the CRC-32 of its
+/// outputs with the recorded digest: the board computed exactly what the model's writer
+/// computed. Needs no heap; `arena` must hold the model's arena.
+pub fn check_model(model: &Model<'_>, arena: &mut [u8]) -> Result<ModelCheck, Error> {
+    let (seed, expected) = selfcheck_record(model).ok_or(Error::NoSuchTensor)?;
+    let mut interpreter = Interpreter::new(model, arena)?;
+    fill_inputs(&mut interpreter, seed)?;
+    interpreter.invoke()?;
+    Ok(ModelCheck {
+        digest: output_digest(&interpreter)?,
+        expected,
     })
 }
 

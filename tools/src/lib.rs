@@ -2,7 +2,9 @@
 //! `main.rs` only parses arguments and prints.
 
 pub mod bench;
+pub mod graph;
 pub mod model_file;
 pub mod npy;
 pub mod run;
 pub mod selftest;
+pub mod zoo;

@@ -34,6 +34,19 @@ enum Command {
         #[arg(long, short)]
         output: Vec<PathBuf>,
     },
+    /// Write a reference architecture (MLPerf Tiny shapes, digits MLP) with seeded, untrained
+    /// weights, to size a board or benchmark before a trained model exists.
+    Template {
+        /// One of: digits-mlp, ds-cnn, resnet-8, autoencoder, mobilenet-v1-0.25.
+        #[arg(value_parser = clap::builder::PossibleValuesParser::new(loam_tools::zoo::NAMES))]
+        name: String,
+        /// Write the int8 model (calibrated on random inputs) instead of f32.
+        #[arg(long)]
+        int8: bool,
+        /// Output `.loam` file.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
     /// Measure a model's latency on this machine (single thread).
     Bench {
         /// The `.loam` model.
@@ -114,6 +127,22 @@ fn execute(command: Command) -> Result<ExitCode> {
                     println!("  written to {}", path.display());
                 }
             }
+        }
+        Command::Template { name, int8, output } => {
+            let built = loam_tools::zoo::build(&name, int8)?;
+            loam_tools::model_file::write_atomically(&output, &built.bytes)?;
+            let p = built.plan;
+            println!(
+                "{} ({}) written to {}: {} bytes of model, arena {} bytes (naive {} bytes, {:.1}x smaller; peak at op {})",
+                name,
+                if int8 { "int8" } else { "f32" },
+                output.display(),
+                built.bytes.len(),
+                p.arena_size,
+                p.naive_size,
+                p.naive_size as f64 / p.arena_size.max(1) as f64,
+                p.peak_op
+            );
         }
         Command::Bench {
             model,

@@ -58,9 +58,37 @@ pub struct Preamble {
     pub blob_len: u32,
     /// CRC-32 (ISO-HDLC) of the file with this field's four bytes left out.
     pub crc32: u32,
+    /// Bytes of arena the memory plan needs; in the fixed preamble so that firmware can size
+    /// its arena at compile time ([`arena_size`]).
+    pub arena_size: u32,
 }
 
 const CRC_OFFSET: usize = 24;
+const ARENA_SIZE_OFFSET: usize = 28;
+
+/// The arena size a `.loam` file's memory plan needs, read from its preamble; usable in a
+/// `const` so firmware sizes its arena at compile time:
+///
+/// ```ignore
+/// static MODEL: &[u8] = loam::include_model!("model.loam");
+/// const ARENA_SIZE: usize = loam::format::arena_size(include_bytes!("model.loam"));
+/// static mut ARENA: [u8; ARENA_SIZE] = [0; ARENA_SIZE];
+/// ```
+///
+/// Returns 0 for bytes that are not a `.loam` file (then [`crate::Interpreter::new`] reports
+/// the real need once the model is loaded).
+pub const fn arena_size(bytes: &[u8]) -> usize {
+    if bytes.len() < PREAMBLE_LEN
+        || bytes[0] != MAGIC[0]
+        || bytes[1] != MAGIC[1]
+        || bytes[2] != MAGIC[2]
+        || bytes[3] != MAGIC[3]
+    {
+        return 0;
+    }
+    let o = ARENA_SIZE_OFFSET;
+    u32::from_le_bytes([bytes[o], bytes[o + 1], bytes[o + 2], bytes[o + 3]]) as usize
+}
 
 impl Preamble {
     /// Reads the preamble without validating anything but its length and magic.
@@ -76,9 +104,6 @@ impl Preamble {
         }
         let u16_at = |i: usize| u16::from_le_bytes([p[i], p[i + 1]]);
         let u32_at = |i: usize| u32::from_le_bytes([p[i], p[i + 1], p[i + 2], p[i + 3]]);
-        if u32_at(28) != 0 {
-            return Err(LoadError::Preamble("reserved field is not zero"));
-        }
         Ok(Preamble {
             major: u16_at(4),
             minor: u16_at(6),
@@ -87,6 +112,7 @@ impl Preamble {
             blob_offset: u32_at(16),
             blob_len: u32_at(20),
             crc32: u32_at(CRC_OFFSET),
+            arena_size: u32_at(ARENA_SIZE_OFFSET),
         })
     }
 
@@ -101,6 +127,7 @@ impl Preamble {
         p[16..20].copy_from_slice(&self.blob_offset.to_le_bytes());
         p[20..24].copy_from_slice(&self.blob_len.to_le_bytes());
         p[24..28].copy_from_slice(&self.crc32.to_le_bytes());
+        p[28..32].copy_from_slice(&self.arena_size.to_le_bytes());
         p
     }
 }
@@ -231,7 +258,7 @@ impl<'a> Model<'a> {
     /// Bytes of arena the memory plan needs: what [`crate::Interpreter::new`] requires
     /// (plus up to [`ARENA_ALIGN`]` - 1` if the arena's start is not aligned).
     pub fn arena_size(&self) -> usize {
-        self.header.arena_size as usize
+        self.preamble.arena_size as usize
     }
 
     /// The weight blob.

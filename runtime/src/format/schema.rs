@@ -207,8 +207,6 @@ pub struct Header<'a> {
     /// Model description.
     #[serde(borrow)]
     pub metadata: Metadata<'a>,
-    /// Bytes of arena the memory plan needs (every arena offset plus length fits inside).
-    pub arena_size: u32,
     /// [`TensorRecord`]s; an op refers to a tensor by its position here.
     #[serde(borrow)]
     pub tensors: Table<'a>,

@@ -584,7 +584,6 @@ impl ModelBuilder {
                     records: &constant_bytes,
                 },
             },
-            arena_size: u32::try_from(arena_size).map_err(|_| BuildError::TooLarge)?,
             tensors: Table {
                 index: &tensor_index,
                 records: &tensor_bytes,
@@ -608,6 +607,7 @@ impl ModelBuilder {
             blob_offset: too_large(blob_offset)?,
             blob_len: too_large(blob.len())?,
             crc32: 0,
+            arena_size: u32::try_from(arena_size).map_err(|_| BuildError::TooLarge)?,
         };
         let mut file = Vec::with_capacity(file_len);
         file.extend_from_slice(&preamble.to_bytes());

@@ -61,6 +61,7 @@ fn workspace_root() -> PathBuf {
 fn ready_toolchain(choice: Choice) -> Result<Toolchain> {
     if setup::host_tools_present()
         && let Some(toolchain) = Toolchain::detect(choice)
+        && (matches!(toolchain, Toolchain::Debian) || toolchain::rustup_has_msrv())
     {
         return Ok(toolchain);
     }

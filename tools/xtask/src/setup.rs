@@ -48,6 +48,17 @@ pub fn run(choice: Choice) -> Result<Toolchain> {
         None => install_toolchain(choice, &mut apt)?,
     };
     println!("setup: cross toolchain is {}", toolchain.describe());
+    if matches!(toolchain, Toolchain::Rustup { .. }) && !toolchain::rustup_has_msrv() {
+        let msrv = toolchain::MSRV;
+        println!("setup: rustup toolchain install {msrv} (the runtime's MSRV) with the cross targets");
+        run_checked(
+            Command::new("timeout")
+                .args(["600", "rustup", "toolchain", "install", msrv, "--profile", "minimal"])
+                .arg("--target")
+                .arg(toolchain::CROSS_TARGETS.join(",")),
+        )
+        .context("installing the MSRV toolchain")?;
+    }
 
     if defmt_print_is_current() {
         println!("setup: {DEFMT_PRINT} {DEFMT_PRINT_VERSION} present");

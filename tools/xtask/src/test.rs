@@ -8,18 +8,19 @@ use anyhow::{Context, Result};
 
 use crate::report::{self, Counts, Row};
 use crate::toolchain::{
-    AARCH64_LINUX, ARMV7_LINUX, BareMetalTarget, CORTEX_M0, CORTEX_M4F, LinuxTarget, Toolchain,
-    host_cargo,
+    AARCH64_LINUX, ARMV7_LINUX, BareMetalTarget, CORTEX_M0, CORTEX_M4F, CROSS_TARGETS,
+    LinuxTarget, MSRV, Toolchain, host_cargo,
 };
 
 /// The stages, by the names `--only` accepts.
-pub const STAGES: [&str; 8] = [
+pub const STAGES: [&str; 9] = [
     "x86_64",
     "aarch64",
     "armv7",
     "cortex-m4",
     "cortex-m0",
     "features",
+    "msrv",
     "clippy",
     "fmt",
 ];
@@ -49,6 +50,9 @@ pub fn run(root: &Path, toolchain: &Toolchain, only: &[String]) -> Vec<Row> {
     }
     if selected("features") {
         rows.push(feature_matrix(root));
+    }
+    if selected("msrv") {
+        rows.push(msrv(root, toolchain));
     }
     if selected("clippy") {
         rows.push(clippy(root));
@@ -120,9 +124,21 @@ fn cargo_test_row(target: &str, runs_on: &str, cmd: &mut Command) -> Row {
     }
 }
 
+/// The instruction sets whose fast paths each target's tests must find (`LOAM_EXPECT_ISA`): a
+/// missing one fails the run instead of leaving its kernels untested.
+fn expected_isa(triple: &str) -> &'static str {
+    match triple {
+        "x86_64-unknown-linux-gnu" => "avx2",
+        "aarch64-unknown-linux-gnu" => "neon,dotprod",
+        "armv7-unknown-linux-gnueabihf" => "dsp",
+        _ => "",
+    }
+}
+
 fn host_tests(root: &Path) -> Row {
     banner("x86_64: the whole workspace");
     let mut cmd = host_cargo_in(root, &["test", "--workspace", "--locked"]);
+    cmd.env("LOAM_EXPECT_ISA", expected_isa("x86_64-unknown-linux-gnu"));
     cargo_test_row("x86_64-unknown-linux-gnu", "host", &mut cmd)
 }
 
@@ -136,6 +152,7 @@ fn linux_tests(root: &Path, toolchain: &Toolchain, target: &LinuxTarget) -> Row 
     cmd.current_dir(root)
         .args(["test", "--locked", "-p", "loam", "--target", target.triple])
         .env("CARGO_TARGET_DIR", toolchain.target_dir(root))
+        .env("LOAM_EXPECT_ISA", expected_isa(target.triple))
         .env(format!("CARGO_TARGET_{env_triple}_LINKER"), target.linker)
         .env(
             format!("CARGO_TARGET_{env_triple}_RUNNER"),
@@ -148,8 +165,8 @@ fn linux_tests(root: &Path, toolchain: &Toolchain, target: &LinuxTarget) -> Row 
     )
 }
 
-/// Builds the firmware, runs the self-test and the reference firmware under QEMU. The self-test
-/// reports one count per check; the reference firmware counts as one test.
+/// Builds the firmware, runs the self-test, the reference layer and the bundled model under
+/// QEMU. The self-test reports one count per check; the other two count as one test each.
 fn firmware_tests(root: &Path, toolchain: &Toolchain, target: &BareMetalTarget) -> Row {
     banner(&format!(
         "{}: firmware under qemu-system-arm on {}",
@@ -183,10 +200,14 @@ fn firmware_tests(root: &Path, toolchain: &Toolchain, target: &BareMetalTarget) 
         },
         Err(e) => row.problem = Some(format!("{e:#}")),
     }
-    match run_firmware(root, &elves.join("reference")) {
-        Ok((true, _)) => row.counts.passed += 1,
-        Ok((false, _)) => row.counts.failed += 1,
-        Err(e) => row.problem = Some(format!("{e:#}")),
+    // The reference layer, and the bundled int8 model whose outputs must match the digest an
+    // x86_64 host recorded in it: one test each.
+    for bin in ["reference", "model"] {
+        match run_firmware(root, &elves.join(bin)) {
+            Ok((true, _)) => row.counts.passed += 1,
+            Ok((false, _)) => row.counts.failed += 1,
+            Err(e) => row.problem = Some(format!("{bin}: {e:#}")),
+        }
     }
     row
 }
@@ -261,6 +282,29 @@ fn feature_matrix(root: &Path) -> Row {
         })
         .collect();
     check_row("loam feature sets", checks)
+}
+
+/// Builds the runtime with its MSRV compiler for the host and every cross target, tests
+/// included for the host, so nothing newer than the `rust-version` it declares slips in.
+fn msrv(root: &Path, toolchain: &Toolchain) -> Row {
+    banner(&format!("the runtime with Rust {MSRV}"));
+    let target_dir = root.join("target").join("msrv");
+    let mut checks = Vec::new();
+    for triple in std::iter::once("x86_64-unknown-linux-gnu").chain(CROSS_TARGETS) {
+        let mut cmd = toolchain.msrv_cargo(triple);
+        cmd.current_dir(root)
+            .args(["check", "--locked", "-p", "loam", "--target", triple])
+            .env("CARGO_TARGET_DIR", &target_dir);
+        if triple.starts_with("thumb") {
+            cmd.args(toolchain.bare_metal_args());
+        } else {
+            cmd.args(["--features", "std", "--all-targets"]);
+        }
+        checks.push((triple.to_string(), cmd));
+    }
+    let mut row = check_row(&format!("rust {MSRV} (runtime)"), checks);
+    row.runs_on = "host".into();
+    row
 }
 
 fn clippy(root: &Path) -> Row {

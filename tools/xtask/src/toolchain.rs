@@ -11,6 +11,10 @@ use std::process::Command;
 /// The Debian packages' version; the issue that set this up verified exactly this one.
 pub const DEBIAN_RUST_VERSION: &str = "1.85.0+dfsg3-1~deb12u3";
 
+/// The oldest compiler the runtime supports (its `rust-version`); the `msrv` stage builds the
+/// runtime with it for every target.
+pub const MSRV: &str = "1.85";
+
 /// The cross targets loam tests on.
 pub const CROSS_TARGETS: [&str; 4] = [
     AARCH64_LINUX.triple,
@@ -139,6 +143,19 @@ impl Toolchain {
         }
     }
 
+    /// `cargo` of the MSRV compiler, set up to build for `triple`: the Debian toolchain is that
+    /// compiler; with rustup it is the `1.85` toolchain that setup installs beside stable.
+    pub fn msrv_cargo(&self, triple: &str) -> Command {
+        match self {
+            Toolchain::Rustup { .. } => {
+                let mut cmd = Command::new("rustup");
+                cmd.args(["run", MSRV, "cargo"]);
+                cmd
+            }
+            Toolchain::Debian => self.cargo(triple),
+        }
+    }
+
     /// Extra `cargo build` arguments a bare-metal target needs with this toolchain.
     pub fn bare_metal_args(&self) -> &'static [&'static str] {
         match self {
@@ -174,6 +191,16 @@ pub fn rustup_has_targets() -> bool {
                 .all(|t| installed.lines().any(|l| l.trim() == *t))
         },
     )
+}
+
+/// Whether rustup has the MSRV toolchain with every cross target.
+pub fn rustup_has_msrv() -> bool {
+    capture(Command::new("rustup").args(["target", "list", "--installed", "--toolchain", MSRV]))
+        .is_some_and(|installed| {
+            CROSS_TARGETS
+                .iter()
+                .all(|t| installed.lines().any(|l| l.trim() == *t))
+        })
 }
 
 /// Whether Debian's 1.85 toolchain with the ARM std rlibs and the std sources is installed.

@@ -7,6 +7,8 @@
 //! and take dot products. Pointwise convolutions (1x1, stride 1, no padding, one group) need no
 //! gathering at all: they are fully-connected layers over the pixels.
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 pub mod reference;
 #[cfg(test)]
 mod tests;
@@ -305,6 +307,18 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         isa: Isa::Avx2,
         run: x86::conv2d_i8,
     },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::conv2d_i8_neon,
+    },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "dotprod",
+        isa: Isa::DotProd,
+        run: aarch64::conv2d_i8_dotprod,
+    },
 ];
 
 /// The float kernels of this build, reference first.
@@ -319,6 +333,12 @@ pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
         name: "avx2",
         isa: Isa::Avx2,
         run: x86::conv2d_f32,
+    },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::conv2d_f32_neon,
     },
 ];
 
@@ -486,6 +506,7 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
 ///
 /// # Safety
 /// As [`Ctx::write`]: no other live slice may overlap the temporary.
+#[allow(clippy::mut_from_ref)] // The arena is behind a raw pointer, as in `Ctx::write`.
 pub(crate) unsafe fn scratch_view<'c, 'm, T: bytemuck::Pod>(
     ctx: &'c Ctx<'m, '_>,
     temp: Option<crate::ops::Operand<'m>>,

@@ -8,6 +8,11 @@
 //! 255 * 128 cannot saturate, and i32 addition wraps like the reference's, so the
 //! accumulators are bit-exact.
 
+// Before Rust 1.87 the SIMD intrinsics are `unsafe fn`s even inside `#[target_feature]`
+// functions; the crate supports 1.85, so the bodies below are `unsafe` blocks, which newer
+// compilers partly consider redundant.
+#![allow(unused_unsafe)]
+
 use core::arch::x86_64::*;
 
 use super::{Conv2dF32, Conv2dI8, ConvGeometry};
@@ -65,40 +70,48 @@ fn pointwise_shape(g: &ConvGeometry) -> FullyConnectedShape {
 /// `(batch, oy, ox)` of flat output pixel `p`.
 fn pixel(g: &ConvGeometry, p: usize) -> (usize, usize, usize) {
     let per_image = g.out_height * g.out_width;
-    (p / per_image, (p % per_image) / g.out_width, p % g.out_width)
+    (
+        p / per_image,
+        (p % per_image) / g.out_width,
+        p % g.out_width,
+    )
 }
 
 /// Gathers the patch of output pixel `p` for channel group `group` as `x - zp` in i16.
 #[target_feature(enable = "avx2")]
-fn gather_i8(op: &Conv2dI8<'_>, p: usize, group: usize, dst: &mut [i16]) {
-    let g = &op.geometry;
-    let cg = g.group_in_channels();
-    let zp = op.params.input_zero_point as i16;
-    let (b, oy, ox) = pixel(g, p);
-    let mut k = 0;
-    for ky in 0..g.kernel_height {
-        let iy = g.input_row(oy, ky);
-        for kx in 0..g.kernel_width {
-            let d = &mut dst[k..k + cg];
-            k += cg;
-            let (Some(iy), Some(ix)) = (iy, g.input_col(ox, kx)) else {
-                d.fill(0);
-                continue;
-            };
-            let start = ((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + group * cg;
-            let src = &op.input[start..start + cg];
-            let mut c = 0;
-            let zps = _mm256_set1_epi16(zp);
-            while c + 16 <= cg {
-                // SAFETY: `c + 16 <= cg` elements remain in both `src` and `d`.
-                unsafe {
-                    let x = _mm256_cvtepi8_epi16(_mm_loadu_si128(src.as_ptr().add(c).cast()));
-                    _mm256_storeu_si256(d.as_mut_ptr().add(c).cast(), _mm256_sub_epi16(x, zps));
+unsafe fn gather_i8(op: &Conv2dI8<'_>, p: usize, group: usize, dst: &mut [i16]) {
+    // SAFETY: the caller guarantees the target features are available; raw
+    // pointer accesses below are bounds-justified where they occur.
+    unsafe {
+        let g = &op.geometry;
+        let cg = g.group_in_channels();
+        let zp = op.params.input_zero_point as i16;
+        let (b, oy, ox) = pixel(g, p);
+        let mut k = 0;
+        for ky in 0..g.kernel_height {
+            let iy = g.input_row(oy, ky);
+            for kx in 0..g.kernel_width {
+                let d = &mut dst[k..k + cg];
+                k += cg;
+                let (Some(iy), Some(ix)) = (iy, g.input_col(ox, kx)) else {
+                    d.fill(0);
+                    continue;
+                };
+                let start = ((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + group * cg;
+                let src = &op.input[start..start + cg];
+                let mut c = 0;
+                let zps = _mm256_set1_epi16(zp);
+                while c + 16 <= cg {
+                    // SAFETY: `c + 16 <= cg` elements remain in both `src` and `d`.
+                    unsafe {
+                        let x = _mm256_cvtepi8_epi16(_mm_loadu_si128(src.as_ptr().add(c).cast()));
+                        _mm256_storeu_si256(d.as_mut_ptr().add(c).cast(), _mm256_sub_epi16(x, zps));
+                    }
+                    c += 16;
                 }
-                c += 16;
-            }
-            for (d, &x) in d[c..].iter_mut().zip(&src[c..]) {
-                *d = i16::from(x) - zp;
+                for (d, &x) in d[c..].iter_mut().zip(&src[c..]) {
+                    *d = i16::from(x) - zp;
+                }
             }
         }
     }
@@ -129,173 +142,197 @@ fn gather_f32(op: &Conv2dF32<'_>, p: usize, group: usize, dst: &mut [f32]) {
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn hsum_epi32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-    _mm_cvtsi128_si32(s)
+unsafe fn hsum_epi32(v: __m256i) -> i32 {
+    // SAFETY: the caller guarantees the target features are available; raw
+    // pointer accesses below are bounds-justified where they occur.
+    unsafe {
+        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
+        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
+        _mm_cvtsi128_si32(s)
+    }
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn hsum_ps(v: __m256) -> f32 {
-    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
-    _mm_cvtss_f32(s)
+unsafe fn hsum_ps(v: __m256) -> f32 {
+    // SAFETY: the caller guarantees the target features are available; raw
+    // pointer accesses below are bounds-justified where they occur.
+    unsafe {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
+        _mm_cvtss_f32(s)
+    }
 }
 
 /// Dot products of two i16 patches with four int8 filter rows, all of length `k`:
 /// `result[row][pixel]`.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn dot4x2_i8(p0: &[i16], p1: &[i16], rows: [&[i8]; 4], k: usize) -> [[i32; 2]; 4] {
-    let (p0, p1) = (&p0[..k], &p1[..k]);
-    let rows = rows.map(|r| &r[..k]);
-    let mut acc = [[_mm256_setzero_si256(); 2]; 4];
-    let chunks = k / 16;
-    for c in 0..chunks {
-        let i = c * 16;
-        // SAFETY: `i + 16 <= k` and every slice has exactly `k` elements.
-        unsafe {
-            let x0 = _mm256_loadu_si256(p0.as_ptr().add(i).cast());
-            let x1 = _mm256_loadu_si256(p1.as_ptr().add(i).cast());
-            for (r, row) in rows.iter().enumerate() {
-                let w = _mm256_cvtepi8_epi16(_mm_loadu_si128(row.as_ptr().add(i).cast()));
-                acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x0, w));
-                acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x1, w));
+unsafe fn dot4x2_i8(p0: &[i16], p1: &[i16], rows: [&[i8]; 4], k: usize) -> [[i32; 2]; 4] {
+    // SAFETY: the caller guarantees the target features are available; raw
+    // pointer accesses below are bounds-justified where they occur.
+    unsafe {
+        let (p0, p1) = (&p0[..k], &p1[..k]);
+        let rows = rows.map(|r| &r[..k]);
+        let mut acc = [[_mm256_setzero_si256(); 2]; 4];
+        let chunks = k / 16;
+        for c in 0..chunks {
+            let i = c * 16;
+            // SAFETY: `i + 16 <= k` and every slice has exactly `k` elements.
+            unsafe {
+                let x0 = _mm256_loadu_si256(p0.as_ptr().add(i).cast());
+                let x1 = _mm256_loadu_si256(p1.as_ptr().add(i).cast());
+                for (r, row) in rows.iter().enumerate() {
+                    let w = _mm256_cvtepi8_epi16(_mm_loadu_si128(row.as_ptr().add(i).cast()));
+                    acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x0, w));
+                    acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x1, w));
+                }
             }
         }
-    }
-    let mut out = [[0i32; 2]; 4];
-    for r in 0..4 {
-        for (j, p) in [p0, p1].iter().enumerate() {
-            let mut s = hsum_epi32(acc[r][j]);
-            for i in chunks * 16..k {
-                s = s.wrapping_add(i32::from(p[i]) * i32::from(rows[r][i]));
+        let mut out = [[0i32; 2]; 4];
+        for r in 0..4 {
+            for (j, p) in [p0, p1].iter().enumerate() {
+                let mut s = hsum_epi32(acc[r][j]);
+                for i in chunks * 16..k {
+                    s = s.wrapping_add(i32::from(p[i]) * i32::from(rows[r][i]));
+                }
+                out[r][j] = s;
             }
-            out[r][j] = s;
         }
+        out
     }
-    out
 }
 
 /// Float counterpart of [`dot4x2_i8`].
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn dot4x2_f32(p0: &[f32], p1: &[f32], rows: [&[f32]; 4], k: usize) -> [[f32; 2]; 4] {
-    let (p0, p1) = (&p0[..k], &p1[..k]);
-    let rows = rows.map(|r| &r[..k]);
-    let mut acc = [[_mm256_setzero_ps(); 2]; 4];
-    let chunks = k / 8;
-    for c in 0..chunks {
-        let i = c * 8;
-        // SAFETY: `i + 8 <= k` and every slice has exactly `k` elements.
-        unsafe {
-            let x0 = _mm256_loadu_ps(p0.as_ptr().add(i));
-            let x1 = _mm256_loadu_ps(p1.as_ptr().add(i));
-            for (r, row) in rows.iter().enumerate() {
-                let w = _mm256_loadu_ps(row.as_ptr().add(i));
-                acc[r][0] = _mm256_fmadd_ps(x0, w, acc[r][0]);
-                acc[r][1] = _mm256_fmadd_ps(x1, w, acc[r][1]);
-            }
-        }
-    }
-    let mut out = [[0f32; 2]; 4];
-    for r in 0..4 {
-        for (j, p) in [p0, p1].iter().enumerate() {
-            let mut s = hsum_ps(acc[r][j]);
-            for i in chunks * 8..k {
-                s += p[i] * rows[r][i];
-            }
-            out[r][j] = s;
-        }
-    }
-    out
-}
-
-#[target_feature(enable = "avx2,fma")]
-fn conv2d_i8_avx2(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
-    let g = &op.geometry;
-    let k = g.patch_len();
-    let (cg_out, oc_total) = (g.group_out_channels(), g.out_channels);
-    let pixels = g.batch * g.out_height * g.out_width;
-    let (patch0, rest) = scratch.split_at_mut(k);
-    let patch1 = &mut rest[..k];
-    let mut p = 0;
-    while p < pixels {
-        let pair = p + 1 < pixels;
-        for group in 0..g.groups {
-            gather_i8(op, p, group, patch0);
-            if pair {
-                gather_i8(op, p + 1, group, patch1);
-            } else {
-                patch1.copy_from_slice(patch0);
-            }
-            let first = group * cg_out;
-            let mut oc = first;
-            while oc < first + cg_out {
-                let rows = (first + cg_out - oc).min(4);
-                let row = |r: usize| {
-                    let o = oc + r.min(rows - 1);
-                    &op.filter[o * k..(o + 1) * k]
-                };
-                let sums = dot4x2_i8(patch0, patch1, [row(0), row(1), row(2), row(3)], k);
-                for (r, sum) in sums.iter().enumerate().take(rows) {
-                    let o = oc + r;
-                    let bias = op.bias.map_or(0, |b| b[o]);
-                    output[p * oc_total + o] = op.params.output(sum[0].wrapping_add(bias), o);
-                    if pair {
-                        output[(p + 1) * oc_total + o] =
-                            op.params.output(sum[1].wrapping_add(bias), o);
-                    }
+unsafe fn dot4x2_f32(p0: &[f32], p1: &[f32], rows: [&[f32]; 4], k: usize) -> [[f32; 2]; 4] {
+    // SAFETY: the caller guarantees the target features are available; raw
+    // pointer accesses below are bounds-justified where they occur.
+    unsafe {
+        let (p0, p1) = (&p0[..k], &p1[..k]);
+        let rows = rows.map(|r| &r[..k]);
+        let mut acc = [[_mm256_setzero_ps(); 2]; 4];
+        let chunks = k / 8;
+        for c in 0..chunks {
+            let i = c * 8;
+            // SAFETY: `i + 8 <= k` and every slice has exactly `k` elements.
+            unsafe {
+                let x0 = _mm256_loadu_ps(p0.as_ptr().add(i));
+                let x1 = _mm256_loadu_ps(p1.as_ptr().add(i));
+                for (r, row) in rows.iter().enumerate() {
+                    let w = _mm256_loadu_ps(row.as_ptr().add(i));
+                    acc[r][0] = _mm256_fmadd_ps(x0, w, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(x1, w, acc[r][1]);
                 }
-                oc += rows;
             }
         }
-        p += 2;
+        let mut out = [[0f32; 2]; 4];
+        for r in 0..4 {
+            for (j, p) in [p0, p1].iter().enumerate() {
+                let mut s = hsum_ps(acc[r][j]);
+                for i in chunks * 8..k {
+                    s += p[i] * rows[r][i];
+                }
+                out[r][j] = s;
+            }
+        }
+        out
     }
 }
 
 #[target_feature(enable = "avx2,fma")]
-fn conv2d_f32_avx2(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) {
-    let g = &op.geometry;
-    let k = g.patch_len();
-    let (cg_out, oc_total) = (g.group_out_channels(), g.out_channels);
-    let pixels = g.batch * g.out_height * g.out_width;
-    let (lo, hi) = op.activation;
-    let (patch0, rest) = scratch.split_at_mut(k);
-    let patch1 = &mut rest[..k];
-    let mut p = 0;
-    while p < pixels {
-        let pair = p + 1 < pixels;
-        for group in 0..g.groups {
-            gather_f32(op, p, group, patch0);
-            if pair {
-                gather_f32(op, p + 1, group, patch1);
-            } else {
-                patch1.copy_from_slice(patch0);
-            }
-            let first = group * cg_out;
-            let mut oc = first;
-            while oc < first + cg_out {
-                let rows = (first + cg_out - oc).min(4);
-                let row = |r: usize| {
-                    let o = oc + r.min(rows - 1);
-                    &op.filter[o * k..(o + 1) * k]
-                };
-                let sums = dot4x2_f32(patch0, patch1, [row(0), row(1), row(2), row(3)], k);
-                for (r, sum) in sums.iter().enumerate().take(rows) {
-                    let o = oc + r;
-                    let bias = op.bias.map_or(0.0, |b| b[o]);
-                    output[p * oc_total + o] = (sum[0] + bias).max(lo).min(hi);
-                    if pair {
-                        output[(p + 1) * oc_total + o] = (sum[1] + bias).max(lo).min(hi);
-                    }
+unsafe fn conv2d_i8_avx2(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
+    // SAFETY: the caller guarantees the target features are available; raw
+    // pointer accesses below are bounds-justified where they occur.
+    unsafe {
+        let g = &op.geometry;
+        let k = g.patch_len();
+        let (cg_out, oc_total) = (g.group_out_channels(), g.out_channels);
+        let pixels = g.batch * g.out_height * g.out_width;
+        let (patch0, rest) = scratch.split_at_mut(k);
+        let patch1 = &mut rest[..k];
+        let mut p = 0;
+        while p < pixels {
+            let pair = p + 1 < pixels;
+            for group in 0..g.groups {
+                gather_i8(op, p, group, patch0);
+                if pair {
+                    gather_i8(op, p + 1, group, patch1);
+                } else {
+                    patch1.copy_from_slice(patch0);
                 }
-                oc += rows;
+                let first = group * cg_out;
+                let mut oc = first;
+                while oc < first + cg_out {
+                    let rows = (first + cg_out - oc).min(4);
+                    let row = |r: usize| {
+                        let o = oc + r.min(rows - 1);
+                        &op.filter[o * k..(o + 1) * k]
+                    };
+                    let sums = dot4x2_i8(patch0, patch1, [row(0), row(1), row(2), row(3)], k);
+                    for (r, sum) in sums.iter().enumerate().take(rows) {
+                        let o = oc + r;
+                        let bias = op.bias.map_or(0, |b| b[o]);
+                        output[p * oc_total + o] = op.params.output(sum[0].wrapping_add(bias), o);
+                        if pair {
+                            output[(p + 1) * oc_total + o] =
+                                op.params.output(sum[1].wrapping_add(bias), o);
+                        }
+                    }
+                    oc += rows;
+                }
             }
+            p += 2;
         }
-        p += 2;
+    }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn conv2d_f32_avx2(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) {
+    // SAFETY: the caller guarantees the target features are available; raw
+    // pointer accesses below are bounds-justified where they occur.
+    unsafe {
+        let g = &op.geometry;
+        let k = g.patch_len();
+        let (cg_out, oc_total) = (g.group_out_channels(), g.out_channels);
+        let pixels = g.batch * g.out_height * g.out_width;
+        let (lo, hi) = op.activation;
+        let (patch0, rest) = scratch.split_at_mut(k);
+        let patch1 = &mut rest[..k];
+        let mut p = 0;
+        while p < pixels {
+            let pair = p + 1 < pixels;
+            for group in 0..g.groups {
+                gather_f32(op, p, group, patch0);
+                if pair {
+                    gather_f32(op, p + 1, group, patch1);
+                } else {
+                    patch1.copy_from_slice(patch0);
+                }
+                let first = group * cg_out;
+                let mut oc = first;
+                while oc < first + cg_out {
+                    let rows = (first + cg_out - oc).min(4);
+                    let row = |r: usize| {
+                        let o = oc + r.min(rows - 1);
+                        &op.filter[o * k..(o + 1) * k]
+                    };
+                    let sums = dot4x2_f32(patch0, patch1, [row(0), row(1), row(2), row(3)], k);
+                    for (r, sum) in sums.iter().enumerate().take(rows) {
+                        let o = oc + r;
+                        let bias = op.bias.map_or(0.0, |b| b[o]);
+                        output[p * oc_total + o] = (sum[0] + bias).max(lo).min(hi);
+                        if pair {
+                            output[(p + 1) * oc_total + o] = (sum[1] + bias).max(lo).min(hi);
+                        }
+                    }
+                    oc += rows;
+                }
+            }
+            p += 2;
+        }
     }
 }

@@ -6,6 +6,8 @@
 //! the weights of all output channels are contiguous, like the channels of an NHWC pixel, so
 //! the fast paths vectorize across channels.
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 pub mod reference;
 #[cfg(test)]
 mod tests;
@@ -146,6 +148,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         isa: Isa::Avx2,
         run: x86::depthwise_conv2d_i8,
     },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::depthwise_conv2d_i8_neon,
+    },
 ];
 
 /// The float kernels of this build, reference first.
@@ -160,6 +168,12 @@ pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
         name: "avx2",
         isa: Isa::Avx2,
         run: x86::depthwise_conv2d_f32,
+    },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::depthwise_conv2d_f32_neon,
     },
 ];
 

@@ -3,6 +3,11 @@
 //! accumulated in i32 (exact: integer addition wraps like the reference's). Other multipliers
 //! use the reference.
 
+// Before Rust 1.87 the SIMD intrinsics are `unsafe fn`s even inside `#[target_feature]`
+// functions; the crate supports 1.85, so the bodies below are `unsafe` blocks, which newer
+// compilers partly consider redundant.
+#![allow(unused_unsafe)]
+
 use core::arch::x86_64::*;
 
 use super::{DepthwiseConv2dF32, DepthwiseConv2dI8};
@@ -29,62 +34,75 @@ pub(super) fn depthwise_conv2d_f32(op: &DepthwiseConv2dF32<'_>, output: &mut [f3
 }
 
 #[target_feature(enable = "avx2")]
-fn depthwise_i8_avx2(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
-    let g = &op.geometry;
-    let c = g.in_channels;
-    let chunks = c / 8;
-    let zp = _mm256_set1_epi32(op.params.input_zero_point);
-    let mut lanes = [0i32; 8];
-    for b in 0..g.batch {
-        for oy in 0..g.out_height {
-            for ox in 0..g.out_width {
-                let out_base = ((b * g.out_height + oy) * g.out_width + ox) * c;
-                for chunk in 0..chunks {
-                    let c0 = chunk * 8;
-                    let mut acc = _mm256_setzero_si256();
-                    for ky in 0..g.kernel_height {
-                        let Some(iy) = g.input_row(oy, ky) else {
-                            continue;
-                        };
-                        for kx in 0..g.kernel_width {
-                            let Some(ix) = g.input_col(ox, kx) else {
+unsafe fn depthwise_i8_avx2(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
+    // SAFETY: the caller guarantees the target features are available; raw
+    // pointer accesses below are bounds-justified where they occur.
+    unsafe {
+        let g = &op.geometry;
+        let c = g.in_channels;
+        let chunks = c / 8;
+        let zp = _mm256_set1_epi32(op.params.input_zero_point);
+        let mut lanes = [0i32; 8];
+        for b in 0..g.batch {
+            for oy in 0..g.out_height {
+                for ox in 0..g.out_width {
+                    let out_base = ((b * g.out_height + oy) * g.out_width + ox) * c;
+                    for chunk in 0..chunks {
+                        let c0 = chunk * 8;
+                        let mut acc = _mm256_setzero_si256();
+                        for ky in 0..g.kernel_height {
+                            let Some(iy) = g.input_row(oy, ky) else {
                                 continue;
                             };
-                            let x = &op.input[((b * g.in_height + iy) * g.in_width + ix) * c + c0..][..8];
-                            let w = &op.filter[(ky * g.kernel_width + kx) * c + c0..][..8];
-                            // SAFETY: both slices hold exactly 8 bytes.
-                            unsafe {
-                                let x = _mm256_cvtepi8_epi32(_mm_loadl_epi64(x.as_ptr().cast()));
-                                let w = _mm256_cvtepi8_epi32(_mm_loadl_epi64(w.as_ptr().cast()));
-                                acc = _mm256_add_epi32(acc, _mm256_mullo_epi32(_mm256_sub_epi32(x, zp), w));
+                            for kx in 0..g.kernel_width {
+                                let Some(ix) = g.input_col(ox, kx) else {
+                                    continue;
+                                };
+                                let x = &op.input
+                                    [((b * g.in_height + iy) * g.in_width + ix) * c + c0..][..8];
+                                let w = &op.filter[(ky * g.kernel_width + kx) * c + c0..][..8];
+                                // SAFETY: both slices hold exactly 8 bytes.
+                                unsafe {
+                                    let x =
+                                        _mm256_cvtepi8_epi32(_mm_loadl_epi64(x.as_ptr().cast()));
+                                    let w =
+                                        _mm256_cvtepi8_epi32(_mm_loadl_epi64(w.as_ptr().cast()));
+                                    acc = _mm256_add_epi32(
+                                        acc,
+                                        _mm256_mullo_epi32(_mm256_sub_epi32(x, zp), w),
+                                    );
+                                }
                             }
                         }
-                    }
-                    // SAFETY: `lanes` holds eight i32.
-                    unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
-                    for (l, &sum) in lanes.iter().enumerate() {
-                        let o = c0 + l;
-                        let acc = sum.wrapping_add(op.bias.map_or(0, |bias| bias[o]));
-                        output[out_base + o] = op.params.output(acc, o);
-                    }
-                }
-                for o in chunks * 8..c {
-                    let mut acc: i32 = 0;
-                    for ky in 0..g.kernel_height {
-                        let Some(iy) = g.input_row(oy, ky) else {
-                            continue;
-                        };
-                        for kx in 0..g.kernel_width {
-                            let Some(ix) = g.input_col(ox, kx) else {
-                                continue;
-                            };
-                            let x = op.input[((b * g.in_height + iy) * g.in_width + ix) * c + o];
-                            let w = op.filter[(ky * g.kernel_width + kx) * c + o];
-                            acc = acc.wrapping_add((i32::from(x) - op.params.input_zero_point) * i32::from(w));
+                        // SAFETY: `lanes` holds eight i32.
+                        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+                        for (l, &sum) in lanes.iter().enumerate() {
+                            let o = c0 + l;
+                            let acc = sum.wrapping_add(op.bias.map_or(0, |bias| bias[o]));
+                            output[out_base + o] = op.params.output(acc, o);
                         }
                     }
-                    let acc = acc.wrapping_add(op.bias.map_or(0, |bias| bias[o]));
-                    output[out_base + o] = op.params.output(acc, o);
+                    for o in chunks * 8..c {
+                        let mut acc: i32 = 0;
+                        for ky in 0..g.kernel_height {
+                            let Some(iy) = g.input_row(oy, ky) else {
+                                continue;
+                            };
+                            for kx in 0..g.kernel_width {
+                                let Some(ix) = g.input_col(ox, kx) else {
+                                    continue;
+                                };
+                                let x =
+                                    op.input[((b * g.in_height + iy) * g.in_width + ix) * c + o];
+                                let w = op.filter[(ky * g.kernel_width + kx) * c + o];
+                                acc = acc.wrapping_add(
+                                    (i32::from(x) - op.params.input_zero_point) * i32::from(w),
+                                );
+                            }
+                        }
+                        let acc = acc.wrapping_add(op.bias.map_or(0, |bias| bias[o]));
+                        output[out_base + o] = op.params.output(acc, o);
+                    }
                 }
             }
         }
@@ -92,64 +110,73 @@ fn depthwise_i8_avx2(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
 }
 
 #[target_feature(enable = "avx2,fma")]
-fn depthwise_f32_avx2(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) {
-    let g = &op.geometry;
-    let c = g.in_channels;
-    let chunks = c / 8;
-    let (lo, hi) = op.activation;
-    let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
-    for b in 0..g.batch {
-        for oy in 0..g.out_height {
-            for ox in 0..g.out_width {
-                let out_base = ((b * g.out_height + oy) * g.out_width + ox) * c;
-                for chunk in 0..chunks {
-                    let c0 = chunk * 8;
-                    let mut acc = _mm256_setzero_ps();
-                    for ky in 0..g.kernel_height {
-                        let Some(iy) = g.input_row(oy, ky) else {
-                            continue;
-                        };
-                        for kx in 0..g.kernel_width {
-                            let Some(ix) = g.input_col(ox, kx) else {
+unsafe fn depthwise_f32_avx2(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) {
+    // SAFETY: the caller guarantees the target features are available; raw
+    // pointer accesses below are bounds-justified where they occur.
+    unsafe {
+        let g = &op.geometry;
+        let c = g.in_channels;
+        let chunks = c / 8;
+        let (lo, hi) = op.activation;
+        let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+        for b in 0..g.batch {
+            for oy in 0..g.out_height {
+                for ox in 0..g.out_width {
+                    let out_base = ((b * g.out_height + oy) * g.out_width + ox) * c;
+                    for chunk in 0..chunks {
+                        let c0 = chunk * 8;
+                        let mut acc = _mm256_setzero_ps();
+                        for ky in 0..g.kernel_height {
+                            let Some(iy) = g.input_row(oy, ky) else {
                                 continue;
                             };
-                            let x = &op.input[((b * g.in_height + iy) * g.in_width + ix) * c + c0..][..8];
-                            let w = &op.filter[(ky * g.kernel_width + kx) * c + c0..][..8];
-                            // SAFETY: both slices hold exactly 8 floats.
-                            unsafe {
-                                acc = _mm256_fmadd_ps(_mm256_loadu_ps(x.as_ptr()), _mm256_loadu_ps(w.as_ptr()), acc);
+                            for kx in 0..g.kernel_width {
+                                let Some(ix) = g.input_col(ox, kx) else {
+                                    continue;
+                                };
+                                let x = &op.input
+                                    [((b * g.in_height + iy) * g.in_width + ix) * c + c0..][..8];
+                                let w = &op.filter[(ky * g.kernel_width + kx) * c + c0..][..8];
+                                // SAFETY: both slices hold exactly 8 floats.
+                                unsafe {
+                                    acc = _mm256_fmadd_ps(
+                                        _mm256_loadu_ps(x.as_ptr()),
+                                        _mm256_loadu_ps(w.as_ptr()),
+                                        acc,
+                                    );
+                                }
                             }
                         }
-                    }
-                    let out = &mut output[out_base + c0..][..8];
-                    // SAFETY: `out` (and the bias run, when present) hold exactly 8 floats.
-                    unsafe {
-                        if let Some(bias) = op.bias {
-                            acc = _mm256_add_ps(acc, _mm256_loadu_ps(bias[c0..][..8].as_ptr()));
+                        let out = &mut output[out_base + c0..][..8];
+                        // SAFETY: `out` (and the bias run, when present) hold exactly 8 floats.
+                        unsafe {
+                            if let Some(bias) = op.bias {
+                                acc = _mm256_add_ps(acc, _mm256_loadu_ps(bias[c0..][..8].as_ptr()));
+                            }
+                            // max then min, like the reference's `max(lo).min(hi)`.
+                            acc = _mm256_min_ps(_mm256_max_ps(acc, vlo), vhi);
+                            _mm256_storeu_ps(out.as_mut_ptr(), acc);
                         }
-                        // max then min, like the reference's `max(lo).min(hi)`.
-                        acc = _mm256_min_ps(_mm256_max_ps(acc, vlo), vhi);
-                        _mm256_storeu_ps(out.as_mut_ptr(), acc);
                     }
-                }
-                for o in chunks * 8..c {
-                    let mut acc = 0.0f32;
-                    for ky in 0..g.kernel_height {
-                        let Some(iy) = g.input_row(oy, ky) else {
-                            continue;
-                        };
-                        for kx in 0..g.kernel_width {
-                            let Some(ix) = g.input_col(ox, kx) else {
+                    for o in chunks * 8..c {
+                        let mut acc = 0.0f32;
+                        for ky in 0..g.kernel_height {
+                            let Some(iy) = g.input_row(oy, ky) else {
                                 continue;
                             };
-                            acc += op.input[((b * g.in_height + iy) * g.in_width + ix) * c + o]
-                                * op.filter[(ky * g.kernel_width + kx) * c + o];
+                            for kx in 0..g.kernel_width {
+                                let Some(ix) = g.input_col(ox, kx) else {
+                                    continue;
+                                };
+                                acc += op.input[((b * g.in_height + iy) * g.in_width + ix) * c + o]
+                                    * op.filter[(ky * g.kernel_width + kx) * c + o];
+                            }
                         }
+                        if let Some(bias) = op.bias {
+                            acc += bias[o];
+                        }
+                        output[out_base + o] = acc.max(lo).min(hi);
                     }
-                    if let Some(bias) = op.bias {
-                        acc += bias[o];
-                    }
-                    output[out_base + o] = acc.max(lo).min(hi);
                 }
             }
         }

@@ -4,6 +4,8 @@
 //! Weights are stored row-major as `[out_features][in_features]`, TFLite's layout, so each
 //! output is one contiguous dot product.
 
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod aarch64;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
@@ -145,6 +147,18 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         isa: Isa::Avx2,
         run: x86::fully_connected_i8,
     },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::fully_connected_i8_neon,
+    },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "dotprod",
+        isa: Isa::DotProd,
+        run: aarch64::fully_connected_i8_dotprod,
+    },
 ];
 
 /// The float kernels of this build, reference first.
@@ -159,6 +173,12 @@ pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
         name: "avx2",
         isa: Isa::Avx2,
         run: x86::fully_connected_f32,
+    },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::fully_connected_f32_neon,
     },
 ];
 

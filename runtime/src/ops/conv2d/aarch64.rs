@@ -1,0 +1,303 @@
+//! aarch64 convolution: two output pixels' patches gathered into the scratch, then dotted
+//! with four filter rows at a time; pointwise convolutions run as fully-connected layers.
+//!
+//! - NEON: patches as `x - zp` in i16 (0 in the padding), `smlal` into i32 lanes.
+//! - SDOT: patches as raw int8 with the zero point written into the padding, so every tap is
+//!   `(x - zp) w` once the filter's full sum times `zp` is subtracted; the filter sums come
+//!   from SDOT against ones. Exact modulo 2^32, like the reference's wrapping accumulator.
+//! - f32: `fmla`, patches as floats (0 in the padding).
+
+// Before Rust 1.87 the SIMD intrinsics are `unsafe fn`s even inside `#[target_feature]`
+// functions; the crate supports 1.85, so the bodies below are `unsafe` blocks, which newer
+// compilers partly consider redundant.
+#![allow(unused_unsafe)]
+
+use core::arch::aarch64::*;
+
+use super::{Conv2dF32, Conv2dI8, ConvGeometry};
+use crate::isa::Isa;
+use crate::ops::fully_connected::aarch64::{
+    fully_connected_f32_neon, fully_connected_i8_dotprod, fully_connected_i8_neon, sdot,
+};
+use crate::ops::fully_connected::{FullyConnectedF32, FullyConnectedI8, FullyConnectedShape};
+
+fn pointwise_shape(g: &ConvGeometry) -> FullyConnectedShape {
+    FullyConnectedShape {
+        batch: g.batch * g.in_height * g.in_width,
+        in_features: g.in_channels,
+        out_features: g.out_channels,
+    }
+}
+
+fn as_fc<'a>(op: &Conv2dI8<'a>) -> FullyConnectedI8<'a> {
+    FullyConnectedI8 {
+        shape: pointwise_shape(&op.geometry),
+        params: op.params,
+        input: op.input,
+        weights: op.filter,
+        bias: op.bias,
+    }
+}
+
+/// The NEON int8 kernel.
+pub(super) fn conv2d_i8_neon(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
+    if op.geometry.is_pointwise() {
+        return fully_connected_i8_neon(&as_fc(op), output);
+    }
+    // SAFETY: NEON is part of every aarch64 target.
+    unsafe { i8_neon(op, output, scratch) }
+}
+
+/// The SDOT int8 kernel; NEON where SDOT is missing.
+pub(super) fn conv2d_i8_dotprod(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
+    if !Isa::DotProd.available() {
+        return conv2d_i8_neon(op, output, scratch);
+    }
+    if op.geometry.is_pointwise() {
+        return fully_connected_i8_dotprod(&as_fc(op), output);
+    }
+    // The int8 patches take half the i16 scratch.
+    let bytes: &mut [i8] = bytemuck::cast_slice_mut(scratch);
+    // SAFETY: SDOT is available (checked above).
+    unsafe { i8_dotprod(op, output, bytes) }
+}
+
+/// The NEON float kernel.
+pub(super) fn conv2d_f32_neon(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) {
+    let g = &op.geometry;
+    if g.is_pointwise() {
+        let fc = FullyConnectedF32 {
+            shape: pointwise_shape(g),
+            input: op.input,
+            weights: op.filter,
+            bias: op.bias,
+            activation: op.activation,
+        };
+        return fully_connected_f32_neon(&fc, output);
+    }
+    // SAFETY: NEON is part of every aarch64 target.
+    unsafe { f32_neon(op, output, scratch) }
+}
+
+fn pixel(g: &ConvGeometry, p: usize) -> (usize, usize, usize) {
+    let per_image = g.out_height * g.out_width;
+    (p / per_image, (p % per_image) / g.out_width, p % g.out_width)
+}
+
+/// Gathers output pixel `p`'s patch for `group`: `fill` for padding taps, `convert` per value.
+fn gather<T: Copy, U: Copy>(
+    g: &ConvGeometry,
+    input: &[T],
+    p: usize,
+    group: usize,
+    dst: &mut [U],
+    fill: U,
+    convert: impl Fn(T) -> U,
+) {
+    let cg = g.group_in_channels();
+    let (b, oy, ox) = pixel(g, p);
+    let mut k = 0;
+    for ky in 0..g.kernel_height {
+        let iy = g.input_row(oy, ky);
+        for kx in 0..g.kernel_width {
+            let d = &mut dst[k..k + cg];
+            k += cg;
+            match (iy, g.input_col(ox, kx)) {
+                (Some(iy), Some(ix)) => {
+                    let start = ((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + group * cg;
+                    for (d, &x) in d.iter_mut().zip(&input[start..start + cg]) {
+                        *d = convert(x);
+                    }
+                }
+                _ => d.fill(fill),
+            }
+        }
+    }
+}
+
+/// Runs `dot` over pixel pairs and four-row filter blocks, writing each result through
+/// `emit(pixel, channel, accumulator)`.
+fn drive<P: Copy + Default, A: Copy>(
+    g: &ConvGeometry,
+    scratch: &mut [P],
+    gather_patch: &mut dyn FnMut(usize, usize, &mut [P]),
+    dot: &mut dyn FnMut(&[P], &[P], usize, usize) -> [[A; 2]; 4],
+    emit: &mut dyn FnMut(usize, usize, A),
+) {
+    let k = g.patch_len();
+    let cg_out = g.group_out_channels();
+    let pixels = g.batch * g.out_height * g.out_width;
+    let (patch0, rest) = scratch.split_at_mut(k);
+    let patch1 = &mut rest[..k];
+    let mut p = 0;
+    while p < pixels {
+        let pair = p + 1 < pixels;
+        for group in 0..g.groups {
+            gather_patch(p, group, patch0);
+            if pair {
+                gather_patch(p + 1, group, patch1);
+            } else {
+                patch1.copy_from_slice(patch0);
+            }
+            let first = group * cg_out;
+            let mut oc = first;
+            while oc < first + cg_out {
+                let rows = (first + cg_out - oc).min(4);
+                let sums = dot(patch0, patch1, oc, rows);
+                for (r, sum) in sums.iter().enumerate().take(rows) {
+                    emit(p, oc + r, sum[0]);
+                    if pair {
+                        emit(p + 1, oc + r, sum[1]);
+                    }
+                }
+                oc += rows;
+            }
+        }
+        p += 2;
+    }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn i8_neon(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
+    // SAFETY: NEON is present (caller); loads read 8 elements at `i` with `i + 8 <= k` from
+    // slices of exactly `k` elements.
+    unsafe {
+        let g = &op.geometry;
+        let k = g.patch_len();
+        let zp = op.params.input_zero_point;
+        let chunks = k / 8;
+        let mut gather_patch = |p: usize, group: usize, dst: &mut [i16]| {
+            gather(g, op.input, p, group, dst, 0i16, |x: i8| i16::from(x) - zp as i16)
+        };
+        let mut dot = |p0: &[i16], p1: &[i16], oc: usize, rows: usize| -> [[i32; 2]; 4] {
+            let w: [&[i8]; 4] = core::array::from_fn(|r| &op.filter[(oc + r.min(rows - 1)) * k..][..k]);
+            let mut acc = [[vdupq_n_s32(0); 2]; 4];
+            for c in 0..chunks {
+                let i = c * 8;
+                let x0 = vld1q_s16(p0.as_ptr().add(i));
+                let x1 = vld1q_s16(p1.as_ptr().add(i));
+                for r in 0..4 {
+                    let wv = vmovl_s8(vld1_s8(w[r].as_ptr().add(i)));
+                    acc[r][0] = vmlal_s16(acc[r][0], vget_low_s16(x0), vget_low_s16(wv));
+                    acc[r][0] = vmlal_high_s16(acc[r][0], x0, wv);
+                    acc[r][1] = vmlal_s16(acc[r][1], vget_low_s16(x1), vget_low_s16(wv));
+                    acc[r][1] = vmlal_high_s16(acc[r][1], x1, wv);
+                }
+            }
+            let mut out = [[0i32; 2]; 4];
+            for r in 0..4 {
+                let mut s = [vaddvq_s32(acc[r][0]), vaddvq_s32(acc[r][1])];
+                for i in chunks * 8..k {
+                    let w = i32::from(w[r][i]);
+                    s[0] = s[0].wrapping_add(i32::from(p0[i]) * w);
+                    s[1] = s[1].wrapping_add(i32::from(p1[i]) * w);
+                }
+                out[r] = s;
+            }
+            out
+        };
+        let oc_total = g.out_channels;
+        let mut emit = |p: usize, o: usize, acc: i32| {
+            let acc = acc.wrapping_add(op.bias.map_or(0, |b| b[o]));
+            output[p * oc_total + o] = op.params.output(acc, o);
+        };
+        drive(g, scratch, &mut gather_patch, &mut dot, &mut emit);
+    }
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn i8_dotprod(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i8]) {
+    // SAFETY: SDOT is present (caller); loads read 16 bytes at `i` with `i + 16 <= k` from
+    // slices of exactly `k` elements.
+    unsafe {
+        let g = &op.geometry;
+        let k = g.patch_len();
+        let zp = op.params.input_zero_point;
+        let chunks = k / 16;
+        let ones = vdupq_n_s8(1);
+        let mut gather_patch = |p: usize, group: usize, dst: &mut [i8]| {
+            gather(g, op.input, p, group, dst, zp as i8, |x: i8| x)
+        };
+        let mut dot = |p0: &[i8], p1: &[i8], oc: usize, rows: usize| -> [[i32; 2]; 4] {
+            let w: [&[i8]; 4] = core::array::from_fn(|r| &op.filter[(oc + r.min(rows - 1)) * k..][..k]);
+            let mut acc = [[vdupq_n_s32(0); 2]; 4];
+            let mut wsum = [vdupq_n_s32(0); 4];
+            for c in 0..chunks {
+                let i = c * 16;
+                let x0 = vld1q_s8(p0.as_ptr().add(i));
+                let x1 = vld1q_s8(p1.as_ptr().add(i));
+                for r in 0..4 {
+                    let wv = vld1q_s8(w[r].as_ptr().add(i));
+                    acc[r][0] = sdot(acc[r][0], x0, wv);
+                    acc[r][1] = sdot(acc[r][1], x1, wv);
+                    wsum[r] = sdot(wsum[r], ones, wv);
+                }
+            }
+            let mut out = [[0i32; 2]; 4];
+            for r in 0..4 {
+                let mut ws = vaddvq_s32(wsum[r]);
+                let mut s = [vaddvq_s32(acc[r][0]), vaddvq_s32(acc[r][1])];
+                for i in chunks * 16..k {
+                    let w = i32::from(w[r][i]);
+                    ws = ws.wrapping_add(w);
+                    s[0] = s[0].wrapping_add(i32::from(p0[i]) * w);
+                    s[1] = s[1].wrapping_add(i32::from(p1[i]) * w);
+                }
+                let correction = zp.wrapping_mul(ws);
+                out[r] = [s[0].wrapping_sub(correction), s[1].wrapping_sub(correction)];
+            }
+            out
+        };
+        let oc_total = g.out_channels;
+        let mut emit = |p: usize, o: usize, acc: i32| {
+            let acc = acc.wrapping_add(op.bias.map_or(0, |b| b[o]));
+            output[p * oc_total + o] = op.params.output(acc, o);
+        };
+        drive(g, scratch, &mut gather_patch, &mut dot, &mut emit);
+    }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn f32_neon(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) {
+    // SAFETY: NEON is present (caller); loads read 4 floats at `i` with `i + 4 <= k` from
+    // slices of exactly `k` elements.
+    unsafe {
+        let g = &op.geometry;
+        let k = g.patch_len();
+        let chunks = k / 4;
+        let (lo, hi) = op.activation;
+        let mut gather_patch = |p: usize, group: usize, dst: &mut [f32]| {
+            gather(g, op.input, p, group, dst, 0.0f32, |x: f32| x)
+        };
+        let mut dot = |p0: &[f32], p1: &[f32], oc: usize, rows: usize| -> [[f32; 2]; 4] {
+            let w: [&[f32]; 4] = core::array::from_fn(|r| &op.filter[(oc + r.min(rows - 1)) * k..][..k]);
+            let mut acc = [[vdupq_n_f32(0.0); 2]; 4];
+            for c in 0..chunks {
+                let i = c * 4;
+                let x0 = vld1q_f32(p0.as_ptr().add(i));
+                let x1 = vld1q_f32(p1.as_ptr().add(i));
+                for r in 0..4 {
+                    let wv = vld1q_f32(w[r].as_ptr().add(i));
+                    acc[r][0] = vfmaq_f32(acc[r][0], x0, wv);
+                    acc[r][1] = vfmaq_f32(acc[r][1], x1, wv);
+                }
+            }
+            let mut out = [[0f32; 2]; 4];
+            for r in 0..4 {
+                let mut s = [vaddvq_f32(acc[r][0]), vaddvq_f32(acc[r][1])];
+                for i in chunks * 4..k {
+                    s[0] += p0[i] * w[r][i];
+                    s[1] += p1[i] * w[r][i];
+                }
+                out[r] = s;
+            }
+            out
+        };
+        let oc_total = g.out_channels;
+        let mut emit = |p: usize, o: usize, acc: f32| {
+            let v = acc + op.bias.map_or(0.0, |b| b[o]);
+            output[p * oc_total + o] = v.max(lo).min(hi);
+        };
+        drive(g, scratch, &mut gather_patch, &mut dot, &mut emit);
+    }
+}

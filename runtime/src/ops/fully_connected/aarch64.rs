@@ -1,0 +1,190 @@
+//! aarch64 fast paths. Four output rows share each load of the input.
+//!
+//! - NEON (every aarch64 core): `(x - zp)` and the weights widened to i16, multiplied and
+//!   accumulated into i32 lanes with `smlal`; exact, as in the x86 kernel.
+//! - SDOT (Armv8.2 dot product): raw int8 products summed four at a time into i32 lanes, with
+//!   the zero point folded out afterwards: `sum((x - zp) w) = sum(x w) - zp sum(w)`, where
+//!   `sum(w)` comes from a second SDOT against ones. Both sides are exact modulo 2^32, so the
+//!   result equals the reference's wrapping accumulator.
+//! - f32: `fmla` over four lanes, four rows at a time.
+
+// Before Rust 1.87 the SIMD intrinsics are `unsafe fn`s even inside `#[target_feature]`
+// functions; the crate supports 1.85, so the bodies below are `unsafe` blocks, which newer
+// compilers partly consider redundant.
+#![allow(unused_unsafe)]
+
+use core::arch::aarch64::*;
+
+use super::{FullyConnectedF32, FullyConnectedI8};
+use crate::isa::Isa;
+
+/// `acc + sum of four-byte groups of a * b` per lane: the SDOT instruction. Written with
+/// `asm!` because the `vdotq_s32` intrinsic is not stable in the Rust versions loam supports.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+pub(crate) unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+    let mut acc = acc;
+    // SAFETY: SDOT only reads and writes the named vector registers; the caller guarantees
+    // the dot-product extension is present.
+    unsafe {
+        core::arch::asm!(
+            "sdot {acc:v}.4s, {a:v}.16b, {b:v}.16b",
+            acc = inout(vreg) acc,
+            a = in(vreg) a,
+            b = in(vreg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
+/// The NEON int8 kernel.
+pub(crate) fn fully_connected_i8_neon(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
+    // SAFETY: NEON is part of every aarch64 target.
+    unsafe { i8_neon(op, output) }
+}
+
+/// The SDOT int8 kernel; the NEON kernel where SDOT is missing.
+pub(crate) fn fully_connected_i8_dotprod(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
+    if Isa::DotProd.available() {
+        // SAFETY: the dot-product extension is available (checked just above).
+        unsafe { i8_dotprod(op, output) }
+    } else {
+        fully_connected_i8_neon(op, output)
+    }
+}
+
+/// The NEON float kernel.
+pub(crate) fn fully_connected_f32_neon(op: &FullyConnectedF32<'_>, output: &mut [f32]) {
+    // SAFETY: NEON is part of every aarch64 target.
+    unsafe { f32_neon(op, output) }
+}
+
+/// Finishes four rows: scalar tails, bias, requantization.
+fn finish_i8(op: &FullyConnectedI8<'_>, row: &[i8], o: usize, rows: usize, start: usize, sums: [i32; 4], out: &mut [i8]) {
+    let n = op.shape.in_features;
+    let p = &op.params;
+    for (r, &sum) in sums.iter().enumerate().take(rows) {
+        let w = &op.weights[(o + r) * n..(o + r + 1) * n];
+        let mut acc = sum;
+        for i in start..n {
+            acc = acc.wrapping_add((i32::from(row[i]) - p.input_zero_point) * i32::from(w[i]));
+        }
+        if let Some(bias) = op.bias {
+            acc = acc.wrapping_add(bias[o + r]);
+        }
+        out[o + r] = p.output(acc, o + r);
+    }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn i8_neon(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
+    // SAFETY: NEON is present (caller); every load below reads 8 bytes at an index `i` with
+    // `i + 8 <= n` inside a row of exactly `n` elements.
+    unsafe {
+        let s = op.shape;
+        let n = s.in_features;
+        let chunks = n / 8;
+        let zp = vdupq_n_s16(op.params.input_zero_point as i16);
+        for b in 0..s.batch {
+            let row = &op.input[b * n..(b + 1) * n];
+            let out = &mut output[b * s.out_features..(b + 1) * s.out_features];
+            let mut o = 0;
+            while o < s.out_features {
+                let rows = (s.out_features - o).min(4);
+                let w: [&[i8]; 4] = core::array::from_fn(|r| &op.weights[(o + r.min(rows - 1)) * n..][..n]);
+                let mut acc = [vdupq_n_s32(0); 4];
+                for c in 0..chunks {
+                    let i = c * 8;
+                    let x = vsubq_s16(vmovl_s8(vld1_s8(row.as_ptr().add(i))), zp);
+                    for r in 0..4 {
+                        let wv = vmovl_s8(vld1_s8(w[r].as_ptr().add(i)));
+                        acc[r] = vmlal_s16(acc[r], vget_low_s16(x), vget_low_s16(wv));
+                        acc[r] = vmlal_high_s16(acc[r], x, wv);
+                    }
+                }
+                let sums = acc.map(|a| vaddvq_s32(a));
+                finish_i8(op, row, o, rows, chunks * 8, sums, out);
+                o += rows;
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn i8_dotprod(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
+    // SAFETY: SDOT is present (caller); every load reads 16 bytes at `i` with `i + 16 <= n`
+    // inside a row of exactly `n` elements.
+    unsafe {
+        let s = op.shape;
+        let n = s.in_features;
+        let chunks = n / 16;
+        let zp = op.params.input_zero_point;
+        let ones = vdupq_n_s8(1);
+        for b in 0..s.batch {
+            let row = &op.input[b * n..(b + 1) * n];
+            let out = &mut output[b * s.out_features..(b + 1) * s.out_features];
+            let mut o = 0;
+            while o < s.out_features {
+                let rows = (s.out_features - o).min(4);
+                let w: [&[i8]; 4] = core::array::from_fn(|r| &op.weights[(o + r.min(rows - 1)) * n..][..n]);
+                let mut dot = [vdupq_n_s32(0); 4];
+                let mut wsum = [vdupq_n_s32(0); 4];
+                for c in 0..chunks {
+                    let i = c * 16;
+                    let x = vld1q_s8(row.as_ptr().add(i));
+                    for r in 0..4 {
+                        let wv = vld1q_s8(w[r].as_ptr().add(i));
+                        dot[r] = sdot(dot[r], x, wv);
+                        wsum[r] = sdot(wsum[r], ones, wv);
+                    }
+                }
+                let sums: [i32; 4] = core::array::from_fn(|r| {
+                    vaddvq_s32(dot[r]).wrapping_sub(zp.wrapping_mul(vaddvq_s32(wsum[r])))
+                });
+                finish_i8(op, row, o, rows, chunks * 16, sums, out);
+                o += rows;
+            }
+        }
+    }
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn f32_neon(op: &FullyConnectedF32<'_>, output: &mut [f32]) {
+    // SAFETY: NEON is present (caller); every load reads 4 floats at `i` with `i + 4 <= n`
+    // inside a row of exactly `n` elements.
+    unsafe {
+        let s = op.shape;
+        let n = s.in_features;
+        let chunks = n / 4;
+        let (lo, hi) = op.activation;
+        for b in 0..s.batch {
+            let row = &op.input[b * n..(b + 1) * n];
+            let out = &mut output[b * s.out_features..(b + 1) * s.out_features];
+            let mut o = 0;
+            while o < s.out_features {
+                let rows = (s.out_features - o).min(4);
+                let w: [&[f32]; 4] = core::array::from_fn(|r| &op.weights[(o + r.min(rows - 1)) * n..][..n]);
+                let mut acc = [vdupq_n_f32(0.0); 4];
+                for c in 0..chunks {
+                    let i = c * 4;
+                    let x = vld1q_f32(row.as_ptr().add(i));
+                    for r in 0..4 {
+                        acc[r] = vfmaq_f32(acc[r], x, vld1q_f32(w[r].as_ptr().add(i)));
+                    }
+                }
+                for r in 0..rows {
+                    let mut sum = vaddvq_f32(acc[r]);
+                    for i in chunks * 4..n {
+                        sum += row[i] * w[r][i];
+                    }
+                    if let Some(bias) = op.bias {
+                        sum += bias[o + r];
+                    }
+                    out[o + r] = sum.max(lo).min(hi);
+                }
+                o += rows;
+            }
+        }
+    }
+}
