@@ -94,15 +94,9 @@ fn dotprod() -> bool {
 #[inline]
 fn arm_dsp() -> bool {
     // Armv7-A (Linux, Raspberry Pi) always has the Armv6 SIMD instructions; on M-profile only
-    // v7E-M and later do, which the compiler reports as the `dsp` feature. A compile-time fact
-    // either way.
-    cfg!(all(
-        target_arch = "arm",
-        any(
-            target_feature = "dsp",
-            all(target_feature = "v7", not(target_os = "none"))
-        )
-    ))
+    // v7E-M and later do. Stable Rust does not expose Arm target features to `cfg`, so build.rs
+    // decides from the target name: a compile-time fact either way.
+    cfg!(all(target_arch = "arm", loam_arm_dsp))
 }
 
 /// The names of the families this build and CPU can run, for reports.

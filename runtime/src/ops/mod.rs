@@ -7,6 +7,8 @@
 //! dispatch on [`OpKind`].
 
 pub mod activation;
+#[cfg(all(target_arch = "arm", loam_arm_dsp))]
+pub(crate) mod arm_dsp;
 pub mod binary;
 pub mod concat;
 pub mod conv2d;
@@ -202,10 +204,10 @@ impl FusedActivation {
         } else {
             q(self.max).min(i64::from(qmax))
         };
-        (
-            lo.clamp(i64::from(qmin), i64::from(qmax)) as i32,
-            hi.clamp(lo, i64::from(qmax)) as i32,
-        )
+        // A minimum above the output range (possible in a hand-made file) must not make the
+        // range empty: the bounds are ordered before the upper one is clamped.
+        let lo = lo.clamp(i64::from(qmin), i64::from(qmax));
+        (lo as i32, hi.clamp(lo, i64::from(qmax)) as i32)
     }
 }
 
@@ -234,6 +236,9 @@ impl Tolerance {
     pub fn accepts(&self, want: f32, got: f32, terms: usize, magnitude: f32) -> bool {
         if want.is_nan() || got.is_nan() {
             return want.is_nan() && got.is_nan();
+        }
+        if got == want {
+            return true;
         }
         let diff = (got - want).abs();
         match *self {

@@ -7,6 +7,8 @@
 //! and take dot products. Pointwise convolutions (1x1, stride 1, no padding, one group) need no
 //! gathering at all: they are fully-connected layers over the pixels.
 
+#[cfg(all(target_arch = "arm", loam_arm_dsp))]
+mod arm;
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 pub mod reference;
@@ -318,6 +320,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         name: "dotprod",
         isa: Isa::DotProd,
         run: aarch64::conv2d_i8_dotprod,
+    },
+    #[cfg(all(target_arch = "arm", loam_arm_dsp))]
+    Kernel {
+        name: "dsp",
+        isa: Isa::ArmDsp,
+        run: arm::conv2d_i8_dsp,
     },
 ];
 

@@ -6,6 +6,8 @@
 //! the weights of all output channels are contiguous, like the channels of an NHWC pixel, so
 //! the fast paths vectorize across channels.
 
+#[cfg(all(target_arch = "arm", loam_arm_dsp))]
+mod arm;
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 pub mod reference;
@@ -153,6 +155,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         name: "neon",
         isa: Isa::Neon,
         run: aarch64::depthwise_conv2d_i8_neon,
+    },
+    #[cfg(all(target_arch = "arm", loam_arm_dsp))]
+    Kernel {
+        name: "dsp",
+        isa: Isa::ArmDsp,
+        run: arm::depthwise_conv2d_i8_dsp,
     },
 ];
 

@@ -4,6 +4,8 @@
 //! Weights are stored row-major as `[out_features][in_features]`, TFLite's layout, so each
 //! output is one contiguous dot product.
 
+#[cfg(all(target_arch = "arm", loam_arm_dsp))]
+pub(crate) mod arm;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod aarch64;
 pub mod reference;
@@ -158,6 +160,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         name: "dotprod",
         isa: Isa::DotProd,
         run: aarch64::fully_connected_i8_dotprod,
+    },
+    #[cfg(all(target_arch = "arm", loam_arm_dsp))]
+    Kernel {
+        name: "dsp",
+        isa: Isa::ArmDsp,
+        run: arm::fully_connected_i8_dsp,
     },
 ];
 

@@ -1,0 +1,15 @@
+//! Tells the kernels which 32-bit Arm cores have the DSP extension's SIMD multiply-accumulates
+//! (SMLAD, SXTB16): stable Rust does not expose Arm target features to `cfg`, so the target
+//! name decides. Cortex-M4/M7/M33/M55 (`thumbv7em`, `thumbv8m.main`) and every Armv7-A/R core
+//! have them; the Cortex-M0/M0+/M3 (`thumbv6m`, `thumbv7m`, `thumbv8m.base`) do not.
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(loam_arm_dsp)");
+    println!("cargo::rerun-if-changed=build.rs");
+    let target = std::env::var("TARGET").unwrap_or_default();
+    let dsp = ["thumbv7em", "thumbv8m.main", "armv7", "thumbv7a", "thumbv7neon", "armv7r"]
+        .iter()
+        .any(|prefix| target.starts_with(prefix));
+    if dsp {
+        println!("cargo::rustc-cfg=loam_arm_dsp");
+    }
+}

@@ -1,0 +1,488 @@
+//! x86_64 AVX2 fast paths. The output is walked as rows ([`super::BinaryShape::rows`]): the
+//! same-shape case is one long row, and an operand that is a scalar or repeats along the
+//! last dimension becomes a value splatted across the row or a run reused for every row.
+//!
+//! int8 is pure i32 arithmetic, eight lanes at a time. The fixed-point multiply
+//! (`SaturatingRoundingDoublingHighMul`) forms exact i64 products of the even and odd lanes
+//! with `vpmuldq` and takes bits 31..62 of `product + 2^30`, which is `floor((a*b + 2^30) /
+//! 2^31)`, the scalar's round-half-up; the one overflowing case, `i32::MIN * i32::MIN`, is
+//! patched to `i32::MAX` as the scalar does. `RoundingDivideByPOT` uses the scalar's own
+//! mask-and-threshold formulation. So every lane equals the reference bit for bit.
+
+// Before Rust 1.87 the SIMD intrinsics are `unsafe fn`s even inside `#[target_feature]`
+// functions; the crate supports 1.85, so the bodies below are `unsafe` blocks, which newer
+// compilers partly consider redundant.
+#![allow(unused_unsafe)]
+
+use core::arch::x86_64::*;
+
+use super::{BinaryF32, BinaryI8, BinaryI8Params, BinaryOp, Source, reference};
+use crate::fixed_point::QuantizedMultiplier;
+use crate::isa::Isa;
+
+/// Where a row reads an operand from.
+#[derive(Clone, Copy)]
+enum Arg<'a, T> {
+    /// A run of the row's length that advances with the output.
+    Slice(&'a [T]),
+    /// One value repeated along the row.
+    Scalar(T),
+    /// The output row itself (the op computes in place).
+    Out,
+}
+
+impl<'a, T: Copy> Arg<'a, T> {
+    fn new(src: Source<'a, T>, offset: usize, advances: bool, len: usize) -> Arg<'a, T> {
+        match src {
+            // Validation only lets an operand covering the whole output be read in place,
+            // and such an operand always advances, at the output's own offset.
+            Source::Output => Arg::Out,
+            Source::Slice(s) if advances => Arg::Slice(&s[offset..offset + len]),
+            Source::Slice(s) => Arg::Scalar(s[offset]),
+        }
+    }
+
+    fn get(self, i: usize, out: &[T]) -> T {
+        match self {
+            Arg::Slice(s) => s[i],
+            Arg::Scalar(x) => x,
+            Arg::Out => out[i],
+        }
+    }
+}
+
+/// The AVX2 int8 kernel; falls back to the reference where AVX2 is missing.
+pub(super) fn binary_i8(op: &BinaryI8<'_>, output: &mut [i8]) {
+    if Isa::Avx2.available() {
+        // SAFETY: AVX2 is available (checked just above).
+        unsafe { binary_i8_avx2(op, output) }
+    } else {
+        reference::binary_i8(op, output)
+    }
+}
+
+/// The AVX2 float kernel; falls back to the reference where AVX2 is missing.
+pub(super) fn binary_f32(op: &BinaryF32<'_>, output: &mut [f32]) {
+    if Isa::Avx2.available() {
+        // SAFETY: AVX2 is available (checked just above).
+        unsafe { binary_f32_avx2(op, output) }
+    } else {
+        reference::binary_f32(op, output)
+    }
+}
+
+/// A [`QuantizedMultiplier`] splatted for [`apply`].
+#[derive(Clone, Copy)]
+struct VecMultiplier {
+    left: __m128i,
+    multiplier: __m256i,
+    right: __m128i,
+    mask: __m256i,
+    half_mask: __m256i,
+}
+
+impl VecMultiplier {
+    #[target_feature(enable = "avx2")]
+    unsafe fn new(m: QuantizedMultiplier) -> VecMultiplier {
+        // SAFETY: the caller guarantees the target features are available; memory is
+        // accessed only through bounds-checked slices.
+        unsafe {
+            let shift = m.shift();
+            let left = shift.max(0);
+            let right = (-shift).clamp(0, 31);
+            let mask = ((1i64 << right) - 1) as i32;
+            VecMultiplier {
+                left: _mm_cvtsi32_si128(left),
+                multiplier: _mm256_set1_epi32(m.multiplier()),
+                right: _mm_cvtsi32_si128(right),
+                mask: _mm256_set1_epi32(mask),
+                half_mask: _mm256_set1_epi32(mask >> 1),
+            }
+        }
+    }
+}
+
+/// gemmlowp's `SaturatingRoundingDoublingHighMul` on eight lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn srdhm(a: __m256i, b: __m256i) -> __m256i {
+    // SAFETY: the caller guarantees the target features are available; memory is
+    // accessed only through bounds-checked slices.
+    unsafe {
+        let nudge = _mm256_set1_epi64x(1 << 30);
+        // Even lanes: vpmuldq reads the low i32 of each i64 lane.
+        let even = _mm256_add_epi64(_mm256_mul_epi32(a, b), nudge);
+        let odd = _mm256_add_epi64(
+            _mm256_mul_epi32(_mm256_srli_epi64::<32>(a), _mm256_srli_epi64::<32>(b)),
+            nudge,
+        );
+        // Bits 31..62 of each sum: into the low half for even lanes, the high half for odd ones.
+        let even = _mm256_srli_epi64::<31>(even);
+        let odd = _mm256_slli_epi64::<1>(odd);
+        let r = _mm256_blend_epi32::<0b1010_1010>(even, odd);
+        // MIN * MIN gives 2^31, which reads as MIN; flipping every bit makes it MAX.
+        let min = _mm256_set1_epi32(i32::MIN);
+        let overflow = _mm256_and_si256(_mm256_cmpeq_epi32(a, min), _mm256_cmpeq_epi32(b, min));
+        _mm256_xor_si256(r, overflow)
+    }
+}
+
+/// gemmlowp's `RoundingDivideByPOT` on eight lanes, by `m`'s right shift.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn rounding_divide_by_pot(x: __m256i, m: &VecMultiplier) -> __m256i {
+    // SAFETY: the caller guarantees the target features are available; memory is
+    // accessed only through bounds-checked slices.
+    unsafe {
+        let remainder = _mm256_and_si256(x, m.mask);
+        // The threshold is `mask >> 1`, plus one for negative x (the compare gives -1 there).
+        let negative = _mm256_cmpgt_epi32(_mm256_setzero_si256(), x);
+        let threshold = _mm256_sub_epi32(m.half_mask, negative);
+        let shifted = _mm256_sra_epi32(x, m.right);
+        _mm256_sub_epi32(shifted, _mm256_cmpgt_epi32(remainder, threshold))
+    }
+}
+
+/// [`QuantizedMultiplier::apply`] on eight lanes: wrapping left shift, high multiply,
+/// rounding right shift.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn apply(x: __m256i, m: &VecMultiplier) -> __m256i {
+    // SAFETY: the caller guarantees the target features are available; memory is
+    // accessed only through bounds-checked slices.
+    unsafe {
+        let x = _mm256_sll_epi32(x, m.left);
+        rounding_divide_by_pot(srdhm(x, m.multiplier), m)
+    }
+}
+
+/// Eight int8 at `s[i..i + 8]`, sign-extended to i32.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load_i8x8(s: &[i8], i: usize) -> __m256i {
+    // SAFETY: the caller guarantees the target features are available; memory is
+    // accessed only through bounds-checked slices.
+    unsafe {
+        let chunk = &s[i..i + 8];
+        // SAFETY: `chunk` has exactly the eight bytes the load reads.
+        _mm256_cvtepi8_epi32(unsafe { _mm_loadl_epi64(chunk.as_ptr().cast()) })
+    }
+}
+
+/// Stores eight i32 lanes already inside the int8 range to `s[i..i + 8]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn store_i8x8(s: &mut [i8], i: usize, v: __m256i) {
+    // SAFETY: the caller guarantees the target features are available; memory is
+    // accessed only through bounds-checked slices.
+    unsafe {
+        let chunk = &mut s[i..i + 8];
+        // The saturating packs are exact here; they leave lanes 0..4 in the low dword of each
+        // 128-bit half, which the unpack brings together.
+        let packed = _mm256_packs_epi16(_mm256_packs_epi32(v, v), _mm256_packs_epi32(v, v));
+        let bytes = _mm_unpacklo_epi32(
+            _mm256_castsi256_si128(packed),
+            _mm256_extracti128_si256::<1>(packed),
+        );
+        // SAFETY: `chunk` has exactly the eight bytes the store writes.
+        unsafe { _mm_storel_epi64(chunk.as_mut_ptr().cast(), bytes) }
+    }
+}
+
+/// The int8 parameters splatted for the row kernels.
+struct I8Consts {
+    p: BinaryI8Params,
+    zp1: __m256i,
+    zp2: __m256i,
+    left_shift: __m128i,
+    m1: VecMultiplier,
+    m2: VecMultiplier,
+    mo: VecMultiplier,
+    /// The clamp range less the output zero point: clamping before adding the zero point
+    /// equals the reference's saturating add then clamp, without an i32 saturating add.
+    lo: __m256i,
+    hi: __m256i,
+    ozp: __m256i,
+}
+
+impl I8Consts {
+    #[target_feature(enable = "avx2")]
+    unsafe fn new(p: &BinaryI8Params) -> I8Consts {
+        // SAFETY: the caller guarantees the target features are available; memory is
+        // accessed only through bounds-checked slices.
+        unsafe {
+            let ozp = p.output_zero_point;
+            I8Consts {
+                p: *p,
+                zp1: _mm256_set1_epi32(p.input1_zero_point),
+                zp2: _mm256_set1_epi32(p.input2_zero_point),
+                left_shift: _mm_cvtsi32_si128(p.left_shift as i32),
+                m1: VecMultiplier::new(p.input1_multiplier),
+                m2: VecMultiplier::new(p.input2_multiplier),
+                mo: VecMultiplier::new(p.output_multiplier),
+                lo: _mm256_set1_epi32(i32::from(p.activation_min) - ozp),
+                hi: _mm256_set1_epi32(i32::from(p.activation_max) - ozp),
+                ozp: _mm256_set1_epi32(ozp),
+            }
+        }
+    }
+
+    /// The final requantization of eight raw results.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn finish(&self, raw: __m256i) -> __m256i {
+        // SAFETY: the caller guarantees the target features are available; memory is
+        // accessed only through bounds-checked slices.
+        unsafe {
+            let r = apply(raw, &self.mo);
+            _mm256_add_epi32(
+                _mm256_min_epi32(_mm256_max_epi32(r, self.lo), self.hi),
+                self.ozp,
+            )
+        }
+    }
+}
+
+/// Input `x` of Add/Sub brought to the common scale: `m.apply((x - zp) << left_shift)`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn scale_input(c: &I8Consts, x: __m256i, zp: __m256i, m: &VecMultiplier) -> __m256i {
+    // SAFETY: the caller guarantees the target features are available; memory is
+    // accessed only through bounds-checked slices.
+    unsafe { apply(_mm256_sll_epi32(_mm256_sub_epi32(x, zp), c.left_shift), m) }
+}
+
+/// The scalar form of [`scale_input`], for an operand repeated along a row.
+fn scale_scalar(p: &BinaryI8Params, x: i8, zp: i32, m: QuantizedMultiplier) -> i32 {
+    m.apply(i32::from(x).wrapping_sub(zp).wrapping_shl(p.left_shift))
+}
+
+/// Eight elements of operand `arg` at `i`, before any arithmetic.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn operand(arg: Arg<'_, i8>, i: usize, out: &[i8]) -> Option<__m256i> {
+    // SAFETY: the caller guarantees the target features are available; memory is
+    // accessed only through bounds-checked slices.
+    unsafe {
+        match arg {
+            Arg::Slice(s) => Some(load_i8x8(s, i)),
+            Arg::Out => Some(load_i8x8(out, i)),
+            Arg::Scalar(_) => None,
+        }
+    }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn add_sub_row(c: &I8Consts, a: Arg<'_, i8>, b: Arg<'_, i8>, out: &mut [i8]) {
+    // SAFETY: the caller guarantees the target features are available; memory is
+    // accessed only through bounds-checked slices.
+    unsafe {
+        let p = &c.p;
+        let n = out.len();
+        // A repeated operand is scaled once for the whole row.
+        let splat = |arg: Arg<'_, i8>, zp: i32, m: QuantizedMultiplier| match arg {
+            Arg::Scalar(x) => scale_scalar(p, x, zp, m),
+            _ => 0,
+        };
+        let a_splat = _mm256_set1_epi32(splat(a, p.input1_zero_point, p.input1_multiplier));
+        let b_splat = _mm256_set1_epi32(splat(b, p.input2_zero_point, p.input2_multiplier));
+        let subtract = p.op == BinaryOp::Sub;
+        let mut i = 0;
+        while i + 8 <= n {
+            let s1 = match operand(a, i, out) {
+                Some(x) => scale_input(c, x, c.zp1, &c.m1),
+                None => a_splat,
+            };
+            let s2 = match operand(b, i, out) {
+                Some(x) => scale_input(c, x, c.zp2, &c.m2),
+                None => b_splat,
+            };
+            let raw = if subtract {
+                _mm256_sub_epi32(s1, s2)
+            } else {
+                _mm256_add_epi32(s1, s2)
+            };
+            store_i8x8(out, i, c.finish(raw));
+            i += 8;
+        }
+        for j in i..n {
+            out[j] = reference::element_i8(p, a.get(j, out), b.get(j, out));
+        }
+    }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn mul_row(c: &I8Consts, a: Arg<'_, i8>, b: Arg<'_, i8>, out: &mut [i8]) {
+    // SAFETY: the caller guarantees the target features are available; memory is
+    // accessed only through bounds-checked slices.
+    unsafe {
+        let p = &c.p;
+        let n = out.len();
+        let splat = |arg: Arg<'_, i8>, zp: i32| match arg {
+            Arg::Scalar(x) => i32::from(x).wrapping_sub(zp),
+            _ => 0,
+        };
+        let a_splat = _mm256_set1_epi32(splat(a, p.input1_zero_point));
+        let b_splat = _mm256_set1_epi32(splat(b, p.input2_zero_point));
+        let mut i = 0;
+        while i + 8 <= n {
+            let v1 = match operand(a, i, out) {
+                Some(x) => _mm256_sub_epi32(x, c.zp1),
+                None => a_splat,
+            };
+            let v2 = match operand(b, i, out) {
+                Some(x) => _mm256_sub_epi32(x, c.zp2),
+                None => b_splat,
+            };
+            store_i8x8(out, i, c.finish(_mm256_mullo_epi32(v1, v2)));
+            i += 8;
+        }
+        for j in i..n {
+            out[j] = reference::element_i8(p, a.get(j, out), b.get(j, out));
+        }
+    }
+}
+
+/// `op` must have passed `validate(output)`.
+#[target_feature(enable = "avx2")]
+unsafe fn binary_i8_avx2(op: &BinaryI8<'_>, output: &mut [i8]) {
+    // SAFETY: the caller guarantees the target features are available; memory is
+    // accessed only through bounds-checked slices.
+    unsafe {
+        let rows = op.shape.rows();
+        let c = I8Consts::new(&op.params);
+        for (a_offset, b_offset, o) in rows.iter() {
+            let a = Arg::new(op.a, a_offset, rows.a_advances, rows.len);
+            let b = Arg::new(op.b, b_offset, rows.b_advances, rows.len);
+            let out = &mut output[o..o + rows.len];
+            match op.params.op {
+                BinaryOp::Add | BinaryOp::Sub => add_sub_row(&c, a, b, out),
+                BinaryOp::Mul => mul_row(&c, a, b, out),
+            }
+        }
+    }
+}
+
+const ADD: u8 = 0;
+const SUB: u8 = 1;
+const MUL: u8 = 2;
+
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load_f32x8(s: &[f32], i: usize) -> __m256 {
+    // SAFETY: the caller guarantees the target features are available; memory is
+    // accessed only through bounds-checked slices.
+    unsafe {
+        let chunk = &s[i..i + 8];
+        // SAFETY: `chunk` has exactly the eight floats the load reads.
+        unsafe { _mm256_loadu_ps(chunk.as_ptr()) }
+    }
+}
+
+#[target_feature(enable = "avx2")]
+unsafe fn f32_row<const OP: u8>(
+    a: Arg<'_, f32>,
+    b: Arg<'_, f32>,
+    activation: (f32, f32),
+    out: &mut [f32],
+) {
+    // SAFETY: the caller guarantees the target features are available; memory is
+    // accessed only through bounds-checked slices.
+    unsafe {
+        let n = out.len();
+        let lo = _mm256_set1_ps(activation.0);
+        let hi = _mm256_set1_ps(activation.1);
+        let scalar = |arg: Arg<'_, f32>| match arg {
+            Arg::Scalar(x) => x,
+            _ => 0.0,
+        };
+        let a_splat = _mm256_set1_ps(scalar(a));
+        let b_splat = _mm256_set1_ps(scalar(b));
+        let kind = match OP {
+            ADD => BinaryOp::Add,
+            SUB => BinaryOp::Sub,
+            _ => BinaryOp::Mul,
+        };
+        let mut i = 0;
+        while i + 8 <= n {
+            let x1 = match a {
+                Arg::Slice(s) => load_f32x8(s, i),
+                Arg::Out => load_f32x8(out, i),
+                Arg::Scalar(_) => a_splat,
+            };
+            let x2 = match b {
+                Arg::Slice(s) => load_f32x8(s, i),
+                Arg::Out => load_f32x8(out, i),
+                Arg::Scalar(_) => b_splat,
+            };
+            let r = match OP {
+                ADD => _mm256_add_ps(x1, x2),
+                SUB => _mm256_sub_ps(x1, x2),
+                _ => _mm256_mul_ps(x1, x2),
+            };
+            // `max_ps(lo, r)` is `lo > r ? lo : r` and keeps a NaN `r`, as does `min_ps(hi, _)`:
+            // exactly the reference's clamp.
+            let r = _mm256_min_ps(hi, _mm256_max_ps(lo, r));
+            let chunk = &mut out[i..i + 8];
+            // SAFETY: `chunk` has exactly the eight floats the store writes.
+            unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), r) };
+            i += 8;
+        }
+        for j in i..n {
+            out[j] = reference::element_f32(kind, a.get(j, out), b.get(j, out), activation);
+        }
+    }
+}
+
+/// `op` must have passed `validate(output)`.
+#[target_feature(enable = "avx2")]
+unsafe fn binary_f32_avx2(op: &BinaryF32<'_>, output: &mut [f32]) {
+    // SAFETY: the caller guarantees the target features are available; memory is
+    // accessed only through bounds-checked slices.
+    unsafe {
+        let rows = op.shape.rows();
+        for (a_offset, b_offset, o) in rows.iter() {
+            let a = Arg::new(op.a, a_offset, rows.a_advances, rows.len);
+            let b = Arg::new(op.b, b_offset, rows.b_advances, rows.len);
+            let out = &mut output[o..o + rows.len];
+            match op.op {
+                BinaryOp::Add => f32_row::<ADD>(a, b, op.activation, out),
+                BinaryOp::Sub => f32_row::<SUB>(a, b, op.activation, out),
+                BinaryOp::Mul => f32_row::<MUL>(a, b, op.activation, out),
+            }
+        }
+    }
+}
+
+/// [`srdhm`] and [`apply`] lane by lane, for the tests; `None` without AVX2.
+#[cfg(test)]
+pub(super) fn fixed_point_lanes(
+    a: [i32; 8],
+    b: [i32; 8],
+    m: QuantizedMultiplier,
+) -> Option<([i32; 8], [i32; 8])> {
+    #[target_feature(enable = "avx2")]
+    unsafe fn lanes(a: [i32; 8], b: [i32; 8], m: QuantizedMultiplier) -> ([i32; 8], [i32; 8]) {
+        // SAFETY: the caller guarantees the target features are available; memory is
+        // accessed only through bounds-checked slices.
+        unsafe {
+            // SAFETY: `[i32; 8]` and `__m256i` have the same size; unaligned loads and stores.
+            unsafe {
+                let va = _mm256_loadu_si256(a.as_ptr().cast());
+                let vb = _mm256_loadu_si256(b.as_ptr().cast());
+                let mut high = [0i32; 8];
+                let mut applied = [0i32; 8];
+                _mm256_storeu_si256(high.as_mut_ptr().cast(), srdhm(va, vb));
+                let vm = VecMultiplier::new(m);
+                _mm256_storeu_si256(applied.as_mut_ptr().cast(), apply(va, &vm));
+                (high, applied)
+            }
+        }
+    }
+    if Isa::Avx2.available() {
+        // SAFETY: AVX2 is available (checked just above).
+        Some(unsafe { lanes(a, b, m) })
+    } else {
+        None
+    }
+}

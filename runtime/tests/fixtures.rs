@@ -1,0 +1,339 @@
+//! Model files kept in the repository, checked on every target the tests run on (x86_64,
+//! and aarch64/armv7 under QEMU; the Cortex-M firmware runs `int8-zoo.loam` too).
+//!
+//! - `format-1.0.loam`, written by the first version of the format, holds every op kind of
+//!   format 1.0 in float and int8 form. It must keep loading, and computing what it computed
+//!   when it was written, in every later runtime: the file is never regenerated.
+//! - `int8-zoo.loam` is a small int8 network using every int8 op. It records the CRC-32 of its
+//!   outputs on x86_64 for a seeded input; every target must reproduce it bit for bit.
+//!
+//! To write a fixture that is missing (or, after an intended change to int8 arithmetic, to
+//! rewrite the int8 zoo): `LOAM_WRITE_FIXTURES=1 cargo test -p loam --test fixtures`, or
+//! `LOAM_WRITE_FIXTURES=int8-zoo` to overwrite that one.
+
+use loam::format::writer::{ModelBuilder, QuantSpec, TensorId};
+use loam::format::{AlignedBytes, FORMAT_MAJOR};
+use loam::ops::activation::Unary;
+use loam::ops::conv2d::ConvSpec;
+use loam::ops::{FusedActivation, OpKind};
+use loam::quant::QuantParams;
+use loam::selftest::{SELFCHECK_CONSTANT, check_model, fill_inputs, selfcheck_values};
+use loam::{DType, Interpreter, Model};
+
+const FORMAT_1_0: &[u8] = include_bytes!("data/format-1.0.loam");
+const INT8_ZOO: &[u8] = include_bytes!("data/int8-zoo.loam");
+const SEED: u32 = 0x1007;
+const EXPECTED_PREFIX: &str = "loam.expected.";
+
+/// Deterministic weights in `[-scale, scale)`.
+struct Weights(u64);
+
+impl Weights {
+    fn take(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+            })
+            .collect()
+    }
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+}
+
+fn q(lo: f32, hi: f32) -> QuantParams {
+    QuantParams::i8_from_range(lo, hi)
+}
+
+/// The int8 network: every int8 op kind, small enough for a 16 KiB Cortex-M0. Returns the
+/// outputs it marks.
+fn int8_network(b: &mut ModelBuilder, w: &mut Weights, x: TensorId) -> Vec<TensorId> {
+    let r = FusedActivation::RELU;
+    let c1 = b
+        .conv2d_i8("c1", x, ConvSpec::new(8, 3).same(8, 8), &w.take(216, 0.5), Some(&w.take(8, 0.1)), q(0.0, 3.0), r)
+        .unwrap();
+    let d1 = b
+        .depthwise_conv2d_i8("d1", c1, ConvSpec::new(8, 3).stride(2).same(8, 8), &w.take(72, 0.6), Some(&w.take(8, 0.1)), q(0.0, 6.0), FusedActivation::RELU6)
+        .unwrap();
+    let p1 = b
+        .conv2d_i8("p1", d1, ConvSpec::new(8, 1), &w.take(64, 0.5), None, q(-4.0, 4.0), FusedActivation::NONE)
+        .unwrap();
+    let a1 = b.add_i8("a1", d1, p1, q(-4.0, 8.0), FusedActivation::NONE).unwrap();
+    let mut grouped = ConvSpec::new(8, 3).same(4, 4);
+    grouped.groups = 2;
+    let g1 = b
+        .conv2d_i8("g1", a1, grouped, &w.take(8 * 9 * 4, 0.3), Some(&w.take(8, 0.2)), q(-6.0, 6.0), FusedActivation::NONE)
+        .unwrap();
+    let m1 = b.mul_i8("m1", g1, a1, q(-20.0, 20.0), FusedActivation::NONE).unwrap();
+    let s1 = b.sub_i8("s1", m1, g1, q(-20.0, 20.0), FusedActivation::NONE).unwrap();
+    let mp = b.max_pool2d("mp", s1, (2, 2), (2, 2), [0; 4], FusedActivation::NONE).unwrap();
+    let ap = b.average_pool2d("ap", s1, (3, 3), (2, 2), [1, 1, 0, 0], FusedActivation::NONE).unwrap();
+    let cat = b.concat("cat", &[mp, mp], 3).unwrap();
+    let cat2 = b.concat("cat2", &[ap, ap], 3).unwrap();
+    let sum = b.add_i8("sum", cat, cat2, q(-30.0, 30.0), FusedActivation::NONE).unwrap();
+    let pd = b.pad("pd", sum, &[(0, 0), (1, 1), (1, 1), (0, 0)], 0.0).unwrap();
+    let tr = b.transpose("tr", pd, &[0, 3, 1, 2]).unwrap();
+    let flat = b.reshape("flat", tr, &[1, 256]).unwrap();
+    let fc = b
+        .fully_connected_i8("fc", flat, &w.take(2560, 0.2), Some(&w.take(10, 0.5)), q(-8.0, 8.0), FusedActivation::NONE)
+        .unwrap();
+    let softmax = b.softmax_i8("softmax", fc, 1.0).unwrap();
+    let log_softmax = b.log_softmax_i8("log_softmax", fc).unwrap();
+    let mut chain = fc;
+    let steps: [(&str, Unary, QuantParams); 7] = [
+        ("leaky", Unary::LeakyRelu { alpha: 0.1 }, q(-1.0, 8.0)),
+        ("tanh", Unary::Tanh, q(-1.0, 1.0)),
+        ("hswish", Unary::HardSwish, q(-0.5, 1.0)),
+        ("hsigmoid", Unary::HardSigmoid { alpha: 0.2, beta: 0.5 }, q(0.0, 1.0)),
+        ("relu", Unary::Relu, q(0.0, 1.0)),
+        ("clip", Unary::Clip { min: 0.2, max: 0.8 }, q(0.0, 1.0)),
+        ("sigmoid", Unary::Sigmoid, q(0.0, 1.0)),
+    ];
+    for (name, f, out) in steps {
+        chain = b.activation_i8(name, chain, f, out).unwrap();
+    }
+    let prelu = b.prelu_i8("prelu", fc, &w.take(10, 0.5), q(-8.0, 8.0)).unwrap();
+    let gap = b.global_average_pool("gap", s1, Some(q(-10.0, 10.0))).unwrap();
+    let deq = b.dequantize("deq", fc).unwrap();
+    let req = b.quantize("req", deq, q(-4.0, 4.0), DType::I8).unwrap();
+    vec![softmax, log_softmax, chain, prelu, gap, deq, req]
+}
+
+/// The same network in f32, plus BatchNorm, which only exists in float.
+fn float_network(b: &mut ModelBuilder, w: &mut Weights, x: TensorId) -> Vec<TensorId> {
+    let r = FusedActivation::RELU;
+    let none = FusedActivation::NONE;
+    let c1 = b.conv2d_f32("f.c1", x, ConvSpec::new(8, 3).same(8, 8), &w.take(216, 0.5), Some(&w.take(8, 0.1)), r).unwrap();
+    let bn = b
+        .batch_norm_f32("f.bn", c1, &w.take(8, 1.0), &w.take(8, 0.1), &w.take(8, 0.1), &[0.5; 8], 1e-3)
+        .unwrap();
+    let d1 = b
+        .depthwise_conv2d_f32("f.d1", bn, ConvSpec::new(8, 3).stride(2).same(8, 8), &w.take(72, 0.6), Some(&w.take(8, 0.1)), FusedActivation::RELU6)
+        .unwrap();
+    let p1 = b.conv2d_f32("f.p1", d1, ConvSpec::new(8, 1), &w.take(64, 0.5), None, none).unwrap();
+    let a1 = b.add_f32("f.a1", d1, p1, none).unwrap();
+    let mut grouped = ConvSpec::new(8, 3).same(4, 4);
+    grouped.groups = 2;
+    let g1 = b.conv2d_f32("f.g1", a1, grouped, &w.take(288, 0.3), Some(&w.take(8, 0.2)), none).unwrap();
+    let m1 = b.mul_f32("f.m1", g1, a1, none).unwrap();
+    let s1 = b.sub_f32("f.s1", m1, g1, none).unwrap();
+    let mp = b.max_pool2d("f.mp", s1, (2, 2), (2, 2), [0; 4], none).unwrap();
+    let ap = b.average_pool2d("f.ap", s1, (3, 3), (2, 2), [1, 1, 0, 0], none).unwrap();
+    let cat = b.concat("f.cat", &[mp, ap], 3).unwrap();
+    let pd = b.pad("f.pd", cat, &[(0, 0), (1, 1), (1, 1), (0, 0)], 0.25).unwrap();
+    let tr = b.transpose("f.tr", pd, &[0, 3, 1, 2]).unwrap();
+    let flat = b.reshape("f.flat", tr, &[1, 256]).unwrap();
+    let fc = b.fully_connected_f32("f.fc", flat, &w.take(2560, 0.2), Some(&w.take(10, 0.5)), none).unwrap();
+    let softmax = b.softmax_f32("f.softmax", fc, 1.0).unwrap();
+    let log_softmax = b.log_softmax_f32("f.log_softmax", fc).unwrap();
+    let mut chain = fc;
+    for (name, f) in [
+        ("f.leaky", Unary::LeakyRelu { alpha: 0.1 }),
+        ("f.tanh", Unary::Tanh),
+        ("f.hswish", Unary::HardSwish),
+        ("f.hsigmoid", Unary::HardSigmoid { alpha: 0.2, beta: 0.5 }),
+        ("f.relu", Unary::Relu),
+        ("f.clip", Unary::Clip { min: 0.2, max: 0.8 }),
+        ("f.sigmoid", Unary::Sigmoid),
+    ] {
+        chain = b.activation_f32(name, chain, f).unwrap();
+    }
+    let prelu = b.prelu_f32("f.prelu", fc, &w.take(10, 0.5)).unwrap();
+    let gap = b.global_average_pool("f.gap", s1, None).unwrap();
+    let quantized = b.quantize("f.q", fc, q(-4.0, 4.0), DType::I8).unwrap();
+    vec![softmax, log_softmax, chain, prelu, gap, quantized]
+}
+
+fn int8_input(b: &mut ModelBuilder, name: &str) -> TensorId {
+    let p = q(-1.0, 1.0);
+    b.tensor(name, DType::I8, &[1, 8, 8, 3], QuantSpec::PerTensor { scale: p.scale, zero_point: p.zero_point })
+        .unwrap()
+}
+
+fn int8_zoo() -> ModelBuilder {
+    let mut b = ModelBuilder::new("int8-zoo");
+    b.metadata.description = "every int8 op of format 1.0 in one small network (test fixture)".into();
+    let x = int8_input(&mut b, "x");
+    b.input(x);
+    for out in int8_network(&mut b, &mut Weights(1), x) {
+        b.output(out);
+    }
+    b
+}
+
+fn format_1_0() -> ModelBuilder {
+    let mut b = ModelBuilder::new("format-1.0");
+    b.metadata.description = "every op kind of format 1.0, float and int8 (compatibility fixture)".into();
+    b.metadata.labels = (0..10).map(|i| format!("class {i}")).collect();
+    b.metadata.constants.push(("input.mean".into(), vec![0.5, 0.25, 0.125]));
+    let xf = b.tensor("x_f32", DType::F32, &[1, 8, 8, 3], QuantSpec::None).unwrap();
+    let xq = int8_input(&mut b, "x_i8");
+    b.input(xf);
+    b.input(xq);
+    let mut outputs = float_network(&mut b, &mut Weights(2), xf);
+    outputs.extend(int8_network(&mut b, &mut Weights(3), xq));
+    for out in outputs {
+        b.output(out);
+    }
+    b
+}
+
+/// Runs a model on the seeded inputs and returns each output's bytes.
+fn run(bytes: &[u8], seed: u32) -> Vec<Vec<u8>> {
+    let aligned = AlignedBytes::new(bytes);
+    let model = Model::from_bytes(&aligned).unwrap();
+    let mut arena = vec![0u8; model.arena_size() + 16];
+    let mut interpreter = Interpreter::new(&model, &mut arena).unwrap();
+    fill_inputs(&mut interpreter, u64::from(seed)).unwrap();
+    interpreter.invoke().unwrap();
+    (0..interpreter.output_count())
+        .map(|i| interpreter.output_bytes(i).unwrap().to_vec())
+        .collect()
+}
+
+fn digest(outputs: &[Vec<u8>]) -> u32 {
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+    let mut d = crc.digest();
+    for o in outputs {
+        d.update(o);
+    }
+    d.finalize()
+}
+
+fn write_requested(name: &str) -> bool {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(format!("{name}.loam"));
+    match std::env::var("LOAM_WRITE_FIXTURES").as_deref() {
+        Ok("1") | Ok("all") => !path.exists() || std::fs::metadata(&path).map(|m| m.len() == 0).unwrap_or(true),
+        Ok(v) => v == name,
+        Err(_) => false,
+    }
+}
+
+fn save(name: &str, bytes: &[u8]) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(format!("{name}.loam"));
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, bytes).unwrap();
+    eprintln!("wrote {}", path.display());
+}
+
+#[test]
+fn write_fixtures_when_asked() {
+    if write_requested("int8-zoo") {
+        let mut b = int8_zoo();
+        let first = b.build().unwrap();
+        let d = digest(&run(&first.bytes, SEED));
+        b.metadata.constants.push((SELFCHECK_CONSTANT.into(), selfcheck_values(SEED, d).to_vec()));
+        save("int8-zoo", &b.build().unwrap().bytes);
+    }
+    if write_requested("format-1.0") {
+        let mut b = format_1_0();
+        let first = b.build().unwrap();
+        let outputs = run(&first.bytes, SEED);
+        let aligned = AlignedBytes::new(&first.bytes);
+        let model = Model::from_bytes(&aligned).unwrap();
+        for (i, bytes) in outputs.iter().enumerate() {
+            let t = model.tensor(usize::from(model.outputs().get(i).unwrap())).unwrap();
+            let values: Vec<f32> = match t.dtype {
+                DType::F32 => f32s(bytes),
+                DType::I8 => bytes.iter().map(|&v| f32::from(v as i8)).collect(),
+                other => panic!("unexpected output type {other}"),
+            };
+            b.metadata.constants.push((format!("{EXPECTED_PREFIX}{i}"), values));
+        }
+        b.metadata.constants.push((SELFCHECK_CONSTANT.into(), selfcheck_values(SEED, digest(&outputs)).to_vec()));
+        save("format-1.0", &b.build().unwrap().bytes);
+    }
+}
+
+/// The file written by format 1.0 loads, plans, and computes what it computed when written:
+/// int8 outputs exactly, float outputs within a relative 1e-4 (float kernels differ between
+/// ISAs in summation order).
+#[test]
+fn the_first_format_version_still_loads_and_runs() {
+    let aligned = AlignedBytes::new(FORMAT_1_0);
+    let model = Model::from_bytes(&aligned).unwrap();
+    model.check_plan().unwrap();
+    assert_eq!(model.format_version(), (FORMAT_MAJOR, 0));
+    assert_eq!(model.metadata().name, "format-1.0");
+    assert_eq!(model.labels().count(), 10);
+    assert_eq!(model.constant("input.mean").unwrap().values().collect::<Vec<_>>(), [0.5, 0.25, 0.125]);
+
+    // Every op kind of format 1.0 is in the file.
+    let kinds: std::collections::HashSet<u16> = model.ops().map(|op| op.kind).collect();
+    for kind in OpKind::ALL.iter().filter(|k| k.code() <= OpKind::BatchNorm.code()) {
+        assert!(kinds.contains(&kind.code()), "{kind} is missing from the fixture");
+    }
+
+    let outputs = run(FORMAT_1_0, SEED);
+    for (i, bytes) in outputs.iter().enumerate() {
+        let t = model.tensor(usize::from(model.outputs().get(i).unwrap())).unwrap();
+        let expected: Vec<f32> = model.constant(&format!("{EXPECTED_PREFIX}{i}")).unwrap().values().collect();
+        match t.dtype {
+            DType::I8 => {
+                let got: Vec<f32> = bytes.iter().map(|&v| f32::from(v as i8)).collect();
+                assert_eq!(got, expected, "int8 output {i} ({})", t.name);
+            }
+            DType::F32 => {
+                let got: Vec<f32> = f32s(bytes);
+                for (g, e) in got.iter().zip(&expected) {
+                    assert!((g - e).abs() <= 1e-4 * e.abs().max(1.0), "float output {i} ({}): {g} vs {e}", t.name);
+                }
+            }
+            other => panic!("unexpected output type {other}"),
+        }
+    }
+}
+
+/// This target computes the int8 zoo's outputs bit for bit as the x86_64 host that wrote it.
+#[test]
+fn the_int8_zoo_is_bit_exact_on_this_target() {
+    let aligned = AlignedBytes::new(INT8_ZOO);
+    let model = Model::from_bytes(&aligned).unwrap();
+    model.check_plan().unwrap();
+    let mut arena = vec![0u8; loam::format::arena_size(INT8_ZOO) + 16];
+    let check = check_model(&model, &mut arena).unwrap();
+    assert!(check.passed(), "digest {:#010x}, recorded {:#010x}", check.digest, check.expected);
+    // Small enough for the 16 KiB Cortex-M0 board.
+    assert!(model.arena_size() < 4096, "arena {}", model.arena_size());
+}
+
+/// A damaged copy of a valid file is refused with an error, never a panic: every single-byte
+/// change (with the checksum fixed up, so validation behind it is reached) either loads and
+/// runs or fails cleanly.
+#[test]
+fn damaged_files_are_refused_cleanly() {
+    let mut bytes = INT8_ZOO.to_vec();
+    let file_len = bytes.len();
+    let step = (file_len / 256).max(1);
+    for i in (0..file_len).step_by(step) {
+        for flip in [0x01u8, 0xff] {
+            let original = bytes[i];
+            bytes[i] ^= flip;
+            if i >= 32 || !(24..28).contains(&i) {
+                let crc = loam::format::checksum(&bytes);
+                let mut fixed = bytes.clone();
+                if fixed.len() >= 28 {
+                    fixed[24..28].copy_from_slice(&crc.to_le_bytes());
+                }
+                let aligned = AlignedBytes::new(&fixed);
+                if let Ok(model) = Model::from_bytes(&aligned) {
+                    let _ = model.check_plan();
+                    if model.arena_size() < 1 << 20 {
+                        let mut arena = vec![0u8; model.arena_size() + 16];
+                        if let Ok(mut it) = Interpreter::new(&model, &mut arena) {
+                            let _ = it.invoke();
+                        }
+                    }
+                }
+            }
+            bytes[i] = original;
+        }
+    }
+    // Truncations too.
+    for len in (0..file_len).step_by(step.max(7)) {
+        let aligned = AlignedBytes::new(&bytes[..len]);
+        assert!(Model::from_bytes(&aligned).is_err());
+    }
+}
