@@ -6,9 +6,16 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(loam_arm_dsp)");
     println!("cargo::rerun-if-changed=build.rs");
     let target = std::env::var("TARGET").unwrap_or_default();
-    let dsp = ["thumbv7em", "thumbv8m.main", "armv7", "thumbv7a", "thumbv7neon", "armv7r"]
-        .iter()
-        .any(|prefix| target.starts_with(prefix));
+    let dsp = [
+        "thumbv7em",
+        "thumbv8m.main",
+        "armv7",
+        "thumbv7a",
+        "thumbv7neon",
+        "armv7r",
+    ]
+    .iter()
+    .any(|prefix| target.starts_with(prefix));
     if dsp {
         println!("cargo::rustc-cfg=loam_arm_dsp");
     }

@@ -115,6 +115,17 @@ pub(crate) struct Kernel<F> {
     pub run: F,
 }
 
+/// The name of the kernel [`best`] picks from `table`.
+pub(crate) fn best_name<F>(table: &[Kernel<F>]) -> &'static str {
+    let mut chosen = table[0].name;
+    for k in table {
+        if k.isa.available() {
+            chosen = k.name;
+        }
+    }
+    chosen
+}
+
 /// The last kernel of `table` the CPU can run (tables list the reference first, so there is
 /// always one).
 #[inline]

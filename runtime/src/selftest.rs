@@ -9,15 +9,15 @@
 //! firmware all run this same function.
 
 use crate::error::{Error, Operand, QuantField};
-use crate::format::Model;
-use crate::interpreter::Interpreter;
-use crate::tensor::DType;
 use crate::fixed_point::{
     QuantizedMultiplier, rounding_divide_by_pot, saturating_rounding_doubling_high_mul,
 };
+use crate::format::Model;
+use crate::interpreter::Interpreter;
 use crate::ops::fully_connected::{
     FullyConnectedI8, FullyConnectedI8Params, FullyConnectedShape, fully_connected_i8,
 };
+use crate::tensor::DType;
 
 /// CRC-32 (ISO-HDLC) of the outputs of the random problems, as computed on x86_64.
 pub const GOLDEN_DIGEST: u32 = 0x2b61_bea3;
@@ -425,7 +425,7 @@ pub fn selfcheck_record(model: &Model<'_>) -> Option<(u64, u32)> {
     let mut v = c.values();
     let mut half = || -> Option<u32> {
         let x = v.next()?;
-        (x >= 0.0 && x < 65536.0 && x == libm::floorf(x)).then_some(x as u32)
+        ((0.0..65536.0).contains(&x) && x == libm::floorf(x)).then_some(x as u32)
     };
     let (s1, s0, d1, d0) = (half()?, half()?, half()?, half()?);
     Some((u64::from((s1 << 16) | s0), (d1 << 16) | d0))

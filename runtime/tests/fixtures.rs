@@ -32,7 +32,10 @@ impl Weights {
     fn take(&mut self, n: usize, scale: f32) -> Vec<f32> {
         (0..n)
             .map(|_| {
-                self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                self.0 = self
+                    .0
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
             })
             .collect()
@@ -40,7 +43,10 @@ impl Weights {
 }
 
 fn f32s(bytes: &[u8]) -> Vec<f32> {
-    bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 fn q(lo: f32, hi: f32) -> QuantParams {
@@ -52,32 +58,92 @@ fn q(lo: f32, hi: f32) -> QuantParams {
 fn int8_network(b: &mut ModelBuilder, w: &mut Weights, x: TensorId) -> Vec<TensorId> {
     let r = FusedActivation::RELU;
     let c1 = b
-        .conv2d_i8("c1", x, ConvSpec::new(8, 3).same(8, 8), &w.take(216, 0.5), Some(&w.take(8, 0.1)), q(0.0, 3.0), r)
+        .conv2d_i8(
+            "c1",
+            x,
+            ConvSpec::new(8, 3).same(8, 8),
+            &w.take(216, 0.5),
+            Some(&w.take(8, 0.1)),
+            q(0.0, 3.0),
+            r,
+        )
         .unwrap();
     let d1 = b
-        .depthwise_conv2d_i8("d1", c1, ConvSpec::new(8, 3).stride(2).same(8, 8), &w.take(72, 0.6), Some(&w.take(8, 0.1)), q(0.0, 6.0), FusedActivation::RELU6)
+        .depthwise_conv2d_i8(
+            "d1",
+            c1,
+            ConvSpec::new(8, 3).stride(2).same(8, 8),
+            &w.take(72, 0.6),
+            Some(&w.take(8, 0.1)),
+            q(0.0, 6.0),
+            FusedActivation::RELU6,
+        )
         .unwrap();
     let p1 = b
-        .conv2d_i8("p1", d1, ConvSpec::new(8, 1), &w.take(64, 0.5), None, q(-4.0, 4.0), FusedActivation::NONE)
+        .conv2d_i8(
+            "p1",
+            d1,
+            ConvSpec::new(8, 1),
+            &w.take(64, 0.5),
+            None,
+            q(-4.0, 4.0),
+            FusedActivation::NONE,
+        )
         .unwrap();
-    let a1 = b.add_i8("a1", d1, p1, q(-4.0, 8.0), FusedActivation::NONE).unwrap();
+    let a1 = b
+        .add_i8("a1", d1, p1, q(-4.0, 8.0), FusedActivation::NONE)
+        .unwrap();
     let mut grouped = ConvSpec::new(8, 3).same(4, 4);
     grouped.groups = 2;
     let g1 = b
-        .conv2d_i8("g1", a1, grouped, &w.take(8 * 9 * 4, 0.3), Some(&w.take(8, 0.2)), q(-6.0, 6.0), FusedActivation::NONE)
+        .conv2d_i8(
+            "g1",
+            a1,
+            grouped,
+            &w.take(8 * 9 * 4, 0.3),
+            Some(&w.take(8, 0.2)),
+            q(-6.0, 6.0),
+            FusedActivation::NONE,
+        )
         .unwrap();
-    let m1 = b.mul_i8("m1", g1, a1, q(-20.0, 20.0), FusedActivation::NONE).unwrap();
-    let s1 = b.sub_i8("s1", m1, g1, q(-20.0, 20.0), FusedActivation::NONE).unwrap();
-    let mp = b.max_pool2d("mp", s1, (2, 2), (2, 2), [0; 4], FusedActivation::NONE).unwrap();
-    let ap = b.average_pool2d("ap", s1, (3, 3), (2, 2), [1, 1, 0, 0], FusedActivation::NONE).unwrap();
+    let m1 = b
+        .mul_i8("m1", g1, a1, q(-20.0, 20.0), FusedActivation::NONE)
+        .unwrap();
+    let s1 = b
+        .sub_i8("s1", m1, g1, q(-20.0, 20.0), FusedActivation::NONE)
+        .unwrap();
+    let mp = b
+        .max_pool2d("mp", s1, (2, 2), (2, 2), [0; 4], FusedActivation::NONE)
+        .unwrap();
+    let ap = b
+        .average_pool2d(
+            "ap",
+            s1,
+            (3, 3),
+            (2, 2),
+            [1, 1, 0, 0],
+            FusedActivation::NONE,
+        )
+        .unwrap();
     let cat = b.concat("cat", &[mp, mp], 3).unwrap();
     let cat2 = b.concat("cat2", &[ap, ap], 3).unwrap();
-    let sum = b.add_i8("sum", cat, cat2, q(-30.0, 30.0), FusedActivation::NONE).unwrap();
-    let pd = b.pad("pd", sum, &[(0, 0), (1, 1), (1, 1), (0, 0)], 0.0).unwrap();
+    let sum = b
+        .add_i8("sum", cat, cat2, q(-30.0, 30.0), FusedActivation::NONE)
+        .unwrap();
+    let pd = b
+        .pad("pd", sum, &[(0, 0), (1, 1), (1, 1), (0, 0)], 0.0)
+        .unwrap();
     let tr = b.transpose("tr", pd, &[0, 3, 1, 2]).unwrap();
     let flat = b.reshape("flat", tr, &[1, 256]).unwrap();
     let fc = b
-        .fully_connected_i8("fc", flat, &w.take(2560, 0.2), Some(&w.take(10, 0.5)), q(-8.0, 8.0), FusedActivation::NONE)
+        .fully_connected_i8(
+            "fc",
+            flat,
+            &w.take(2560, 0.2),
+            Some(&w.take(10, 0.5)),
+            q(-8.0, 8.0),
+            FusedActivation::NONE,
+        )
         .unwrap();
     let softmax = b.softmax_i8("softmax", fc, 1.0).unwrap();
     let log_softmax = b.log_softmax_i8("log_softmax", fc).unwrap();
@@ -86,7 +152,14 @@ fn int8_network(b: &mut ModelBuilder, w: &mut Weights, x: TensorId) -> Vec<Tenso
         ("leaky", Unary::LeakyRelu { alpha: 0.1 }, q(-1.0, 8.0)),
         ("tanh", Unary::Tanh, q(-1.0, 1.0)),
         ("hswish", Unary::HardSwish, q(-0.5, 1.0)),
-        ("hsigmoid", Unary::HardSigmoid { alpha: 0.2, beta: 0.5 }, q(0.0, 1.0)),
+        (
+            "hsigmoid",
+            Unary::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
+            q(0.0, 1.0),
+        ),
         ("relu", Unary::Relu, q(0.0, 1.0)),
         ("clip", Unary::Clip { min: 0.2, max: 0.8 }, q(0.0, 1.0)),
         ("sigmoid", Unary::Sigmoid, q(0.0, 1.0)),
@@ -94,8 +167,12 @@ fn int8_network(b: &mut ModelBuilder, w: &mut Weights, x: TensorId) -> Vec<Tenso
     for (name, f, out) in steps {
         chain = b.activation_i8(name, chain, f, out).unwrap();
     }
-    let prelu = b.prelu_i8("prelu", fc, &w.take(10, 0.5), q(-8.0, 8.0)).unwrap();
-    let gap = b.global_average_pool("gap", s1, Some(q(-10.0, 10.0))).unwrap();
+    let prelu = b
+        .prelu_i8("prelu", fc, &w.take(10, 0.5), q(-8.0, 8.0))
+        .unwrap();
+    let gap = b
+        .global_average_pool("gap", s1, Some(q(-10.0, 10.0)))
+        .unwrap();
     let deq = b.dequantize("deq", fc).unwrap();
     let req = b.quantize("req", deq, q(-4.0, 4.0), DType::I8).unwrap();
     vec![softmax, log_softmax, chain, prelu, gap, deq, req]
@@ -105,27 +182,83 @@ fn int8_network(b: &mut ModelBuilder, w: &mut Weights, x: TensorId) -> Vec<Tenso
 fn float_network(b: &mut ModelBuilder, w: &mut Weights, x: TensorId) -> Vec<TensorId> {
     let r = FusedActivation::RELU;
     let none = FusedActivation::NONE;
-    let c1 = b.conv2d_f32("f.c1", x, ConvSpec::new(8, 3).same(8, 8), &w.take(216, 0.5), Some(&w.take(8, 0.1)), r).unwrap();
+    let c1 = b
+        .conv2d_f32(
+            "f.c1",
+            x,
+            ConvSpec::new(8, 3).same(8, 8),
+            &w.take(216, 0.5),
+            Some(&w.take(8, 0.1)),
+            r,
+        )
+        .unwrap();
     let bn = b
-        .batch_norm_f32("f.bn", c1, &w.take(8, 1.0), &w.take(8, 0.1), &w.take(8, 0.1), &[0.5; 8], 1e-3)
+        .batch_norm_f32(
+            "f.bn",
+            c1,
+            &w.take(8, 1.0),
+            &w.take(8, 0.1),
+            &w.take(8, 0.1),
+            &[0.5; 8],
+            1e-3,
+        )
         .unwrap();
     let d1 = b
-        .depthwise_conv2d_f32("f.d1", bn, ConvSpec::new(8, 3).stride(2).same(8, 8), &w.take(72, 0.6), Some(&w.take(8, 0.1)), FusedActivation::RELU6)
+        .depthwise_conv2d_f32(
+            "f.d1",
+            bn,
+            ConvSpec::new(8, 3).stride(2).same(8, 8),
+            &w.take(72, 0.6),
+            Some(&w.take(8, 0.1)),
+            FusedActivation::RELU6,
+        )
         .unwrap();
-    let p1 = b.conv2d_f32("f.p1", d1, ConvSpec::new(8, 1), &w.take(64, 0.5), None, none).unwrap();
+    let p1 = b
+        .conv2d_f32(
+            "f.p1",
+            d1,
+            ConvSpec::new(8, 1),
+            &w.take(64, 0.5),
+            None,
+            none,
+        )
+        .unwrap();
     let a1 = b.add_f32("f.a1", d1, p1, none).unwrap();
     let mut grouped = ConvSpec::new(8, 3).same(4, 4);
     grouped.groups = 2;
-    let g1 = b.conv2d_f32("f.g1", a1, grouped, &w.take(288, 0.3), Some(&w.take(8, 0.2)), none).unwrap();
+    let g1 = b
+        .conv2d_f32(
+            "f.g1",
+            a1,
+            grouped,
+            &w.take(288, 0.3),
+            Some(&w.take(8, 0.2)),
+            none,
+        )
+        .unwrap();
     let m1 = b.mul_f32("f.m1", g1, a1, none).unwrap();
     let s1 = b.sub_f32("f.s1", m1, g1, none).unwrap();
-    let mp = b.max_pool2d("f.mp", s1, (2, 2), (2, 2), [0; 4], none).unwrap();
-    let ap = b.average_pool2d("f.ap", s1, (3, 3), (2, 2), [1, 1, 0, 0], none).unwrap();
+    let mp = b
+        .max_pool2d("f.mp", s1, (2, 2), (2, 2), [0; 4], none)
+        .unwrap();
+    let ap = b
+        .average_pool2d("f.ap", s1, (3, 3), (2, 2), [1, 1, 0, 0], none)
+        .unwrap();
     let cat = b.concat("f.cat", &[mp, ap], 3).unwrap();
-    let pd = b.pad("f.pd", cat, &[(0, 0), (1, 1), (1, 1), (0, 0)], 0.25).unwrap();
+    let pd = b
+        .pad("f.pd", cat, &[(0, 0), (1, 1), (1, 1), (0, 0)], 0.25)
+        .unwrap();
     let tr = b.transpose("f.tr", pd, &[0, 3, 1, 2]).unwrap();
     let flat = b.reshape("f.flat", tr, &[1, 256]).unwrap();
-    let fc = b.fully_connected_f32("f.fc", flat, &w.take(2560, 0.2), Some(&w.take(10, 0.5)), none).unwrap();
+    let fc = b
+        .fully_connected_f32(
+            "f.fc",
+            flat,
+            &w.take(2560, 0.2),
+            Some(&w.take(10, 0.5)),
+            none,
+        )
+        .unwrap();
     let softmax = b.softmax_f32("f.softmax", fc, 1.0).unwrap();
     let log_softmax = b.log_softmax_f32("f.log_softmax", fc).unwrap();
     let mut chain = fc;
@@ -133,7 +266,13 @@ fn float_network(b: &mut ModelBuilder, w: &mut Weights, x: TensorId) -> Vec<Tens
         ("f.leaky", Unary::LeakyRelu { alpha: 0.1 }),
         ("f.tanh", Unary::Tanh),
         ("f.hswish", Unary::HardSwish),
-        ("f.hsigmoid", Unary::HardSigmoid { alpha: 0.2, beta: 0.5 }),
+        (
+            "f.hsigmoid",
+            Unary::HardSigmoid {
+                alpha: 0.2,
+                beta: 0.5,
+            },
+        ),
         ("f.relu", Unary::Relu),
         ("f.clip", Unary::Clip { min: 0.2, max: 0.8 }),
         ("f.sigmoid", Unary::Sigmoid),
@@ -148,13 +287,22 @@ fn float_network(b: &mut ModelBuilder, w: &mut Weights, x: TensorId) -> Vec<Tens
 
 fn int8_input(b: &mut ModelBuilder, name: &str) -> TensorId {
     let p = q(-1.0, 1.0);
-    b.tensor(name, DType::I8, &[1, 8, 8, 3], QuantSpec::PerTensor { scale: p.scale, zero_point: p.zero_point })
-        .unwrap()
+    b.tensor(
+        name,
+        DType::I8,
+        &[1, 8, 8, 3],
+        QuantSpec::PerTensor {
+            scale: p.scale,
+            zero_point: p.zero_point,
+        },
+    )
+    .unwrap()
 }
 
 fn int8_zoo() -> ModelBuilder {
     let mut b = ModelBuilder::new("int8-zoo");
-    b.metadata.description = "every int8 op of format 1.0 in one small network (test fixture)".into();
+    b.metadata.description =
+        "every int8 op of format 1.0 in one small network (test fixture)".into();
     let x = int8_input(&mut b, "x");
     b.input(x);
     for out in int8_network(&mut b, &mut Weights(1), x) {
@@ -165,10 +313,15 @@ fn int8_zoo() -> ModelBuilder {
 
 fn format_1_0() -> ModelBuilder {
     let mut b = ModelBuilder::new("format-1.0");
-    b.metadata.description = "every op kind of format 1.0, float and int8 (compatibility fixture)".into();
+    b.metadata.description =
+        "every op kind of format 1.0, float and int8 (compatibility fixture)".into();
     b.metadata.labels = (0..10).map(|i| format!("class {i}")).collect();
-    b.metadata.constants.push(("input.mean".into(), vec![0.5, 0.25, 0.125]));
-    let xf = b.tensor("x_f32", DType::F32, &[1, 8, 8, 3], QuantSpec::None).unwrap();
+    b.metadata
+        .constants
+        .push(("input.mean".into(), vec![0.5, 0.25, 0.125]));
+    let xf = b
+        .tensor("x_f32", DType::F32, &[1, 8, 8, 3], QuantSpec::None)
+        .unwrap();
     let xq = int8_input(&mut b, "x_i8");
     b.input(xf);
     b.input(xq);
@@ -203,16 +356,25 @@ fn digest(outputs: &[Vec<u8>]) -> u32 {
 }
 
 fn write_requested(name: &str) -> bool {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(format!("{name}.loam"));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(format!("{name}.loam"));
     match std::env::var("LOAM_WRITE_FIXTURES").as_deref() {
-        Ok("1") | Ok("all") => !path.exists() || std::fs::metadata(&path).map(|m| m.len() == 0).unwrap_or(true),
+        Ok("1") | Ok("all") => {
+            !path.exists()
+                || std::fs::metadata(&path)
+                    .map(|m| m.len() == 0)
+                    .unwrap_or(true)
+        }
         Ok(v) => v == name,
         Err(_) => false,
     }
 }
 
 fn save(name: &str, bytes: &[u8]) {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(format!("{name}.loam"));
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(format!("{name}.loam"));
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, bytes).unwrap();
     eprintln!("wrote {}", path.display());
@@ -224,7 +386,10 @@ fn write_fixtures_when_asked() {
         let mut b = int8_zoo();
         let first = b.build().unwrap();
         let d = digest(&run(&first.bytes, SEED));
-        b.metadata.constants.push((SELFCHECK_CONSTANT.into(), selfcheck_values(SEED, d).to_vec()));
+        b.metadata.constants.push((
+            SELFCHECK_CONSTANT.into(),
+            selfcheck_values(SEED, d).to_vec(),
+        ));
         save("int8-zoo", &b.build().unwrap().bytes);
     }
     if write_requested("format-1.0") {
@@ -234,15 +399,22 @@ fn write_fixtures_when_asked() {
         let aligned = AlignedBytes::new(&first.bytes);
         let model = Model::from_bytes(&aligned).unwrap();
         for (i, bytes) in outputs.iter().enumerate() {
-            let t = model.tensor(usize::from(model.outputs().get(i).unwrap())).unwrap();
+            let t = model
+                .tensor(usize::from(model.outputs().get(i).unwrap()))
+                .unwrap();
             let values: Vec<f32> = match t.dtype {
                 DType::F32 => f32s(bytes),
                 DType::I8 => bytes.iter().map(|&v| f32::from(v as i8)).collect(),
                 other => panic!("unexpected output type {other}"),
             };
-            b.metadata.constants.push((format!("{EXPECTED_PREFIX}{i}"), values));
+            b.metadata
+                .constants
+                .push((format!("{EXPECTED_PREFIX}{i}"), values));
         }
-        b.metadata.constants.push((SELFCHECK_CONSTANT.into(), selfcheck_values(SEED, digest(&outputs)).to_vec()));
+        b.metadata.constants.push((
+            SELFCHECK_CONSTANT.into(),
+            selfcheck_values(SEED, digest(&outputs)).to_vec(),
+        ));
         save("format-1.0", &b.build().unwrap().bytes);
     }
 }
@@ -258,18 +430,37 @@ fn the_first_format_version_still_loads_and_runs() {
     assert_eq!(model.format_version(), (FORMAT_MAJOR, 0));
     assert_eq!(model.metadata().name, "format-1.0");
     assert_eq!(model.labels().count(), 10);
-    assert_eq!(model.constant("input.mean").unwrap().values().collect::<Vec<_>>(), [0.5, 0.25, 0.125]);
+    assert_eq!(
+        model
+            .constant("input.mean")
+            .unwrap()
+            .values()
+            .collect::<Vec<_>>(),
+        [0.5, 0.25, 0.125]
+    );
 
     // Every op kind of format 1.0 is in the file.
     let kinds: std::collections::HashSet<u16> = model.ops().map(|op| op.kind).collect();
-    for kind in OpKind::ALL.iter().filter(|k| k.code() <= OpKind::BatchNorm.code()) {
-        assert!(kinds.contains(&kind.code()), "{kind} is missing from the fixture");
+    for kind in OpKind::ALL
+        .iter()
+        .filter(|k| k.code() <= OpKind::BatchNorm.code())
+    {
+        assert!(
+            kinds.contains(&kind.code()),
+            "{kind} is missing from the fixture"
+        );
     }
 
     let outputs = run(FORMAT_1_0, SEED);
     for (i, bytes) in outputs.iter().enumerate() {
-        let t = model.tensor(usize::from(model.outputs().get(i).unwrap())).unwrap();
-        let expected: Vec<f32> = model.constant(&format!("{EXPECTED_PREFIX}{i}")).unwrap().values().collect();
+        let t = model
+            .tensor(usize::from(model.outputs().get(i).unwrap()))
+            .unwrap();
+        let expected: Vec<f32> = model
+            .constant(&format!("{EXPECTED_PREFIX}{i}"))
+            .unwrap()
+            .values()
+            .collect();
         match t.dtype {
             DType::I8 => {
                 let got: Vec<f32> = bytes.iter().map(|&v| f32::from(v as i8)).collect();
@@ -278,7 +469,11 @@ fn the_first_format_version_still_loads_and_runs() {
             DType::F32 => {
                 let got: Vec<f32> = f32s(bytes);
                 for (g, e) in got.iter().zip(&expected) {
-                    assert!((g - e).abs() <= 1e-4 * e.abs().max(1.0), "float output {i} ({}): {g} vs {e}", t.name);
+                    assert!(
+                        (g - e).abs() <= 1e-4 * e.abs().max(1.0),
+                        "float output {i} ({}): {g} vs {e}",
+                        t.name
+                    );
                 }
             }
             other => panic!("unexpected output type {other}"),
@@ -294,7 +489,12 @@ fn the_int8_zoo_is_bit_exact_on_this_target() {
     model.check_plan().unwrap();
     let mut arena = vec![0u8; loam::format::arena_size(INT8_ZOO) + 16];
     let check = check_model(&model, &mut arena).unwrap();
-    assert!(check.passed(), "digest {:#010x}, recorded {:#010x}", check.digest, check.expected);
+    assert!(
+        check.passed(),
+        "digest {:#010x}, recorded {:#010x}",
+        check.digest,
+        check.expected
+    );
     // Small enough for the 16 KiB Cortex-M0 board.
     assert!(model.arena_size() < 4096, "arena {}", model.arena_size());
 }

@@ -78,7 +78,11 @@ fn micros(d: Duration) -> f64 {
 
 /// Benchmarks `file`'s model, single-threaded, batch as stored. Inputs come from `inputs` (one
 /// per graph input, exactly the model's shape) or are seeded random values.
-pub fn bench(file: &ModelFile, inputs: Option<&[Array]>, options: BenchOptions) -> Result<BenchReport> {
+pub fn bench(
+    file: &ModelFile,
+    inputs: Option<&[Array]>,
+    options: BenchOptions,
+) -> Result<BenchReport> {
     let model = file.model()?;
     let mut arena = vec![0u8; model.arena_size() + loam::format::ARENA_ALIGN];
     let mut interpreter = Interpreter::new(&model, &mut arena)?;

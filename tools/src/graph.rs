@@ -169,7 +169,11 @@ impl Graph {
                         }
                         None => QuantSpec::None,
                     };
-                    let dtype = if ranges.is_some() { DType::I8 } else { DType::F32 };
+                    let dtype = if ranges.is_some() {
+                        DType::I8
+                    } else {
+                        DType::F32
+                    };
                     let id = b.tensor("input", dtype, dims, quant)?;
                     b.input(id);
                     id
@@ -181,8 +185,18 @@ impl Graph {
                     bias,
                     activation,
                 } => match ranges {
-                    None => b.conv2d_f32(&name, ids[*from], *spec, weights, Some(bias), *activation)?,
-                    Some(_) => b.conv2d_i8(&name, ids[*from], *spec, weights, Some(bias), q(i), *activation)?,
+                    None => {
+                        b.conv2d_f32(&name, ids[*from], *spec, weights, Some(bias), *activation)?
+                    }
+                    Some(_) => b.conv2d_i8(
+                        &name,
+                        ids[*from],
+                        *spec,
+                        weights,
+                        Some(bias),
+                        q(i),
+                        *activation,
+                    )?,
                 },
                 Layer::Depthwise {
                     from,
@@ -191,7 +205,14 @@ impl Graph {
                     bias,
                     activation,
                 } => match ranges {
-                    None => b.depthwise_conv2d_f32(&name, ids[*from], *spec, weights, Some(bias), *activation)?,
+                    None => b.depthwise_conv2d_f32(
+                        &name,
+                        ids[*from],
+                        *spec,
+                        weights,
+                        Some(bias),
+                        *activation,
+                    )?,
                     Some(_) => b.depthwise_conv2d_i8(
                         &name,
                         ids[*from],
@@ -208,23 +229,50 @@ impl Graph {
                     bias,
                     activation,
                 } => match ranges {
-                    None => b.fully_connected_f32(&name, ids[*from], weights, Some(bias), *activation)?,
-                    Some(_) => b.fully_connected_i8(&name, ids[*from], weights, Some(bias), q(i), *activation)?,
+                    None => {
+                        b.fully_connected_f32(&name, ids[*from], weights, Some(bias), *activation)?
+                    }
+                    Some(_) => b.fully_connected_i8(
+                        &name,
+                        ids[*from],
+                        weights,
+                        Some(bias),
+                        q(i),
+                        *activation,
+                    )?,
                 },
                 Layer::MaxPool {
                     from,
                     kernel,
                     stride,
-                } => b.max_pool2d(&name, ids[*from], *kernel, *stride, [0; 4], FusedActivation::NONE)?,
+                } => b.max_pool2d(
+                    &name,
+                    ids[*from],
+                    *kernel,
+                    *stride,
+                    [0; 4],
+                    FusedActivation::NONE,
+                )?,
                 Layer::AvgPool {
                     from,
                     kernel,
                     stride,
-                } => b.average_pool2d(&name, ids[*from], *kernel, *stride, [0; 4], FusedActivation::NONE)?,
+                } => b.average_pool2d(
+                    &name,
+                    ids[*from],
+                    *kernel,
+                    *stride,
+                    [0; 4],
+                    FusedActivation::NONE,
+                )?,
                 Layer::GlobalAvgPool { from } => {
                     b.global_average_pool(&name, ids[*from], ranges.map(|_| q(i)))?
                 }
-                Layer::Add { a, b: other, activation } => match ranges {
+                Layer::Add {
+                    a,
+                    b: other,
+                    activation,
+                } => match ranges {
                     None => b.add_f32(&name, ids[*a], ids[*other], *activation)?,
                     Some(_) => b.add_i8(&name, ids[*a], ids[*other], q(i), *activation)?,
                 },
@@ -243,7 +291,8 @@ impl Graph {
         } else if let Some(&last) = ids.last() {
             b.output(last);
         }
-        b.build().with_context(|| format!("writing model `{}`", self.name))
+        b.build()
+            .with_context(|| format!("writing model `{}`", self.name))
     }
 
     /// Runs the float model on `samples` seeded random inputs in `[-1, 1)` and returns each
@@ -269,7 +318,10 @@ impl Graph {
                 }
             }
         }
-        if ranges.iter().any(|(lo, hi)| !(lo.is_finite() && hi.is_finite())) {
+        if ranges
+            .iter()
+            .any(|(lo, hi)| !(lo.is_finite() && hi.is_finite()))
+        {
             bail!("calibration produced a non-finite range");
         }
         Ok(ranges)
@@ -316,7 +368,9 @@ impl GraphBuilder {
 
     fn he(&mut self, n: usize, fan_in: usize) -> Vec<f32> {
         let bound = (6.0 / fan_in.max(1) as f32).sqrt();
-        (0..n).map(|_| self.rng.random_range(-bound..bound)).collect()
+        (0..n)
+            .map(|_| self.rng.random_range(-bound..bound))
+            .collect()
     }
 
     fn bias(&mut self, n: usize) -> Vec<f32> {
@@ -324,7 +378,14 @@ impl GraphBuilder {
     }
 
     /// A convolution with "same" padding.
-    pub fn conv(&mut self, from: usize, out: usize, kernel: (usize, usize), stride: usize, activation: FusedActivation) -> usize {
+    pub fn conv(
+        &mut self,
+        from: usize,
+        out: usize,
+        kernel: (usize, usize),
+        stride: usize,
+        activation: FusedActivation,
+    ) -> usize {
         let d = self.dims[from].clone();
         let mut spec = ConvSpec::new(out, 1);
         spec.kernel = kernel;

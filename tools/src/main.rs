@@ -112,7 +112,8 @@ fn execute(command: Command) -> Result<ExitCode> {
             }
             for (i, out) in outputs.iter().enumerate() {
                 let values = run::real_values(out);
-                let preview: Vec<String> = values.iter().take(8).map(|v| format!("{v:.4}")).collect();
+                let preview: Vec<String> =
+                    values.iter().take(8).map(|v| format!("{v:.4}")).collect();
                 println!(
                     "{}: {} {:?} [{}{}]",
                     out.name,

@@ -93,22 +93,36 @@ pub fn read(path: &Path) -> Result<Array> {
         .with_context(|| format!("{} is not a valid .npy file", path.display()))?;
     let shape: Vec<usize> = file.shape().iter().map(|&d| d as usize).collect();
     if file.order() != npyz::Order::C {
-        bail!("{}: Fortran-ordered arrays are not supported; save it in C order", path.display());
+        bail!(
+            "{}: Fortran-ordered arrays are not supported; save it in C order",
+            path.display()
+        );
     }
     let descr = file.dtype().descr();
     let context = || format!("reading the elements of {}", path.display());
     let data = match descr.trim_start_matches(['<', '|', '=']) {
         "f4" => Data::F32(file.into_vec::<f32>().with_context(context)?),
-        "f8" => Data::F32(file.into_vec::<f64>().with_context(context)?.into_iter().map(|x| x as f32).collect()),
+        "f8" => Data::F32(
+            file.into_vec::<f64>()
+                .with_context(context)?
+                .into_iter()
+                .map(|x| x as f32)
+                .collect(),
+        ),
         "i1" => Data::I8(file.into_vec::<i8>().with_context(context)?),
         "i2" => Data::I16(file.into_vec::<i16>().with_context(context)?),
         "i4" => Data::I32(file.into_vec::<i32>().with_context(context)?),
         "i8" => {
             let wide = file.into_vec::<i64>().with_context(context)?;
             let narrow: Result<Vec<i32>, _> = wide.iter().map(|&x| i32::try_from(x)).collect();
-            Data::I32(narrow.map_err(|_| anyhow::anyhow!("{}: an int64 value does not fit in int32", path.display()))?)
+            Data::I32(narrow.map_err(|_| {
+                anyhow::anyhow!("{}: an int64 value does not fit in int32", path.display())
+            })?)
         }
-        other => bail!("{}: element type `{other}` is not supported (use float32, int8, int16 or int32)", path.display()),
+        other => bail!(
+            "{}: element type `{other}` is not supported (use float32, int8, int16 or int32)",
+            path.display()
+        ),
     };
     Ok(Array { shape, data })
 }

@@ -34,7 +34,8 @@ fn samples(array: &[usize], model: &[usize]) -> Option<(usize, bool)> {
     if array.len() == model.len() + 1 && &array[1..] == model {
         return Some((array[0], true));
     }
-    if !model.is_empty() && model[0] == 1 && array.len() == model.len() && array[1..] == model[1..] {
+    if !model.is_empty() && model[0] == 1 && array.len() == model.len() && array[1..] == model[1..]
+    {
         return Some((array[0], true));
     }
     None
@@ -42,7 +43,12 @@ fn samples(array: &[usize], model: &[usize]) -> Option<(usize, bool)> {
 
 /// The bytes of sample `s` of `array` as the model input `t` needs them: same element type,
 /// or f32 values quantized with the input's parameters.
-fn sample_bytes(array: &Array, t: &TensorRecord<'_>, s: usize, per_sample: usize) -> Result<Vec<u8>> {
+fn sample_bytes(
+    array: &Array,
+    t: &TensorRecord<'_>,
+    s: usize,
+    per_sample: usize,
+) -> Result<Vec<u8>> {
     let range = s * per_sample..(s + 1) * per_sample;
     match (&array.data, t.dtype, t.quantization) {
         (Data::F32(v), DType::F32, _) => Ok(bytemuck::cast_slice(&v[range]).to_vec()),
@@ -51,7 +57,10 @@ fn sample_bytes(array: &Array, t: &TensorRecord<'_>, s: usize, per_sample: usize
         (Data::F32(v), DType::I8 | DType::I16, Quantization::PerTensor { scale, zero_point }) => {
             let q = QuantParams { scale, zero_point };
             Ok(if t.dtype == DType::I8 {
-                v[range].iter().map(|&x| q.quantize(x, -128, 127) as i8 as u8).collect()
+                v[range]
+                    .iter()
+                    .map(|&x| q.quantize(x, -128, 127) as i8 as u8)
+                    .collect()
             } else {
                 v[range]
                     .iter()
@@ -140,7 +149,11 @@ pub fn run(file: &ModelFile, inputs: &[Array]) -> Result<Vec<NamedArray>> {
 
 /// The records of the graph inputs (or outputs).
 pub fn io_records<'m>(model: &Model<'m>, outputs: bool) -> Result<Vec<TensorRecord<'m>>> {
-    let ids = if outputs { model.outputs() } else { model.inputs() };
+    let ids = if outputs {
+        model.outputs()
+    } else {
+        model.inputs()
+    };
     ids.iter()
         .map(|id| {
             model

@@ -9,7 +9,13 @@ use loam::ops::FusedActivation;
 use crate::graph::{Graph, GraphBuilder};
 
 /// The architectures, by the names `loam template` accepts.
-pub const NAMES: [&str; 5] = ["digits-mlp", "ds-cnn", "resnet-8", "autoencoder", "mobilenet-v1-0.25"];
+pub const NAMES: [&str; 5] = [
+    "digits-mlp",
+    "ds-cnn",
+    "resnet-8",
+    "autoencoder",
+    "mobilenet-v1-0.25",
+];
 
 const RELU: FusedActivation = FusedActivation::RELU;
 const NONE: FusedActivation = FusedActivation::NONE;
@@ -23,7 +29,10 @@ pub fn graph(name: &str) -> Result<Graph> {
         "resnet-8" => resnet8(),
         "autoencoder" => autoencoder(),
         "mobilenet-v1-0.25" => mobilenet_v1_025(),
-        other => bail!("unknown architecture `{other}`; known: {}", NAMES.join(", ")),
+        other => bail!(
+            "unknown architecture `{other}`; known: {}",
+            NAMES.join(", ")
+        ),
     })
 }
 

@@ -14,7 +14,9 @@ use core::arch::asm;
 pub(crate) fn sxtb16(x: u32) -> u32 {
     let out: u32;
     // SAFETY: a register-only instruction this core has (see the module comment).
-    unsafe { asm!("sxtb16 {o}, {x}", o = lateout(reg) out, x = in(reg) x, options(pure, nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("sxtb16 {o}, {x}", o = lateout(reg) out, x = in(reg) x, options(pure, nomem, nostack, preserves_flags))
+    };
     out
 }
 
@@ -23,7 +25,9 @@ pub(crate) fn sxtb16(x: u32) -> u32 {
 pub(crate) fn sxtb16_ror8(x: u32) -> u32 {
     let out: u32;
     // SAFETY: as above.
-    unsafe { asm!("sxtb16 {o}, {x}, ror #8", o = lateout(reg) out, x = in(reg) x, options(pure, nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("sxtb16 {o}, {x}, ror #8", o = lateout(reg) out, x = in(reg) x, options(pure, nomem, nostack, preserves_flags))
+    };
     out
 }
 
@@ -32,7 +36,9 @@ pub(crate) fn sxtb16_ror8(x: u32) -> u32 {
 pub(crate) fn sxtab16(a: u32, x: u32) -> u32 {
     let out: u32;
     // SAFETY: as above.
-    unsafe { asm!("sxtab16 {o}, {a}, {x}", o = lateout(reg) out, a = in(reg) a, x = in(reg) x, options(pure, nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("sxtab16 {o}, {a}, {x}", o = lateout(reg) out, a = in(reg) a, x = in(reg) x, options(pure, nomem, nostack, preserves_flags))
+    };
     out
 }
 
@@ -41,7 +47,9 @@ pub(crate) fn sxtab16(a: u32, x: u32) -> u32 {
 pub(crate) fn sxtab16_ror8(a: u32, x: u32) -> u32 {
     let out: u32;
     // SAFETY: as above.
-    unsafe { asm!("sxtab16 {o}, {a}, {x}, ror #8", o = lateout(reg) out, a = in(reg) a, x = in(reg) x, options(pure, nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("sxtab16 {o}, {a}, {x}, ror #8", o = lateout(reg) out, a = in(reg) a, x = in(reg) x, options(pure, nomem, nostack, preserves_flags))
+    };
     out
 }
 
@@ -51,7 +59,9 @@ pub(crate) fn smlad(a: u32, b: u32, acc: i32) -> i32 {
     let out: i32;
     // SAFETY: as above. SMLAD sets the Q flag on overflow, which nothing reads; the sum
     // itself wraps modulo 2^32.
-    unsafe { asm!("smlad {o}, {a}, {b}, {c}", o = lateout(reg) out, a = in(reg) a, b = in(reg) b, c = in(reg) acc, options(pure, nomem, nostack)) };
+    unsafe {
+        asm!("smlad {o}, {a}, {b}, {c}", o = lateout(reg) out, a = in(reg) a, b = in(reg) b, c = in(reg) acc, options(pure, nomem, nostack))
+    };
     out
 }
 
@@ -60,7 +70,9 @@ pub(crate) fn smlad(a: u32, b: u32, acc: i32) -> i32 {
 pub(crate) fn smlabb(a: u32, b: u32, acc: i32) -> i32 {
     let out: i32;
     // SAFETY: as for `smlad`.
-    unsafe { asm!("smlabb {o}, {a}, {b}, {c}", o = lateout(reg) out, a = in(reg) a, b = in(reg) b, c = in(reg) acc, options(pure, nomem, nostack)) };
+    unsafe {
+        asm!("smlabb {o}, {a}, {b}, {c}", o = lateout(reg) out, a = in(reg) a, b = in(reg) b, c = in(reg) acc, options(pure, nomem, nostack))
+    };
     out
 }
 
@@ -69,7 +81,9 @@ pub(crate) fn smlabb(a: u32, b: u32, acc: i32) -> i32 {
 pub(crate) fn smlatt(a: u32, b: u32, acc: i32) -> i32 {
     let out: i32;
     // SAFETY: as for `smlad`.
-    unsafe { asm!("smlatt {o}, {a}, {b}, {c}", o = lateout(reg) out, a = in(reg) a, b = in(reg) b, c = in(reg) acc, options(pure, nomem, nostack)) };
+    unsafe {
+        asm!("smlatt {o}, {a}, {b}, {c}", o = lateout(reg) out, a = in(reg) a, b = in(reg) b, c = in(reg) acc, options(pure, nomem, nostack))
+    };
     out
 }
 

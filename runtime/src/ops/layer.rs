@@ -48,7 +48,10 @@ impl<'a> RequantizeParams<'a> {
             .multiplier(o)
             .apply(acc)
             .saturating_add(self.output_zero_point);
-        scaled.clamp(i32::from(self.activation_min), i32::from(self.activation_max)) as i8
+        scaled.clamp(
+            i32::from(self.activation_min),
+            i32::from(self.activation_max),
+        ) as i8
     }
 
     /// Checks zero points, the clamp range and the multiplier count against `channels`.
@@ -135,7 +138,7 @@ pub(crate) fn check_operands(
             output.expect_dtype(&[DType::I8])?;
             input.per_tensor()?;
             output.per_tensor()?;
-            node.weight_scales(&weights, weight_axis)?;
+            node.check_weight_quantization(&weights, weight_axis)?;
             if let Some(bias) = node.optional_input(2)? {
                 bias.expect_dtype(&[DType::I32])?;
                 node.constant::<i32>(&bias)?;

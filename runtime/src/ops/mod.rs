@@ -251,6 +251,40 @@ impl Tolerance {
     }
 }
 
+/// The kernel this build and CPU run for `kind` on `dtype` elements: `"reference"` or the
+/// fast path's name (`"avx2"`, `"neon"`, `"dotprod"`, `"dsp"`), for reports such as
+/// `loam bench`. `dtype` is the type the op computes on: its input's, except for Quantize,
+/// whose integer output type picks the kernel.
+pub fn kernel_name(kind: OpKind, dtype: crate::tensor::DType) -> &'static str {
+    use crate::isa::best_name;
+    use crate::tensor::DType;
+    match (kind, dtype) {
+        (OpKind::FullyConnected, DType::I8) => best_name(fully_connected::I8_KERNELS),
+        (OpKind::FullyConnected, DType::F32) => best_name(fully_connected::F32_KERNELS),
+        (OpKind::Conv2d, DType::I8) => best_name(conv2d::I8_KERNELS),
+        (OpKind::Conv2d, DType::F32) => best_name(conv2d::F32_KERNELS),
+        (OpKind::DepthwiseConv2d, DType::I8) => best_name(depthwise_conv2d::I8_KERNELS),
+        (OpKind::DepthwiseConv2d, DType::F32) => best_name(depthwise_conv2d::F32_KERNELS),
+        (OpKind::Add | OpKind::Sub | OpKind::Mul, DType::I8) => best_name(binary::I8_KERNELS),
+        (OpKind::Add | OpKind::Sub | OpKind::Mul, DType::F32) => best_name(binary::F32_KERNELS),
+        (OpKind::MaxPool2d, DType::I8) => best_name(pool::MAX_I8_KERNELS),
+        (OpKind::MaxPool2d, DType::F32) => best_name(pool::MAX_F32_KERNELS),
+        (OpKind::AveragePool2d, DType::I8) => best_name(pool::AVERAGE_I8_KERNELS),
+        (OpKind::AveragePool2d, DType::F32) => best_name(pool::AVERAGE_F32_KERNELS),
+        (OpKind::GlobalAveragePool, DType::I8) => best_name(pool::GLOBAL_I8_KERNELS),
+        (OpKind::GlobalAveragePool, DType::F32) => best_name(pool::GLOBAL_F32_KERNELS),
+        (OpKind::Softmax | OpKind::LogSoftmax, DType::F32) => best_name(softmax::F32_KERNELS),
+        (OpKind::Quantize, DType::I8) => best_name(quantize::QUANTIZE_I8_KERNELS),
+        (OpKind::Quantize, DType::I16) => best_name(quantize::QUANTIZE_I16_KERNELS),
+        (OpKind::Dequantize, DType::I8) => best_name(quantize::DEQUANTIZE_I8_KERNELS),
+        (OpKind::Dequantize, DType::I16) => best_name(quantize::DEQUANTIZE_I16_KERNELS),
+        (OpKind::Relu | OpKind::Clip | OpKind::LeakyRelu, DType::F32) => {
+            best_name(activation::UNARY_F32_KERNELS)
+        }
+        _ => "reference",
+    }
+}
+
 /// Checks an op's operands and attributes when a model loads.
 pub(crate) fn check(kind: OpKind, node: &Node<'_>) -> Result<(), OpProblem> {
     match kind {

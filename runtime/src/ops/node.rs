@@ -165,48 +165,29 @@ impl<'m> Node<'m> {
             .ok_or(OpProblem::NotConstant(operand.slot))
     }
 
-    /// The per-channel scales of a per-channel quantized operand with `channels` channels on
-    /// `axis`, or the single per-tensor scale repeated.
-    pub fn weight_scales(
+    /// Checks a weight operand's quantization: symmetric, per tensor or per channel along
+    /// `axis` (the output-channel axis), with its scales inside the blob.
+    pub fn check_weight_quantization(
         &self,
         operand: &Operand<'m>,
         axis: usize,
-    ) -> Result<WeightScales<'m>, OpProblem> {
+    ) -> Result<(), OpProblem> {
+        let fail = |what| Err(OpProblem::Quantization(operand.slot, what));
         match operand.record.quantization {
-            Quantization::PerTensor { scale, zero_point } => {
-                if zero_point != 0 {
-                    return Err(OpProblem::Quantization(
-                        operand.slot,
-                        "weights must be symmetric (zero point 0)",
-                    ));
+            Quantization::PerTensor { zero_point: 0, .. } => Ok(()),
+            Quantization::PerTensor { .. } => fail("weights must be symmetric (zero point 0)"),
+            Quantization::PerChannel { axis: a, .. } if usize::from(a) == axis => {
+                match self.model.channel_scales(&operand.record) {
+                    Some(_) => Ok(()),
+                    None => fail("scales out of bounds"),
                 }
-                Ok(WeightScales::PerTensor(scale))
             }
-            Quantization::PerChannel { axis: a, .. } if usize::from(a) == axis => self
-                .model
-                .channel_scales(&operand.record)
-                .map(WeightScales::PerChannel)
-                .ok_or(OpProblem::Quantization(
-                    operand.slot,
-                    "scales out of bounds",
-                )),
-            Quantization::PerChannel { .. } => Err(OpProblem::Quantization(
-                operand.slot,
-                "per-channel axis is not the output-channel axis",
-            )),
-            Quantization::None => Err(OpProblem::Quantization(
-                operand.slot,
-                "quantized weights need a scale",
-            )),
+            Quantization::PerChannel { .. } => {
+                fail("per-channel axis is not the output-channel axis")
+            }
+            Quantization::None => fail("quantized weights need a scale"),
         }
     }
-}
-
-/// A weight tensor's scales.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum WeightScales<'m> {
-    PerTensor(f32),
-    PerChannel(&'m [f32]),
 }
 
 /// The arena while an interpreter runs: a pointer and length checked against the plan once.

@@ -50,10 +50,20 @@ pub fn run(choice: Choice) -> Result<Toolchain> {
     println!("setup: cross toolchain is {}", toolchain.describe());
     if matches!(toolchain, Toolchain::Rustup { .. }) && !toolchain::rustup_has_msrv() {
         let msrv = toolchain::MSRV;
-        println!("setup: rustup toolchain install {msrv} (the runtime's MSRV) with the cross targets");
+        println!(
+            "setup: rustup toolchain install {msrv} (the runtime's MSRV) with the cross targets"
+        );
         run_checked(
             Command::new("timeout")
-                .args(["600", "rustup", "toolchain", "install", msrv, "--profile", "minimal"])
+                .args([
+                    "600",
+                    "rustup",
+                    "toolchain",
+                    "install",
+                    msrv,
+                    "--profile",
+                    "minimal",
+                ])
                 .arg("--target")
                 .arg(toolchain::CROSS_TARGETS.join(",")),
         )

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 
 use crate::report::{self, Counts, Row};
 use crate::toolchain::{
-    AARCH64_LINUX, ARMV7_LINUX, BareMetalTarget, CORTEX_M0, CORTEX_M4F, CROSS_TARGETS,
-    LinuxTarget, MSRV, Toolchain, host_cargo,
+    AARCH64_LINUX, ARMV7_LINUX, BareMetalTarget, CORTEX_M0, CORTEX_M4F, CROSS_TARGETS, LinuxTarget,
+    MSRV, Toolchain, host_cargo,
 };
 
 /// The stages, by the names `--only` accepts.

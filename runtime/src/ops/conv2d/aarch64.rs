@@ -81,7 +81,11 @@ pub(super) fn conv2d_f32_neon(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &
 
 fn pixel(g: &ConvGeometry, p: usize) -> (usize, usize, usize) {
     let per_image = g.out_height * g.out_width;
-    (p / per_image, (p % per_image) / g.out_width, p % g.out_width)
+    (
+        p / per_image,
+        (p % per_image) / g.out_width,
+        p % g.out_width,
+    )
 }
 
 /// Gathers output pixel `p`'s patch for `group`: `fill` for padding taps, `convert` per value.
@@ -104,7 +108,8 @@ fn gather<T: Copy, U: Copy>(
             k += cg;
             match (iy, g.input_col(ox, kx)) {
                 (Some(iy), Some(ix)) => {
-                    let start = ((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + group * cg;
+                    let start =
+                        ((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + group * cg;
                     for (d, &x) in d.iter_mut().zip(&input[start..start + cg]) {
                         *d = convert(x);
                     }
@@ -167,10 +172,13 @@ unsafe fn i8_neon(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
         let zp = op.params.input_zero_point;
         let chunks = k / 8;
         let mut gather_patch = |p: usize, group: usize, dst: &mut [i16]| {
-            gather(g, op.input, p, group, dst, 0i16, |x: i8| i16::from(x) - zp as i16)
+            gather(g, op.input, p, group, dst, 0i16, |x: i8| {
+                i16::from(x) - zp as i16
+            })
         };
         let mut dot = |p0: &[i16], p1: &[i16], oc: usize, rows: usize| -> [[i32; 2]; 4] {
-            let w: [&[i8]; 4] = core::array::from_fn(|r| &op.filter[(oc + r.min(rows - 1)) * k..][..k]);
+            let w: [&[i8]; 4] =
+                core::array::from_fn(|r| &op.filter[(oc + r.min(rows - 1)) * k..][..k]);
             let mut acc = [[vdupq_n_s32(0); 2]; 4];
             for c in 0..chunks {
                 let i = c * 8;
@@ -219,7 +227,8 @@ unsafe fn i8_dotprod(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i8]) {
             gather(g, op.input, p, group, dst, zp as i8, |x: i8| x)
         };
         let mut dot = |p0: &[i8], p1: &[i8], oc: usize, rows: usize| -> [[i32; 2]; 4] {
-            let w: [&[i8]; 4] = core::array::from_fn(|r| &op.filter[(oc + r.min(rows - 1)) * k..][..k]);
+            let w: [&[i8]; 4] =
+                core::array::from_fn(|r| &op.filter[(oc + r.min(rows - 1)) * k..][..k]);
             let mut acc = [[vdupq_n_s32(0); 2]; 4];
             let mut wsum = [vdupq_n_s32(0); 4];
             for c in 0..chunks {
@@ -270,7 +279,8 @@ unsafe fn f32_neon(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) 
             gather(g, op.input, p, group, dst, 0.0f32, |x: f32| x)
         };
         let mut dot = |p0: &[f32], p1: &[f32], oc: usize, rows: usize| -> [[f32; 2]; 4] {
-            let w: [&[f32]; 4] = core::array::from_fn(|r| &op.filter[(oc + r.min(rows - 1)) * k..][..k]);
+            let w: [&[f32]; 4] =
+                core::array::from_fn(|r| &op.filter[(oc + r.min(rows - 1)) * k..][..k]);
             let mut acc = [[vdupq_n_f32(0.0); 2]; 4];
             for c in 0..chunks {
                 let i = c * 4;

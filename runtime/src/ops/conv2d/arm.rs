@@ -63,7 +63,8 @@ pub(super) fn conv2d_i8_dsp(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut 
                 let bias = op.bias.map_or(0, |b| b[o]);
                 output[p * g.out_channels + o] = op.params.output(a0.wrapping_add(bias), o);
                 if pair {
-                    output[(p + 1) * g.out_channels + o] = op.params.output(a1.wrapping_add(bias), o);
+                    output[(p + 1) * g.out_channels + o] =
+                        op.params.output(a1.wrapping_add(bias), o);
                 }
             }
         }
@@ -77,7 +78,11 @@ fn gather(op: &Conv2dI8<'_>, g: &ConvGeometry, p: usize, group: usize, dst: &mut
     let cg = g.group_in_channels();
     let zp = op.params.input_zero_point as i16;
     let per_image = g.out_height * g.out_width;
-    let (b, oy, ox) = (p / per_image, (p % per_image) / g.out_width, p % g.out_width);
+    let (b, oy, ox) = (
+        p / per_image,
+        (p % per_image) / g.out_width,
+        p % g.out_width,
+    );
     let mut k = 0;
     for ky in 0..g.kernel_height {
         let iy = g.input_row(oy, ky);
@@ -86,7 +91,8 @@ fn gather(op: &Conv2dI8<'_>, g: &ConvGeometry, p: usize, group: usize, dst: &mut
             k += cg;
             match (iy, g.input_col(ox, kx)) {
                 (Some(iy), Some(ix)) => {
-                    let start = ((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + group * cg;
+                    let start =
+                        ((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + group * cg;
                     for (d, &x) in d.iter_mut().zip(&op.input[start..start + cg]) {
                         *d = i16::from(x) - zp;
                     }

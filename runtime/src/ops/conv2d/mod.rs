@@ -7,10 +7,10 @@
 //! and take dot products. Pointwise convolutions (1x1, stride 1, no padding, one group) need no
 //! gathering at all: they are fully-connected layers over the pixels.
 
-#[cfg(all(target_arch = "arm", loam_arm_dsp))]
-mod arm;
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+#[cfg(all(target_arch = "arm", loam_arm_dsp))]
+mod arm;
 pub mod reference;
 #[cfg(test)]
 mod tests;
@@ -88,7 +88,9 @@ pub fn output_size(
     pad_before: usize,
     pad_after: usize,
 ) -> Option<usize> {
-    let effective = dilation.checked_mul(kernel.checked_sub(1)?)?.checked_add(1)?;
+    let effective = dilation
+        .checked_mul(kernel.checked_sub(1)?)?
+        .checked_add(1)?;
     let padded = input.checked_add(pad_before)?.checked_add(pad_after)?;
     if stride == 0 || padded < effective {
         return None;
@@ -143,7 +145,12 @@ impl ConvGeometry {
 
     /// Elements of the output.
     pub fn output_len(&self) -> Result<usize, Error> {
-        Self::product(&[self.batch, self.out_height, self.out_width, self.out_channels])
+        Self::product(&[
+            self.batch,
+            self.out_height,
+            self.out_width,
+            self.out_channels,
+        ])
     }
 
     /// Checks that every dimension is positive, the channels divide into the groups, and the
@@ -173,7 +180,11 @@ impl ConvGeometry {
         }
         // Input coordinates are computed as `out * stride + k * dilation - pad` in i64.
         let limit = 1usize << 30;
-        if all.iter().chain(&[self.pad_top, self.pad_left]).any(|&d| d > limit) {
+        if all
+            .iter()
+            .chain(&[self.pad_top, self.pad_left])
+            .any(|&d| d > limit)
+        {
             return Err(Error::InvalidShape);
         }
         self.input_len()?;
@@ -186,7 +197,9 @@ impl ConvGeometry {
     #[inline]
     pub(crate) fn input_row(&self, oy: usize, ky: usize) -> Option<usize> {
         let y = (oy * self.stride_height + ky * self.dilation_height) as i64 - self.pad_top as i64;
-        (0..self.in_height as i64).contains(&y).then_some(y as usize)
+        (0..self.in_height as i64)
+            .contains(&y)
+            .then_some(y as usize)
     }
 
     /// The input column of output column `ox` and kernel column `kx`, if inside the image.
@@ -392,7 +405,10 @@ fn geometry(node: &Node<'_>, a: &Conv2dAttributes) -> Result<ConvGeometry, OpPro
     let input = node.input(0)?;
     let filter = node.input(1)?;
     let output = node.output(0)?;
-    input.shape_if(input.record.shape.rank() == 4, "input is [batch, height, width, channels]")?;
+    input.shape_if(
+        input.record.shape.rank() == 4,
+        "input is [batch, height, width, channels]",
+    )?;
     filter.shape_if(
         filter.record.shape.rank() == 4,
         "filter is [out_channels, kernel_h, kernel_w, in_channels / groups]",
@@ -413,8 +429,14 @@ fn geometry(node: &Node<'_>, a: &Conv2dAttributes) -> Result<ConvGeometry, OpPro
     let (n, h, w, c) = (input.dim(0), input.dim(1), input.dim(2), input.dim(3));
     let (oc, kh, kw, kc) = (filter.dim(0), filter.dim(1), filter.dim(2), filter.dim(3));
     input.shape_if(c % groups == 0, "channels are not a multiple of groups")?;
-    filter.shape_if(c / groups == kc, "filter depth differs from in_channels / groups")?;
-    filter.shape_if(oc % groups == 0, "out_channels are not a multiple of groups")?;
+    filter.shape_if(
+        c / groups == kc,
+        "filter depth differs from in_channels / groups",
+    )?;
+    filter.shape_if(
+        oc % groups == 0,
+        "out_channels are not a multiple of groups",
+    )?;
     let oh = output_size(h, kh, sh, dh, pt, pb);
     let ow = output_size(w, kw, sw, dw, pl, pr);
     let (Some(oh), Some(ow)) = (oh, ow) else {
@@ -489,7 +511,8 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
             };
             // SAFETY: validation keeps the output and the temporary clear of every other
             // operand and of each other.
-            let (out, scratch) = unsafe { (ctx.write::<f32>(&output)?, scratch_view::<f32>(ctx, temp)?) };
+            let (out, scratch) =
+                unsafe { (ctx.write::<f32>(&output)?, scratch_view::<f32>(ctx, temp)?) };
             conv2d_f32(&op, out, scratch)
         }
         DType::I8 => {
@@ -502,7 +525,8 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
                 bias: layer::bias(ctx)?,
             };
             // SAFETY: as above.
-            let (out, scratch) = unsafe { (ctx.write::<i8>(&output)?, scratch_view::<i16>(ctx, temp)?) };
+            let (out, scratch) =
+                unsafe { (ctx.write::<i8>(&output)?, scratch_view::<i16>(ctx, temp)?) };
             conv2d_i8(&op, out, scratch)
         }
         _ => Err(Error::CorruptModel),
@@ -589,12 +613,24 @@ mod build {
             }
         }
 
-        pub(crate) fn attributes(&self, activation: FusedActivation) -> Result<Conv2dAttributes, BuildError> {
-            let u = |x: usize| u16::try_from(x).map_err(|_| BuildError::BadShape(alloc::string::String::from("conv attribute")));
+        pub(crate) fn attributes(
+            &self,
+            activation: FusedActivation,
+        ) -> Result<Conv2dAttributes, BuildError> {
+            let u = |x: usize| {
+                u16::try_from(x).map_err(|_| {
+                    BuildError::BadShape(alloc::string::String::from("conv attribute"))
+                })
+            };
             Ok(Conv2dAttributes {
                 stride: [u(self.stride.0)?, u(self.stride.1)?],
                 dilation: [u(self.dilation.0)?, u(self.dilation.1)?],
-                padding: [u(self.padding[0])?, u(self.padding[1])?, u(self.padding[2])?, u(self.padding[3])?],
+                padding: [
+                    u(self.padding[0])?,
+                    u(self.padding[1])?,
+                    u(self.padding[2])?,
+                    u(self.padding[3])?,
+                ],
                 groups: u(self.groups)?,
                 activation,
             })
@@ -602,15 +638,33 @@ mod build {
 
         /// The output shape for an NHWC input shape.
         pub(crate) fn output_dims(&self, input: &[u32]) -> Option<[usize; 4]> {
-            let [n, h, w, _] = [input.first()?, input.get(1)?, input.get(2)?, input.get(3)?].map(|&d| d as usize);
-            let oh = super::output_size(h, self.kernel.0, self.stride.0, self.dilation.0, self.padding[0], self.padding[2])?;
-            let ow = super::output_size(w, self.kernel.1, self.stride.1, self.dilation.1, self.padding[1], self.padding[3])?;
+            let [n, h, w, _] =
+                [input.first()?, input.get(1)?, input.get(2)?, input.get(3)?].map(|&d| d as usize);
+            let oh = super::output_size(
+                h,
+                self.kernel.0,
+                self.stride.0,
+                self.dilation.0,
+                self.padding[0],
+                self.padding[2],
+            )?;
+            let ow = super::output_size(
+                w,
+                self.kernel.1,
+                self.stride.1,
+                self.dilation.1,
+                self.padding[1],
+                self.padding[3],
+            )?;
             Some([n, oh, ow, self.out_channels])
         }
     }
 
     fn input_dims(b: &ModelBuilder, x: TensorId) -> Result<alloc::vec::Vec<u32>, BuildError> {
-        Ok(b.shape(x).ok_or(BuildError::UnknownTensor(x))?.dims().to_vec())
+        Ok(b.shape(x)
+            .ok_or(BuildError::UnknownTensor(x))?
+            .dims()
+            .to_vec())
     }
 
     impl ModelBuilder {
@@ -625,7 +679,9 @@ mod build {
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
             let dims = input_dims(self, input)?;
-            let out_dims = spec.output_dims(&dims).ok_or_else(|| BuildError::BadShape(name.into()))?;
+            let out_dims = spec
+                .output_dims(&dims)
+                .ok_or_else(|| BuildError::BadShape(name.into()))?;
             let depth = dims.get(3).map_or(0, |&c| c as usize) / spec.groups.max(1);
             let w = self.constant(
                 &alloc::format!("{name}.weight"),
@@ -634,14 +690,28 @@ mod build {
                 QuantSpec::None,
             )?;
             let bias = bias
-                .map(|b| self.constant(&alloc::format!("{name}.bias"), &[b.len()], b, QuantSpec::None))
+                .map(|b| {
+                    self.constant(
+                        &alloc::format!("{name}.bias"),
+                        &[b.len()],
+                        b,
+                        QuantSpec::None,
+                    )
+                })
                 .transpose()?;
             let out = self.tensor(name, DType::F32, &out_dims, QuantSpec::None)?;
-            self.op(OpKind::Conv2d, name, &[Some(input), Some(w), bias], &[out], &spec.attributes(activation)?)?;
+            self.op(
+                OpKind::Conv2d,
+                name,
+                &[Some(input), Some(w), bias],
+                &[out],
+                &spec.attributes(activation)?,
+            )?;
             Ok(out)
         }
 
         /// Appends an int8 convolution from float weights (quantized per output channel).
+        #[allow(clippy::too_many_arguments)]
         pub fn conv2d_i8(
             &mut self,
             name: &str,
@@ -653,10 +723,15 @@ mod build {
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
             let dims = input_dims(self, input)?;
-            let out_dims = spec.output_dims(&dims).ok_or_else(|| BuildError::BadShape(name.into()))?;
+            let out_dims = spec
+                .output_dims(&dims)
+                .ok_or_else(|| BuildError::BadShape(name.into()))?;
             let depth = dims.get(3).map_or(0, |&c| c as usize) / spec.groups.max(1);
-            let input_q = self.per_tensor(input).ok_or(BuildError::UnknownTensor(input))?;
-            let (qw, scales) = quant::quantize_weights_per_channel(filter, spec.out_channels, false);
+            let input_q = self
+                .per_tensor(input)
+                .ok_or(BuildError::UnknownTensor(input))?;
+            let (qw, scales) =
+                quant::quantize_weights_per_channel(filter, spec.out_channels, false);
             let multipliers = quant::layer_multipliers(input_q.scale, &scales, output.scale);
             let bias_q = bias.map(|b| quant::quantize_bias(b, input_q.scale, &scales));
             let w = self.constant(
@@ -666,7 +741,14 @@ mod build {
                 QuantSpec::PerChannel { axis: 0, scales },
             )?;
             let bias = bias_q
-                .map(|b| self.constant(&alloc::format!("{name}.bias"), &[b.len()], &b, QuantSpec::None))
+                .map(|b| {
+                    self.constant(
+                        &alloc::format!("{name}.bias"),
+                        &[b.len()],
+                        &b,
+                        QuantSpec::None,
+                    )
+                })
                 .transpose()?;
             let m = self.constant(
                 &alloc::format!("{name}.multipliers"),
@@ -683,7 +765,13 @@ mod build {
                     zero_point: output.zero_point,
                 },
             )?;
-            self.op(OpKind::Conv2d, name, &[Some(input), Some(w), bias, Some(m)], &[out], &spec.attributes(activation)?)?;
+            self.op(
+                OpKind::Conv2d,
+                name,
+                &[Some(input), Some(w), bias, Some(m)],
+                &[out],
+                &spec.attributes(activation)?,
+            )?;
             Ok(out)
         }
     }

@@ -14,7 +14,14 @@ fn geometry() -> impl Strategy<Value = ConvGeometry> {
     (
         (1usize..3, 1usize..9, 1usize..9),
         (1usize..4, 1usize..20, 1usize..9),
-        (1usize..4, 1usize..4, 1usize..3, 1usize..3, 1usize..3, 1usize..3),
+        (
+            1usize..4,
+            1usize..4,
+            1usize..3,
+            1usize..3,
+            1usize..3,
+            1usize..3,
+        ),
         (0usize..5, 0usize..5, 0usize..5, 0usize..5),
     )
         .prop_filter_map(
@@ -86,22 +93,28 @@ fn i8_problem_for(g: ConvGeometry) -> impl Strategy<Value = I8Problem> {
         i8s(g.out_channels * g.patch_len()),
         prop::option::of(prop::collection::vec(-(1i32 << 15)..(1 << 15), channels)),
     )
-        .prop_map(move |(izp, ozp, per_channel, reals, (a, b), input, filter, bias)| {
-            let reals = if per_channel { reals } else { reals[..1].to_vec() };
-            I8Problem {
-                geometry: g,
-                input_zero_point: izp.into(),
-                output_zero_point: ozp.into(),
-                multipliers: reals
-                    .into_iter()
-                    .map(|r| QuantizedMultiplier::from_real(r).unwrap())
-                    .collect(),
-                activation: (a.min(b), a.max(b)),
-                input,
-                filter,
-                bias,
-            }
-        })
+        .prop_map(
+            move |(izp, ozp, per_channel, reals, (a, b), input, filter, bias)| {
+                let reals = if per_channel {
+                    reals
+                } else {
+                    reals[..1].to_vec()
+                };
+                I8Problem {
+                    geometry: g,
+                    input_zero_point: izp.into(),
+                    output_zero_point: ozp.into(),
+                    multipliers: reals
+                        .into_iter()
+                        .map(|r| QuantizedMultiplier::from_real(r).unwrap())
+                        .collect(),
+                    activation: (a.min(b), a.max(b)),
+                    input,
+                    filter,
+                    bias,
+                }
+            },
+        )
 }
 
 fn i8_problem() -> impl Strategy<Value = I8Problem> {
@@ -127,10 +140,12 @@ fn padded_accumulator(op: &Conv2dI8<'_>, b: usize, oy: usize, ox: usize, oc: usi
         for kx in 0..g.kernel_width {
             let y = (oy * g.stride_height + ky * g.dilation_height) as i64 - g.pad_top as i64;
             let x = (ox * g.stride_width + kx * g.dilation_width) as i64 - g.pad_left as i64;
-            let inside = y >= 0 && x >= 0 && (y as usize) < g.in_height && (x as usize) < g.in_width;
+            let inside =
+                y >= 0 && x >= 0 && (y as usize) < g.in_height && (x as usize) < g.in_width;
             for c in 0..cg {
                 let value = if inside {
-                    let i = ((b * g.in_height + y as usize) * g.in_width + x as usize) * g.in_channels
+                    let i = ((b * g.in_height + y as usize) * g.in_width + x as usize)
+                        * g.in_channels
                         + group * cg
                         + c;
                     i64::from(op.input[i])
@@ -213,7 +228,17 @@ proptest! {
     }
 }
 
-fn fixed_geometry(h: usize, w: usize, cin: usize, cout: usize, k: usize, stride: usize, pad: [usize; 4], groups: usize) -> ConvGeometry {
+#[allow(clippy::too_many_arguments)]
+fn fixed_geometry(
+    h: usize,
+    w: usize,
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    pad: [usize; 4],
+    groups: usize,
+) -> ConvGeometry {
     ConvGeometry {
         batch: 1,
         in_height: h,
@@ -253,8 +278,12 @@ fn edge_cases_match_the_reference() {
     for g in cases {
         for &(izp, ozp) in &[(-128, 127), (127, -128), (3, -5)] {
             for &real in &[1e-4f64, 0.3, 2.5] {
-                let input: Vec<i8> = (0..g.input_len().unwrap()).map(|i| if i % 3 == 0 { 127 } else { -128 }).collect();
-                let filter: Vec<i8> = (0..g.out_channels * g.patch_len()).map(|i| if i % 2 == 0 { -128 } else { 127 }).collect();
+                let input: Vec<i8> = (0..g.input_len().unwrap())
+                    .map(|i| if i % 3 == 0 { 127 } else { -128 })
+                    .collect();
+                let filter: Vec<i8> = (0..g.out_channels * g.patch_len())
+                    .map(|i| if i % 2 == 0 { -128 } else { 127 })
+                    .collect();
                 let bias: Vec<i32> = (0..g.out_channels as i32).map(|o| o * 999 - 3000).collect();
                 let m = [QuantizedMultiplier::from_real(real).unwrap()];
                 let op = Conv2dI8 {
@@ -281,21 +310,44 @@ fn validation_names_the_operand() {
     let g = fixed_geometry(3, 3, 2, 2, 3, 1, [1; 4], 1);
     let input = vec![0f32; 18];
     let filter = vec![0f32; 36];
-    let op = Conv2dF32 { geometry: g, input: &input, filter: &filter[..35], bias: None, activation: (f32::NEG_INFINITY, f32::INFINITY) };
+    let op = Conv2dF32 {
+        geometry: g,
+        input: &input,
+        filter: &filter[..35],
+        bias: None,
+        activation: (f32::NEG_INFINITY, f32::INFINITY),
+    };
     let mut out = vec![0f32; 18];
     let mut scratch = vec![0f32; scratch_len(&g)];
     assert_eq!(
         conv2d_f32(&op, &mut out, &mut scratch),
-        Err(Error::ShapeMismatch { operand: Operand::Weights, expected: 36, actual: 35 })
+        Err(Error::ShapeMismatch {
+            operand: Operand::Weights,
+            expected: 36,
+            actual: 35
+        })
     );
-    let op = Conv2dF32 { filter: &filter, ..op };
+    let op = Conv2dF32 {
+        filter: &filter,
+        ..op
+    };
     assert_eq!(
         conv2d_f32(&op, &mut out, &mut scratch[..3]),
-        Err(Error::ShapeMismatch { operand: Operand::Scratch, expected: 36, actual: 3 })
+        Err(Error::ShapeMismatch {
+            operand: Operand::Scratch,
+            expected: 36,
+            actual: 3
+        })
     );
     assert_eq!(conv2d_f32(&op, &mut out, &mut scratch), Ok(()));
-    let bad = Conv2dF32 { geometry: ConvGeometry { groups: 0, ..g }, ..op };
-    assert_eq!(conv2d_f32(&bad, &mut out, &mut scratch), Err(Error::InvalidShape));
+    let bad = Conv2dF32 {
+        geometry: ConvGeometry { groups: 0, ..g },
+        ..op
+    };
+    assert_eq!(
+        conv2d_f32(&bad, &mut out, &mut scratch),
+        Err(Error::InvalidShape)
+    );
 }
 
 /// One-op models run through the interpreter like the kernels, and the model checks reject
@@ -308,14 +360,27 @@ fn one_conv_models_run_and_bad_ones_are_refused() {
     use crate::quant::QuantParams;
 
     let spec = ConvSpec::new(6, 3).stride(2).same(7, 5);
-    let filter: Vec<f32> = (0..6 * 3 * 3 * 4).map(|i| ((i * 5) % 11) as f32 / 11.0 - 0.5).collect();
+    let filter: Vec<f32> = (0..6 * 3 * 3 * 4)
+        .map(|i| ((i * 5) % 11) as f32 / 11.0 - 0.5)
+        .collect();
     let bias: Vec<f32> = (0..6).map(|i| i as f32 * 0.05).collect();
     let input: Vec<f32> = (0..7 * 5 * 4).map(|i| (i as f32 * 0.31).cos()).collect();
 
     let mut b = ModelBuilder::new("conv");
-    let x = b.tensor("x", DType::F32, &[1, 7, 5, 4], QuantSpec::None).unwrap();
+    let x = b
+        .tensor("x", DType::F32, &[1, 7, 5, 4], QuantSpec::None)
+        .unwrap();
     b.input(x);
-    let y = b.conv2d_f32("conv", x, spec, &filter, Some(&bias), FusedActivation::RELU6).unwrap();
+    let y = b
+        .conv2d_f32(
+            "conv",
+            x,
+            spec,
+            &filter,
+            Some(&bias),
+            FusedActivation::RELU6,
+        )
+        .unwrap();
     b.output(y);
     let built = b.build().unwrap();
     assert!(built.plan.arena_size >= (7 * 5 * 4 + 4 * 3 * 6) * 4);
@@ -325,12 +390,21 @@ fn one_conv_models_run_and_bad_ones_are_refused() {
     assert_eq!(g.output_len().unwrap(), got.len());
     let mut want = vec![0f32; got.len()];
     reference::conv2d_f32(
-        &Conv2dF32 { geometry: g, input: &input, filter: &filter, bias: Some(&bias), activation: (0.0, 6.0) },
+        &Conv2dF32 {
+            geometry: g,
+            input: &input,
+            filter: &filter,
+            bias: Some(&bias),
+            activation: (0.0, 6.0),
+        },
         &mut want,
         &mut [],
     );
     for (w, g) in want.iter().zip(got) {
-        assert!(Tolerance::DotProduct.accepts(*w, *g, 36, 40.0), "{w} vs {g}");
+        assert!(
+            Tolerance::DotProduct.accepts(*w, *g, 36, 40.0),
+            "{w} vs {g}"
+        );
     }
 
     // int8: within a few steps of the float result.
@@ -338,13 +412,34 @@ fn one_conv_models_run_and_bad_ones_are_refused() {
     let out_q = QuantParams::i8_from_range(0.0, 6.0);
     let mut b = ModelBuilder::new("conv-i8");
     let x = b
-        .tensor("x", DType::I8, &[1, 7, 5, 4], QuantSpec::PerTensor { scale: in_q.scale, zero_point: in_q.zero_point })
+        .tensor(
+            "x",
+            DType::I8,
+            &[1, 7, 5, 4],
+            QuantSpec::PerTensor {
+                scale: in_q.scale,
+                zero_point: in_q.zero_point,
+            },
+        )
         .unwrap();
     b.input(x);
-    let y = b.conv2d_i8("conv", x, spec, &filter, Some(&bias), out_q, FusedActivation::RELU6).unwrap();
+    let y = b
+        .conv2d_i8(
+            "conv",
+            x,
+            spec,
+            &filter,
+            Some(&bias),
+            out_q,
+            FusedActivation::RELU6,
+        )
+        .unwrap();
     b.output(y);
     let built = b.build().unwrap();
-    let qin: Vec<i8> = input.iter().map(|&v| in_q.quantize(v, -128, 127) as i8).collect();
+    let qin: Vec<i8> = input
+        .iter()
+        .map(|&v| in_q.quantize(v, -128, 127) as i8)
+        .collect();
     let out = run_model(&built.bytes, &[bytemuck::cast_slice(&qin)]).unwrap();
     let got: &[i8] = bytemuck::cast_slice(&out[0]);
     for (w, &q) in want.iter().zip(got) {
@@ -354,14 +449,30 @@ fn one_conv_models_run_and_bad_ones_are_refused() {
 
     // A filter whose depth does not match the input channels is refused at load, naming it.
     let mut b = ModelBuilder::new("bad");
-    let x = b.tensor("x", DType::F32, &[1, 4, 4, 3], QuantSpec::None).unwrap();
-    let w = b.constant("w", &[2, 3, 3, 2], &[0f32; 36], QuantSpec::None).unwrap();
-    let y = b.tensor("y", DType::F32, &[1, 2, 2, 2], QuantSpec::None).unwrap();
+    let x = b
+        .tensor("x", DType::F32, &[1, 4, 4, 3], QuantSpec::None)
+        .unwrap();
+    let w = b
+        .constant("w", &[2, 3, 3, 2], &[0f32; 36], QuantSpec::None)
+        .unwrap();
+    let y = b
+        .tensor("y", DType::F32, &[1, 2, 2, 2], QuantSpec::None)
+        .unwrap();
     b.input(x);
     b.output(y);
-    b.op(OpKind::Conv2d, "bad", &[Some(x), Some(w), None], &[y], &spec.attributes(FusedActivation::NONE).unwrap()).unwrap();
+    b.op(
+        OpKind::Conv2d,
+        "bad",
+        &[Some(x), Some(w), None],
+        &[y],
+        &spec.attributes(FusedActivation::NONE).unwrap(),
+    )
+    .unwrap();
     match b.build() {
-        Err(BuildError::Invalid(LoadError::Op { problem: OpProblem::Shape(Slot::Input(1), _), .. })) => {}
+        Err(BuildError::Invalid(LoadError::Op {
+            problem: OpProblem::Shape(Slot::Input(1), _),
+            ..
+        })) => {}
         other => panic!("expected a filter shape error, got {other:?}"),
     }
 }

@@ -61,7 +61,9 @@ unsafe fn i8_neon(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
                                 let Some(ix) = g.input_col(ox, kx) else {
                                     continue;
                                 };
-                                let x = &op.input[((b * g.in_height + iy) * g.in_width + ix) * c + c0..][..width];
+                                let x = &op.input
+                                    [((b * g.in_height + iy) * g.in_width + ix) * c + c0..]
+                                    [..width];
                                 let w = &op.filter[(ky * g.kernel_width + kx) * c + c0..][..width];
                                 if width == 8 {
                                     let xv = vsubq_s16(vmovl_s8(vld1_s8(x.as_ptr())), zp);
@@ -71,7 +73,8 @@ unsafe fn i8_neon(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
                                 } else {
                                     for l in 0..width {
                                         tail[l] = tail[l].wrapping_add(
-                                            (i32::from(x[l]) - op.params.input_zero_point) * i32::from(w[l]),
+                                            (i32::from(x[l]) - op.params.input_zero_point)
+                                                * i32::from(w[l]),
                                         );
                                     }
                                 }
@@ -118,7 +121,8 @@ unsafe fn f32_neon(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) {
                                 let Some(ix) = g.input_col(ox, kx) else {
                                     continue;
                                 };
-                                let x = &op.input[((b * g.in_height + iy) * g.in_width + ix) * c + c0..][..4];
+                                let x = &op.input
+                                    [((b * g.in_height + iy) * g.in_width + ix) * c + c0..][..4];
                                 let w = &op.filter[(ky * g.kernel_width + kx) * c + c0..][..4];
                                 acc = vfmaq_f32(acc, vld1q_f32(x.as_ptr()), vld1q_f32(w.as_ptr()));
                             }

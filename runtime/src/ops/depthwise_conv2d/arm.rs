@@ -4,7 +4,9 @@
 //! since SMLAD's pair sums would mix channels). Exact, like the reference.
 
 use super::DepthwiseConv2dI8;
-use crate::ops::arm_dsp::{offset_pair, smlabb, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8, word_i8};
+use crate::ops::arm_dsp::{
+    offset_pair, smlabb, smlatt, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8, word_i8,
+};
 
 /// The DSP int8 kernel (multiplier 1); the reference otherwise.
 pub(super) fn depthwise_conv2d_i8_dsp(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {

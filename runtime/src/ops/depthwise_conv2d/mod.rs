@@ -6,10 +6,10 @@
 //! the weights of all output channels are contiguous, like the channels of an NHWC pixel, so
 //! the fast paths vectorize across channels.
 
-#[cfg(all(target_arch = "arm", loam_arm_dsp))]
-mod arm;
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+#[cfg(all(target_arch = "arm", loam_arm_dsp))]
+mod arm;
 pub mod reference;
 #[cfg(test)]
 mod tests;
@@ -199,10 +199,7 @@ pub fn depthwise_conv2d_i8(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) -> Res
 
 /// Runs a float depthwise convolution with the fastest kernel this build has; fast paths agree
 /// with [`reference::depthwise_conv2d_f32`] within [`F32_TOLERANCE`].
-pub fn depthwise_conv2d_f32(
-    op: &DepthwiseConv2dF32<'_>,
-    output: &mut [f32],
-) -> Result<(), Error> {
+pub fn depthwise_conv2d_f32(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) -> Result<(), Error> {
     op.validate(output)?;
     (best(F32_KERNELS))(op, output);
     Ok(())
@@ -212,7 +209,10 @@ fn geometry(node: &Node<'_>, a: &DepthwiseConv2dAttributes) -> Result<ConvGeomet
     let input = node.input(0)?;
     let filter = node.input(1)?;
     let output = node.output(0)?;
-    input.shape_if(input.record.shape.rank() == 4, "input is [batch, height, width, channels]")?;
+    input.shape_if(
+        input.record.shape.rank() == 4,
+        "input is [batch, height, width, channels]",
+    )?;
     filter.shape_if(
         filter.record.shape.rank() == 4 && filter.dim(0) == 1,
         "filter is [1, kernel_h, kernel_w, out_channels]",
@@ -381,7 +381,12 @@ mod build {
             )?;
             let bias = bias
                 .map(|b| {
-                    self.constant(&alloc::format!("{name}.bias"), &[b.len()], b, QuantSpec::None)
+                    self.constant(
+                        &alloc::format!("{name}.bias"),
+                        &[b.len()],
+                        b,
+                        QuantSpec::None,
+                    )
                 })
                 .transpose()?;
             let out = self.tensor(name, DType::F32, &out_dims, QuantSpec::None)?;
@@ -409,7 +414,9 @@ mod build {
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
             let (out_dims, _, multiplier) = dims(self, input, &spec, name)?;
-            let input_q = self.per_tensor(input).ok_or(BuildError::UnknownTensor(input))?;
+            let input_q = self
+                .per_tensor(input)
+                .ok_or(BuildError::UnknownTensor(input))?;
             let (qw, scales) = quant::quantize_weights_per_channel(filter, spec.out_channels, true);
             let multipliers = quant::layer_multipliers(input_q.scale, &scales, output.scale);
             let bias_q = bias.map(|b| quant::quantize_bias(b, input_q.scale, &scales));
@@ -421,7 +428,12 @@ mod build {
             )?;
             let bias = bias_q
                 .map(|b| {
-                    self.constant(&alloc::format!("{name}.bias"), &[b.len()], &b, QuantSpec::None)
+                    self.constant(
+                        &alloc::format!("{name}.bias"),
+                        &[b.len()],
+                        &b,
+                        QuantSpec::None,
+                    )
                 })
                 .transpose()?;
             let m = self.constant(

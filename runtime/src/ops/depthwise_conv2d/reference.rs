@@ -26,7 +26,8 @@ pub fn depthwise_conv2d_i8(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
                             let Some(ix) = g.input_col(ox, kx) else {
                                 continue;
                             };
-                            let x = op.input[((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + ic];
+                            let x = op.input
+                                [((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + ic];
                             let w = op.filter[(ky * g.kernel_width + kx) * g.out_channels + oc];
                             acc = acc.wrapping_add((i32::from(x) - zp) * i32::from(w));
                         }
@@ -63,7 +64,8 @@ pub fn depthwise_conv2d_f32(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) {
                             let Some(ix) = g.input_col(ox, kx) else {
                                 continue;
                             };
-                            let x = op.input[((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + ic];
+                            let x = op.input
+                                [((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + ic];
                             acc += x * op.filter[(ky * g.kernel_width + kx) * g.out_channels + oc];
                         }
                     }

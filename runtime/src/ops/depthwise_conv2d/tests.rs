@@ -12,7 +12,14 @@ fn geometry() -> impl Strategy<Value = ConvGeometry> {
     (
         (1usize..3, 1usize..9, 1usize..9),
         (1usize..40, prop::sample::select(vec![1usize, 1, 1, 2, 3])),
-        (1usize..5, 1usize..5, 1usize..3, 1usize..3, 1usize..3, 1usize..3),
+        (
+            1usize..5,
+            1usize..5,
+            1usize..3,
+            1usize..3,
+            1usize..3,
+            1usize..3,
+        ),
         (0usize..5, 0usize..5, 0usize..5, 0usize..5),
     )
         .prop_filter_map(
@@ -82,20 +89,32 @@ fn i8_problem() -> impl Strategy<Value = I8Problem> {
             (any::<i8>(), any::<i8>()),
             i8s(g.input_len().unwrap()),
             i8s(filter_len(&g)),
-            prop::option::of(prop::collection::vec(-(1i32 << 14)..(1 << 14), g.out_channels)),
+            prop::option::of(prop::collection::vec(
+                -(1i32 << 14)..(1 << 14),
+                g.out_channels,
+            )),
         )
-            .prop_map(move |((izp, ozp), reals, per_channel, (a, b), input, filter, bias)| {
-                let reals = if per_channel { reals } else { reals[..1].to_vec() };
-                I8Problem {
-                    geometry: g,
-                    zero_points: (izp.into(), ozp.into()),
-                    multipliers: reals.into_iter().map(|r| QuantizedMultiplier::from_real(r).unwrap()).collect(),
-                    activation: (a.min(b), a.max(b)),
-                    input,
-                    filter,
-                    bias,
-                }
-            })
+            .prop_map(
+                move |((izp, ozp), reals, per_channel, (a, b), input, filter, bias)| {
+                    let reals = if per_channel {
+                        reals
+                    } else {
+                        reals[..1].to_vec()
+                    };
+                    I8Problem {
+                        geometry: g,
+                        zero_points: (izp.into(), ozp.into()),
+                        multipliers: reals
+                            .into_iter()
+                            .map(|r| QuantizedMultiplier::from_real(r).unwrap())
+                            .collect(),
+                        activation: (a.min(b), a.max(b)),
+                        input,
+                        filter,
+                        bias,
+                    }
+                },
+            )
     })
 }
 
@@ -188,12 +207,22 @@ fn edge_cases_match_the_reference() {
             };
             for &(izp, ozp) in &[(-128, 127), (127, -128)] {
                 for &real in &[1e-4f64, 0.7, 3.0] {
-                    let input: Vec<i8> = (0..g.input_len().unwrap()).map(|i| if i % 2 == 0 { 127 } else { -128 }).collect();
-                    let filter: Vec<i8> = (0..filter_len(&g)).map(|i| if i % 3 == 0 { -128 } else { 127 }).collect();
+                    let input: Vec<i8> = (0..g.input_len().unwrap())
+                        .map(|i| if i % 2 == 0 { 127 } else { -128 })
+                        .collect();
+                    let filter: Vec<i8> = (0..filter_len(&g))
+                        .map(|i| if i % 3 == 0 { -128 } else { 127 })
+                        .collect();
                     let m = [QuantizedMultiplier::from_real(real).unwrap()];
                     let op = DepthwiseConv2dI8 {
                         geometry: g,
-                        params: RequantizeParams { input_zero_point: izp, output_zero_point: ozp, multipliers: &m, activation_min: -128, activation_max: 127 },
+                        params: RequantizeParams {
+                            input_zero_point: izp,
+                            output_zero_point: ozp,
+                            multipliers: &m,
+                            activation_min: -128,
+                            activation_max: 127,
+                        },
                         input: &input,
                         filter: &filter,
                         bias: None,
@@ -213,26 +242,45 @@ fn a_depthwise_model_runs_like_the_kernel() {
     use crate::quant::QuantParams;
 
     let spec = ConvSpec::new(10, 3).same(6, 6);
-    let filter: Vec<f32> = (0..9 * 10).map(|i| ((i * 3) % 7) as f32 / 7.0 - 0.4).collect();
+    let filter: Vec<f32> = (0..9 * 10)
+        .map(|i| ((i * 3) % 7) as f32 / 7.0 - 0.4)
+        .collect();
     let input: Vec<f32> = (0..6 * 6 * 10).map(|i| (i as f32 * 0.7).sin()).collect();
     let in_q = QuantParams::i8_from_range(-1.0, 1.0);
     let out_q = QuantParams::i8_from_range(-3.0, 3.0);
     let mut b = ModelBuilder::new("dw");
     let x = b
-        .tensor("x", DType::I8, &[1, 6, 6, 10], QuantSpec::PerTensor { scale: in_q.scale, zero_point: in_q.zero_point })
+        .tensor(
+            "x",
+            DType::I8,
+            &[1, 6, 6, 10],
+            QuantSpec::PerTensor {
+                scale: in_q.scale,
+                zero_point: in_q.zero_point,
+            },
+        )
         .unwrap();
     b.input(x);
-    let y = b.depthwise_conv2d_i8("dw", x, spec, &filter, None, out_q, FusedActivation::NONE).unwrap();
+    let y = b
+        .depthwise_conv2d_i8("dw", x, spec, &filter, None, out_q, FusedActivation::NONE)
+        .unwrap();
     b.output(y);
     let built = b.build().unwrap();
-    let qin: Vec<i8> = input.iter().map(|&v| in_q.quantize(v, -128, 127) as i8).collect();
+    let qin: Vec<i8> = input
+        .iter()
+        .map(|&v| in_q.quantize(v, -128, 127) as i8)
+        .collect();
     let out = run_model(&built.bytes, &[bytemuck::cast_slice(&qin)]).unwrap();
     let got: &[i8] = bytemuck::cast_slice(&out[0]);
 
     let mut fb = ModelBuilder::new("dw-f32");
-    let x = fb.tensor("x", DType::F32, &[1, 6, 6, 10], QuantSpec::None).unwrap();
+    let x = fb
+        .tensor("x", DType::F32, &[1, 6, 6, 10], QuantSpec::None)
+        .unwrap();
     fb.input(x);
-    let y = fb.depthwise_conv2d_f32("dw", x, spec, &filter, None, FusedActivation::NONE).unwrap();
+    let y = fb
+        .depthwise_conv2d_f32("dw", x, spec, &filter, None, FusedActivation::NONE)
+        .unwrap();
     fb.output(y);
     let out_f = run_model(&fb.build().unwrap().bytes, &[bytemuck::cast_slice(&input)]).unwrap();
     let want: &[f32] = bytemuck::cast_slice(&out_f[0]);

@@ -61,7 +61,15 @@ pub(crate) fn fully_connected_f32_neon(op: &FullyConnectedF32<'_>, output: &mut 
 }
 
 /// Finishes four rows: scalar tails, bias, requantization.
-fn finish_i8(op: &FullyConnectedI8<'_>, row: &[i8], o: usize, rows: usize, start: usize, sums: [i32; 4], out: &mut [i8]) {
+fn finish_i8(
+    op: &FullyConnectedI8<'_>,
+    row: &[i8],
+    o: usize,
+    rows: usize,
+    start: usize,
+    sums: [i32; 4],
+    out: &mut [i8],
+) {
     let n = op.shape.in_features;
     let p = &op.params;
     for (r, &sum) in sums.iter().enumerate().take(rows) {
@@ -92,7 +100,8 @@ unsafe fn i8_neon(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
             let mut o = 0;
             while o < s.out_features {
                 let rows = (s.out_features - o).min(4);
-                let w: [&[i8]; 4] = core::array::from_fn(|r| &op.weights[(o + r.min(rows - 1)) * n..][..n]);
+                let w: [&[i8]; 4] =
+                    core::array::from_fn(|r| &op.weights[(o + r.min(rows - 1)) * n..][..n]);
                 let mut acc = [vdupq_n_s32(0); 4];
                 for c in 0..chunks {
                     let i = c * 8;
@@ -127,7 +136,8 @@ unsafe fn i8_dotprod(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
             let mut o = 0;
             while o < s.out_features {
                 let rows = (s.out_features - o).min(4);
-                let w: [&[i8]; 4] = core::array::from_fn(|r| &op.weights[(o + r.min(rows - 1)) * n..][..n]);
+                let w: [&[i8]; 4] =
+                    core::array::from_fn(|r| &op.weights[(o + r.min(rows - 1)) * n..][..n]);
                 let mut dot = [vdupq_n_s32(0); 4];
                 let mut wsum = [vdupq_n_s32(0); 4];
                 for c in 0..chunks {
@@ -164,7 +174,8 @@ unsafe fn f32_neon(op: &FullyConnectedF32<'_>, output: &mut [f32]) {
             let mut o = 0;
             while o < s.out_features {
                 let rows = (s.out_features - o).min(4);
-                let w: [&[f32]; 4] = core::array::from_fn(|r| &op.weights[(o + r.min(rows - 1)) * n..][..n]);
+                let w: [&[f32]; 4] =
+                    core::array::from_fn(|r| &op.weights[(o + r.min(rows - 1)) * n..][..n]);
                 let mut acc = [vdupq_n_f32(0.0); 4];
                 for c in 0..chunks {
                     let i = c * 4;

@@ -5,7 +5,9 @@
 //! product fits in 16 x 16 bits and the accumulator wraps like the reference's.
 
 use super::FullyConnectedI8;
-use crate::ops::arm_dsp::{offset_pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8, word_i8};
+use crate::ops::arm_dsp::{
+    offset_pair, smlad, sxtab16, sxtab16_ror8, sxtb16, sxtb16_ror8, word_i8,
+};
 
 /// The DSP int8 kernel.
 pub(crate) fn fully_connected_i8_dsp(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
@@ -21,7 +23,11 @@ pub(crate) fn fully_connected_i8_dsp(op: &FullyConnectedI8<'_>, output: &mut [i8
         while o < s.out_features {
             let pair = o + 1 < s.out_features;
             let w0 = &op.weights[o * n..(o + 1) * n];
-            let w1 = if pair { &op.weights[(o + 1) * n..(o + 2) * n] } else { w0 };
+            let w1 = if pair {
+                &op.weights[(o + 1) * n..(o + 2) * n]
+            } else {
+                w0
+            };
             let (mut a0, mut a1) = (0i32, 0i32);
             let mut i = 0;
             while i < body {

@@ -4,10 +4,10 @@
 //! Weights are stored row-major as `[out_features][in_features]`, TFLite's layout, so each
 //! output is one contiguous dot product.
 
-#[cfg(all(target_arch = "arm", loam_arm_dsp))]
-pub(crate) mod arm;
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod aarch64;
+#[cfg(all(target_arch = "arm", loam_arm_dsp))]
+pub(crate) mod arm;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;

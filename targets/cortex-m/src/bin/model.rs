@@ -12,8 +12,9 @@ use loam_firmware::exit;
 
 static MODEL: &[u8] = loam::include_model!("../../../../runtime/tests/data/int8-zoo.loam");
 /// The plan's arena size, read from the file's preamble when the firmware is compiled.
-const ARENA_SIZE: usize =
-    loam::format::arena_size(include_bytes!("../../../../runtime/tests/data/int8-zoo.loam"));
+const ARENA_SIZE: usize = loam::format::arena_size(include_bytes!(
+    "../../../../runtime/tests/data/int8-zoo.loam"
+));
 
 #[repr(C, align(16))]
 struct Arena([u8; ARENA_SIZE]);
@@ -39,7 +40,10 @@ fn main() -> ! {
     let arena = unsafe { &mut (*core::ptr::addr_of_mut!(ARENA)).0 };
     match check_model(&model, arena) {
         Ok(check) if check.passed() => {
-            defmt::info!("outputs digest {=u32:#010x} matches the host's", check.digest);
+            defmt::info!(
+                "outputs digest {=u32:#010x} matches the host's",
+                check.digest
+            );
             exit(0)
         }
         Ok(check) => {
