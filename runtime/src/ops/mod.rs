@@ -18,6 +18,7 @@ mod layer;
 pub mod pad;
 pub mod pool;
 pub mod quantize;
+pub(crate) mod requantize;
 pub mod reshape;
 pub mod softmax;
 pub mod transpose;

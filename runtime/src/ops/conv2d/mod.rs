@@ -15,7 +15,7 @@ pub mod reference;
 #[cfg(test)]
 mod tests;
 #[cfg(target_arch = "x86_64")]
-mod x86;
+pub(crate) mod x86;
 
 use serde::{Deserialize, Serialize};
 

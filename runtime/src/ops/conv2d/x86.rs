@@ -17,6 +17,10 @@ use core::arch::x86_64::*;
 
 use super::{Conv2dF32, Conv2dI8, ConvGeometry};
 use crate::isa::Isa;
+use crate::ops::requantize::x86::requantize_row;
+
+/// Output channels accumulated before a vectorized requantization pass.
+const BLOCK: usize = 64;
 use crate::ops::fully_connected::{self, FullyConnectedF32, FullyConnectedI8, FullyConnectedShape};
 
 /// The AVX2 int8 kernel; the reference where AVX2 is missing.
@@ -141,19 +145,6 @@ fn gather_f32(op: &Conv2dF32<'_>, p: usize, group: usize, dst: &mut [f32]) {
 }
 
 #[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn hsum_epi32(v: __m256i) -> i32 {
-    // SAFETY: the caller guarantees the target features are available; raw
-    // pointer accesses below are bounds-justified where they occur.
-    unsafe {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-        _mm_cvtsi128_si32(s)
-    }
-}
-
-#[inline]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn hsum_ps(v: __m256) -> f32 {
     // SAFETY: the caller guarantees the target features are available; raw
@@ -166,13 +157,31 @@ unsafe fn hsum_ps(v: __m256) -> f32 {
     }
 }
 
-/// Dot products of two i16 patches with four int8 filter rows, all of length `k`:
-/// `result[row][pixel]`.
+/// Sums the eight lanes of each of `v[0..4]` for two pixels: `[r0p0, r1p0, r2p0, r3p0, r0p1,
+/// r1p1, r2p1, r3p1]` (a `vphaddd` tree; addition order differs from the reference, which is
+/// irrelevant for wrapping integer sums).
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn dot4x2_i8(p0: &[i16], p1: &[i16], rows: [&[i8]; 4], k: usize) -> [[i32; 2]; 4] {
-    // SAFETY: the caller guarantees the target features are available; raw
-    // pointer accesses below are bounds-justified where they occur.
+pub(crate) unsafe fn reduce4x2(acc: &[[__m256i; 2]; 4]) -> __m256i {
+    // SAFETY: AVX2 is available (caller); register-only intrinsics.
+    unsafe {
+        let pixel = |j: usize| {
+            let h01 = _mm256_hadd_epi32(acc[0][j], acc[1][j]);
+            let h23 = _mm256_hadd_epi32(acc[2][j], acc[3][j]);
+            let h = _mm256_hadd_epi32(h01, h23);
+            _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+        };
+        _mm256_set_m128i(pixel(1), pixel(0))
+    }
+}
+
+/// Dot products of two i16 patches with four int8 filter rows, all of length `k`, as
+/// `[r0p0, r1p0, r2p0, r3p0, r0p1, r1p1, r2p1, r3p1]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn dot4x2_i8(p0: &[i16], p1: &[i16], rows: [&[i8]; 4], k: usize) -> [i32; 8] {
+    // SAFETY: AVX2 is available (caller); loads read 16 elements at `i` with `i + 16 <= k`
+    // from slices of exactly `k` elements.
     unsafe {
         let (p0, p1) = (&p0[..k], &p1[..k]);
         let rows = rows.map(|r| &r[..k]);
@@ -180,25 +189,21 @@ unsafe fn dot4x2_i8(p0: &[i16], p1: &[i16], rows: [&[i8]; 4], k: usize) -> [[i32
         let chunks = k / 16;
         for c in 0..chunks {
             let i = c * 16;
-            // SAFETY: `i + 16 <= k` and every slice has exactly `k` elements.
-            unsafe {
-                let x0 = _mm256_loadu_si256(p0.as_ptr().add(i).cast());
-                let x1 = _mm256_loadu_si256(p1.as_ptr().add(i).cast());
-                for (r, row) in rows.iter().enumerate() {
-                    let w = _mm256_cvtepi8_epi16(_mm_loadu_si128(row.as_ptr().add(i).cast()));
-                    acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x0, w));
-                    acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x1, w));
-                }
+            let x0 = _mm256_loadu_si256(p0.as_ptr().add(i).cast());
+            let x1 = _mm256_loadu_si256(p1.as_ptr().add(i).cast());
+            for (r, row) in rows.iter().enumerate() {
+                let w = _mm256_cvtepi8_epi16(_mm_loadu_si128(row.as_ptr().add(i).cast()));
+                acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x0, w));
+                acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x1, w));
             }
         }
-        let mut out = [[0i32; 2]; 4];
-        for r in 0..4 {
-            for (j, p) in [p0, p1].iter().enumerate() {
-                let mut s = hsum_epi32(acc[r][j]);
-                for i in chunks * 16..k {
-                    s = s.wrapping_add(i32::from(p[i]) * i32::from(rows[r][i]));
-                }
-                out[r][j] = s;
+        let mut out = [0i32; 8];
+        _mm256_storeu_si256(out.as_mut_ptr().cast(), reduce4x2(&acc));
+        for i in chunks * 16..k {
+            for r in 0..4 {
+                let w = i32::from(rows[r][i]);
+                out[r] = out[r].wrapping_add(i32::from(p0[i]) * w);
+                out[4 + r] = out[4 + r].wrapping_add(i32::from(p1[i]) * w);
             }
         }
         out
@@ -254,6 +259,8 @@ unsafe fn conv2d_i8_avx2(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i1
         let pixels = g.batch * g.out_height * g.out_width;
         let (patch0, rest) = scratch.split_at_mut(k);
         let patch1 = &mut rest[..k];
+        let mut acc0 = [0i32; BLOCK];
+        let mut acc1 = [0i32; BLOCK];
         let mut p = 0;
         while p < pixels {
             let pair = p + 1 < pixels;
@@ -265,24 +272,28 @@ unsafe fn conv2d_i8_avx2(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i1
                     patch1.copy_from_slice(patch0);
                 }
                 let first = group * cg_out;
-                let mut oc = first;
-                while oc < first + cg_out {
-                    let rows = (first + cg_out - oc).min(4);
-                    let row = |r: usize| {
-                        let o = oc + r.min(rows - 1);
-                        &op.filter[o * k..(o + 1) * k]
-                    };
-                    let sums = dot4x2_i8(patch0, patch1, [row(0), row(1), row(2), row(3)], k);
-                    for (r, sum) in sums.iter().enumerate().take(rows) {
-                        let o = oc + r;
-                        let bias = op.bias.map_or(0, |b| b[o]);
-                        output[p * oc_total + o] = op.params.output(sum[0].wrapping_add(bias), o);
-                        if pair {
-                            output[(p + 1) * oc_total + o] =
-                                op.params.output(sum[1].wrapping_add(bias), o);
-                        }
+                let mut block = first;
+                while block < first + cg_out {
+                    let len = (first + cg_out - block).min(BLOCK);
+                    let mut oc = block;
+                    while oc < block + len {
+                        let rows = (block + len - oc).min(4);
+                        let row = |r: usize| {
+                            let o = oc + r.min(rows - 1);
+                            &op.filter[o * k..(o + 1) * k]
+                        };
+                        let sums = dot4x2_i8(patch0, patch1, [row(0), row(1), row(2), row(3)], k);
+                        acc0[oc - block..oc - block + rows].copy_from_slice(&sums[..rows]);
+                        acc1[oc - block..oc - block + rows].copy_from_slice(&sums[4..4 + rows]);
+                        oc += rows;
                     }
-                    oc += rows;
+                    let out = &mut output[p * oc_total + block..][..len];
+                    requantize_row(&op.params, &acc0[..len], op.bias, block, out);
+                    if pair {
+                        let out = &mut output[(p + 1) * oc_total + block..][..len];
+                        requantize_row(&op.params, &acc1[..len], op.bias, block, out);
+                    }
+                    block += len;
                 }
             }
             p += 2;

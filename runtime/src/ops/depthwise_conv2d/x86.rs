@@ -12,6 +12,7 @@ use core::arch::x86_64::*;
 
 use super::{DepthwiseConv2dF32, DepthwiseConv2dI8};
 use crate::isa::Isa;
+use crate::ops::requantize::x86::requantize8;
 
 /// The AVX2 int8 kernel (multiplier 1); the reference otherwise.
 pub(super) fn depthwise_conv2d_i8(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
@@ -42,7 +43,6 @@ unsafe fn depthwise_i8_avx2(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
         let c = g.in_channels;
         let chunks = c / 8;
         let zp = _mm256_set1_epi32(op.params.input_zero_point);
-        let mut lanes = [0i32; 8];
         for b in 0..g.batch {
             for oy in 0..g.out_height {
                 for ox in 0..g.out_width {
@@ -74,13 +74,19 @@ unsafe fn depthwise_i8_avx2(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
                                 }
                             }
                         }
-                        // SAFETY: `lanes` holds eight i32.
-                        unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
-                        for (l, &sum) in lanes.iter().enumerate() {
-                            let o = c0 + l;
-                            let acc = sum.wrapping_add(op.bias.map_or(0, |bias| bias[o]));
-                            output[out_base + o] = op.params.output(acc, o);
+                        if let Some(bias) = op.bias {
+                            acc = _mm256_add_epi32(
+                                acc,
+                                _mm256_loadu_si256(bias[c0..c0 + 8].as_ptr().cast()),
+                            );
                         }
+                        let bytes = requantize8(&op.params, acc, c0);
+                        core::ptr::write_unaligned(
+                            output[out_base + c0..out_base + c0 + 8]
+                                .as_mut_ptr()
+                                .cast::<i64>(),
+                            bytes,
+                        );
                     }
                     for o in chunks * 8..c {
                         let mut acc: i32 = 0;

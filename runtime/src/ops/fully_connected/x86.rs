@@ -14,22 +14,8 @@ use core::arch::x86_64::*;
 
 use super::{FullyConnectedF32, FullyConnectedI8};
 use crate::isa::Isa;
-
-/// Horizontal sum of eight i32 lanes.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn hsum_epi32(v: __m256i) -> i32 {
-    // SAFETY: the caller guarantees the target features are available; raw
-    // pointer accesses below are bounds-justified where they occur.
-    unsafe {
-        let lo = _mm256_castsi256_si128(v);
-        let hi = _mm256_extracti128_si256::<1>(v);
-        let s = _mm_add_epi32(lo, hi);
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01_00_11_10>(s));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b10_11_00_01>(s));
-        _mm_cvtsi128_si32(s)
-    }
-}
+use crate::ops::conv2d::x86::reduce4x2;
+use crate::ops::requantize::x86::requantize_row;
 
 /// Horizontal sum of eight f32 lanes.
 #[inline]
@@ -79,78 +65,79 @@ pub(crate) fn fully_connected_f32(op: &FullyConnectedF32<'_>, output: &mut [f32]
     }
 }
 
-/// `op` must have passed `validate(output)`; the slices are indexed with checks, and raw
-/// loads stay inside rows whose length was checked.
+/// Output features accumulated before a vectorized requantization pass.
+const BLOCK: usize = 64;
+
+/// Two input rows times four weight rows per step (`x - zp` widened to i16 once per row and
+/// step), reduced with a `vphaddd` tree, requantized 64 outputs at a time.
+///
+/// `op` must have passed `validate(output)`.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fully_connected_i8_avx2(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
-    // SAFETY: the caller guarantees the target features are available; raw
-    // pointer accesses below are bounds-justified where they occur.
+    // SAFETY: AVX2 is available (caller); loads read 16 bytes at `i` with `i + 16 <= n` from
+    // rows of exactly `n` elements.
     unsafe {
         let s = op.shape;
         let n = s.in_features;
         let p = &op.params;
         let chunks = n / 16;
         let zp = _mm256_set1_epi16(p.input_zero_point as i16);
-        let mut accs = [0i32; 4];
-        for b in 0..s.batch {
-            let row = &op.input[b * n..(b + 1) * n];
-            let out_row = &mut output[b * s.out_features..(b + 1) * s.out_features];
-            let mut o = 0;
-            while o < s.out_features {
-                let rows = (s.out_features - o).min(4);
-                let w = |r: usize| &op.weights[(o + r.min(rows - 1)) * n..][..n];
-                let (w0, w1, w2, w3) = (w(0), w(1), w(2), w(3));
-                let mut a0 = _mm256_setzero_si256();
-                let mut a1 = _mm256_setzero_si256();
-                let mut a2 = _mm256_setzero_si256();
-                let mut a3 = _mm256_setzero_si256();
-                for c in 0..chunks {
-                    let i = c * 16;
-                    // SAFETY: `i + 16 <= n` for every full chunk, and every row has `n` elements.
-                    unsafe {
-                        let x = _mm256_sub_epi16(load_i8x16(row.as_ptr().add(i)), zp);
-                        a0 = _mm256_add_epi32(
-                            a0,
-                            _mm256_madd_epi16(x, load_i8x16(w0.as_ptr().add(i))),
-                        );
-                        a1 = _mm256_add_epi32(
-                            a1,
-                            _mm256_madd_epi16(x, load_i8x16(w1.as_ptr().add(i))),
-                        );
-                        a2 = _mm256_add_epi32(
-                            a2,
-                            _mm256_madd_epi16(x, load_i8x16(w2.as_ptr().add(i))),
-                        );
-                        a3 = _mm256_add_epi32(
-                            a3,
-                            _mm256_madd_epi16(x, load_i8x16(w3.as_ptr().add(i))),
-                        );
+        let mut acc0 = [0i32; BLOCK];
+        let mut acc1 = [0i32; BLOCK];
+        let mut b = 0;
+        while b < s.batch {
+            let pair = b + 1 < s.batch;
+            let x0 = &op.input[b * n..(b + 1) * n];
+            let x1 = if pair {
+                &op.input[(b + 1) * n..(b + 2) * n]
+            } else {
+                x0
+            };
+            let mut block = 0;
+            while block < s.out_features {
+                let len = (s.out_features - block).min(BLOCK);
+                let mut o = block;
+                while o < block + len {
+                    let rows = (block + len - o).min(4);
+                    let w: [&[i8]; 4] =
+                        core::array::from_fn(|r| &op.weights[(o + r.min(rows - 1)) * n..][..n]);
+                    let mut acc = [[_mm256_setzero_si256(); 2]; 4];
+                    for c in 0..chunks {
+                        let i = c * 16;
+                        let a = _mm256_sub_epi16(load_i8x16(x0.as_ptr().add(i)), zp);
+                        let bb = _mm256_sub_epi16(load_i8x16(x1.as_ptr().add(i)), zp);
+                        for r in 0..4 {
+                            let wv = load_i8x16(w[r].as_ptr().add(i));
+                            acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(a, wv));
+                            acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(bb, wv));
+                        }
                     }
-                }
-                accs[0] = hsum_epi32(a0);
-                accs[1] = hsum_epi32(a1);
-                accs[2] = hsum_epi32(a2);
-                accs[3] = hsum_epi32(a3);
-                for (r, acc) in accs.iter_mut().enumerate().take(rows) {
-                    let w = w(r);
+                    let mut sums = [0i32; 8];
+                    _mm256_storeu_si256(sums.as_mut_ptr().cast(), reduce4x2(&acc));
                     for i in chunks * 16..n {
-                        *acc = acc.wrapping_add(
-                            (i32::from(row[i]) - p.input_zero_point) * i32::from(w[i]),
+                        let (a, bb) = (
+                            i32::from(x0[i]) - p.input_zero_point,
+                            i32::from(x1[i]) - p.input_zero_point,
                         );
+                        for r in 0..4 {
+                            let wv = i32::from(w[r][i]);
+                            sums[r] = sums[r].wrapping_add(a * wv);
+                            sums[4 + r] = sums[4 + r].wrapping_add(bb * wv);
+                        }
                     }
-                    if let Some(bias) = op.bias {
-                        *acc = acc.wrapping_add(bias[o + r]);
-                    }
-                    let scaled = p
-                        .multiplier(o + r)
-                        .apply(*acc)
-                        .saturating_add(p.output_zero_point);
-                    out_row[o + r] = scaled
-                        .clamp(i32::from(p.activation_min), i32::from(p.activation_max))
-                        as i8;
+                    acc0[o - block..o - block + rows].copy_from_slice(&sums[..rows]);
+                    acc1[o - block..o - block + rows].copy_from_slice(&sums[4..4 + rows]);
+                    o += rows;
                 }
-                o += rows;
+                let out = &mut output[b * s.out_features + block..][..len];
+                requantize_row(p, &acc0[..len], op.bias, block, out);
+                if pair {
+                    let out = &mut output[(b + 1) * s.out_features + block..][..len];
+                    requantize_row(p, &acc1[..len], op.bias, block, out);
+                }
+                block += len;
             }
+            b += 2;
         }
     }
 }
