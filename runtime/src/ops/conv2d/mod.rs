@@ -294,15 +294,16 @@ impl Conv2dF32<'_> {
     }
 }
 
+/// Elements of slack after each gathered patch, so vector loads of a patch's last partial
+/// chunk stay inside the scratch (the slack is multiplied by zero weights).
+pub const PATCH_PAD: usize = 16;
+
 /// Scratch elements (`i16` for int8, `f32` for float) the fast paths need: two gathered
-/// input patches, none for pointwise convolutions. Sized the same on every ISA (the Cortex-M
-/// DSP kernel gathers two q15 columns too), so a file plans one arena for every target.
+/// input patches, each followed by [`PATCH_PAD`] elements. Sized the same on every ISA (the
+/// Cortex-M DSP kernel gathers two q15 columns too), so a file plans one arena for every
+/// target.
 pub fn scratch_len(geometry: &ConvGeometry) -> usize {
-    if geometry.is_pointwise() {
-        0
-    } else {
-        2 * geometry.patch_len()
-    }
+    2 * (geometry.patch_len() + PATCH_PAD)
 }
 
 type I8Kernel = fn(&Conv2dI8<'_>, &mut [i8], &mut [i16]);

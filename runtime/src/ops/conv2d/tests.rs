@@ -335,7 +335,7 @@ fn validation_names_the_operand() {
         conv2d_f32(&op, &mut out, &mut scratch[..3]),
         Err(Error::ShapeMismatch {
             operand: Operand::Scratch,
-            expected: 36,
+            expected: scratch_len(&g),
             actual: 3
         })
     );

@@ -1,7 +1,8 @@
 //! x86_64 AVX2/FMA convolution: gather two output pixels' input patches (im2col into the
 //! scratch), then dot them with four filter rows at a time, so each filter load serves two
-//! pixels and each patch load four channels. Pointwise convolutions skip the gathering and run
-//! as fully-connected layers over the pixels.
+//! pixels and each patch load four channels; accumulators are requantized 64 channels at a
+//! time with vectors. Pointwise convolutions run as fully-connected layers over the pixels
+//! (measured faster here than gathering: `cargo bench -p loam-benches --bench kernels`).
 //!
 //! int8 patches are stored as `x - zero_point` in i16 (0 in the padding, which is exactly the
 //! reference's skipped taps) and multiplied with `vpmaddwd`: pair sums of products bounded by
@@ -15,23 +16,22 @@
 
 use core::arch::x86_64::*;
 
-use super::{Conv2dF32, Conv2dI8, ConvGeometry};
+use super::{Conv2dF32, Conv2dI8, ConvGeometry, PATCH_PAD};
 use crate::isa::Isa;
+use crate::ops::fully_connected::{self, FullyConnectedF32, FullyConnectedI8, FullyConnectedShape};
 use crate::ops::requantize::x86::requantize_row;
 
 /// Output channels accumulated before a vectorized requantization pass.
 const BLOCK: usize = 64;
-use crate::ops::fully_connected::{self, FullyConnectedF32, FullyConnectedI8, FullyConnectedShape};
 
 /// The AVX2 int8 kernel; the reference where AVX2 is missing.
 pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
-    let g = &op.geometry;
     if !Isa::Avx2.available() {
         return super::reference::conv2d_i8(op, output, scratch);
     }
-    if g.is_pointwise() {
+    if op.geometry.is_pointwise() {
         let fc = FullyConnectedI8 {
-            shape: pointwise_shape(g),
+            shape: pointwise_shape(&op.geometry),
             params: op.params,
             input: op.input,
             weights: op.filter,
@@ -45,13 +45,12 @@ pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16
 
 /// The AVX2/FMA float kernel; the reference where AVX2 is missing.
 pub(super) fn conv2d_f32(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) {
-    let g = &op.geometry;
     if !Isa::Avx2.available() {
         return super::reference::conv2d_f32(op, output, scratch);
     }
-    if g.is_pointwise() {
+    if op.geometry.is_pointwise() {
         let fc = FullyConnectedF32 {
-            shape: pointwise_shape(g),
+            shape: pointwise_shape(&op.geometry),
             input: op.input,
             weights: op.filter,
             bias: op.bias,
@@ -63,6 +62,7 @@ pub(super) fn conv2d_f32(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [
     unsafe { conv2d_f32_avx2(op, output, scratch) }
 }
 
+/// A pointwise convolution as a fully-connected layer over its pixels.
 fn pointwise_shape(g: &ConvGeometry) -> FullyConnectedShape {
     FullyConnectedShape {
         batch: g.batch * g.in_height * g.in_width,
@@ -180,10 +180,11 @@ pub(crate) unsafe fn reduce4x2(acc: &[[__m256i; 2]; 4]) -> __m256i {
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn dot4x2_i8(p0: &[i16], p1: &[i16], rows: [&[i8]; 4], k: usize) -> [i32; 8] {
-    // SAFETY: AVX2 is available (caller); loads read 16 elements at `i` with `i + 16 <= k`
-    // from slices of exactly `k` elements.
+    // SAFETY: AVX2 is available (caller); patch loads read 16 elements at `i < k` from
+    // patches of `k + PATCH_PAD` elements, weight loads 16 bytes at `i + 16 <= k` from rows of
+    // exactly `k` (or from a local buffer).
     unsafe {
-        let (p0, p1) = (&p0[..k], &p1[..k]);
+        let (p0, p1) = (&p0[..k + PATCH_PAD], &p1[..k + PATCH_PAD]);
         let rows = rows.map(|r| &r[..k]);
         let mut acc = [[_mm256_setzero_si256(); 2]; 4];
         let chunks = k / 16;
@@ -197,15 +198,23 @@ unsafe fn dot4x2_i8(p0: &[i16], p1: &[i16], rows: [&[i8]; 4], k: usize) -> [i32;
                 acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x1, w));
             }
         }
-        let mut out = [0i32; 8];
-        _mm256_storeu_si256(out.as_mut_ptr().cast(), reduce4x2(&acc));
-        for i in chunks * 16..k {
-            for r in 0..4 {
-                let w = i32::from(rows[r][i]);
-                out[r] = out[r].wrapping_add(i32::from(p0[i]) * w);
-                out[4 + r] = out[4 + r].wrapping_add(i32::from(p1[i]) * w);
+        let rest = k - chunks * 16;
+        if rest > 0 {
+            // The last partial chunk: weights copied into zeroed 16-byte buffers, patch values
+            // read past `k` into the slack, where they meet zero weights.
+            let i = chunks * 16;
+            let x0 = _mm256_loadu_si256(p0.as_ptr().add(i).cast());
+            let x1 = _mm256_loadu_si256(p1.as_ptr().add(i).cast());
+            for (r, row) in rows.iter().enumerate() {
+                let mut w = [0i8; 16];
+                w[..rest].copy_from_slice(&row[i..k]);
+                let w = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().cast()));
+                acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(x0, w));
+                acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(x1, w));
             }
         }
+        let mut out = [0i32; 8];
+        _mm256_storeu_si256(out.as_mut_ptr().cast(), reduce4x2(&acc));
         out
     }
 }
@@ -217,7 +226,7 @@ unsafe fn dot4x2_f32(p0: &[f32], p1: &[f32], rows: [&[f32]; 4], k: usize) -> [[f
     // SAFETY: the caller guarantees the target features are available; raw
     // pointer accesses below are bounds-justified where they occur.
     unsafe {
-        let (p0, p1) = (&p0[..k], &p1[..k]);
+        let (p0, p1) = (&p0[..k + PATCH_PAD], &p1[..k + PATCH_PAD]);
         let rows = rows.map(|r| &r[..k]);
         let mut acc = [[_mm256_setzero_ps(); 2]; 4];
         let chunks = k / 8;
@@ -234,14 +243,23 @@ unsafe fn dot4x2_f32(p0: &[f32], p1: &[f32], rows: [&[f32]; 4], k: usize) -> [[f
                 }
             }
         }
+        let rest = k - chunks * 8;
+        if rest > 0 {
+            let i = chunks * 8;
+            let x0 = _mm256_loadu_ps(p0.as_ptr().add(i));
+            let x1 = _mm256_loadu_ps(p1.as_ptr().add(i));
+            for (r, row) in rows.iter().enumerate() {
+                let mut w = [0f32; 8];
+                w[..rest].copy_from_slice(&row[i..k]);
+                let w = _mm256_loadu_ps(w.as_ptr());
+                acc[r][0] = _mm256_fmadd_ps(x0, w, acc[r][0]);
+                acc[r][1] = _mm256_fmadd_ps(x1, w, acc[r][1]);
+            }
+        }
         let mut out = [[0f32; 2]; 4];
         for r in 0..4 {
-            for (j, p) in [p0, p1].iter().enumerate() {
-                let mut s = hsum_ps(acc[r][j]);
-                for i in chunks * 8..k {
-                    s += p[i] * rows[r][i];
-                }
-                out[r][j] = s;
+            for j in 0..2 {
+                out[r][j] = hsum_ps(acc[r][j]);
             }
         }
         out
@@ -257,8 +275,8 @@ unsafe fn conv2d_i8_avx2(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i1
         let k = g.patch_len();
         let (cg_out, oc_total) = (g.group_out_channels(), g.out_channels);
         let pixels = g.batch * g.out_height * g.out_width;
-        let (patch0, rest) = scratch.split_at_mut(k);
-        let patch1 = &mut rest[..k];
+        let (patch0, rest) = scratch.split_at_mut(k + PATCH_PAD);
+        let patch1 = &mut rest[..k + PATCH_PAD];
         let mut acc0 = [0i32; BLOCK];
         let mut acc1 = [0i32; BLOCK];
         let mut p = 0;
@@ -311,8 +329,11 @@ unsafe fn conv2d_f32_avx2(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut 
         let (cg_out, oc_total) = (g.group_out_channels(), g.out_channels);
         let pixels = g.batch * g.out_height * g.out_width;
         let (lo, hi) = op.activation;
-        let (patch0, rest) = scratch.split_at_mut(k);
-        let patch1 = &mut rest[..k];
+        let (patch0, rest) = scratch.split_at_mut(k + PATCH_PAD);
+        let patch1 = &mut rest[..k + PATCH_PAD];
+        // The slack past each patch is read by the last partial chunk: it must be finite.
+        patch0[k..].fill(0.0);
+        patch1[k..].fill(0.0);
         let mut p = 0;
         while p < pixels {
             let pair = p + 1 < pixels;

@@ -1,0 +1,210 @@
+//! Per-kernel throughput: each compute-heavy kernel's reference and the kernel this machine
+//! dispatches to, side by side in one run, on layer shapes from the benchmark models.
+//! criterion's "elements" are multiply-accumulates, so its throughput reads as MAC/s.
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use loam::fixed_point::QuantizedMultiplier;
+use loam::ops::RequantizeParams;
+use loam::ops::conv2d::{self, Conv2dF32, Conv2dI8, ConvGeometry, output_size};
+use loam::ops::depthwise_conv2d::{self, DepthwiseConv2dI8};
+use loam::ops::fully_connected::{self, FullyConnectedI8, FullyConnectedShape};
+
+fn pattern(len: usize, seed: usize) -> Vec<i8> {
+    (0..len)
+        .map(|i| ((i * 37 + seed * 11) % 255) as i8)
+        .collect()
+}
+
+fn multipliers(n: usize) -> Vec<QuantizedMultiplier> {
+    (0..n)
+        .map(|o| QuantizedMultiplier::from_real(0.0005 + o as f64 * 1e-6).unwrap())
+        .collect()
+}
+
+fn params(m: &[QuantizedMultiplier]) -> RequantizeParams<'_> {
+    RequantizeParams {
+        input_zero_point: -3,
+        output_zero_point: 5,
+        multipliers: m,
+        activation_min: -128,
+        activation_max: 127,
+    }
+}
+
+fn geometry(
+    hw: (usize, usize),
+    cin: usize,
+    cout: usize,
+    k: (usize, usize),
+    stride: usize,
+    groups: usize,
+) -> ConvGeometry {
+    let pad = (k.0 / 2, k.1 / 2);
+    ConvGeometry {
+        batch: 1,
+        in_height: hw.0,
+        in_width: hw.1,
+        in_channels: cin,
+        out_height: output_size(hw.0, k.0, stride, 1, pad.0, pad.0).unwrap(),
+        out_width: output_size(hw.1, k.1, stride, 1, pad.1, pad.1).unwrap(),
+        out_channels: cout,
+        kernel_height: k.0,
+        kernel_width: k.1,
+        stride_height: stride,
+        stride_width: stride,
+        dilation_height: 1,
+        dilation_width: 1,
+        pad_top: pad.0,
+        pad_left: pad.1,
+        groups,
+    }
+}
+
+fn fully_connected(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fully_connected_i8");
+    // A digits MLP layer, the autoencoder's 640-wide layers, a KWS head, and a pointwise
+    // convolution seen as a batch of pixels (DS-CNN: 125 pixels, 64 -> 64).
+    for (batch, in_features, out_features) in [
+        (1, 64, 32),
+        (1, 640, 128),
+        (1, 128, 640),
+        (1, 1024, 12),
+        (125, 64, 64),
+    ] {
+        let shape = FullyConnectedShape {
+            batch,
+            in_features,
+            out_features,
+        };
+        let input = pattern(batch * in_features, 1);
+        let weights = pattern(in_features * out_features, 2);
+        let bias: Vec<i32> = (0..out_features as i32).map(|o| o * 100 - 500).collect();
+        let m = multipliers(out_features);
+        let op = FullyConnectedI8 {
+            shape,
+            params: params(&m),
+            input: &input,
+            weights: &weights,
+            bias: Some(&bias),
+        };
+        let mut output = vec![0i8; batch * out_features];
+        group.throughput(Throughput::Elements(shape.macs() as u64));
+        let id = format!("{batch}x{in_features}x{out_features}");
+        group.bench_function(BenchmarkId::new("dispatch", &id), |b| {
+            b.iter(|| {
+                fully_connected::fully_connected_i8(black_box(&op), black_box(&mut output)).unwrap()
+            })
+        });
+        group.bench_function(BenchmarkId::new("reference", &id), |b| {
+            b.iter(|| {
+                fully_connected::reference::fully_connected_i8(
+                    black_box(&op),
+                    black_box(&mut output),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+fn convolution(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv2d");
+    // DS-CNN's first layer, a ResNet-8 3x3 layer, a MobileNet pointwise layer.
+    let cases = [
+        ("dscnn-10x4", geometry((49, 10), 1, 64, (10, 4), 2, 1)),
+        ("resnet-3x3", geometry((16, 16), 32, 32, (3, 3), 1, 1)),
+        ("mobilenet-1x1", geometry((12, 12), 64, 128, (1, 1), 1, 1)),
+    ];
+    for (name, g) in cases {
+        let input = pattern(g.input_len().unwrap(), 3);
+        let filter = pattern(g.out_channels * g.patch_len(), 4);
+        let m = multipliers(g.out_channels);
+        let op = Conv2dI8 {
+            geometry: g,
+            params: params(&m),
+            input: &input,
+            filter: &filter,
+            bias: None,
+        };
+        let mut output = vec![0i8; g.output_len().unwrap()];
+        let mut scratch = vec![0i16; conv2d::scratch_len(&g)];
+        group.throughput(Throughput::Elements(g.macs() as u64));
+        group.bench_function(BenchmarkId::new("i8/dispatch", name), |b| {
+            b.iter(|| {
+                conv2d::conv2d_i8(black_box(&op), black_box(&mut output), &mut scratch).unwrap()
+            })
+        });
+        group.bench_function(BenchmarkId::new("i8/reference", name), |b| {
+            b.iter(|| {
+                conv2d::reference::conv2d_i8(black_box(&op), black_box(&mut output), &mut scratch)
+            })
+        });
+        let input_f: Vec<f32> = input.iter().map(|&v| f32::from(v) / 64.0).collect();
+        let filter_f: Vec<f32> = filter.iter().map(|&v| f32::from(v) / 128.0).collect();
+        let op = Conv2dF32 {
+            geometry: g,
+            input: &input_f,
+            filter: &filter_f,
+            bias: None,
+            activation: (f32::NEG_INFINITY, f32::INFINITY),
+        };
+        let mut output = vec![0f32; g.output_len().unwrap()];
+        let mut scratch = vec![0f32; conv2d::scratch_len(&g)];
+        group.bench_function(BenchmarkId::new("f32/dispatch", name), |b| {
+            b.iter(|| {
+                conv2d::conv2d_f32(black_box(&op), black_box(&mut output), &mut scratch).unwrap()
+            })
+        });
+        group.bench_function(BenchmarkId::new("f32/reference", name), |b| {
+            b.iter(|| {
+                conv2d::reference::conv2d_f32(black_box(&op), black_box(&mut output), &mut scratch)
+            })
+        });
+    }
+    group.finish();
+}
+
+fn depthwise(c: &mut Criterion) {
+    let mut group = c.benchmark_group("depthwise_conv2d_i8");
+    let cases = [
+        ("dscnn-3x3x64", geometry((25, 5), 64, 64, (3, 3), 1, 64)),
+        (
+            "mobilenet-3x3x32-s2",
+            geometry((48, 48), 32, 32, (3, 3), 2, 32),
+        ),
+    ];
+    for (name, g) in cases {
+        let input = pattern(g.input_len().unwrap(), 5);
+        let filter = pattern(g.kernel_height * g.kernel_width * g.out_channels, 6);
+        let m = multipliers(g.out_channels);
+        let op = DepthwiseConv2dI8 {
+            geometry: g,
+            params: params(&m),
+            input: &input,
+            filter: &filter,
+            bias: None,
+        };
+        let mut output = vec![0i8; g.output_len().unwrap()];
+        group.throughput(Throughput::Elements(g.macs() as u64));
+        group.bench_function(BenchmarkId::new("dispatch", name), |b| {
+            b.iter(|| {
+                depthwise_conv2d::depthwise_conv2d_i8(black_box(&op), black_box(&mut output))
+                    .unwrap()
+            })
+        });
+        group.bench_function(BenchmarkId::new("reference", name), |b| {
+            b.iter(|| {
+                depthwise_conv2d::reference::depthwise_conv2d_i8(
+                    black_box(&op),
+                    black_box(&mut output),
+                )
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fully_connected, convolution, depthwise);
+criterion_main!(benches);
