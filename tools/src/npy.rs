@@ -100,7 +100,7 @@ pub fn read(path: &Path) -> Result<Array> {
     }
     let descr = file.dtype().descr();
     let context = || format!("reading the elements of {}", path.display());
-    let data = match descr.trim_start_matches(['<', '|', '=']) {
+    let data = match descr.trim_matches('\'').trim_start_matches(['<', '|', '=']) {
         "f4" => Data::F32(file.into_vec::<f32>().with_context(context)?),
         "f8" => Data::F32(
             file.into_vec::<f64>()

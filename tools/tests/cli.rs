@@ -24,3 +24,117 @@ fn an_unknown_subcommand_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand"));
 }
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Template -> run -> bench, the way a person sizes and tries a model before the importer
+/// exists: the int8 digits MLP runs on a float NPY batch (quantized on the way in) and
+/// writes its outputs as NPY.
+#[test]
+fn a_template_runs_on_npy_inputs_and_benchmarks() {
+    use loam_tools::npy::{self, Array, Data};
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("digits.loam");
+    let model_s = model.to_str().unwrap();
+    let out = loam(&["template", "digits-mlp", "--int8", "-o", model_s]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("arena"), "{}", text(&out));
+
+    // Three samples with the model's [1, 64] shape stacked: [3, 64].
+    let input = dir.path().join("x.npy");
+    let values: Vec<f32> = (0..3 * 64).map(|i| ((i % 17) as f32 / 8.0) - 1.0).collect();
+    npy::write(
+        &input,
+        &Array {
+            shape: vec![3, 64],
+            data: Data::F32(values),
+        },
+    )
+    .unwrap();
+    let output = dir.path().join("y.npy");
+    let out = loam(&[
+        "run",
+        model_s,
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let y = npy::read(&output).unwrap();
+    assert_eq!(y.shape, vec![3, 10]);
+    assert!(matches!(y.data, Data::I8(_)));
+
+    let out = loam(&[
+        "bench",
+        model_s,
+        "--iterations",
+        "20",
+        "--warmup",
+        "2",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["median_us"].as_f64().unwrap() > 0.0);
+    assert!(json["p90_us"].as_f64().unwrap() >= json["median_us"].as_f64().unwrap());
+    assert_eq!(json["ops"].as_array().unwrap().len(), 4);
+}
+
+/// Bad input is a clear error naming the file, and no output file appears.
+#[test]
+fn bad_inputs_name_the_file_and_leave_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("bogus.loam");
+    std::fs::write(&bogus, b"LOAM but not really a model").unwrap();
+    let output = dir.path().join("y.npy");
+    let out = loam(&[
+        "run",
+        bogus.to_str().unwrap(),
+        "-i",
+        "missing.npy",
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("bogus.loam"), "{}", text(&out));
+    assert!(!output.exists());
+
+    let model = dir.path().join("m.loam");
+    assert!(
+        loam(&["template", "digits-mlp", "-o", model.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let wrong = dir.path().join("wrong.npy");
+    loam_tools::npy::write(
+        &wrong,
+        &loam_tools::npy::Array {
+            shape: vec![1, 63],
+            data: loam_tools::npy::Data::F32(vec![0.0; 63]),
+        },
+    )
+    .unwrap();
+    let out = loam(&[
+        "run",
+        model.to_str().unwrap(),
+        "-i",
+        wrong.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("input `input` has shape [1, 63]"),
+        "{}",
+        text(&out)
+    );
+    assert!(!output.exists());
+}

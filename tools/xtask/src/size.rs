@@ -1,5 +1,6 @@
-//! `cargo xtask size`: flash and static RAM of the reference firmware on each Cortex-M target,
-//! and what loam adds over a baseline firmware with the same start-up and logging.
+//! `cargo xtask size`: flash and static RAM of the reference firmware (one int8 layer) and of
+//! the bundled-model firmware (loader, interpreter and every int8 op) on each Cortex-M
+//! target, and what loam adds over a baseline firmware with the same start-up and logging.
 //!
 //! Symbol sizes cannot attribute bytes to the runtime (LTO inlines it into `main`), so the
 //! runtime's cost is measured as the difference between two builds.
@@ -20,6 +21,9 @@ const RAM_SECTIONS: [&str; 3] = [".data", ".bss", ".uninit"];
 /// The reference firmware's statics holding the model (they keep their names through LTO),
 /// so the runtime's own code can be told apart from the model's bytes.
 const REFERENCE_MODEL_SYMBOLS: [&str; 2] = ["reference::WEIGHTS", "reference::BIAS"];
+
+/// The model the `model` firmware embeds.
+const ZOO_MODEL: &str = "runtime/tests/data/int8-zoo.loam";
 
 /// Flash and RAM of one ELF.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,8 +101,16 @@ pub fn run(root: &Path, toolchain: &Toolchain) -> Result<()> {
         let baseline = measure(&dir.join("baseline"))?;
         let reference = measure(&dir.join("reference"))?;
         let model = model_bytes(&dir.join("reference"))?;
-        lines.push((target, baseline, reference, model));
+        let zoo = measure(&dir.join("model"))?;
+        lines.push((target, baseline, reference, model, zoo));
     }
+    // The bundled model firmware embeds this file and a static arena of the size its
+    // preamble records.
+    let zoo_file =
+        std::fs::read(root.join(ZOO_MODEL)).with_context(|| format!("reading {ZOO_MODEL}"))?;
+    let zoo_arena = zoo_file
+        .get(28..32)
+        .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])) as u64;
     println!(
         "\nfirmware size ({}; release, opt-level s, LTO)",
         toolchain.describe()
@@ -107,7 +119,7 @@ pub fn run(root: &Path, toolchain: &Toolchain) -> Result<()> {
         "{:<24} {:<26} {:>10} {:>10}",
         "target", "firmware", "flash (B)", "RAM (B)"
     );
-    for (target, baseline, reference, model) in lines {
+    for (target, baseline, reference, model, zoo) in lines {
         let code = reference.flash.saturating_sub(baseline.flash + model);
         println!(
             "{:<24} {:<26} {:>10} {:>10}",
@@ -125,6 +137,25 @@ pub fn run(root: &Path, toolchain: &Toolchain) -> Result<()> {
             reference.ram.saturating_sub(baseline.ram)
         );
         println!("{:<24} {:<26} {:>10}", "", "  of which model data", model);
+        println!(
+            "{:<24} {:<26} {:>10} {:>10}",
+            "", "int8 zoo (whole runtime)", zoo.flash, zoo.ram
+        );
+        println!(
+            "{:<24} {:<26} {:>10} {:>10}",
+            "",
+            "  of which loam runtime",
+            zoo.flash
+                .saturating_sub(baseline.flash + zoo_file.len() as u64),
+            zoo.ram.saturating_sub(baseline.ram + zoo_arena)
+        );
+        println!(
+            "{:<24} {:<26} {:>10} {:>10}",
+            "",
+            "  of which model / arena",
+            zoo_file.len(),
+            zoo_arena
+        );
     }
     println!("(stack not included: it is sized by the linker script, not by the program)");
     Ok(())
