@@ -46,5 +46,8 @@ fn fuzz_seeds_and_regressions_replay_cleanly() {
             count += 1;
         }
     }
-    assert!(count >= 3, "the committed seeds are missing ({count} files replayed)");
+    assert!(
+        count >= 3,
+        "the committed seeds are missing ({count} files replayed)"
+    );
 }
