@@ -25,6 +25,9 @@ extern crate std;
 mod error;
 pub mod fixed_point;
 pub mod format;
+#[cfg(feature = "alloc")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod interpreter;
 pub mod isa;
 pub mod ops;

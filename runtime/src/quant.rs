@@ -3,6 +3,7 @@
 //! requantization multipliers the int8 kernels read. The tools call these when they write an
 //! int8 model; the arithmetic must match TFLite's so that files agree bit for bit.
 
+#[cfg(feature = "alloc")]
 use crate::fixed_point::QuantizedMultiplier;
 
 /// An affine quantization: `real = scale * (q - zero_point)`.

@@ -165,6 +165,31 @@ pub(crate) fn check_operands(
     Ok(())
 }
 
+/// Fails with [`Error::ShapeMismatch`] naming `operand` unless the lengths agree.
+pub(crate) fn check_len(
+    operand: crate::error::Operand,
+    expected: usize,
+    actual: usize,
+) -> Result<(), Error> {
+    if expected == actual {
+        Ok(())
+    } else {
+        Err(Error::ShapeMismatch {
+            operand,
+            expected,
+            actual,
+        })
+    }
+}
+
+/// Checks a float kernel's output clamp (`min <= max`, neither NaN).
+pub(crate) fn check_f32_clamp((lo, hi): (f32, f32)) -> Result<(), Error> {
+    if lo.is_nan() || hi.is_nan() || lo > hi {
+        return Err(Error::InvalidQuantization(QuantField::ActivationRange));
+    }
+    Ok(())
+}
+
 /// The clamp range of a fused activation on an int8 output.
 pub(crate) fn i8_activation(output: &Operand<'_>, activation: FusedActivation) -> (i8, i8) {
     let (scale, zero_point) = output.per_tensor().unwrap_or((1.0, 0));

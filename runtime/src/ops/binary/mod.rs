@@ -247,6 +247,7 @@ impl BinaryShape {
     /// The output as rows for the fast paths: dimensions of size 1 dropped and neighbours
     /// that broadcast alike merged, so that each row is a run where each operand either
     /// advances one element per output element or repeats one value.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn rows(&self) -> Rows {
         let mut dims = [1usize; MAX_RANK];
         // (a repeats, b repeats) along each merged dimension.
@@ -308,6 +309,8 @@ impl BinaryShape {
 
 /// The output of a binary op as `count` rows of `len` elements; see [`BinaryShape::rows`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Only the x86 fast paths walk rows so far; other ISAs use the reference.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct Rows {
     outer: [usize; MAX_RANK - 1],
     a_stride: [usize; MAX_RANK - 1],
@@ -322,6 +325,7 @@ pub(crate) struct Rows {
     pub b_advances: bool,
 }
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 impl Rows {
     /// `(a offset, b offset, output offset)` of each row in order.
     pub fn iter(&self) -> RowIter {
@@ -336,6 +340,8 @@ impl Rows {
 }
 
 /// Iterator over a [`Rows`]' starting offsets.
+// Only the x86 fast paths walk rows so far; other ISAs use the reference.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) struct RowIter {
     rows: Rows,
     index: [usize; MAX_RANK - 1],

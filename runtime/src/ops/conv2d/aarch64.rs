@@ -14,7 +14,7 @@
 
 use core::arch::aarch64::*;
 
-use super::{Conv2dF32, Conv2dI8, ConvGeometry};
+use super::{Conv2dF32, Conv2dI8, ConvGeometry, gather_patch};
 use crate::isa::Isa;
 use crate::ops::fully_connected::aarch64::{
     fully_connected_f32_neon, fully_connected_i8_dotprod, fully_connected_i8_neon, sdot,
@@ -79,47 +79,6 @@ pub(super) fn conv2d_f32_neon(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &
     unsafe { f32_neon(op, output, scratch) }
 }
 
-fn pixel(g: &ConvGeometry, p: usize) -> (usize, usize, usize) {
-    let per_image = g.out_height * g.out_width;
-    (
-        p / per_image,
-        (p % per_image) / g.out_width,
-        p % g.out_width,
-    )
-}
-
-/// Gathers output pixel `p`'s patch for `group`: `fill` for padding taps, `convert` per value.
-fn gather<T: Copy, U: Copy>(
-    g: &ConvGeometry,
-    input: &[T],
-    p: usize,
-    group: usize,
-    dst: &mut [U],
-    fill: U,
-    convert: impl Fn(T) -> U,
-) {
-    let cg = g.group_in_channels();
-    let (b, oy, ox) = pixel(g, p);
-    let mut k = 0;
-    for ky in 0..g.kernel_height {
-        let iy = g.input_row(oy, ky);
-        for kx in 0..g.kernel_width {
-            let d = &mut dst[k..k + cg];
-            k += cg;
-            match (iy, g.input_col(ox, kx)) {
-                (Some(iy), Some(ix)) => {
-                    let start =
-                        ((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + group * cg;
-                    for (d, &x) in d.iter_mut().zip(&input[start..start + cg]) {
-                        *d = convert(x);
-                    }
-                }
-                _ => d.fill(fill),
-            }
-        }
-    }
-}
-
 /// Runs `dot` over pixel pairs and four-row filter blocks, writing each result through
 /// `emit(pixel, channel, accumulator)`.
 fn drive<P: Copy + Default, A: Copy>(
@@ -172,7 +131,7 @@ unsafe fn i8_neon(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
         let zp = op.params.input_zero_point;
         let chunks = k / 8;
         let mut gather_patch = |p: usize, group: usize, dst: &mut [i16]| {
-            gather(g, op.input, p, group, dst, 0i16, |x: i8| {
+            gather_patch(g, op.input, p, group, dst, 0i16, |x: i8| {
                 i16::from(x) - zp as i16
             })
         };
@@ -224,7 +183,7 @@ unsafe fn i8_dotprod(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i8]) {
         let chunks = k / 16;
         let ones = vdupq_n_s8(1);
         let mut gather_patch = |p: usize, group: usize, dst: &mut [i8]| {
-            gather(g, op.input, p, group, dst, zp as i8, |x: i8| x)
+            gather_patch(g, op.input, p, group, dst, zp as i8, |x: i8| x)
         };
         let mut dot = |p0: &[i8], p1: &[i8], oc: usize, rows: usize| -> [[i32; 2]; 4] {
             let w: [&[i8]; 4] =
@@ -276,7 +235,7 @@ unsafe fn f32_neon(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) 
         let chunks = k / 4;
         let (lo, hi) = op.activation;
         let mut gather_patch = |p: usize, group: usize, dst: &mut [f32]| {
-            gather(g, op.input, p, group, dst, 0.0f32, |x: f32| x)
+            gather_patch(g, op.input, p, group, dst, 0.0f32, |x: f32| x)
         };
         let mut dot = |p0: &[f32], p1: &[f32], oc: usize, rows: usize| -> [[f32; 2]; 4] {
             let w: [&[f32]; 4] =

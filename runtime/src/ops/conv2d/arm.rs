@@ -5,7 +5,7 @@
 //! 32-bit load lines up with the (0, 2) and (1, 3) lanes `sxtb16` makes of four filter bytes.
 //! Pointwise convolutions run as fully-connected layers.
 
-use super::{Conv2dI8, ConvGeometry};
+use super::{Conv2dI8, ConvGeometry, gather_patch};
 use crate::ops::arm_dsp::{smlad, sxtb16, sxtb16_ror8, word_i8, word_i16};
 use crate::ops::fully_connected::arm::fully_connected_i8_dsp;
 use crate::ops::fully_connected::{FullyConnectedI8, FullyConnectedShape};
@@ -75,32 +75,9 @@ pub(super) fn conv2d_i8_dsp(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut 
 /// Gathers pixel `p`'s patch for `group` as `x - zp`, each full group of four reordered to
 /// (0, 2, 1, 3).
 fn gather(op: &Conv2dI8<'_>, g: &ConvGeometry, p: usize, group: usize, dst: &mut [i16]) {
-    let cg = g.group_in_channels();
     let zp = op.params.input_zero_point as i16;
-    let per_image = g.out_height * g.out_width;
-    let (b, oy, ox) = (
-        p / per_image,
-        (p % per_image) / g.out_width,
-        p % g.out_width,
-    );
-    let mut k = 0;
-    for ky in 0..g.kernel_height {
-        let iy = g.input_row(oy, ky);
-        for kx in 0..g.kernel_width {
-            let d = &mut dst[k..k + cg];
-            k += cg;
-            match (iy, g.input_col(ox, kx)) {
-                (Some(iy), Some(ix)) => {
-                    let start =
-                        ((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + group * cg;
-                    for (d, &x) in d.iter_mut().zip(&op.input[start..start + cg]) {
-                        *d = i16::from(x) - zp;
-                    }
-                }
-                _ => d.fill(0),
-            }
-        }
-    }
+    let k = g.patch_len();
+    gather_patch(g, op.input, p, group, dst, 0i16, |x: i8| i16::from(x) - zp);
     for quad in dst[..k / 4 * 4].chunks_exact_mut(4) {
         quad.swap(1, 2);
     }

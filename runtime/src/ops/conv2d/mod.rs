@@ -19,9 +19,10 @@ pub(crate) mod x86;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, OpProblem, Operand, QuantField};
+use crate::error::{Error, OpProblem, Operand};
 use crate::isa::{Isa, Kernel, best};
-use crate::ops::{Ctx, FusedActivation, Node, RequantizeParams, Tolerance, layer};
+use crate::ops::layer::{self, check_len};
+use crate::ops::{Ctx, FusedActivation, Node, RequantizeParams, Tolerance};
 use crate::tensor::DType;
 
 /// Attributes of a `Conv2d` op.
@@ -202,23 +203,31 @@ impl ConvGeometry {
             .then_some(y as usize)
     }
 
+    /// Checks the geometry and the operand lengths a kernel indexes with: input, filter
+    /// (`filter_expected` elements, which differs between ordinary and depthwise layouts),
+    /// output and bias.
+    pub(crate) fn check_lengths(
+        &self,
+        input: usize,
+        (filter_expected, filter): (usize, usize),
+        output: usize,
+        bias: Option<usize>,
+    ) -> Result<(), Error> {
+        self.validate()?;
+        check_len(Operand::Input, self.input_len()?, input)?;
+        check_len(Operand::Weights, filter_expected, filter)?;
+        check_len(Operand::Output, self.output_len()?, output)?;
+        if let Some(bias) = bias {
+            check_len(Operand::Bias, self.out_channels, bias)?;
+        }
+        Ok(())
+    }
+
     /// The input column of output column `ox` and kernel column `kx`, if inside the image.
     #[inline]
     pub(crate) fn input_col(&self, ox: usize, kx: usize) -> Option<usize> {
         let x = (ox * self.stride_width + kx * self.dilation_width) as i64 - self.pad_left as i64;
         (0..self.in_width as i64).contains(&x).then_some(x as usize)
-    }
-}
-
-fn check_len(operand: Operand, expected: usize, actual: usize) -> Result<(), Error> {
-    if expected == actual {
-        Ok(())
-    } else {
-        Err(Error::ShapeMismatch {
-            operand,
-            expected,
-            actual,
-        })
     }
 }
 
@@ -241,17 +250,12 @@ impl Conv2dI8<'_> {
     /// Checks every length and parameter, so kernels can index without further checks.
     pub fn validate(&self, output: &[i8]) -> Result<(), Error> {
         let g = &self.geometry;
-        g.validate()?;
-        check_len(Operand::Input, g.input_len()?, self.input.len())?;
-        check_len(
-            Operand::Weights,
-            g.out_channels * g.patch_len(),
-            self.filter.len(),
+        g.check_lengths(
+            self.input.len(),
+            (g.out_channels * g.patch_len(), self.filter.len()),
+            output.len(),
+            self.bias.map(<[i32]>::len),
         )?;
-        check_len(Operand::Output, g.output_len()?, output.len())?;
-        if let Some(bias) = self.bias {
-            check_len(Operand::Bias, g.out_channels, bias.len())?;
-        }
         self.params.validate(g.out_channels)
     }
 }
@@ -275,28 +279,63 @@ impl Conv2dF32<'_> {
     /// Checks every length against the geometry.
     pub fn validate(&self, output: &[f32]) -> Result<(), Error> {
         let g = &self.geometry;
-        g.validate()?;
-        check_len(Operand::Input, g.input_len()?, self.input.len())?;
-        check_len(
-            Operand::Weights,
-            g.out_channels * g.patch_len(),
-            self.filter.len(),
+        g.check_lengths(
+            self.input.len(),
+            (g.out_channels * g.patch_len(), self.filter.len()),
+            output.len(),
+            self.bias.map(<[f32]>::len),
         )?;
-        check_len(Operand::Output, g.output_len()?, output.len())?;
-        if let Some(bias) = self.bias {
-            check_len(Operand::Bias, g.out_channels, bias.len())?;
-        }
-        let (lo, hi) = self.activation;
-        if lo.is_nan() || hi.is_nan() || lo > hi {
-            return Err(Error::InvalidQuantization(QuantField::ActivationRange));
-        }
-        Ok(())
+        layer::check_f32_clamp(self.activation)
     }
 }
 
 /// Elements of slack after each gathered patch, so vector loads of a patch's last partial
 /// chunk stay inside the scratch (the slack is multiplied by zero weights).
 pub const PATCH_PAD: usize = 16;
+
+/// Gathers output pixel `p`'s input patch for channel group `group` into `dst` in filter
+/// order (kernel row, kernel column, channel): `convert` per input value, `fill` for taps in
+/// the padding. The im2col step every fast path shares (cores without one never gather).
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
+    allow(dead_code)
+)]
+#[cfg_attr(all(target_arch = "arm", not(loam_arm_dsp)), allow(dead_code))]
+pub(crate) fn gather_patch<T: Copy, U: Copy>(
+    g: &ConvGeometry,
+    input: &[T],
+    p: usize,
+    group: usize,
+    dst: &mut [U],
+    fill: U,
+    convert: impl Fn(T) -> U,
+) {
+    let cg = g.group_in_channels();
+    let per_image = g.out_height * g.out_width;
+    let (b, oy, ox) = (
+        p / per_image,
+        (p % per_image) / g.out_width,
+        p % g.out_width,
+    );
+    let mut k = 0;
+    for ky in 0..g.kernel_height {
+        let iy = g.input_row(oy, ky);
+        for kx in 0..g.kernel_width {
+            let d = &mut dst[k..k + cg];
+            k += cg;
+            match (iy, g.input_col(ox, kx)) {
+                (Some(iy), Some(ix)) => {
+                    let start =
+                        ((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + group * cg;
+                    for (d, &x) in d.iter_mut().zip(&input[start..start + cg]) {
+                        *d = convert(x);
+                    }
+                }
+                _ => d.fill(fill),
+            }
+        }
+    }
+}
 
 /// Scratch elements (`i16` for int8, `f32` for float) the fast paths need: two gathered
 /// input patches, each followed by [`PATCH_PAD`] elements. Sized the same on every ISA (the

@@ -16,7 +16,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{Conv2dF32, Conv2dI8, ConvGeometry, PATCH_PAD};
+use super::{Conv2dF32, Conv2dI8, ConvGeometry, PATCH_PAD, gather_patch};
 use crate::isa::Isa;
 use crate::ops::fully_connected::{self, FullyConnectedF32, FullyConnectedI8, FullyConnectedShape};
 use crate::ops::requantize::x86::requantize_row;
@@ -116,29 +116,6 @@ unsafe fn gather_i8(op: &Conv2dI8<'_>, p: usize, group: usize, dst: &mut [i16]) 
                 for (d, &x) in d[c..].iter_mut().zip(&src[c..]) {
                     *d = i16::from(x) - zp;
                 }
-            }
-        }
-    }
-}
-
-/// Gathers the float patch of output pixel `p` for channel group `group` (0 in the padding).
-fn gather_f32(op: &Conv2dF32<'_>, p: usize, group: usize, dst: &mut [f32]) {
-    let g = &op.geometry;
-    let cg = g.group_in_channels();
-    let (b, oy, ox) = pixel(g, p);
-    let mut k = 0;
-    for ky in 0..g.kernel_height {
-        let iy = g.input_row(oy, ky);
-        for kx in 0..g.kernel_width {
-            let d = &mut dst[k..k + cg];
-            k += cg;
-            match (iy, g.input_col(ox, kx)) {
-                (Some(iy), Some(ix)) => {
-                    let start =
-                        ((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + group * cg;
-                    d.copy_from_slice(&op.input[start..start + cg]);
-                }
-                _ => d.fill(0.0),
             }
         }
     }
@@ -338,9 +315,9 @@ unsafe fn conv2d_f32_avx2(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut 
         while p < pixels {
             let pair = p + 1 < pixels;
             for group in 0..g.groups {
-                gather_f32(op, p, group, patch0);
+                gather_patch(g, op.input, p, group, patch0, 0.0f32, |x: f32| x);
                 if pair {
-                    gather_f32(op, p + 1, group, patch1);
+                    gather_patch(g, op.input, p + 1, group, patch1, 0.0f32, |x: f32| x);
                 } else {
                     patch1.copy_from_slice(patch0);
                 }

@@ -18,7 +18,7 @@ mod x86;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, OpProblem, Operand, QuantField};
+use crate::error::{Error, OpProblem};
 use crate::isa::{Isa, Kernel, best};
 use crate::ops::conv2d::{ConvGeometry, output_size};
 use crate::ops::{Ctx, FusedActivation, Node, RequantizeParams, Tolerance, layer};
@@ -37,18 +37,6 @@ pub struct DepthwiseConv2dAttributes {
     pub depth_multiplier: u16,
     /// Fused activation.
     pub activation: FusedActivation,
-}
-
-fn check_len(operand: Operand, expected: usize, actual: usize) -> Result<(), Error> {
-    if expected == actual {
-        Ok(())
-    } else {
-        Err(Error::ShapeMismatch {
-            operand,
-            expected,
-            actual,
-        })
-    }
 }
 
 /// Checks a depthwise geometry: groups equal the input channels and the output channels are
@@ -82,16 +70,15 @@ impl DepthwiseConv2dI8<'_> {
     pub fn validate(&self, output: &[i8]) -> Result<(), Error> {
         let g = &self.geometry;
         validate_geometry(g)?;
-        check_len(Operand::Input, g.input_len()?, self.input.len())?;
-        check_len(
-            Operand::Weights,
-            g.kernel_height * g.kernel_width * g.out_channels,
-            self.filter.len(),
+        g.check_lengths(
+            self.input.len(),
+            (
+                g.kernel_height * g.kernel_width * g.out_channels,
+                self.filter.len(),
+            ),
+            output.len(),
+            self.bias.map(<[i32]>::len),
         )?;
-        check_len(Operand::Output, g.output_len()?, output.len())?;
-        if let Some(bias) = self.bias {
-            check_len(Operand::Bias, g.out_channels, bias.len())?;
-        }
         self.params.validate(g.out_channels)
     }
 }
@@ -116,21 +103,16 @@ impl DepthwiseConv2dF32<'_> {
     pub fn validate(&self, output: &[f32]) -> Result<(), Error> {
         let g = &self.geometry;
         validate_geometry(g)?;
-        check_len(Operand::Input, g.input_len()?, self.input.len())?;
-        check_len(
-            Operand::Weights,
-            g.kernel_height * g.kernel_width * g.out_channels,
-            self.filter.len(),
+        g.check_lengths(
+            self.input.len(),
+            (
+                g.kernel_height * g.kernel_width * g.out_channels,
+                self.filter.len(),
+            ),
+            output.len(),
+            self.bias.map(<[f32]>::len),
         )?;
-        check_len(Operand::Output, g.output_len()?, output.len())?;
-        if let Some(bias) = self.bias {
-            check_len(Operand::Bias, g.out_channels, bias.len())?;
-        }
-        let (lo, hi) = self.activation;
-        if lo.is_nan() || hi.is_nan() || lo > hi {
-            return Err(Error::InvalidQuantization(QuantField::ActivationRange));
-        }
-        Ok(())
+        layer::check_f32_clamp(self.activation)
     }
 }
 
