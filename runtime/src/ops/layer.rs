@@ -98,17 +98,42 @@ pub(crate) struct I8Requant<'m> {
     pub activation_max: i8,
 }
 
+/// The operands every weighted layer has, decoded from the model once per check or run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerOperands<'m> {
+    /// Input 0, the activations.
+    pub input: Operand<'m>,
+    /// Input 1, the weights or filter.
+    pub weights: Operand<'m>,
+    /// Output 0.
+    pub output: Operand<'m>,
+}
+
+impl<'m> LayerOperands<'m> {
+    /// Decodes the input, weights and output records of `node`.
+    pub(crate) fn read(node: &Node<'m>) -> Result<LayerOperands<'m>, OpProblem> {
+        Ok(LayerOperands {
+            input: node.input(0)?,
+            weights: node.input(1)?,
+            output: node.output(0)?,
+        })
+    }
+}
+
 /// Checks the bias (input 2) and, for int8, the multipliers (input 3) of a layer with
 /// `channels` output channels whose weights' channel axis is `weight_axis`.
 pub(crate) fn check_operands(
     node: &Node<'_>,
+    operands: &LayerOperands<'_>,
     dtype: DType,
     channels: usize,
     weight_axis: usize,
 ) -> Result<(), OpProblem> {
-    let input = node.input(0)?;
-    let weights = node.input(1)?;
-    let output = node.output(0)?;
+    let LayerOperands {
+        input,
+        weights,
+        output,
+    } = *operands;
     if !weights.record.is_constant() {
         return Err(OpProblem::NotConstant(weights.slot));
     }
@@ -238,5 +263,121 @@ pub(crate) fn bias<'m, T: crate::tensor::Element>(
             .constant::<T>(&b)
             .map(Some)
             .map_err(|_| Error::CorruptModel),
+    }
+}
+
+/// Appending weighted layers to a model: the part of the FullyConnected, Conv2d and
+/// DepthwiseConv2d builder helpers that is the same for all three.
+#[cfg(feature = "alloc")]
+pub(crate) mod build {
+    use serde::Serialize;
+
+    use crate::format::writer::{BuildError, ModelBuilder, QuantSpec, TensorId};
+    use crate::ops::OpKind;
+    use crate::quant::{self, QuantParams};
+    use crate::tensor::DType;
+
+    /// A weighted layer to append.
+    pub(crate) struct Layer<'a, A> {
+        pub kind: OpKind,
+        pub name: &'a str,
+        pub input: TensorId,
+        /// Float weights in the kind's layout.
+        pub weights: &'a [f32],
+        pub weight_dims: &'a [usize],
+        /// The weights' output-channel axis (0 for FC and Conv2d, 3 for depthwise).
+        pub channel_axis: usize,
+        pub bias: Option<&'a [f32]>,
+        pub output_dims: &'a [usize],
+        pub attributes: &'a A,
+    }
+
+    impl<A: Serialize> Layer<'_, A> {
+        fn constant_name(&self, part: &str) -> alloc::string::String {
+            alloc::format!("{}.{part}", self.name)
+        }
+
+        /// Appends the float layer; returns its output.
+        pub(crate) fn append_f32(&self, b: &mut ModelBuilder) -> Result<TensorId, BuildError> {
+            let w = b.constant(
+                &self.constant_name("weight"),
+                self.weight_dims,
+                self.weights,
+                QuantSpec::None,
+            )?;
+            let bias = self
+                .bias
+                .map(|v| b.constant(&self.constant_name("bias"), &[v.len()], v, QuantSpec::None))
+                .transpose()?;
+            let out = b.tensor(self.name, DType::F32, self.output_dims, QuantSpec::None)?;
+            b.op(
+                self.kind,
+                self.name,
+                &[Some(self.input), Some(w), bias],
+                &[out],
+                self.attributes,
+            )?;
+            Ok(out)
+        }
+
+        /// Appends the int8 layer: weights quantized symmetrically per output channel, bias
+        /// to int32 in the accumulator's scale, and the multipliers as TFLite computes them.
+        /// The input must be int8 with per-tensor quantization.
+        pub(crate) fn append_i8(
+            &self,
+            b: &mut ModelBuilder,
+            output: QuantParams,
+        ) -> Result<TensorId, BuildError> {
+            let input_q = b
+                .per_tensor(self.input)
+                .ok_or(BuildError::UnknownTensor(self.input))?;
+            let channels = self
+                .weight_dims
+                .get(self.channel_axis)
+                .copied()
+                .unwrap_or(1);
+            let channel_last = self.channel_axis + 1 == self.weight_dims.len();
+            let (qw, scales) =
+                quant::quantize_weights_per_channel(self.weights, channels, channel_last);
+            let multipliers = quant::layer_multipliers(input_q.scale, &scales, output.scale);
+            let bias_q = self
+                .bias
+                .map(|v| quant::quantize_bias(v, input_q.scale, &scales));
+            let w = b.constant(
+                &self.constant_name("weight"),
+                self.weight_dims,
+                &qw,
+                QuantSpec::PerChannel {
+                    axis: self.channel_axis as u8,
+                    scales,
+                },
+            )?;
+            let bias = bias_q
+                .map(|v| b.constant(&self.constant_name("bias"), &[v.len()], &v, QuantSpec::None))
+                .transpose()?;
+            let m = b.constant(
+                &self.constant_name("multipliers"),
+                &[channels, 2],
+                &multipliers,
+                QuantSpec::None,
+            )?;
+            let out = b.tensor(
+                self.name,
+                DType::I8,
+                self.output_dims,
+                QuantSpec::PerTensor {
+                    scale: output.scale,
+                    zero_point: output.zero_point,
+                },
+            )?;
+            b.op(
+                self.kind,
+                self.name,
+                &[Some(self.input), Some(w), bias, Some(m)],
+                &[out],
+                self.attributes,
+            )?;
+            Ok(out)
+        }
     }
 }

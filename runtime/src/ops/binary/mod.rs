@@ -533,11 +533,7 @@ impl BinaryF32<'_> {
         validate_source(s, &s.a, s.a_elements, &self.a)?;
         validate_source(s, &s.b, s.b_elements, &self.b)?;
         validate_output(s, output.len())?;
-        let (lo, hi) = self.activation;
-        if lo.is_nan() || hi.is_nan() || lo > hi {
-            return Err(Error::InvalidQuantization(QuantField::ActivationRange));
-        }
-        Ok(())
+        crate::ops::layer::check_f32_clamp(self.activation)
     }
 }
 

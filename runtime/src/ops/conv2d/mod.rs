@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, OpProblem, Operand};
 use crate::isa::{Isa, Kernel, best};
-use crate::ops::layer::{self, check_len};
+use crate::ops::layer::{self, LayerOperands, check_len};
 use crate::ops::{Ctx, FusedActivation, Node, RequantizeParams, Tolerance};
 use crate::tensor::DType;
 
@@ -441,10 +441,12 @@ pub fn conv2d_f32(
 }
 
 /// The geometry of a model's convolution from its operands and attributes.
-fn geometry(node: &Node<'_>, a: &Conv2dAttributes) -> Result<ConvGeometry, OpProblem> {
-    let input = node.input(0)?;
-    let filter = node.input(1)?;
-    let output = node.output(0)?;
+fn geometry(operands: &LayerOperands<'_>, a: &Conv2dAttributes) -> Result<ConvGeometry, OpProblem> {
+    let LayerOperands {
+        input,
+        weights: filter,
+        output,
+    } = *operands;
     input.shape_if(
         input.record.shape.rank() == 4,
         "input is [batch, height, width, channels]",
@@ -516,15 +518,17 @@ pub(crate) fn check(node: &Node<'_>) -> Result<(), OpProblem> {
     node.arity((2, 4), 1)?;
     let a: Conv2dAttributes = node.attributes()?;
     a.activation.check()?;
-    let g = geometry(node, &a)?;
-    let dtype = node.input(0)?.expect_dtype(&[DType::F32, DType::I8])?;
-    layer::check_operands(node, dtype, g.out_channels, 0)
+    let operands = LayerOperands::read(node)?;
+    let g = geometry(&operands, &a)?;
+    let dtype = operands.input.expect_dtype(&[DType::F32, DType::I8])?;
+    layer::check_operands(node, &operands, dtype, g.out_channels, 0)
 }
 
 pub(crate) fn scratch_bytes(node: &Node<'_>) -> Result<usize, OpProblem> {
     let a: Conv2dAttributes = node.attributes()?;
-    let g = geometry(node, &a)?;
-    let element = match node.input(0)?.record.dtype {
+    let operands = LayerOperands::read(node)?;
+    let g = geometry(&operands, &a)?;
+    let element = match operands.input.record.dtype {
         DType::I8 => 2,
         _ => 4,
     };
@@ -535,10 +539,13 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
     let node = &ctx.node;
     let corrupt = |_| Error::CorruptModel;
     let a: Conv2dAttributes = node.attributes().map_err(corrupt)?;
-    let geometry = geometry(node, &a).map_err(corrupt)?;
-    let input = node.input(0).map_err(corrupt)?;
-    let filter = node.input(1).map_err(corrupt)?;
-    let output = node.output(0).map_err(corrupt)?;
+    let operands = LayerOperands::read(node).map_err(corrupt)?;
+    let geometry = geometry(&operands, &a).map_err(corrupt)?;
+    let LayerOperands {
+        input,
+        weights: filter,
+        output,
+    } = operands;
     let temp = node.temporary(0).map_err(corrupt)?;
     match input.record.dtype {
         DType::F32 => {
@@ -595,10 +602,10 @@ pub(crate) unsafe fn scratch_view<'c, 'm, T: bytemuck::Pod>(
 #[cfg(feature = "alloc")]
 mod build {
     use super::Conv2dAttributes;
-    use crate::format::writer::{BuildError, ModelBuilder, QuantSpec, TensorId};
+    use crate::format::writer::{BuildError, ModelBuilder, TensorId};
+    use crate::ops::layer::build::Layer;
     use crate::ops::{FusedActivation, OpKind};
-    use crate::quant::{self, QuantParams};
-    use crate::tensor::DType;
+    use crate::quant::QuantParams;
 
     /// A convolution's hyperparameters for the builder helpers.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -723,31 +730,18 @@ mod build {
                 .output_dims(&dims)
                 .ok_or_else(|| BuildError::BadShape(name.into()))?;
             let depth = dims.get(3).map_or(0, |&c| c as usize) / spec.groups.max(1);
-            let w = self.constant(
-                &alloc::format!("{name}.weight"),
-                &[spec.out_channels, spec.kernel.0, spec.kernel.1, depth],
-                filter,
-                QuantSpec::None,
-            )?;
-            let bias = bias
-                .map(|b| {
-                    self.constant(
-                        &alloc::format!("{name}.bias"),
-                        &[b.len()],
-                        b,
-                        QuantSpec::None,
-                    )
-                })
-                .transpose()?;
-            let out = self.tensor(name, DType::F32, &out_dims, QuantSpec::None)?;
-            self.op(
-                OpKind::Conv2d,
+            Layer {
+                kind: OpKind::Conv2d,
                 name,
-                &[Some(input), Some(w), bias],
-                &[out],
-                &spec.attributes(activation)?,
-            )?;
-            Ok(out)
+                input,
+                weights: filter,
+                weight_dims: &[spec.out_channels, spec.kernel.0, spec.kernel.1, depth],
+                channel_axis: 0,
+                bias,
+                output_dims: &out_dims,
+                attributes: &spec.attributes(activation)?,
+            }
+            .append_f32(self)
         }
 
         /// Appends an int8 convolution from float weights (quantized per output channel).
@@ -767,52 +761,18 @@ mod build {
                 .output_dims(&dims)
                 .ok_or_else(|| BuildError::BadShape(name.into()))?;
             let depth = dims.get(3).map_or(0, |&c| c as usize) / spec.groups.max(1);
-            let input_q = self
-                .per_tensor(input)
-                .ok_or(BuildError::UnknownTensor(input))?;
-            let (qw, scales) =
-                quant::quantize_weights_per_channel(filter, spec.out_channels, false);
-            let multipliers = quant::layer_multipliers(input_q.scale, &scales, output.scale);
-            let bias_q = bias.map(|b| quant::quantize_bias(b, input_q.scale, &scales));
-            let w = self.constant(
-                &alloc::format!("{name}.weight"),
-                &[spec.out_channels, spec.kernel.0, spec.kernel.1, depth],
-                &qw,
-                QuantSpec::PerChannel { axis: 0, scales },
-            )?;
-            let bias = bias_q
-                .map(|b| {
-                    self.constant(
-                        &alloc::format!("{name}.bias"),
-                        &[b.len()],
-                        &b,
-                        QuantSpec::None,
-                    )
-                })
-                .transpose()?;
-            let m = self.constant(
-                &alloc::format!("{name}.multipliers"),
-                &[spec.out_channels, 2],
-                &multipliers,
-                QuantSpec::None,
-            )?;
-            let out = self.tensor(
+            Layer {
+                kind: OpKind::Conv2d,
                 name,
-                DType::I8,
-                &out_dims,
-                QuantSpec::PerTensor {
-                    scale: output.scale,
-                    zero_point: output.zero_point,
-                },
-            )?;
-            self.op(
-                OpKind::Conv2d,
-                name,
-                &[Some(input), Some(w), bias, Some(m)],
-                &[out],
-                &spec.attributes(activation)?,
-            )?;
-            Ok(out)
+                input,
+                weights: filter,
+                weight_dims: &[spec.out_channels, spec.kernel.0, spec.kernel.1, depth],
+                channel_axis: 0,
+                bias,
+                output_dims: &out_dims,
+                attributes: &spec.attributes(activation)?,
+            }
+            .append_i8(self, output)
         }
     }
 }

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, OpProblem};
 use crate::isa::{Isa, Kernel, best};
 use crate::ops::conv2d::{ConvGeometry, output_size};
-use crate::ops::{Ctx, FusedActivation, Node, RequantizeParams, Tolerance, layer};
+use crate::ops::layer::{self, LayerOperands};
+use crate::ops::{Ctx, FusedActivation, Node, RequantizeParams, Tolerance};
 use crate::tensor::DType;
 
 /// Attributes of a `DepthwiseConv2d` op.
@@ -187,10 +188,15 @@ pub fn depthwise_conv2d_f32(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) -> 
     Ok(())
 }
 
-fn geometry(node: &Node<'_>, a: &DepthwiseConv2dAttributes) -> Result<ConvGeometry, OpProblem> {
-    let input = node.input(0)?;
-    let filter = node.input(1)?;
-    let output = node.output(0)?;
+fn geometry(
+    operands: &LayerOperands<'_>,
+    a: &DepthwiseConv2dAttributes,
+) -> Result<ConvGeometry, OpProblem> {
+    let LayerOperands {
+        input,
+        weights: filter,
+        output,
+    } = *operands;
     input.shape_if(
         input.record.shape.rank() == 4,
         "input is [batch, height, width, channels]",
@@ -257,9 +263,10 @@ pub(crate) fn check(node: &Node<'_>) -> Result<(), OpProblem> {
     node.arity((2, 4), 1)?;
     let a: DepthwiseConv2dAttributes = node.attributes()?;
     a.activation.check()?;
-    let g = geometry(node, &a)?;
-    let dtype = node.input(0)?.expect_dtype(&[DType::F32, DType::I8])?;
-    layer::check_operands(node, dtype, g.out_channels, 3)
+    let operands = LayerOperands::read(node)?;
+    let g = geometry(&operands, &a)?;
+    let dtype = operands.input.expect_dtype(&[DType::F32, DType::I8])?;
+    layer::check_operands(node, &operands, dtype, g.out_channels, 3)
 }
 
 pub(crate) fn scratch_bytes(_node: &Node<'_>) -> Result<usize, OpProblem> {
@@ -270,10 +277,13 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
     let node = &ctx.node;
     let corrupt = |_| Error::CorruptModel;
     let a: DepthwiseConv2dAttributes = node.attributes().map_err(corrupt)?;
-    let geometry = geometry(node, &a).map_err(corrupt)?;
-    let input = node.input(0).map_err(corrupt)?;
-    let filter = node.input(1).map_err(corrupt)?;
-    let output = node.output(0).map_err(corrupt)?;
+    let operands = LayerOperands::read(node).map_err(corrupt)?;
+    let geometry = geometry(&operands, &a).map_err(corrupt)?;
+    let LayerOperands {
+        input,
+        weights: filter,
+        output,
+    } = operands;
     match input.record.dtype {
         DType::F32 => {
             let op = DepthwiseConv2dF32 {
@@ -305,11 +315,11 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
 #[cfg(feature = "alloc")]
 mod build {
     use super::DepthwiseConv2dAttributes;
-    use crate::format::writer::{BuildError, ModelBuilder, QuantSpec, TensorId};
+    use crate::format::writer::{BuildError, ModelBuilder, TensorId};
     use crate::ops::conv2d::ConvSpec;
+    use crate::ops::layer::build::Layer;
     use crate::ops::{FusedActivation, OpKind};
-    use crate::quant::{self, QuantParams};
-    use crate::tensor::DType;
+    use crate::quant::QuantParams;
 
     fn attributes(
         spec: &ConvSpec,
@@ -355,31 +365,18 @@ mod build {
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
             let (out_dims, _, multiplier) = dims(self, input, &spec, name)?;
-            let w = self.constant(
-                &alloc::format!("{name}.weight"),
-                &[1, spec.kernel.0, spec.kernel.1, spec.out_channels],
-                filter,
-                QuantSpec::None,
-            )?;
-            let bias = bias
-                .map(|b| {
-                    self.constant(
-                        &alloc::format!("{name}.bias"),
-                        &[b.len()],
-                        b,
-                        QuantSpec::None,
-                    )
-                })
-                .transpose()?;
-            let out = self.tensor(name, DType::F32, &out_dims, QuantSpec::None)?;
-            self.op(
-                OpKind::DepthwiseConv2d,
+            Layer {
+                kind: OpKind::DepthwiseConv2d,
                 name,
-                &[Some(input), Some(w), bias],
-                &[out],
-                &attributes(&spec, multiplier, activation)?,
-            )?;
-            Ok(out)
+                input,
+                weights: filter,
+                weight_dims: &[1, spec.kernel.0, spec.kernel.1, spec.out_channels],
+                channel_axis: 3,
+                bias,
+                output_dims: &out_dims,
+                attributes: &attributes(&spec, multiplier, activation)?,
+            }
+            .append_f32(self)
         }
 
         /// Appends an int8 depthwise convolution from float weights (quantized per output
@@ -396,51 +393,18 @@ mod build {
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
             let (out_dims, _, multiplier) = dims(self, input, &spec, name)?;
-            let input_q = self
-                .per_tensor(input)
-                .ok_or(BuildError::UnknownTensor(input))?;
-            let (qw, scales) = quant::quantize_weights_per_channel(filter, spec.out_channels, true);
-            let multipliers = quant::layer_multipliers(input_q.scale, &scales, output.scale);
-            let bias_q = bias.map(|b| quant::quantize_bias(b, input_q.scale, &scales));
-            let w = self.constant(
-                &alloc::format!("{name}.weight"),
-                &[1, spec.kernel.0, spec.kernel.1, spec.out_channels],
-                &qw,
-                QuantSpec::PerChannel { axis: 3, scales },
-            )?;
-            let bias = bias_q
-                .map(|b| {
-                    self.constant(
-                        &alloc::format!("{name}.bias"),
-                        &[b.len()],
-                        &b,
-                        QuantSpec::None,
-                    )
-                })
-                .transpose()?;
-            let m = self.constant(
-                &alloc::format!("{name}.multipliers"),
-                &[spec.out_channels, 2],
-                &multipliers,
-                QuantSpec::None,
-            )?;
-            let out = self.tensor(
+            Layer {
+                kind: OpKind::DepthwiseConv2d,
                 name,
-                DType::I8,
-                &out_dims,
-                QuantSpec::PerTensor {
-                    scale: output.scale,
-                    zero_point: output.zero_point,
-                },
-            )?;
-            self.op(
-                OpKind::DepthwiseConv2d,
-                name,
-                &[Some(input), Some(w), bias, Some(m)],
-                &[out],
-                &attributes(&spec, multiplier, activation)?,
-            )?;
-            Ok(out)
+                input,
+                weights: filter,
+                weight_dims: &[1, spec.kernel.0, spec.kernel.1, spec.out_channels],
+                channel_axis: 3,
+                bias,
+                output_dims: &out_dims,
+                attributes: &attributes(&spec, multiplier, activation)?,
+            }
+            .append_i8(self, output)
         }
     }
 }

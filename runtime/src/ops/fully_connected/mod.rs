@@ -14,9 +14,10 @@ pub(crate) mod x86;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, OpProblem, Operand, QuantField};
+use crate::error::{Error, OpProblem, Operand};
 use crate::isa::{Isa, Kernel, best};
-use crate::ops::{Ctx, FusedActivation, Node, layer};
+use crate::ops::layer::{self, LayerOperands, check_len};
+use crate::ops::{Ctx, FusedActivation, Node};
 use crate::tensor::DType;
 
 /// Attributes of a `FullyConnected` op.
@@ -47,6 +48,28 @@ impl FullyConnectedShape {
     fn elements(a: usize, b: usize) -> Result<usize, Error> {
         a.checked_mul(b).ok_or(Error::InvalidShape)
     }
+
+    /// Checks the dimensions and the lengths a kernel indexes with: input, weights, output
+    /// and bias.
+    fn check_lengths(
+        &self,
+        input: usize,
+        weights: usize,
+        output: usize,
+        bias: Option<usize>,
+    ) -> Result<(), Error> {
+        if self.batch == 0 || self.in_features == 0 || self.out_features == 0 {
+            return Err(Error::InvalidShape);
+        }
+        let (b, i, o) = (self.batch, self.in_features, self.out_features);
+        check_len(Operand::Input, Self::elements(b, i)?, input)?;
+        check_len(Operand::Weights, Self::elements(o, i)?, weights)?;
+        check_len(Operand::Output, Self::elements(b, o)?, output)?;
+        if let Some(bias) = bias {
+            check_len(Operand::Bias, o, bias)?;
+        }
+        Ok(())
+    }
 }
 
 /// Quantization of an int8 fully-connected layer (the requantization every int8 layer
@@ -72,54 +95,13 @@ impl FullyConnectedI8<'_> {
     /// Checks every length and quantization parameter against the shape, so kernels can index
     /// without further checks. Run once when a model is loaded, not per inference.
     pub fn validate(&self, output: &[i8]) -> Result<(), Error> {
-        let s = self.shape;
-        if s.batch == 0 || s.in_features == 0 || s.out_features == 0 {
-            return Err(Error::InvalidShape);
-        }
-        let check = |operand, expected: usize, actual: usize| {
-            if expected == actual {
-                Ok(())
-            } else {
-                Err(Error::ShapeMismatch {
-                    operand,
-                    expected,
-                    actual,
-                })
-            }
-        };
-        check(
-            Operand::Input,
-            FullyConnectedShape::elements(s.batch, s.in_features)?,
+        self.shape.check_lengths(
             self.input.len(),
-        )?;
-        check(
-            Operand::Weights,
-            FullyConnectedShape::elements(s.out_features, s.in_features)?,
             self.weights.len(),
-        )?;
-        check(
-            Operand::Output,
-            FullyConnectedShape::elements(s.batch, s.out_features)?,
             output.len(),
+            self.bias.map(<[i32]>::len),
         )?;
-        if let Some(bias) = self.bias {
-            check(Operand::Bias, s.out_features, bias.len())?;
-        }
-        let m = self.params.multipliers.len();
-        if m != 1 {
-            check(Operand::Multipliers, s.out_features, m)?;
-        }
-        let p = &self.params;
-        if !(-128..=127).contains(&p.input_zero_point) {
-            return Err(Error::InvalidQuantization(QuantField::InputZeroPoint));
-        }
-        if !(-128..=127).contains(&p.output_zero_point) {
-            return Err(Error::InvalidQuantization(QuantField::OutputZeroPoint));
-        }
-        if p.activation_min > p.activation_max {
-            return Err(Error::InvalidQuantization(QuantField::ActivationRange));
-        }
-        Ok(())
+        self.params.validate(self.shape.out_features)
     }
 }
 
@@ -208,44 +190,13 @@ pub struct FullyConnectedF32<'a> {
 impl FullyConnectedF32<'_> {
     /// Checks every length against the shape.
     pub fn validate(&self, output: &[f32]) -> Result<(), Error> {
-        let s = self.shape;
-        if s.batch == 0 || s.in_features == 0 || s.out_features == 0 {
-            return Err(Error::InvalidShape);
-        }
-        let check = |operand, expected: Option<usize>, actual: usize| match expected {
-            None => Err(Error::InvalidShape),
-            Some(e) if e == actual => Ok(()),
-            Some(expected) => Err(Error::ShapeMismatch {
-                operand,
-                expected,
-                actual,
-            }),
-        };
-        check(
-            Operand::Input,
-            s.batch.checked_mul(s.in_features),
+        self.shape.check_lengths(
             self.input.len(),
-        )?;
-        check(
-            Operand::Weights,
-            s.out_features.checked_mul(s.in_features),
             self.weights.len(),
-        )?;
-        check(
-            Operand::Output,
-            s.batch.checked_mul(s.out_features),
             output.len(),
+            self.bias.map(<[f32]>::len),
         )?;
-        if let Some(bias) = self.bias {
-            check(Operand::Bias, Some(s.out_features), bias.len())?;
-        }
-        if self.activation.0.is_nan()
-            || self.activation.1.is_nan()
-            || self.activation.0 > self.activation.1
-        {
-            return Err(Error::InvalidQuantization(QuantField::ActivationRange));
-        }
-        Ok(())
+        layer::check_f32_clamp(self.activation)
     }
 }
 
@@ -262,10 +213,12 @@ pub fn fully_connected_f32(op: &FullyConnectedF32<'_>, output: &mut [f32]) -> Re
 pub const F32_TOLERANCE: crate::ops::Tolerance = crate::ops::Tolerance::DotProduct;
 
 /// `(batch, in_features, out_features)` of a model's fully-connected op.
-fn geometry(node: &Node<'_>) -> Result<FullyConnectedShape, OpProblem> {
-    let input = node.input(0)?;
-    let weights = node.input(1)?;
-    let output = node.output(0)?;
+fn geometry(operands: &LayerOperands<'_>) -> Result<FullyConnectedShape, OpProblem> {
+    let LayerOperands {
+        input,
+        weights,
+        output,
+    } = *operands;
     weights.shape_if(
         weights.record.shape.rank() == 2,
         "weights are [out_features, in_features]",
@@ -299,19 +252,23 @@ pub(crate) fn check(node: &Node<'_>) -> Result<(), OpProblem> {
     node.arity((2, 4), 1)?;
     let attributes: FullyConnectedAttributes = node.attributes()?;
     attributes.activation.check()?;
-    let shape = geometry(node)?;
-    let dtype = node.input(0)?.expect_dtype(&[DType::F32, DType::I8])?;
-    layer::check_operands(node, dtype, shape.out_features, 0)
+    let operands = LayerOperands::read(node)?;
+    let shape = geometry(&operands)?;
+    let dtype = operands.input.expect_dtype(&[DType::F32, DType::I8])?;
+    layer::check_operands(node, &operands, dtype, shape.out_features, 0)
 }
 
 pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
     let node = &ctx.node;
     let corrupt = |_| Error::CorruptModel;
     let attributes: FullyConnectedAttributes = node.attributes().map_err(corrupt)?;
-    let shape = geometry(node).map_err(corrupt)?;
-    let input = node.input(0).map_err(corrupt)?;
-    let weights = node.input(1).map_err(corrupt)?;
-    let output = node.output(0).map_err(corrupt)?;
+    let operands = LayerOperands::read(node).map_err(corrupt)?;
+    let shape = geometry(&operands).map_err(corrupt)?;
+    let LayerOperands {
+        input,
+        weights,
+        output,
+    } = operands;
     match input.record.dtype {
         DType::F32 => {
             let op = FullyConnectedF32 {
@@ -328,13 +285,7 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
             let q = layer::i8_requant(ctx, &input, &output, attributes.activation)?;
             let op = FullyConnectedI8 {
                 shape,
-                params: FullyConnectedI8Params {
-                    input_zero_point: q.input_zero_point,
-                    output_zero_point: q.output_zero_point,
-                    multipliers: q.multipliers,
-                    activation_min: q.activation_min,
-                    activation_max: q.activation_max,
-                },
+                params: crate::ops::RequantizeParams::from_requant(&q),
                 input: ctx.read(&input)?,
                 weights: node.constant(&weights).map_err(corrupt)?,
                 bias: layer::bias(ctx)?,
@@ -352,10 +303,10 @@ mod tests;
 #[cfg(feature = "alloc")]
 mod build {
     use super::FullyConnectedAttributes;
-    use crate::format::writer::{BuildError, ModelBuilder, QuantSpec, TensorId};
+    use crate::format::writer::{BuildError, ModelBuilder, TensorId};
+    use crate::ops::layer::build::Layer;
     use crate::ops::{FusedActivation, OpKind};
-    use crate::quant::{self, QuantParams};
-    use crate::tensor::DType;
+    use crate::quant::QuantParams;
     use alloc::vec::Vec;
 
     fn output_dims(
@@ -389,32 +340,19 @@ mod build {
         ) -> Result<TensorId, BuildError> {
             let n = in_features(self, input)?;
             let out_features = weights.len() / n.max(1);
-            let w = self.constant(
-                &alloc::format!("{name}.weight"),
-                &[out_features, n],
-                weights,
-                QuantSpec::None,
-            )?;
-            let bias = bias
-                .map(|b| {
-                    self.constant(
-                        &alloc::format!("{name}.bias"),
-                        &[b.len()],
-                        b,
-                        QuantSpec::None,
-                    )
-                })
-                .transpose()?;
             let dims = output_dims(self, input, out_features)?;
-            let out = self.tensor(name, DType::F32, &dims, QuantSpec::None)?;
-            self.op(
-                OpKind::FullyConnected,
+            Layer {
+                kind: OpKind::FullyConnected,
                 name,
-                &[Some(input), Some(w), bias],
-                &[out],
-                &FullyConnectedAttributes { activation },
-            )?;
-            Ok(out)
+                input,
+                weights,
+                weight_dims: &[out_features, n],
+                channel_axis: 0,
+                bias,
+                output_dims: &dims,
+                attributes: &FullyConnectedAttributes { activation },
+            }
+            .append_f32(self)
         }
 
         /// Appends an int8 fully-connected layer from float weights: weights quantized
@@ -431,52 +369,19 @@ mod build {
         ) -> Result<TensorId, BuildError> {
             let n = in_features(self, input)?;
             let out_features = weights.len() / n.max(1);
-            let input_q = self
-                .per_tensor(input)
-                .ok_or(BuildError::UnknownTensor(input))?;
-            let (qw, scales) = quant::quantize_weights_per_channel(weights, out_features, false);
-            let multipliers = quant::layer_multipliers(input_q.scale, &scales, output.scale);
-            let bias_q = bias.map(|b| quant::quantize_bias(b, input_q.scale, &scales));
-            let w = self.constant(
-                &alloc::format!("{name}.weight"),
-                &[out_features, n],
-                &qw,
-                QuantSpec::PerChannel { axis: 0, scales },
-            )?;
-            let bias = bias_q
-                .map(|b| {
-                    self.constant(
-                        &alloc::format!("{name}.bias"),
-                        &[b.len()],
-                        &b,
-                        QuantSpec::None,
-                    )
-                })
-                .transpose()?;
-            let m = self.constant(
-                &alloc::format!("{name}.multipliers"),
-                &[out_features, 2],
-                &multipliers,
-                QuantSpec::None,
-            )?;
             let dims = output_dims(self, input, out_features)?;
-            let out = self.tensor(
+            Layer {
+                kind: OpKind::FullyConnected,
                 name,
-                DType::I8,
-                &dims,
-                QuantSpec::PerTensor {
-                    scale: output.scale,
-                    zero_point: output.zero_point,
-                },
-            )?;
-            self.op(
-                OpKind::FullyConnected,
-                name,
-                &[Some(input), Some(w), bias, Some(m)],
-                &[out],
-                &FullyConnectedAttributes { activation },
-            )?;
-            Ok(out)
+                input,
+                weights,
+                weight_dims: &[out_features, n],
+                channel_axis: 0,
+                bias,
+                output_dims: &dims,
+                attributes: &FullyConnectedAttributes { activation },
+            }
+            .append_i8(self, output)
         }
     }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::error::QuantField;
 use crate::fixed_point::QuantizedMultiplier;
 use crate::selftest::{real_output, rearranged_accumulator};
 use proptest::prelude::*;

@@ -158,17 +158,7 @@ impl Pool2dGeometry {
     /// Checks the geometry and both buffers' lengths; returns the output size.
     pub fn validate(&self, input: usize, output: usize) -> Result<(usize, usize), Error> {
         let (oh, ow) = self.output_size()?;
-        let check = |operand, expected: usize, actual: usize| {
-            if expected == actual {
-                Ok(())
-            } else {
-                Err(Error::ShapeMismatch {
-                    operand,
-                    expected,
-                    actual,
-                })
-            }
-        };
+        let check = crate::ops::layer::check_len;
         // `output_size` checked that both products fit.
         let c = self.channels;
         check(
@@ -390,13 +380,6 @@ fn check_i8_activation(activation: (i8, i8)) -> Result<(), Error> {
     Ok(())
 }
 
-fn check_f32_activation(activation: (f32, f32)) -> Result<(), Error> {
-    if activation.0.is_nan() || activation.1.is_nan() || activation.0 > activation.1 {
-        return Err(Error::InvalidQuantization(QuantField::ActivationRange));
-    }
-    Ok(())
-}
-
 /// int8 max pooling (input and output share their quantization), then the clamp
 /// `activation = (min, max)`. Every kernel gives the bytes of [`reference::max_pool2d_i8`].
 pub fn max_pool2d_i8(
@@ -419,7 +402,7 @@ pub fn max_pool2d_f32(
     output: &mut [f32],
 ) -> Result<(), Error> {
     geometry.validate(input.len(), output.len())?;
-    check_f32_activation(activation)?;
+    crate::ops::layer::check_f32_clamp(activation)?;
     (best(MAX_F32_KERNELS))(geometry, activation, input, output);
     Ok(())
 }
@@ -448,7 +431,7 @@ pub fn average_pool2d_f32(
     output: &mut [f32],
 ) -> Result<(), Error> {
     geometry.validate(input.len(), output.len())?;
-    check_f32_activation(activation)?;
+    crate::ops::layer::check_f32_clamp(activation)?;
     (best(AVERAGE_F32_KERNELS))(geometry, activation, input, output);
     Ok(())
 }
