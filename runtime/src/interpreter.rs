@@ -130,14 +130,7 @@ impl<'m, 'a> Interpreter<'m, 'a> {
                 actual: T::DTYPE,
             });
         }
-        match t.storage {
-            crate::format::Storage::Arena { offset } => {
-                let start = offset as usize;
-                let len = t.byte_len().ok_or(Error::CorruptModel)?;
-                Ok(start..start + len)
-            }
-            crate::format::Storage::Constant { .. } => Err(Error::CorruptModel),
-        }
+        self.range_any(t)
     }
 
     fn view<T: Element>(&self, t: &TensorRecord<'_>) -> Result<&[T], Error> {

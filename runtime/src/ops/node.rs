@@ -270,7 +270,7 @@ impl<'m> Ctx<'m, '_> {
 
     /// Whether two operands occupy the same arena bytes (an op computing in place).
     pub fn shares_storage(&self, a: &Operand<'m>, b: &Operand<'m>) -> bool {
-        matches!((a.arena_range(), b.arena_range()), (Some(x), Some(y)) if x == y)
+        same_range(a, b)
     }
 }
 
