@@ -2,15 +2,19 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
-use rand::{Rng, SeedableRng};
+use anyhow::{Context, Result, ensure};
 use serde_json::json;
 
-use loam::{DType, Interpreter};
+use loam::Interpreter;
 
 use crate::model_file::ModelFile;
 use crate::npy::Array;
-use crate::run::io_records;
+use crate::onnx::{ExportOptions, export_bytes};
+use crate::peers::Peer;
+use crate::run::{io_records, random_inputs};
+
+/// The seed of the random inputs used when none are given.
+pub const INPUT_SEED: u64 = 0x6c6f_616d;
 
 /// How long to measure.
 #[derive(Debug, Clone, Copy)]
@@ -62,6 +66,65 @@ pub struct BenchReport {
     pub isa: Vec<&'static str>,
     /// Per-op medians.
     pub ops: Vec<OpTiming>,
+    /// The peers' figures on the same model and inputs, measured in the same run.
+    pub peers: Vec<PeerTiming>,
+}
+
+/// A peer runtime's latency on the model's ONNX export.
+#[derive(Debug, Clone)]
+pub struct PeerTiming {
+    /// Which peer.
+    pub peer: Peer,
+    /// Median latency, microseconds.
+    pub median_us: f64,
+    /// 90th percentile, microseconds.
+    pub p90_us: f64,
+    /// Fastest run, microseconds.
+    pub min_us: f64,
+}
+
+/// Median, 90th percentile and minimum of `iterations` timed calls of `f` after `warmup`
+/// untimed ones, in microseconds.
+pub fn measure(
+    options: BenchOptions,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<(f64, f64, f64)> {
+    for _ in 0..options.warmup {
+        f()?;
+    }
+    let mut totals = Vec::with_capacity(options.iterations.max(1));
+    for _ in 0..options.iterations.max(1) {
+        let t0 = Instant::now();
+        f()?;
+        totals.push(micros(t0.elapsed()));
+    }
+    totals.sort_by(f64::total_cmp);
+    Ok((
+        percentile(&totals, 0.5),
+        percentile(&totals, 0.9),
+        totals[0],
+    ))
+}
+
+/// Times `peer` on `file`'s model (exported to ONNX) with `inputs`, single-threaded.
+pub fn bench_peer(
+    file: &ModelFile,
+    peer: Peer,
+    inputs: &[Array],
+    options: BenchOptions,
+) -> Result<PeerTiming> {
+    let model = file.model()?;
+    let onnx = export_bytes(&model, ExportOptions::default())
+        .with_context(|| format!("exporting {} to ONNX for {peer}", file.path.display()))?;
+    let mut loaded = peer.load(&onnx)?;
+    loaded.set_inputs(inputs)?;
+    let (median_us, p90_us, min_us) = measure(options, || loaded.invoke())?;
+    Ok(PeerTiming {
+        peer,
+        median_us,
+        p90_us,
+        min_us,
+    })
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -78,57 +141,52 @@ fn micros(d: Duration) -> f64 {
 
 /// Benchmarks `file`'s model, single-threaded, batch as stored. Inputs come from `inputs` (one
 /// per graph input, exactly the model's shape) or are seeded random values.
+///
+/// Each peer in `vs` then runs the model's ONNX export on the same inputs.
 pub fn bench(
     file: &ModelFile,
     inputs: Option<&[Array]>,
     options: BenchOptions,
+    vs: &[Peer],
 ) -> Result<BenchReport> {
     let model = file.model()?;
     let mut arena = vec![0u8; model.arena_size() + loam::format::ARENA_ALIGN];
     let mut interpreter = Interpreter::new(&model, &mut arena)?;
     let records = io_records(&model, false)?;
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0x6c6f616d);
-    for (i, t) in records.iter().enumerate() {
-        let slot = interpreter.input_bytes_mut(i)?;
-        match inputs.and_then(|a| a.get(i)) {
-            Some(array) => {
-                anyhow::ensure!(
-                    array.data.bytes().len() == slot.len() && array.data.dtype() == t.dtype,
-                    "input `{}` needs {} {} values",
-                    t.name,
-                    t.shape.elements().unwrap_or(0),
-                    t.dtype
-                );
-                slot.copy_from_slice(array.data.bytes());
-            }
-            None => match t.dtype {
-                DType::F32 => {
-                    for chunk in slot.chunks_exact_mut(4) {
-                        chunk.copy_from_slice(&rng.random_range(-1.0f32..1.0).to_le_bytes());
-                    }
-                }
-                _ => rng.fill(slot),
-            },
+    let random;
+    let inputs = match inputs {
+        Some(a) => a,
+        None => {
+            random = random_inputs(&model, INPUT_SEED)?;
+            &random
         }
+    };
+    ensure!(
+        inputs.len() == records.len(),
+        "the model has {} input(s) but {} array(s) were given",
+        records.len(),
+        inputs.len()
+    );
+    for (i, (t, array)) in records.iter().zip(inputs).enumerate() {
+        let slot = interpreter.input_bytes_mut(i)?;
+        ensure!(
+            array.data.bytes().len() == slot.len() && array.data.dtype() == t.dtype,
+            "input `{}` needs {} {} values",
+            t.name,
+            t.shape.elements().unwrap_or(0),
+            t.dtype
+        );
+        slot.copy_from_slice(array.data.bytes());
     }
-    for _ in 0..options.warmup {
-        interpreter.invoke()?;
-    }
+    let (median_us, p90_us, min_us) = measure(options, || Ok(interpreter.invoke()?))?;
     let start = Instant::now();
     let clock = || start.elapsed().as_nanos() as u64;
-    let mut totals = Vec::with_capacity(options.iterations);
     let mut per_op: Vec<Vec<f64>> = vec![Vec::with_capacity(options.iterations); model.op_count()];
-    for _ in 0..options.iterations.max(1) {
-        let t0 = Instant::now();
-        interpreter.invoke()?;
-        totals.push(micros(t0.elapsed()));
-    }
     // Per-op times come from separate, profiled runs so the clock reads do not inflate the
     // whole-model figures.
     for _ in 0..options.iterations.max(1) {
         interpreter.invoke_profiled(clock, |p| per_op[p.index].push(p.elapsed as f64 / 1e3))?;
     }
-    totals.sort_by(f64::total_cmp);
     let ops = model
         .ops()
         .enumerate()
@@ -143,15 +201,20 @@ pub fn bench(
             }
         })
         .collect();
+    let peers = vs
+        .iter()
+        .map(|&peer| bench_peer(file, peer, inputs, options))
+        .collect::<Result<_>>()?;
     Ok(BenchReport {
         model: model.metadata().name.to_string(),
-        iterations: totals.len(),
-        median_us: percentile(&totals, 0.5),
-        p90_us: percentile(&totals, 0.9),
-        min_us: totals.first().copied().unwrap_or(0.0),
+        iterations: options.iterations.max(1),
+        median_us,
+        p90_us,
+        min_us,
         arena_bytes: model.arena_size(),
         isa: loam::isa::available_names().collect(),
         ops,
+        peers,
     })
 }
 
@@ -172,6 +235,13 @@ impl BenchReport {
                 "name": o.name,
                 "median_us": o.median_us,
             })).collect::<Vec<_>>(),
+            "peers": self.peers.iter().map(|p| json!({
+                "peer": p.peer.name(),
+                "median_us": p.median_us,
+                "p90_us": p.p90_us,
+                "min_us": p.min_us,
+                "loam_speedup": p.median_us / self.median_us.max(1e-9),
+            })).collect::<Vec<_>>(),
         })
     }
 
@@ -187,6 +257,16 @@ impl BenchReport {
             self.arena_bytes,
             self.isa.join(", ")
         );
+        for p in &self.peers {
+            s.push_str(&format!(
+                "{:>14}: median {:.1} us, p90 {:.1} us, min {:.1} us (loam takes {:.2}x its median)\n",
+                p.peer.name(),
+                p.median_us,
+                p.p90_us,
+                p.min_us,
+                self.median_us / p.median_us.max(1e-9)
+            ));
+        }
         if per_op {
             s.push_str("  op  kind                 name                           median us\n");
             for o in &self.ops {

@@ -5,7 +5,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 use loam_tools::bench::{self, BenchOptions};
-use loam_tools::model_file::ModelFile;
+use loam_tools::model_file::{ModelFile, write_atomically};
+use loam_tools::onnx::{ExportOptions, export_bytes};
+use loam_tools::peers::Peer;
+use loam_tools::verify::{Tolerance, verify};
 use loam_tools::{npy, run};
 
 /// loam: from data to a microcontroller, and learning on it.
@@ -65,6 +68,51 @@ enum Command {
         #[arg(long)]
         per_op: bool,
         /// Print JSON (`median_us`, `p90_us`, per-op times) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also time these runtimes on the model's ONNX export, in the same run:
+        /// `onnxruntime`, `tract` (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        vs: Vec<Peer>,
+    },
+    /// Write a model in another format: ONNX (`-o model.onnx`; int8 models as QDQ).
+    Export {
+        /// The `.loam` model.
+        model: PathBuf,
+        /// Output file; its extension picks the format (`.onnx`).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// Declare 4-D inputs and outputs NCHW (as PyTorch does) instead of loam's NHWC.
+        #[arg(long)]
+        channels_first: bool,
+    },
+    /// Run the same inputs through loam and a peer runtime (on the model's ONNX export) and
+    /// compare every output: max abs/rel error for float, an LSB histogram for int8. Exits
+    /// non-zero beyond the tolerance.
+    Verify {
+        /// The `.loam` model.
+        model: PathBuf,
+        /// The peer: `onnxruntime` or `tract`.
+        #[arg(long)]
+        against: Peer,
+        /// Inputs as `.npy`, one per graph input (a leading dimension holds several samples);
+        /// seeded random samples if omitted.
+        #[arg(long)]
+        data: Vec<PathBuf>,
+        /// Random samples to run when no data is given.
+        #[arg(long, default_value_t = 16)]
+        samples: usize,
+        /// Largest absolute float difference allowed (an output passes if within this or
+        /// `--rtol`).
+        #[arg(long, default_value_t = 1e-4)]
+        atol: f64,
+        /// Largest float difference allowed relative to the peer's largest magnitude.
+        #[arg(long, default_value_t = 1e-4)]
+        rtol: f64,
+        /// Largest int8 difference allowed, in quantization steps.
+        #[arg(long, default_value_t = 1)]
+        max_lsb: usize,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -147,6 +195,7 @@ fn execute(command: Command) -> Result<ExitCode> {
         }
         Command::Bench {
             model,
+            vs,
             input,
             iterations,
             warmup,
@@ -162,11 +211,78 @@ fn execute(command: Command) -> Result<ExitCode> {
                 &file,
                 (!arrays.is_empty()).then_some(&arrays[..]),
                 BenchOptions { warmup, iterations },
+                &vs,
             )?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report.to_json())?);
             } else {
                 print!("{}", report.to_text(per_op));
+            }
+        }
+        Command::Export {
+            model,
+            output,
+            channels_first,
+        } => {
+            let file = ModelFile::open(&model)?;
+            match output.extension().and_then(|e| e.to_str()) {
+                Some("onnx") => {
+                    let options = ExportOptions {
+                        channels_first_io: channels_first,
+                    };
+                    let bytes = export_bytes(&file.model()?, options)
+                        .with_context(|| format!("exporting {} to ONNX", model.display()))?;
+                    write_atomically(&output, &bytes)?;
+                    println!("{} written ({} bytes)", output.display(), bytes.len());
+                }
+                _ => bail!(
+                    "cannot tell the format of {} from its extension; use .onnx",
+                    output.display()
+                ),
+            }
+        }
+        Command::Verify {
+            model,
+            against,
+            data,
+            samples,
+            atol,
+            rtol,
+            max_lsb,
+            json,
+        } => {
+            let file = ModelFile::open(&model)?;
+            let m = file.model()?;
+            let sets = if data.is_empty() {
+                (0..samples as u64)
+                    .map(|s| run::random_inputs(&m, bench::INPUT_SEED + s))
+                    .collect::<Result<Vec<_>>>()?
+            } else {
+                let arrays = data
+                    .iter()
+                    .map(|p| npy::read(p))
+                    .collect::<Result<Vec<_>>>()?;
+                run::split_samples(&m, &arrays)?
+            };
+            let report = verify(&file, against, &sets)?;
+            let failures = report.failures(Tolerance {
+                atol,
+                rtol,
+                max_lsb,
+            });
+            if json {
+                let mut v = report.to_json();
+                v["passed"] = failures.is_empty().into();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            if !failures.is_empty() {
+                eprintln!("verify failed against {against}:");
+                for f in &failures {
+                    eprintln!("  {f}");
+                }
+                return Ok(ExitCode::FAILURE);
             }
         }
     }

@@ -28,6 +28,17 @@ impl ModelFile {
         Ok(file)
     }
 
+    /// A model already in memory (written by code, or read by the caller); `origin` names it
+    /// in messages.
+    pub fn from_bytes(origin: &str, bytes: &[u8]) -> Result<ModelFile> {
+        let file = ModelFile {
+            path: PathBuf::from(origin),
+            bytes: AlignedBytes::new(bytes),
+        };
+        file.model()?;
+        Ok(file)
+    }
+
     /// The validated model.
     pub fn model(&self) -> Result<Model<'_>> {
         Model::from_bytes(&self.bytes)

@@ -147,6 +147,73 @@ pub fn run(file: &ModelFile, inputs: &[Array]) -> Result<Vec<NamedArray>> {
         .collect()
 }
 
+/// Splits `inputs` (one array per graph input, each exactly the input's shape or with a
+/// leading batch dimension, as [`run`] takes them) into per-sample input sets of exactly the
+/// model's shapes and element types (float data for int8 inputs is quantized).
+pub fn split_samples(model: &Model<'_>, inputs: &[Array]) -> Result<Vec<Vec<Array>>> {
+    let records = io_records(model, false)?;
+    ensure!(
+        inputs.len() == records.len(),
+        "the model has {} input(s) but {} array(s) were given",
+        records.len(),
+        inputs.len()
+    );
+    let mut count = None;
+    for (array, t) in inputs.iter().zip(&records) {
+        let (n, _) = samples(&array.shape, &dims(t)).with_context(|| {
+            format!(
+                "input `{}` has shape {:?} but the model needs {:?} (optionally with a leading batch dimension)",
+                t.name,
+                array.shape,
+                dims(t)
+            )
+        })?;
+        ensure!(
+            *count.get_or_insert(n) == n,
+            "the inputs hold different numbers of samples"
+        );
+    }
+    (0..count.unwrap_or(1))
+        .map(|s| {
+            inputs
+                .iter()
+                .zip(&records)
+                .map(|(array, t)| {
+                    let bytes = sample_bytes(array, t, s, t.shape.elements().unwrap_or(0))?;
+                    Ok(Array {
+                        shape: dims(t),
+                        data: Data::from_bytes(t.dtype, &bytes)?,
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Seeded random inputs for `model`, one array per graph input in its exact shape: floats
+/// uniform in [-1, 1), integers uniform over their type.
+pub fn random_inputs(model: &Model<'_>, seed: u64) -> Result<Vec<Array>> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    io_records(model, false)?
+        .iter()
+        .map(|t| {
+            let n = t.shape.elements().unwrap_or(0);
+            let data = match t.dtype {
+                DType::F32 => Data::F32((0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()),
+                DType::I8 => Data::I8((0..n).map(|_| rng.random()).collect()),
+                DType::I16 => Data::I16((0..n).map(|_| rng.random()).collect()),
+                DType::I32 => Data::I32((0..n).map(|_| rng.random()).collect()),
+                other => bail!("input `{}` is {other}, which no input can be", t.name),
+            };
+            Ok(Array {
+                shape: dims(t),
+                data,
+            })
+        })
+        .collect()
+}
+
 /// The records of the graph inputs (or outputs).
 pub fn io_records<'m>(model: &Model<'m>, outputs: bool) -> Result<Vec<TensorRecord<'m>>> {
     let ids = if outputs {

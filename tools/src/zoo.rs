@@ -38,7 +38,11 @@ pub fn graph(name: &str) -> Result<Graph> {
 
 /// Writes `name` as f32 or int8 (calibrated on 8 random inputs).
 pub fn build(name: &str, int8: bool) -> Result<Built> {
-    let g = graph(name)?;
+    build_graph(&graph(name)?, int8)
+}
+
+/// Writes `g` as f32 or int8, calibrated as [`build`] calibrates.
+pub fn build_graph(g: &Graph, int8: bool) -> Result<Built> {
     if int8 {
         let ranges = g.calibrate(8, SEED)?;
         g.build_i8(&ranges)

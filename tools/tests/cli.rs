@@ -138,3 +138,82 @@ fn bad_inputs_name_the_file_and_leave_no_output() {
     );
     assert!(!output.exists());
 }
+
+/// Export to ONNX, verify against ONNX Runtime, and benchmark side by side, as a person checks
+/// a model before trusting it.
+#[test]
+fn export_verify_and_bench_against_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("ds.loam");
+    let model_s = model.to_str().unwrap();
+    assert!(
+        loam(&["template", "ds-cnn", "--int8", "-o", model_s])
+            .status
+            .success()
+    );
+
+    let onnx = dir.path().join("ds.onnx");
+    let out = loam(&["export", model_s, "-o", onnx.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let bytes = std::fs::read(&onnx).unwrap();
+    assert!(bytes.len() > 30_000, "the weights are in the file");
+
+    let out = loam(&[
+        "verify",
+        model_s,
+        "--against",
+        "onnxruntime",
+        "--samples",
+        "4",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("LSB histogram"), "{}", text(&out));
+
+    // A tolerance nobody can meet fails with a non-zero exit and says which output.
+    let f32_model = dir.path().join("ds-f32.loam");
+    assert!(
+        loam(&["template", "ds-cnn", "-o", f32_model.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = loam(&[
+        "verify",
+        f32_model.to_str().unwrap(),
+        "--against",
+        "tract",
+        "--samples",
+        "2",
+        "--atol",
+        "0",
+        "--rtol",
+        "0",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("softmax"), "{}", text(&out));
+
+    let out = loam(&[
+        "bench",
+        model_s,
+        "--iterations",
+        "5",
+        "--warmup",
+        "1",
+        "--vs",
+        "onnxruntime,tract",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let peers = json["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 2);
+    for p in peers {
+        assert!(p["median_us"].as_f64().unwrap() > 0.0);
+    }
+
+    // An unknown format is refused before anything is written.
+    let txt = dir.path().join("ds.txt");
+    let out = loam(&["export", model_s, "-o", txt.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("extension"), "{}", text(&out));
+    assert!(!txt.exists());
+}

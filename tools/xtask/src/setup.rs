@@ -22,10 +22,24 @@ const HOST_PACKAGES: [&str; 6] = [
 const DEFMT_PRINT: &str = "defmt-print";
 const DEFMT_PRINT_VERSION: &str = "1.2.0";
 
-/// Whether the cross compilers, QEMU and defmt-print are installed (the Rust toolchain is
-/// checked by [`Toolchain::detect`]).
+/// The peer runtime the tools' tests and benchmarks compare against, from PyPI: its wheel
+/// carries `libonnxruntime.so`, which the `ort` crate loads at run time.
+const ONNXRUNTIME_WHEEL: &str = "onnxruntime==1.31.1";
+const ONNXRUNTIME_VERSION: &str = "1.31.1";
+
+/// Whether the cross compilers, QEMU, defmt-print and ONNX Runtime are installed (the Rust
+/// toolchain is checked by [`Toolchain::detect`]).
 pub fn host_tools_present() -> bool {
-    HOST_PACKAGES.iter().all(|p| package_installed(p, None)) && defmt_print_is_current()
+    HOST_PACKAGES.iter().all(|p| package_installed(p, None))
+        && defmt_print_is_current()
+        && onnxruntime_is_current()
+}
+
+fn onnxruntime_is_current() -> bool {
+    toolchain::capture(
+        Command::new("python3").args(["-c", "import onnxruntime; print(onnxruntime.__version__)"]),
+    )
+    .is_some_and(|v| v.trim() == ONNXRUNTIME_VERSION)
 }
 
 /// Installs whatever is missing and returns the toolchain to use.
@@ -68,6 +82,21 @@ pub fn run(choice: Choice) -> Result<Toolchain> {
                 .arg(toolchain::CROSS_TARGETS.join(",")),
         )
         .context("installing the MSRV toolchain")?;
+    }
+
+    if onnxruntime_is_current() {
+        println!("setup: ONNX Runtime {ONNXRUNTIME_VERSION} present");
+    } else {
+        println!("setup: pip install {ONNXRUNTIME_WHEEL}");
+        run_checked(Command::new("python3").args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            ONNXRUNTIME_WHEEL,
+        ]))
+        .context("installing ONNX Runtime (the tools' peer runtime)")?;
     }
 
     if defmt_print_is_current() {
