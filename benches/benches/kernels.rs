@@ -111,10 +111,14 @@ fn fully_connected(c: &mut Criterion) {
 
 fn convolution(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv2d");
-    // DS-CNN's first layer, a ResNet-8 3x3 layer, a MobileNet pointwise layer.
+    // DS-CNN's first layer and a pointwise layer, a ResNet-8 3x3 layer, MobileNet-0.25's
+    // first layer (three input channels), its first pointwise layer (8 -> 16) and a late one.
     let cases = [
         ("dscnn-10x4", geometry((49, 10), 1, 64, (10, 4), 2, 1)),
+        ("dscnn-1x1", geometry((25, 5), 64, 64, (1, 1), 1, 1)),
         ("resnet-3x3", geometry((16, 16), 32, 32, (3, 3), 1, 1)),
+        ("mobilenet-3x3-c3", geometry((96, 96), 3, 8, (3, 3), 2, 1)),
+        ("mobilenet-1x1-8", geometry((48, 48), 8, 16, (1, 1), 1, 1)),
         ("mobilenet-1x1", geometry((12, 12), 64, 128, (1, 1), 1, 1)),
     ];
     for (name, g) in cases {
@@ -136,11 +140,12 @@ fn convolution(c: &mut Criterion) {
                 conv2d::conv2d_i8(black_box(&op), black_box(&mut output), &mut scratch).unwrap()
             })
         });
-        group.bench_function(BenchmarkId::new("i8/reference", name), |b| {
-            b.iter(|| {
-                conv2d::reference::conv2d_i8(black_box(&op), black_box(&mut output), &mut scratch)
-            })
-        });
+        // Every int8 kernel this CPU runs, side by side (the dispatch picks among them).
+        for (kernel, run) in conv2d::i8_kernels() {
+            group.bench_function(BenchmarkId::new(format!("i8/{kernel}"), name), |b| {
+                b.iter(|| run(black_box(&op), black_box(&mut output), &mut scratch))
+            });
+        }
         let input_f: Vec<f32> = input.iter().map(|&v| f32::from(v) / 64.0).collect();
         let filter_f: Vec<f32> = filter.iter().map(|&v| f32::from(v) / 128.0).collect();
         let op = Conv2dF32 {

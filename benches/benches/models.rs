@@ -89,7 +89,7 @@ fn median_us(dir: &std::path::Path, group: &str, function: &str) -> Option<f64> 
 
 fn print_table(dir: &std::path::Path, started: std::time::SystemTime) {
     println!("\nbatch 1, one thread; medians in microseconds; ratio = loam int8 / best peer");
-    let header: Vec<String> = runtimes().iter().map(|r| format!("{r:>16}")).collect();
+    let header: Vec<String> = runtimes().iter().map(|r| format!("{r:>18}")).collect();
     println!("{:<20}{}{:>10}", "model", header.join(""), "ratio");
     for name in zoo::NAMES {
         let group = format!("model-{name}");
@@ -108,7 +108,7 @@ fn print_table(dir: &std::path::Path, started: std::time::SystemTime) {
         }
         let cells: Vec<String> = figures
             .iter()
-            .map(|f| f.map_or(format!("{:>16}", "-"), |v| format!("{v:>16.1}")))
+            .map(|f| f.map_or(format!("{:>18}", "-"), |v| format!("{v:>18.1}")))
             .collect();
         let loam_int8 = fresh("loam-int8");
         let best_peer = runtimes()

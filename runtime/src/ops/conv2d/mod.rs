@@ -317,21 +317,39 @@ pub(crate) fn gather_patch<T: Copy, U: Copy>(
         (p % per_image) / g.out_width,
         p % g.out_width,
     );
-    let mut k = 0;
+    let row_len = g.kernel_width * cg;
+    // A kernel row wholly inside the image whose taps are adjacent pixels of the one group
+    // is a contiguous run of the input: copied in one loop instead of tap by tap, which is
+    // most of the gather's cost when channels are few.
+    let first_col = (ox * g.stride_width) as i64 - g.pad_left as i64;
+    let contiguous_rows = g.groups == 1
+        && g.dilation_width == 1
+        && first_col >= 0
+        && first_col as usize + g.kernel_width <= g.in_width;
     for ky in 0..g.kernel_height {
-        let iy = g.input_row(oy, ky);
+        let row = &mut dst[ky * row_len..(ky + 1) * row_len];
+        let Some(iy) = g.input_row(oy, ky) else {
+            row.fill(fill);
+            continue;
+        };
+        let line = (b * g.in_height + iy) * g.in_width;
+        if contiguous_rows {
+            let start = (line + first_col as usize) * g.in_channels;
+            for (d, &x) in row.iter_mut().zip(&input[start..start + row_len]) {
+                *d = convert(x);
+            }
+            continue;
+        }
         for kx in 0..g.kernel_width {
-            let d = &mut dst[k..k + cg];
-            k += cg;
-            match (iy, g.input_col(ox, kx)) {
-                (Some(iy), Some(ix)) => {
-                    let start =
-                        ((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + group * cg;
+            let d = &mut row[kx * cg..(kx + 1) * cg];
+            match g.input_col(ox, kx) {
+                Some(ix) => {
+                    let start = (line + ix) * g.in_channels + group * cg;
                     for (d, &x) in d.iter_mut().zip(&input[start..start + cg]) {
                         *d = convert(x);
                     }
                 }
-                _ => d.fill(fill),
+                None => d.fill(fill),
             }
         }
     }
@@ -402,6 +420,18 @@ pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
         run: aarch64::conv2d_f32_neon,
     },
 ];
+
+/// The int8 kernels this CPU can run, by name (reference first), for benchmarks that set
+/// kernels side by side. Each takes a scratch of at least [`scratch_len`] elements and
+/// expects a validated operation.
+#[doc(hidden)]
+pub fn i8_kernels() -> impl Iterator<Item = (&'static str, fn(&Conv2dI8<'_>, &mut [i8], &mut [i16]))>
+{
+    I8_KERNELS
+        .iter()
+        .filter(|k| k.isa.available())
+        .map(|k| (k.name, k.run))
+}
 
 /// How far a float fast path may drift from the reference (a reordered dot product).
 pub const F32_TOLERANCE: Tolerance = Tolerance::DotProduct;
