@@ -19,8 +19,7 @@ use core::arch::x86_64::*;
 use super::{Conv2dF32, Conv2dI8, ConvGeometry, PATCH_PAD, gather_patch};
 use crate::isa::Isa;
 use crate::ops::fully_connected::{self, FullyConnectedF32, FullyConnectedI8, FullyConnectedShape};
-use crate::ops::requantize::requantize_row_scalar;
-use crate::ops::requantize::x86::{requantize_row, requantize8};
+use crate::ops::requantize::x86::requantize_row;
 
 /// Output channels accumulated before a vectorized requantization pass.
 const BLOCK: usize = 64;
