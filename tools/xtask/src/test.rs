@@ -215,7 +215,10 @@ fn firmware_tests(root: &Path, toolchain: &Toolchain, target: &BareMetalTarget) 
 /// Builds every firmware binary for `triple`; returns the directory holding the ELF files.
 pub fn build_firmware(root: &Path, toolchain: &Toolchain, triple: &str) -> Result<PathBuf> {
     let firmware = root.join("targets/cortex-m");
+    let target_dir = firmware.join("target");
     let mut cmd = toolchain.cargo(triple);
+    // The firmware has its own workspace and profile; an inherited CARGO_TARGET_DIR would
+    // move its ELF files away from where the runner looks, so the folder is named here.
     cmd.current_dir(&firmware)
         .args([
             "build",
@@ -225,10 +228,12 @@ pub fn build_firmware(root: &Path, toolchain: &Toolchain, triple: &str) -> Resul
             "--target",
             triple,
         ])
+        .arg("--target-dir")
+        .arg(&target_dir)
         .args(toolchain.bare_metal_args());
     let (success, _) = run_streamed(&mut cmd)?;
     anyhow::ensure!(success, "firmware build for {triple} failed");
-    Ok(firmware.join("target").join(triple).join("release"))
+    Ok(target_dir.join(triple).join("release"))
 }
 
 fn run_firmware(root: &Path, elf: &Path) -> Result<(bool, String)> {
