@@ -363,7 +363,8 @@ pub fn scratch_len(geometry: &ConvGeometry) -> usize {
     2 * (geometry.patch_len() + PATCH_PAD)
 }
 
-type I8Kernel = fn(&Conv2dI8<'_>, &mut [i8], &mut [i16]);
+/// An int8 convolution kernel: operation, output, scratch.
+pub type I8Kernel = fn(&Conv2dI8<'_>, &mut [i8], &mut [i16]);
 type F32Kernel = fn(&Conv2dF32<'_>, &mut [f32], &mut [f32]);
 
 /// The int8 kernels of this build, reference first. Each takes validated operands and a
@@ -425,8 +426,7 @@ pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
 /// kernels side by side. Each takes a scratch of at least [`scratch_len`] elements and
 /// expects a validated operation.
 #[doc(hidden)]
-pub fn i8_kernels() -> impl Iterator<Item = (&'static str, fn(&Conv2dI8<'_>, &mut [i8], &mut [i16]))>
-{
+pub fn i8_kernels() -> impl Iterator<Item = (&'static str, I8Kernel)> {
     I8_KERNELS
         .iter()
         .filter(|k| k.isa.available())
