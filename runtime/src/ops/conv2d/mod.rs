@@ -310,6 +310,32 @@ pub(crate) fn gather_patch<T: Copy, U: Copy>(
     fill: U,
     convert: impl Fn(T) -> U,
 ) {
+    gather_patch_runs(g, input, p, group, dst, fill, |src, d| {
+        for (d, &x) in d.iter_mut().zip(src) {
+            *d = convert(x);
+        }
+    });
+}
+
+/// [`gather_patch`] with the conversion done a run at a time: `copy(src, dst)` converts one
+/// contiguous run of input values (`dst` is as long as `src`), so a fast path can convert it
+/// with vectors. Always inlined, so that a fast path's `copy` is compiled with that path's
+/// target features.
+#[inline(always)]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
+    allow(dead_code)
+)]
+#[cfg_attr(all(target_arch = "arm", not(loam_arm_dsp)), allow(dead_code))]
+pub(crate) fn gather_patch_runs<T: Copy, U: Copy>(
+    g: &ConvGeometry,
+    input: &[T],
+    p: usize,
+    group: usize,
+    dst: &mut [U],
+    fill: U,
+    copy: impl Fn(&[T], &mut [U]),
+) {
     let cg = g.group_in_channels();
     let per_image = g.out_height * g.out_width;
     let (b, oy, ox) = (
@@ -335,9 +361,7 @@ pub(crate) fn gather_patch<T: Copy, U: Copy>(
         let line = (b * g.in_height + iy) * g.in_width;
         if contiguous_rows {
             let start = (line + first_col as usize) * g.in_channels;
-            for (d, &x) in row.iter_mut().zip(&input[start..start + row_len]) {
-                *d = convert(x);
-            }
+            copy(&input[start..start + row_len], row);
             continue;
         }
         for kx in 0..g.kernel_width {
@@ -345,9 +369,7 @@ pub(crate) fn gather_patch<T: Copy, U: Copy>(
             match g.input_col(ox, kx) {
                 Some(ix) => {
                     let start = (line + ix) * g.in_channels + group * cg;
-                    for (d, &x) in d.iter_mut().zip(&input[start..start + cg]) {
-                        *d = convert(x);
-                    }
+                    copy(&input[start..start + cg], d);
                 }
                 None => d.fill(fill),
             }

@@ -16,7 +16,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{Conv2dF32, Conv2dI8, ConvGeometry, PATCH_PAD, gather_patch};
+use super::{Conv2dF32, Conv2dI8, ConvGeometry, PATCH_PAD, gather_patch, gather_patch_runs};
 use crate::isa::Isa;
 use crate::ops::fully_connected::{self, FullyConnectedF32, FullyConnectedI8, FullyConnectedShape};
 use crate::ops::requantize::x86::requantize_row;
@@ -71,16 +71,6 @@ fn pointwise_shape(g: &ConvGeometry) -> FullyConnectedShape {
     }
 }
 
-/// `(batch, oy, ox)` of flat output pixel `p`.
-fn pixel(g: &ConvGeometry, p: usize) -> (usize, usize, usize) {
-    let per_image = g.out_height * g.out_width;
-    (
-        p / per_image,
-        (p % per_image) / g.out_width,
-        p % g.out_width,
-    )
-}
-
 /// Widens `src` to `x - zp` in i16 into `dst` (same length), sixteen at a time.
 #[inline]
 #[target_feature(enable = "avx2")]
@@ -103,45 +93,14 @@ unsafe fn widen_i8(src: &[i8], zp: i16, dst: &mut [i16]) {
 }
 
 /// Gathers the patch of output pixel `p` for channel group `group` as `x - zp` in i16 (0 in
-/// the padding). Where a kernel row lies wholly inside the image and its taps are adjacent
-/// pixels of one group, the row is one contiguous run of the input, widened in one go; that
-/// matters when channels are few (a 10x4 filter over one channel is 40 taps of one element).
+/// the padding): the shared gather, with each contiguous run widened by vectors.
 #[target_feature(enable = "avx2")]
 unsafe fn gather_i8(op: &Conv2dI8<'_>, p: usize, group: usize, dst: &mut [i16]) {
-    // SAFETY: AVX2 is available (caller); `widen_i8` is called on in-bounds subslices.
-    unsafe {
-        let g = &op.geometry;
-        let cg = g.group_in_channels();
-        let zp = op.params.input_zero_point as i16;
-        let (b, oy, ox) = pixel(g, p);
-        let row_len = g.kernel_width * cg;
-        let contiguous_taps = g.groups == 1 && g.dilation_width == 1;
-        let first_col = (ox * g.stride_width) as i64 - g.pad_left as i64;
-        let row_inside = first_col >= 0 && first_col as usize + g.kernel_width <= g.in_width;
-        for ky in 0..g.kernel_height {
-            let row = &mut dst[ky * row_len..(ky + 1) * row_len];
-            let Some(iy) = g.input_row(oy, ky) else {
-                row.fill(0);
-                continue;
-            };
-            let line = (b * g.in_height + iy) * g.in_width;
-            if contiguous_taps && row_inside {
-                let start = (line + first_col as usize) * g.in_channels;
-                widen_i8(&op.input[start..start + row_len], zp, row);
-                continue;
-            }
-            for kx in 0..g.kernel_width {
-                let d = &mut row[kx * cg..(kx + 1) * cg];
-                match g.input_col(ox, kx) {
-                    Some(ix) => {
-                        let start = (line + ix) * g.in_channels + group * cg;
-                        widen_i8(&op.input[start..start + cg], zp, d);
-                    }
-                    None => d.fill(0),
-                }
-            }
-        }
-    }
+    let zp = op.params.input_zero_point as i16;
+    gather_patch_runs(&op.geometry, op.input, p, group, dst, 0, |src, d| {
+        // SAFETY: AVX2 is available (this function's own requirement).
+        unsafe { widen_i8(src, zp, d) }
+    });
 }
 
 #[inline]
