@@ -79,30 +79,34 @@ fn output_directory() -> PathBuf {
     }
 }
 
-/// The median criterion measured for `group`/`function` in this run, in microseconds.
-fn median_us(dir: &std::path::Path, group: &str, function: &str) -> Option<f64> {
+/// The median criterion wrote for `group`/`function` at or after `started` (this run), in
+/// microseconds; a stale estimate from an earlier run is not a side-by-side measurement.
+fn median_us(
+    dir: &std::path::Path,
+    group: &str,
+    function: &str,
+    started: std::time::SystemTime,
+) -> Option<f64> {
     let path = dir.join(group).join(function).join("new/estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+    if modified < started {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
     Some(v["median"]["point_estimate"].as_f64()? / 1e3)
 }
 
 fn print_table(dir: &std::path::Path, started: std::time::SystemTime) {
     println!("\nbatch 1, one thread; medians in microseconds; ratio = loam int8 / best peer");
-    let header: Vec<String> = runtimes().iter().map(|r| format!("{r:>18}")).collect();
+    let runtimes = runtimes();
+    let header: Vec<String> = runtimes.iter().map(|r| format!("{r:>18}")).collect();
     println!("{:<20}{}{:>10}", "model", header.join(""), "ratio");
     for name in zoo::NAMES {
         let group = format!("model-{name}");
-        // Only figures written by this run count; a stale estimate from an earlier run is
-        // not a side-by-side measurement.
-        let fresh = |function: &str| {
-            let path = dir.join(&group).join(function).join("new/estimates.json");
-            let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
-            (modified >= started)
-                .then(|| median_us(dir, &group, function))
-                .flatten()
-        };
-        let figures: Vec<Option<f64>> = runtimes().iter().map(|r| fresh(r)).collect();
+        let figures: Vec<Option<f64>> = runtimes
+            .iter()
+            .map(|r| median_us(dir, &group, r, started))
+            .collect();
         if figures.iter().all(Option::is_none) {
             continue;
         }
@@ -110,11 +114,19 @@ fn print_table(dir: &std::path::Path, started: std::time::SystemTime) {
             .iter()
             .map(|f| f.map_or(format!("{:>18}", "-"), |v| format!("{v:>18.1}")))
             .collect();
-        let loam_int8 = fresh("loam-int8");
-        let best_peer = runtimes()
+        let measured: Vec<(&str, f64)> = runtimes
             .iter()
-            .filter(|r| !r.starts_with("loam"))
-            .filter_map(|r| fresh(r))
+            .zip(&figures)
+            .filter_map(|(r, f)| Some((r.as_str(), (*f)?)))
+            .collect();
+        let loam_int8 = measured
+            .iter()
+            .find(|(r, _)| *r == "loam-int8")
+            .map(|&(_, v)| v);
+        let best_peer = measured
+            .iter()
+            .filter(|(r, _)| !r.starts_with("loam"))
+            .map(|&(_, v)| v)
             .reduce(f64::min);
         let ratio = match (loam_int8, best_peer) {
             (Some(l), Some(p)) => format!("{:>9.2}x", l / p),

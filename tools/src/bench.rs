@@ -106,17 +106,14 @@ pub fn measure(
     ))
 }
 
-/// Times `peer` on `file`'s model (exported to ONNX) with `inputs`, single-threaded.
+/// Times `peer` on an ONNX model (a `.loam`'s export) with `inputs`, single-threaded.
 pub fn bench_peer(
-    file: &ModelFile,
+    onnx: &[u8],
     peer: Peer,
     inputs: &[Array],
     options: BenchOptions,
 ) -> Result<PeerTiming> {
-    let model = file.model()?;
-    let onnx = export_bytes(&model, ExportOptions::default())
-        .with_context(|| format!("exporting {} to ONNX for {peer}", file.path.display()))?;
-    let mut loaded = peer.load(&onnx)?;
+    let mut loaded = peer.load(onnx)?;
     loaded.set_inputs(inputs)?;
     let (median_us, p90_us, min_us) = measure(options, || loaded.invoke())?;
     Ok(PeerTiming {
@@ -201,10 +198,15 @@ pub fn bench(
             }
         })
         .collect();
-    let peers = vs
-        .iter()
-        .map(|&peer| bench_peer(file, peer, inputs, options))
-        .collect::<Result<_>>()?;
+    let peers = if vs.is_empty() {
+        Vec::new()
+    } else {
+        let onnx = export_bytes(&model, ExportOptions::default())
+            .with_context(|| format!("exporting {} to ONNX", file.path.display()))?;
+        vs.iter()
+            .map(|&peer| bench_peer(&onnx, peer, inputs, options))
+            .collect::<Result<_>>()?
+    };
     Ok(BenchReport {
         model: model.metadata().name.to_string(),
         iterations: options.iterations.max(1),

@@ -41,6 +41,29 @@ fn samples(array: &[usize], model: &[usize]) -> Option<(usize, bool)> {
     None
 }
 
+/// How many samples `inputs` hold for the graph inputs `records` (every input must hold the
+/// same number), and whether the outputs need a stacked leading dimension.
+fn sample_count(inputs: &[Array], records: &[TensorRecord<'_>]) -> Result<(usize, bool)> {
+    let mut count = None;
+    let mut stacked = false;
+    for (array, t) in inputs.iter().zip(records) {
+        let (n, s) = samples(&array.shape, &dims(t)).with_context(|| {
+            format!(
+                "input `{}` has shape {:?} but the model needs {:?} (optionally with a leading batch dimension)",
+                t.name,
+                array.shape,
+                dims(t)
+            )
+        })?;
+        ensure!(
+            *count.get_or_insert(n) == n,
+            "the inputs hold different numbers of samples"
+        );
+        stacked |= s;
+    }
+    Ok((count.unwrap_or(1), stacked))
+}
+
 /// The bytes of sample `s` of `array` as the model input `t` needs them: same element type,
 /// or f32 values quantized with the input's parameters.
 fn sample_bytes(
@@ -89,23 +112,7 @@ pub fn run(file: &ModelFile, inputs: &[Array]) -> Result<Vec<NamedArray>> {
         names.join(", "),
         inputs.len()
     );
-    let mut count = None;
-    let mut stacked = false;
-    for (array, t) in inputs.iter().zip(&records) {
-        let (n, s) = samples(&array.shape, &dims(t)).with_context(|| {
-            format!(
-                "input `{}` has shape {:?} but the model needs {:?} (optionally with a leading batch dimension)",
-                t.name,
-                array.shape,
-                dims(t)
-            )
-        })?;
-        if *count.get_or_insert(n) != n {
-            bail!("the inputs hold different numbers of samples");
-        }
-        stacked |= s;
-    }
-    let count = count.unwrap_or(1);
+    let (count, stacked) = sample_count(inputs, &records)?;
     let outputs = io_records(&model, true)?;
     let mut arena = vec![0u8; model.arena_size() + loam::format::ARENA_ALIGN];
     let mut interpreter = Interpreter::new(&model, &mut arena)?;
@@ -158,22 +165,8 @@ pub fn split_samples(model: &Model<'_>, inputs: &[Array]) -> Result<Vec<Vec<Arra
         records.len(),
         inputs.len()
     );
-    let mut count = None;
-    for (array, t) in inputs.iter().zip(&records) {
-        let (n, _) = samples(&array.shape, &dims(t)).with_context(|| {
-            format!(
-                "input `{}` has shape {:?} but the model needs {:?} (optionally with a leading batch dimension)",
-                t.name,
-                array.shape,
-                dims(t)
-            )
-        })?;
-        ensure!(
-            *count.get_or_insert(n) == n,
-            "the inputs hold different numbers of samples"
-        );
-    }
-    (0..count.unwrap_or(1))
+    let (count, _) = sample_count(inputs, &records)?;
+    (0..count)
         .map(|s| {
             inputs
                 .iter()

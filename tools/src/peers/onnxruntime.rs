@@ -8,8 +8,8 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, Result, anyhow, bail};
 use ort::environment::Environment;
-use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, Tensor};
 
 use super::{Peer, PeerModel};
@@ -139,6 +139,14 @@ fn array(value: &DynValue) -> Result<Array> {
     Ok(Array { shape, data })
 }
 
+/// One run of `session` on `inputs`.
+fn run<'s>(session: &'s mut Session, inputs: &[DynValue]) -> Result<SessionOutputs<'s>> {
+    let inputs: Vec<SessionInputValue<'_>> = inputs.iter().map(Into::into).collect();
+    session
+        .run(inputs.as_slice())
+        .map_err(|e| anyhow!("ONNX Runtime: {e}"))
+}
+
 impl PeerModel for OrtModel {
     fn peer(&self) -> Peer {
         Peer::OnnxRuntime
@@ -150,21 +158,14 @@ impl PeerModel for OrtModel {
     }
 
     fn invoke(&mut self) -> Result<()> {
-        let inputs: Vec<ort::session::SessionInputValue<'_>> =
-            self.inputs.iter().map(Into::into).collect();
-        self.session
-            .run(inputs.as_slice())
-            .map_err(|e| anyhow!("ONNX Runtime: {e}"))?;
+        run(&mut self.session, &self.inputs)?;
         Ok(())
     }
 
     fn outputs(&mut self) -> Result<Vec<Array>> {
-        let inputs: Vec<ort::session::SessionInputValue<'_>> =
-            self.inputs.iter().map(Into::into).collect();
-        let outputs = self
-            .session
-            .run(inputs.as_slice())
-            .map_err(|e| anyhow!("ONNX Runtime: {e}"))?;
-        outputs.values().map(|v| array(&v)).collect()
+        run(&mut self.session, &self.inputs)?
+            .values()
+            .map(|v| array(&v))
+            .collect()
     }
 }
