@@ -45,6 +45,18 @@ pub enum QuantSpec {
     },
 }
 
+/// Weights of an int8 layer that are already integers (from a quantized ONNX model, say), so
+/// the builder keeps them as they are instead of quantizing float weights itself.
+#[derive(Debug, Clone, Copy)]
+pub struct QuantizedWeights<'a> {
+    /// Symmetric int8 weights (zero point 0) in the layer's weight layout.
+    pub values: &'a [i8],
+    /// One scale per output channel.
+    pub scales: &'a [f32],
+    /// The bias as int32 in the accumulator's scale (`input_scale * scales[c]`).
+    pub bias: Option<&'a [i32]>,
+}
+
 #[derive(Debug, Clone)]
 struct TensorSpec {
     name: String,

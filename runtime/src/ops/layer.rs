@@ -272,7 +272,7 @@ pub(crate) fn bias<'m, T: crate::tensor::Element>(
 pub(crate) mod build {
     use serde::Serialize;
 
-    use crate::format::writer::{BuildError, ModelBuilder, QuantSpec, TensorId};
+    use crate::format::writer::{BuildError, ModelBuilder, QuantSpec, QuantizedWeights, TensorId};
     use crate::ops::OpKind;
     use crate::quant::{self, QuantParams};
     use crate::tensor::DType;
@@ -339,21 +339,57 @@ pub(crate) mod build {
             let channel_last = self.channel_axis + 1 == self.weight_dims.len();
             let (qw, scales) =
                 quant::quantize_weights_per_channel(self.weights, channels, channel_last);
-            let multipliers = quant::layer_multipliers(input_q.scale, &scales, output.scale);
             let bias_q = self
                 .bias
                 .map(|v| quant::quantize_bias(v, input_q.scale, &scales));
+            self.append_quantized(
+                b,
+                QuantizedWeights {
+                    values: &qw,
+                    scales: &scales,
+                    bias: bias_q.as_deref(),
+                },
+                output,
+            )
+        }
+
+        /// Appends the int8 layer with weights that are integers already; `self.weights`
+        /// and `self.bias` are not used. The input must be int8 with per-tensor
+        /// quantization.
+        pub(crate) fn append_quantized(
+            &self,
+            b: &mut ModelBuilder,
+            weights: QuantizedWeights<'_>,
+            output: QuantParams,
+        ) -> Result<TensorId, BuildError> {
+            let input_q = b
+                .per_tensor(self.input)
+                .ok_or(BuildError::UnknownTensor(self.input))?;
+            let channels = self
+                .weight_dims
+                .get(self.channel_axis)
+                .copied()
+                .unwrap_or(1);
+            if weights.scales.len() != channels
+                || weights.bias.is_some_and(|bias| bias.len() != channels)
+            {
+                return Err(BuildError::DataLength(self.constant_name("weight")));
+            }
+            let scales = weights.scales.to_vec();
+            let multipliers = quant::layer_multipliers(input_q.scale, &scales, output.scale);
+            let qw = weights.values;
+            let bias_q = weights.bias;
             let w = b.constant(
                 &self.constant_name("weight"),
                 self.weight_dims,
-                &qw,
+                qw,
                 QuantSpec::PerChannel {
                     axis: self.channel_axis as u8,
                     scales,
                 },
             )?;
             let bias = bias_q
-                .map(|v| b.constant(&self.constant_name("bias"), &[v.len()], &v, QuantSpec::None))
+                .map(|v| b.constant(&self.constant_name("bias"), &[v.len()], v, QuantSpec::None))
                 .transpose()?;
             let m = b.constant(
                 &self.constant_name("multipliers"),

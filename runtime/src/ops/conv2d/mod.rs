@@ -654,7 +654,7 @@ pub(crate) unsafe fn scratch_view<'c, 'm, T: bytemuck::Pod>(
 #[cfg(feature = "alloc")]
 mod build {
     use super::Conv2dAttributes;
-    use crate::format::writer::{BuildError, ModelBuilder, TensorId};
+    use crate::format::writer::{BuildError, ModelBuilder, QuantizedWeights, TensorId};
     use crate::ops::layer::build::Layer;
     use crate::ops::{FusedActivation, OpKind};
     use crate::quant::QuantParams;
@@ -825,6 +825,36 @@ mod build {
                 attributes: &spec.attributes(activation)?,
             }
             .append_i8(self, output)
+        }
+
+        /// Appends an int8 convolution whose weights are integers already (`[out_c][k_h]
+        /// [k_w][in_c / groups]`, one scale per output channel), kept bit for bit.
+        pub fn conv2d_i8_quantized(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            spec: ConvSpec,
+            weights: QuantizedWeights<'_>,
+            output: QuantParams,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let dims = input_dims(self, input)?;
+            let out_dims = spec
+                .output_dims(&dims)
+                .ok_or_else(|| BuildError::BadShape(name.into()))?;
+            let depth = dims.get(3).map_or(0, |&c| c as usize) / spec.groups.max(1);
+            Layer {
+                kind: OpKind::Conv2d,
+                name,
+                input,
+                weights: &[],
+                weight_dims: &[spec.out_channels, spec.kernel.0, spec.kernel.1, depth],
+                channel_axis: 0,
+                bias: None,
+                output_dims: &out_dims,
+                attributes: &spec.attributes(activation)?,
+            }
+            .append_quantized(self, weights, output)
         }
     }
 }

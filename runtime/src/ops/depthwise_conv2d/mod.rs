@@ -315,7 +315,7 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
 #[cfg(feature = "alloc")]
 mod build {
     use super::DepthwiseConv2dAttributes;
-    use crate::format::writer::{BuildError, ModelBuilder, TensorId};
+    use crate::format::writer::{BuildError, ModelBuilder, QuantizedWeights, TensorId};
     use crate::ops::conv2d::ConvSpec;
     use crate::ops::layer::build::Layer;
     use crate::ops::{FusedActivation, OpKind};
@@ -405,6 +405,32 @@ mod build {
                 attributes: &attributes(&spec, multiplier, activation)?,
             }
             .append_i8(self, output)
+        }
+
+        /// Appends an int8 depthwise convolution whose weights are integers already
+        /// (`[k_h][k_w][out_c]`, one scale per output channel), kept bit for bit.
+        pub fn depthwise_conv2d_i8_quantized(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            spec: ConvSpec,
+            weights: QuantizedWeights<'_>,
+            output: QuantParams,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let (out_dims, _, multiplier) = dims(self, input, &spec, name)?;
+            Layer {
+                kind: OpKind::DepthwiseConv2d,
+                name,
+                input,
+                weights: &[],
+                weight_dims: &[1, spec.kernel.0, spec.kernel.1, spec.out_channels],
+                channel_axis: 3,
+                bias: None,
+                output_dims: &out_dims,
+                attributes: &attributes(&spec, multiplier, activation)?,
+            }
+            .append_quantized(self, weights, output)
         }
     }
 }

@@ -303,7 +303,7 @@ mod tests;
 #[cfg(feature = "alloc")]
 mod build {
     use super::FullyConnectedAttributes;
-    use crate::format::writer::{BuildError, ModelBuilder, TensorId};
+    use crate::format::writer::{BuildError, ModelBuilder, QuantizedWeights, TensorId};
     use crate::ops::layer::build::Layer;
     use crate::ops::{FusedActivation, OpKind};
     use crate::quant::QuantParams;
@@ -382,6 +382,33 @@ mod build {
                 attributes: &FullyConnectedAttributes { activation },
             }
             .append_i8(self, output)
+        }
+
+        /// Appends an int8 fully-connected layer whose weights are integers already
+        /// (`[out_features][in_features]`, one scale per output feature), kept bit for bit.
+        pub fn fully_connected_i8_quantized(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            weights: QuantizedWeights<'_>,
+            output: QuantParams,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let n = in_features(self, input)?;
+            let out_features = weights.values.len() / n.max(1);
+            let dims = output_dims(self, input, out_features)?;
+            Layer {
+                kind: OpKind::FullyConnected,
+                name,
+                input,
+                weights: &[],
+                weight_dims: &[out_features, n],
+                channel_axis: 0,
+                bias: None,
+                output_dims: &dims,
+                attributes: &FullyConnectedAttributes { activation },
+            }
+            .append_quantized(self, weights, output)
         }
     }
 }
