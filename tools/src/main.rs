@@ -6,9 +6,9 @@ use clap::{Parser, Subcommand};
 
 use loam_tools::bench::{self, BenchOptions};
 use loam_tools::model_file::{ModelFile, write_atomically};
-use loam_tools::onnx::{ExportOptions, export_bytes};
+use loam_tools::onnx::{ExportOptions, ImportOptions, export_bytes, import};
 use loam_tools::peers::Peer;
-use loam_tools::verify::{Tolerance, verify};
+use loam_tools::verify::{Tolerance, verify, verify_against};
 use loam_tools::{npy, run};
 
 /// loam: from data to a microcontroller, and learning on it.
@@ -115,7 +115,38 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Run the peer on this ONNX file (the one the model was imported from, say) instead
+        /// of on the model's own export.
+        #[arg(long)]
+        reference: Option<PathBuf>,
     },
+    /// Import an ONNX model (float, or int8 in the QDQ form) as a `.loam` file. Every
+    /// unsupported op or attribute in the model is listed at once; nothing is written then.
+    Import {
+        /// The `.onnx` model.
+        model: PathBuf,
+        /// Output `.loam` file.
+        #[arg(long, short)]
+        output: PathBuf,
+        /// The shape of an input the file leaves open, as `name=1,3,32,32` (repeatable). An
+        /// open batch dimension is 1 without it.
+        #[arg(long = "input-shape", value_parser = parse_input_shape)]
+        input_shapes: Vec<(String, Vec<usize>)>,
+        /// Model name stored in the file (the ONNX graph's name by default).
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+fn parse_input_shape(s: &str) -> std::result::Result<(String, Vec<usize>), String> {
+    let (name, dims) = s
+        .rsplit_once('=')
+        .ok_or_else(|| format!("`{s}` is not name=d0,d1,..."))?;
+    let dims = dims
+        .split(',')
+        .map(|d| d.trim().parse::<usize>().map_err(|e| format!("`{d}`: {e}")))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((name.to_string(), dims))
 }
 
 fn main() -> ExitCode {
@@ -241,6 +272,35 @@ fn execute(command: Command) -> Result<ExitCode> {
                 ),
             }
         }
+        Command::Import {
+            model,
+            output,
+            input_shapes,
+            name,
+        } => {
+            let options = ImportOptions {
+                input_shapes: input_shapes.into_iter().collect(),
+                name,
+            };
+            let imported = import(&model, &options)?;
+            for note in &imported.notes {
+                eprintln!("note: {note}");
+            }
+            let bytes = &imported.built.bytes;
+            let loaded = ModelFile::from_bytes(&output.display().to_string(), bytes)?;
+            let m = loaded.model()?;
+            write_atomically(&output, bytes)?;
+            println!(
+                "{} written: {} ops, {} bytes, arena {} bytes",
+                output.display(),
+                m.op_count(),
+                bytes.len(),
+                m.arena_size()
+            );
+            for (name, dims) in &imported.inputs {
+                println!("  input `{name}` {dims:?}");
+            }
+        }
         Command::Verify {
             model,
             against,
@@ -250,6 +310,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             rtol,
             max_lsb,
             json,
+            reference,
         } => {
             let file = ModelFile::open(&model)?;
             let m = file.model()?;
@@ -264,7 +325,20 @@ fn execute(command: Command) -> Result<ExitCode> {
                     .collect::<Result<Vec<_>>>()?;
                 run::split_samples(&m, &arrays)?
             };
-            let report = verify(&file, against, &sets)?;
+            let report = match reference {
+                None => verify(&file, against, &sets)?,
+                Some(path) => {
+                    let onnx = std::fs::read(&path)
+                        .with_context(|| format!("reading {}", path.display()))?;
+                    verify_against(&file, against, &onnx, &sets).with_context(|| {
+                        format!(
+                            "comparing {} with {against} running {}",
+                            model.display(),
+                            path.display()
+                        )
+                    })?
+                }
+            };
             let failures = report.failures(Tolerance {
                 atol,
                 rtol,

@@ -167,9 +167,19 @@ pub fn verify(file: &ModelFile, peer: Peer, samples: &[Vec<Array>]) -> Result<Ve
     let model = file.model()?;
     let onnx = export_bytes(&model, ExportOptions::default())
         .with_context(|| format!("exporting {} to ONNX for {peer}", file.path.display()))?;
-    let mut theirs = peer
-        .load(&onnx)
-        .with_context(|| format!("loading {} into {peer}", file.path.display()))?;
+    verify_against(file, peer, &onnx, samples)
+        .with_context(|| format!("comparing {} with {peer}", file.path.display()))
+}
+
+/// Like [`verify`], with the peer running `reference` (an ONNX model with the same inputs and
+/// outputs, such as the file the `.loam` was imported from) instead of the model's export.
+pub fn verify_against(
+    file: &ModelFile,
+    peer: Peer,
+    reference: &[u8],
+    samples: &[Vec<Array>],
+) -> Result<VerifyReport> {
+    let mut theirs = peer.load(reference).context("loading the ONNX model")?;
     let mut acc: Vec<Option<OutputComparison>> = Vec::new();
     for inputs in samples {
         let ours = run(file, inputs)?;

@@ -217,3 +217,38 @@ fn export_verify_and_bench_against_peers() {
     assert!(text(&out).contains("extension"), "{}", text(&out));
     assert!(!txt.exists());
 }
+
+/// A PyTorch export imported, then checked against ONNX Runtime running the original file;
+/// a model with an unsupported op gets the report and no output file.
+#[test]
+fn import_then_verify_against_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/onnx");
+    let onnx = format!("{data}/pytorch-cnn.qdq-int8.onnx");
+    let model = dir.path().join("cnn.loam");
+    let model = model.to_str().unwrap();
+    let out = loam(&["import", &onnx, "-o", model, "--input-shape", "input=1,3,32,32"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("input `input` [1, 3, 32, 32]"), "{}", text(&out));
+    // One step of the output's quantization (1/255), since ONNX Runtime requantizes in float.
+    let out = loam(&[
+        "verify", model, "--against", "onnxruntime", "--reference", &onnx, "--atol", "0.00393",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let bad = dir.path().join("bad.onnx");
+    let mut bytes = std::fs::read(format!("{data}/pytorch-cnn.onnx")).unwrap();
+    // Rename every MaxPool (same length, so the protobuf stays valid) to an op loam lacks.
+    let needle = b"MaxPool";
+    let mut i = 0;
+    while let Some(at) = bytes[i..].windows(needle.len()).position(|w| w == needle) {
+        bytes[i + at..i + at + needle.len()].copy_from_slice(b"LpPool_");
+        i += at + needle.len();
+    }
+    std::fs::write(&bad, &bytes).unwrap();
+    let target = dir.path().join("bad.loam");
+    let out = loam(&["import", bad.to_str().unwrap(), "-o", target.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("`LpPool_` is not an op loam runs"), "{}", text(&out));
+    assert!(!target.exists(), "a failed import left a file");
+}

@@ -1,0 +1,282 @@
+//! ONNX import: a CNN exported by PyTorch (conv + BatchNorm + ReLU6, depthwise, max and global
+//! pooling, a residual Add, the Shape/Gather/Concat flatten chain, Gemm, softmax), float and
+//! quantized by ONNX Runtime's `quantize_static` (QDQ, per-channel, int8 and uint8
+//! activations), imported and run by loam against ONNX Runtime and tract running the original
+//! files; round trips through export; and the errors bad models get.
+//!
+//! The fixtures come from `tests/data/onnx/make_pytorch_cnn.py`. The peers need ONNX
+//! Runtime's shared library (`cargo xtask setup` installs it).
+
+use std::path::{Path, PathBuf};
+
+use loam::DType;
+use loam_tools::model_file::ModelFile;
+use loam_tools::npy::{Array, Data};
+use loam_tools::onnx::{ExportOptions, ImportOptions, export_bytes, import, import_bytes};
+use loam_tools::peers::Peer;
+use loam_tools::run::{random_inputs, run};
+use prost::Message;
+use tract_onnx::pb;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/onnx")
+        .join(name)
+}
+
+fn imported(name: &str) -> ModelFile {
+    let imported = import(&fixture(name), &ImportOptions::default())
+        .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+    ModelFile::from_bytes(name, &imported.built.bytes).unwrap()
+}
+
+fn floats(a: &Array) -> &[f32] {
+    match &a.data {
+        Data::F32(v) => v,
+        other => panic!("expected f32, got {other:?}"),
+    }
+}
+
+/// The largest difference between loam on `file` and `peer` on the ONNX `reference`, and the
+/// share of elements that agree exactly, over 32 seeded samples.
+fn compare(file: &ModelFile, peer: Peer, reference: &[u8]) -> (f32, f64) {
+    let model = file.model().unwrap();
+    let mut theirs = peer.load(reference).unwrap();
+    let (mut max, mut exact, mut total) = (0.0f32, 0usize, 0usize);
+    for seed in 0..32 {
+        let inputs = random_inputs(&model, 1000 + seed).unwrap();
+        let ours = run(file, &inputs).unwrap();
+        theirs.set_inputs(&inputs).unwrap();
+        let other = theirs.outputs().unwrap();
+        assert_eq!(ours.len(), other.len());
+        for (o, t) in ours.iter().zip(&other) {
+            assert_eq!(o.array.shape, t.shape, "output `{}`", o.name);
+            for (a, b) in floats(&o.array).iter().zip(floats(t)) {
+                let d = (a - b).abs();
+                max = max.max(d);
+                exact += usize::from(d == 0.0);
+                total += 1;
+            }
+        }
+    }
+    (max, exact as f64 / total as f64)
+}
+
+fn op_dtypes(file: &ModelFile) -> Vec<(String, DType)> {
+    let model = file.model().unwrap();
+    model
+        .ops()
+        .map(|op| {
+            let out = op.outputs.get(0).unwrap();
+            let t = model.tensor(usize::from(out)).unwrap();
+            let kind = loam::ops::OpKind::from_code(op.kind).unwrap();
+            (kind.name().to_string(), t.dtype)
+        })
+        .collect()
+}
+
+#[test]
+fn pytorch_float_cnn_matches_both_peers() {
+    let file = imported("pytorch-cnn.onnx");
+    let onnx = std::fs::read(fixture("pytorch-cnn.onnx")).unwrap();
+    for peer in [Peer::OnnxRuntime, Peer::Tract] {
+        let (max, _) = compare(&file, peer, &onnx);
+        println!("pytorch-cnn f32 vs {peer}: max abs {max:e}");
+        assert!(max <= 1e-5, "{peer}: max abs {max}");
+    }
+    // Conv+BN+ReLU6 are one op each; the BatchNorm after the pooling is a 1x1 depthwise;
+    // the flatten chain is folded away.
+    let kinds: Vec<String> = op_dtypes(&file).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "Conv2d").count(),
+        3,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "DepthwiseConv2d").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(!kinds.iter().any(|k| k == "BatchNorm"), "{kinds:?}");
+}
+
+/// The output quantization step of the QDQ fixtures' softmax, as ONNX Runtime calibrated it.
+const PROBABILITY_STEP: f32 = 1.0 / 255.0;
+
+#[test]
+fn pytorch_qdq_cnn_runs_in_int8_within_one_step_of_onnxruntime() {
+    for name in ["pytorch-cnn.qdq-int8.onnx", "pytorch-cnn.qdq-uint8.onnx"] {
+        let file = imported(name);
+        // Every weighted layer is native int8.
+        for (kind, dtype) in op_dtypes(&file) {
+            if ["Conv2d", "DepthwiseConv2d", "FullyConnected", "Add"].contains(&kind.as_str()) {
+                assert_eq!(dtype, DType::I8, "{name}: {kind} is not int8");
+            }
+        }
+        let onnx = std::fs::read(fixture(name)).unwrap();
+        let (max, exact) = compare(&file, Peer::OnnxRuntime, &onnx);
+        println!("{name} vs onnxruntime: max abs {max:e}, {exact:.4} exact");
+        // ONNX Runtime requantizes in float, loam with TFLite's fixed-point multipliers: the
+        // two round a value lying near a half step differently, never by more than a step.
+        assert!(max <= PROBABILITY_STEP * 1.001, "{name}: max abs {max}");
+        assert!(exact >= 0.9, "{name}: only {exact} exact");
+    }
+}
+
+/// `onnx` cut after the node producing `value`, which becomes the only output.
+fn truncated(onnx: &[u8], value: &str) -> Vec<u8> {
+    let mut model = pb::ModelProto::decode(onnx).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let end = graph
+        .node
+        .iter()
+        .position(|n| n.output.iter().any(|o| o == value))
+        .unwrap();
+    graph.node.truncate(end + 1);
+    let mut output = graph.output[0].clone();
+    output.name = value.to_string();
+    output.r#type = None;
+    graph.output = vec![output];
+    model.encode_to_vec()
+}
+
+#[test]
+fn pytorch_qdq_cnn_logits_match_tract() {
+    // tract 0.23.9 runs int8 softmax ignoring the output zero point (see tests/peers.rs), so
+    // against tract the quantized model is compared at its logits.
+    let name = "pytorch-cnn.qdq-int8.onnx";
+    let onnx = truncated(
+        &std::fs::read(fixture(name)).unwrap(),
+        "/fc2/Gemm_output_0_DequantizeLinear_Output",
+    );
+    let proto = pb::ModelProto::decode(onnx.as_slice()).unwrap();
+    let step = proto
+        .graph
+        .as_ref()
+        .unwrap()
+        .initializer
+        .iter()
+        .find(|t| t.name == "/fc2/Gemm_output_0_scale")
+        .map(|t| {
+            t.float_data
+                .first()
+                .copied()
+                .unwrap_or_else(|| f32::from_le_bytes(t.raw_data[..4].try_into().unwrap()))
+        })
+        .unwrap();
+    let built = import_bytes(&onnx, None, &ImportOptions::default()).unwrap();
+    let file = ModelFile::from_bytes("logits", &built.built.bytes).unwrap();
+    for peer in [Peer::Tract, Peer::OnnxRuntime] {
+        let (max, exact) = compare(&file, peer, &onnx);
+        println!(
+            "{name} logits vs {peer}: max {} steps, {exact:.4} exact",
+            max / step
+        );
+        assert!(max <= step * 1.001, "{peer}: {} steps", max / step);
+        assert!(exact >= 0.95, "{peer}: only {exact} exact");
+    }
+}
+
+#[test]
+fn import_export_import_is_exact() {
+    for name in [
+        "pytorch-cnn.onnx",
+        "pytorch-cnn.qdq-int8.onnx",
+        "pytorch-cnn.qdq-uint8.onnx",
+    ] {
+        let first = imported(name);
+        let exported = export_bytes(&first.model().unwrap(), ExportOptions::default()).unwrap();
+        let again = import_bytes(&exported, None, &ImportOptions::default())
+            .unwrap_or_else(|e| panic!("{name} re-imported: {e:#}"));
+        let second = ModelFile::from_bytes("again", &again.built.bytes).unwrap();
+        let model = first.model().unwrap();
+        for seed in 0..8 {
+            let inputs = random_inputs(&model, seed).unwrap();
+            let a = run(&first, &inputs).unwrap();
+            let b = run(&second, &inputs).unwrap();
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x.array, y.array, "{name}: output `{}` changed", x.name);
+            }
+        }
+    }
+}
+
+fn import_error(onnx: &[u8]) -> String {
+    match import_bytes(onnx, None, &ImportOptions::default()) {
+        Ok(_) => panic!("the import succeeded"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+fn edited(edit: impl FnOnce(&mut pb::ModelProto)) -> Vec<u8> {
+    let bytes = std::fs::read(fixture("pytorch-cnn.onnx")).unwrap();
+    let mut model = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    edit(&mut model);
+    model.encode_to_vec()
+}
+
+#[test]
+fn one_report_lists_every_unsupported_node() {
+    let onnx = edited(|m| {
+        let nodes = &mut m.graph.as_mut().unwrap().node;
+        let gap = nodes
+            .iter_mut()
+            .find(|n| n.op_type == "GlobalAveragePool")
+            .unwrap();
+        gap.op_type = "LpPool".into();
+        let pool = nodes.iter_mut().find(|n| n.op_type == "MaxPool").unwrap();
+        pool.attribute.retain(|a| a.name != "dilations");
+        pool.attribute.push(pb::AttributeProto {
+            name: "dilations".into(),
+            ints: vec![2, 2],
+            r#type: pb::attribute_proto::AttributeType::Ints as i32,
+            ..Default::default()
+        });
+        let custom = nodes.iter_mut().find(|n| n.op_type == "Relu").unwrap();
+        custom.domain = "com.example".into();
+    });
+    let message = import_error(&onnx);
+    println!("{message}");
+    assert!(message.contains("3 problems"), "{message}");
+    assert!(message.contains("loam runs: Add,"), "{message}");
+    assert!(
+        message.contains("`LpPool` is not an op loam runs"),
+        "{message}"
+    );
+    assert!(message.contains("dilated pooling"), "{message}");
+    assert!(message.contains("com.example::Relu"), "{message}");
+    assert!(message.contains("node `/pool/MaxPool`"), "{message}");
+}
+
+#[test]
+fn bad_files_get_one_clear_message() {
+    let bytes = std::fs::read(fixture("pytorch-cnn.onnx")).unwrap();
+    let truncated = import_error(&bytes[..bytes.len() / 3]);
+    assert!(truncated.contains("not an ONNX model"), "{truncated}");
+
+    let old = import_error(&edited(|m| m.opset_import[0].version = 9));
+    assert!(old.contains("opset 9") && old.contains("11 to 22"), "{old}");
+
+    let huge = import_error(&edited(|m| {
+        let input = &mut m.graph.as_mut().unwrap().input[0];
+        let Some(pb::type_proto::Value::TensorType(t)) =
+            input.r#type.as_mut().and_then(|t| t.value.as_mut())
+        else {
+            unreachable!()
+        };
+        for d in t.shape.as_mut().unwrap().dim.iter_mut().skip(2) {
+            d.value = Some(pb::tensor_shape_proto::dimension::Value::DimValue(30_000));
+        }
+    }));
+    assert!(huge.contains("larger than loam's limit"), "{huge}");
+
+    let runtime_weight = import_error(&edited(|m| {
+        let g = m.graph.as_mut().unwrap();
+        let conv = g.node.iter_mut().find(|n| n.op_type == "Conv").unwrap();
+        conv.input[1] = "input".into();
+    }));
+    assert!(
+        runtime_weight.contains("weight (input 1) is computed at run time"),
+        "{runtime_weight}"
+    );
+}
