@@ -227,12 +227,30 @@ fn import_then_verify_against_the_original() {
     let onnx = format!("{data}/pytorch-cnn.qdq-int8.onnx");
     let model = dir.path().join("cnn.loam");
     let model = model.to_str().unwrap();
-    let out = loam(&["import", &onnx, "-o", model, "--input-shape", "input=1,3,32,32"]);
+    let out = loam(&[
+        "import",
+        &onnx,
+        "-o",
+        model,
+        "--input-shape",
+        "input=1,3,32,32",
+    ]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("input `input` [1, 3, 32, 32]"), "{}", text(&out));
+    assert!(
+        text(&out).contains("input `input` [1, 3, 32, 32]"),
+        "{}",
+        text(&out)
+    );
     // One step of the output's quantization (1/255), since ONNX Runtime requantizes in float.
     let out = loam(&[
-        "verify", model, "--against", "onnxruntime", "--reference", &onnx, "--atol", "0.00393",
+        "verify",
+        model,
+        "--against",
+        "onnxruntime",
+        "--reference",
+        &onnx,
+        "--atol",
+        "0.00393",
     ]);
     assert!(out.status.success(), "{}", text(&out));
 
@@ -247,8 +265,17 @@ fn import_then_verify_against_the_original() {
     }
     std::fs::write(&bad, &bytes).unwrap();
     let target = dir.path().join("bad.loam");
-    let out = loam(&["import", bad.to_str().unwrap(), "-o", target.to_str().unwrap()]);
+    let out = loam(&[
+        "import",
+        bad.to_str().unwrap(),
+        "-o",
+        target.to_str().unwrap(),
+    ]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("`LpPool_` is not an op loam runs"), "{}", text(&out));
+    assert!(
+        text(&out).contains("`LpPool_` is not an op loam runs"),
+        "{}",
+        text(&out)
+    );
     assert!(!target.exists(), "a failed import left a file");
 }

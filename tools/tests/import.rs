@@ -173,7 +173,7 @@ fn pytorch_qdq_cnn_logits_match_tract() {
             max / step
         );
         assert!(max <= step * 1.001, "{peer}: {} steps", max / step);
-        assert!(exact >= 0.95, "{peer}: only {exact} exact");
+        assert!(exact >= 0.9, "{peer}: only {exact} exact");
     }
 }
 
