@@ -277,17 +277,48 @@ pub(crate) mod build {
     use crate::quant::{self, QuantParams};
     use crate::tensor::DType;
 
+    /// A weighted layer's weights and the arithmetic it runs in.
+    #[derive(Clone, Copy)]
+    pub(crate) enum Precision<'a> {
+        /// f32 weights and bias; an f32 layer.
+        F32 {
+            weights: &'a [f32],
+            bias: Option<&'a [f32]>,
+        },
+        /// f32 weights quantized symmetrically per output channel by the builder, the bias
+        /// to int32 in the accumulator's scale; an int8 layer with `output` quantization.
+        I8 {
+            weights: &'a [f32],
+            bias: Option<&'a [f32]>,
+            output: QuantParams,
+        },
+        /// Integer weights kept as given; an int8 layer with `output` quantization.
+        Quantized {
+            weights: QuantizedWeights<'a>,
+            output: QuantParams,
+        },
+    }
+
+    impl Precision<'_> {
+        /// How many weights there are.
+        pub(crate) fn weight_count(&self) -> usize {
+            match self {
+                Precision::F32 { weights, .. } | Precision::I8 { weights, .. } => weights.len(),
+                Precision::Quantized { weights, .. } => weights.values.len(),
+            }
+        }
+    }
+
     /// A weighted layer to append.
     pub(crate) struct Layer<'a, A> {
         pub kind: OpKind,
         pub name: &'a str,
         pub input: TensorId,
-        /// Float weights in the kind's layout.
-        pub weights: &'a [f32],
+        pub precision: Precision<'a>,
+        /// The weights' dimensions in the kind's layout.
         pub weight_dims: &'a [usize],
         /// The weights' output-channel axis (0 for FC and Conv2d, 3 for depthwise).
         pub channel_axis: usize,
-        pub bias: Option<&'a [f32]>,
         pub output_dims: &'a [usize],
         pub attributes: &'a A,
     }
@@ -297,16 +328,57 @@ pub(crate) mod build {
             alloc::format!("{}.{part}", self.name)
         }
 
-        /// Appends the float layer; returns its output.
-        pub(crate) fn append_f32(&self, b: &mut ModelBuilder) -> Result<TensorId, BuildError> {
+        /// Appends the layer; returns its output.
+        pub(crate) fn append(&self, b: &mut ModelBuilder) -> Result<TensorId, BuildError> {
+            match self.precision {
+                Precision::F32 { weights, bias } => self.append_f32(b, weights, bias),
+                Precision::I8 {
+                    weights,
+                    bias,
+                    output,
+                } => {
+                    // The input's scale sets the bias scale; it must be int8 per tensor.
+                    let input_q = b
+                        .per_tensor(self.input)
+                        .ok_or(BuildError::UnknownTensor(self.input))?;
+                    let channels = self.channels();
+                    let channel_last = self.channel_axis + 1 == self.weight_dims.len();
+                    let (qw, scales) =
+                        quant::quantize_weights_per_channel(weights, channels, channel_last);
+                    let bias_q = bias.map(|v| quant::quantize_bias(v, input_q.scale, &scales));
+                    let weights = QuantizedWeights {
+                        values: &qw,
+                        scales: &scales,
+                        bias: bias_q.as_deref(),
+                    };
+                    self.append_quantized(b, weights, output)
+                }
+                Precision::Quantized { weights, output } => {
+                    self.append_quantized(b, weights, output)
+                }
+            }
+        }
+
+        fn channels(&self) -> usize {
+            self.weight_dims
+                .get(self.channel_axis)
+                .copied()
+                .unwrap_or(1)
+        }
+
+        fn append_f32(
+            &self,
+            b: &mut ModelBuilder,
+            weights: &[f32],
+            bias: Option<&[f32]>,
+        ) -> Result<TensorId, BuildError> {
             let w = b.constant(
                 &self.constant_name("weight"),
                 self.weight_dims,
-                self.weights,
+                weights,
                 QuantSpec::None,
             )?;
-            let bias = self
-                .bias
+            let bias = bias
                 .map(|v| b.constant(&self.constant_name("bias"), &[v.len()], v, QuantSpec::None))
                 .transpose()?;
             let out = b.tensor(self.name, DType::F32, self.output_dims, QuantSpec::None)?;
@@ -320,43 +392,9 @@ pub(crate) mod build {
             Ok(out)
         }
 
-        /// Appends the int8 layer: weights quantized symmetrically per output channel, bias
-        /// to int32 in the accumulator's scale, and the multipliers as TFLite computes them.
+        /// The int8 layer with integer weights, and the multipliers as TFLite computes them.
         /// The input must be int8 with per-tensor quantization.
-        pub(crate) fn append_i8(
-            &self,
-            b: &mut ModelBuilder,
-            output: QuantParams,
-        ) -> Result<TensorId, BuildError> {
-            let input_q = b
-                .per_tensor(self.input)
-                .ok_or(BuildError::UnknownTensor(self.input))?;
-            let channels = self
-                .weight_dims
-                .get(self.channel_axis)
-                .copied()
-                .unwrap_or(1);
-            let channel_last = self.channel_axis + 1 == self.weight_dims.len();
-            let (qw, scales) =
-                quant::quantize_weights_per_channel(self.weights, channels, channel_last);
-            let bias_q = self
-                .bias
-                .map(|v| quant::quantize_bias(v, input_q.scale, &scales));
-            self.append_quantized(
-                b,
-                QuantizedWeights {
-                    values: &qw,
-                    scales: &scales,
-                    bias: bias_q.as_deref(),
-                },
-                output,
-            )
-        }
-
-        /// Appends the int8 layer with weights that are integers already; `self.weights`
-        /// and `self.bias` are not used. The input must be int8 with per-tensor
-        /// quantization.
-        pub(crate) fn append_quantized(
+        fn append_quantized(
             &self,
             b: &mut ModelBuilder,
             weights: QuantizedWeights<'_>,
@@ -365,30 +403,24 @@ pub(crate) mod build {
             let input_q = b
                 .per_tensor(self.input)
                 .ok_or(BuildError::UnknownTensor(self.input))?;
-            let channels = self
-                .weight_dims
-                .get(self.channel_axis)
-                .copied()
-                .unwrap_or(1);
+            let channels = self.channels();
             if weights.scales.len() != channels
                 || weights.bias.is_some_and(|bias| bias.len() != channels)
             {
                 return Err(BuildError::DataLength(self.constant_name("weight")));
             }
-            let scales = weights.scales.to_vec();
-            let multipliers = quant::layer_multipliers(input_q.scale, &scales, output.scale);
-            let qw = weights.values;
-            let bias_q = weights.bias;
+            let multipliers = quant::layer_multipliers(input_q.scale, weights.scales, output.scale);
             let w = b.constant(
                 &self.constant_name("weight"),
                 self.weight_dims,
-                qw,
+                weights.values,
                 QuantSpec::PerChannel {
                     axis: self.channel_axis as u8,
-                    scales,
+                    scales: weights.scales.to_vec(),
                 },
             )?;
-            let bias = bias_q
+            let bias = weights
+                .bias
                 .map(|v| b.constant(&self.constant_name("bias"), &[v.len()], v, QuantSpec::None))
                 .transpose()?;
             let m = b.constant(

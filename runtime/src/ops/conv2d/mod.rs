@@ -655,7 +655,7 @@ pub(crate) unsafe fn scratch_view<'c, 'm, T: bytemuck::Pod>(
 mod build {
     use super::Conv2dAttributes;
     use crate::format::writer::{BuildError, ModelBuilder, QuantizedWeights, TensorId};
-    use crate::ops::layer::build::Layer;
+    use crate::ops::layer::build::{Layer, Precision};
     use crate::ops::{FusedActivation, OpKind};
     use crate::quant::QuantParams;
 
@@ -766,6 +766,34 @@ mod build {
             .to_vec())
     }
 
+    /// Appends a convolution of the given precision; the filter is
+    /// `[out_c][k_h][k_w][in_c / groups]`.
+    fn append(
+        b: &mut ModelBuilder,
+        name: &str,
+        input: TensorId,
+        spec: ConvSpec,
+        activation: FusedActivation,
+        precision: Precision<'_>,
+    ) -> Result<TensorId, BuildError> {
+        let dims = input_dims(b, input)?;
+        let out_dims = spec
+            .output_dims(&dims)
+            .ok_or_else(|| BuildError::BadShape(name.into()))?;
+        let depth = dims.get(3).map_or(0, |&c| c as usize) / spec.groups.max(1);
+        Layer {
+            kind: OpKind::Conv2d,
+            name,
+            input,
+            precision,
+            weight_dims: &[spec.out_channels, spec.kernel.0, spec.kernel.1, depth],
+            channel_axis: 0,
+            output_dims: &out_dims,
+            attributes: &spec.attributes(activation)?,
+        }
+        .append(b)
+    }
+
     impl ModelBuilder {
         /// Appends a float convolution; `filter` is `[out_c][k_h][k_w][in_c / groups]`.
         pub fn conv2d_f32(
@@ -777,23 +805,11 @@ mod build {
             bias: Option<&[f32]>,
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
-            let dims = input_dims(self, input)?;
-            let out_dims = spec
-                .output_dims(&dims)
-                .ok_or_else(|| BuildError::BadShape(name.into()))?;
-            let depth = dims.get(3).map_or(0, |&c| c as usize) / spec.groups.max(1);
-            Layer {
-                kind: OpKind::Conv2d,
-                name,
-                input,
+            let precision = Precision::F32 {
                 weights: filter,
-                weight_dims: &[spec.out_channels, spec.kernel.0, spec.kernel.1, depth],
-                channel_axis: 0,
                 bias,
-                output_dims: &out_dims,
-                attributes: &spec.attributes(activation)?,
-            }
-            .append_f32(self)
+            };
+            append(self, name, input, spec, activation, precision)
         }
 
         /// Appends an int8 convolution from float weights (quantized per output channel).
@@ -808,23 +824,12 @@ mod build {
             output: QuantParams,
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
-            let dims = input_dims(self, input)?;
-            let out_dims = spec
-                .output_dims(&dims)
-                .ok_or_else(|| BuildError::BadShape(name.into()))?;
-            let depth = dims.get(3).map_or(0, |&c| c as usize) / spec.groups.max(1);
-            Layer {
-                kind: OpKind::Conv2d,
-                name,
-                input,
+            let precision = Precision::I8 {
                 weights: filter,
-                weight_dims: &[spec.out_channels, spec.kernel.0, spec.kernel.1, depth],
-                channel_axis: 0,
                 bias,
-                output_dims: &out_dims,
-                attributes: &spec.attributes(activation)?,
-            }
-            .append_i8(self, output)
+                output,
+            };
+            append(self, name, input, spec, activation, precision)
         }
 
         /// Appends an int8 convolution whose weights are integers already (`[out_c][k_h]
@@ -838,23 +843,8 @@ mod build {
             output: QuantParams,
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
-            let dims = input_dims(self, input)?;
-            let out_dims = spec
-                .output_dims(&dims)
-                .ok_or_else(|| BuildError::BadShape(name.into()))?;
-            let depth = dims.get(3).map_or(0, |&c| c as usize) / spec.groups.max(1);
-            Layer {
-                kind: OpKind::Conv2d,
-                name,
-                input,
-                weights: &[],
-                weight_dims: &[spec.out_channels, spec.kernel.0, spec.kernel.1, depth],
-                channel_axis: 0,
-                bias: None,
-                output_dims: &out_dims,
-                attributes: &spec.attributes(activation)?,
-            }
-            .append_quantized(self, weights, output)
+            let precision = Precision::Quantized { weights, output };
+            append(self, name, input, spec, activation, precision)
         }
     }
 }

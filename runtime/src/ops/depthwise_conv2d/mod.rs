@@ -317,7 +317,7 @@ mod build {
     use super::DepthwiseConv2dAttributes;
     use crate::format::writer::{BuildError, ModelBuilder, QuantizedWeights, TensorId};
     use crate::ops::conv2d::ConvSpec;
-    use crate::ops::layer::build::Layer;
+    use crate::ops::layer::build::{Layer, Precision};
     use crate::ops::{FusedActivation, OpKind};
     use crate::quant::QuantParams;
 
@@ -352,6 +352,30 @@ mod build {
         Ok((out, channels, multiplier))
     }
 
+    /// Appends a depthwise convolution of the given precision; the filter is
+    /// `[k_h][k_w][out_c]`.
+    fn append(
+        b: &mut ModelBuilder,
+        name: &str,
+        input: TensorId,
+        spec: ConvSpec,
+        activation: FusedActivation,
+        precision: Precision<'_>,
+    ) -> Result<TensorId, BuildError> {
+        let (out_dims, _, multiplier) = dims(b, input, &spec, name)?;
+        Layer {
+            kind: OpKind::DepthwiseConv2d,
+            name,
+            input,
+            precision,
+            weight_dims: &[1, spec.kernel.0, spec.kernel.1, spec.out_channels],
+            channel_axis: 3,
+            output_dims: &out_dims,
+            attributes: &attributes(&spec, multiplier, activation)?,
+        }
+        .append(b)
+    }
+
     impl ModelBuilder {
         /// Appends a float depthwise convolution; `spec.out_channels` is the input channels
         /// times the multiplier and `filter` is `[k_h][k_w][out_c]`.
@@ -364,19 +388,11 @@ mod build {
             bias: Option<&[f32]>,
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
-            let (out_dims, _, multiplier) = dims(self, input, &spec, name)?;
-            Layer {
-                kind: OpKind::DepthwiseConv2d,
-                name,
-                input,
+            let precision = Precision::F32 {
                 weights: filter,
-                weight_dims: &[1, spec.kernel.0, spec.kernel.1, spec.out_channels],
-                channel_axis: 3,
                 bias,
-                output_dims: &out_dims,
-                attributes: &attributes(&spec, multiplier, activation)?,
-            }
-            .append_f32(self)
+            };
+            append(self, name, input, spec, activation, precision)
         }
 
         /// Appends an int8 depthwise convolution from float weights (quantized per output
@@ -392,19 +408,12 @@ mod build {
             output: QuantParams,
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
-            let (out_dims, _, multiplier) = dims(self, input, &spec, name)?;
-            Layer {
-                kind: OpKind::DepthwiseConv2d,
-                name,
-                input,
+            let precision = Precision::I8 {
                 weights: filter,
-                weight_dims: &[1, spec.kernel.0, spec.kernel.1, spec.out_channels],
-                channel_axis: 3,
                 bias,
-                output_dims: &out_dims,
-                attributes: &attributes(&spec, multiplier, activation)?,
-            }
-            .append_i8(self, output)
+                output,
+            };
+            append(self, name, input, spec, activation, precision)
         }
 
         /// Appends an int8 depthwise convolution whose weights are integers already
@@ -418,19 +427,8 @@ mod build {
             output: QuantParams,
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
-            let (out_dims, _, multiplier) = dims(self, input, &spec, name)?;
-            Layer {
-                kind: OpKind::DepthwiseConv2d,
-                name,
-                input,
-                weights: &[],
-                weight_dims: &[1, spec.kernel.0, spec.kernel.1, spec.out_channels],
-                channel_axis: 3,
-                bias: None,
-                output_dims: &out_dims,
-                attributes: &attributes(&spec, multiplier, activation)?,
-            }
-            .append_quantized(self, weights, output)
+            let precision = Precision::Quantized { weights, output };
+            append(self, name, input, spec, activation, precision)
         }
     }
 }

@@ -304,7 +304,7 @@ mod tests;
 mod build {
     use super::FullyConnectedAttributes;
     use crate::format::writer::{BuildError, ModelBuilder, QuantizedWeights, TensorId};
-    use crate::ops::layer::build::Layer;
+    use crate::ops::layer::build::{Layer, Precision};
     use crate::ops::{FusedActivation, OpKind};
     use crate::quant::QuantParams;
     use alloc::vec::Vec;
@@ -327,6 +327,31 @@ mod build {
         Ok(shape.dims().last().map_or(0, |&d| d as usize))
     }
 
+    /// Appends a fully-connected layer of the given precision; the weights are
+    /// `[out_features][in_features]`.
+    fn append(
+        b: &mut ModelBuilder,
+        name: &str,
+        input: TensorId,
+        activation: FusedActivation,
+        precision: Precision<'_>,
+    ) -> Result<TensorId, BuildError> {
+        let n = in_features(b, input)?;
+        let out_features = precision.weight_count() / n.max(1);
+        let dims = output_dims(b, input, out_features)?;
+        Layer {
+            kind: OpKind::FullyConnected,
+            name,
+            input,
+            precision,
+            weight_dims: &[out_features, n],
+            channel_axis: 0,
+            output_dims: &dims,
+            attributes: &FullyConnectedAttributes { activation },
+        }
+        .append(b)
+    }
+
     impl ModelBuilder {
         /// Appends a float fully-connected layer; `weights` is `[out_features][in_features]`.
         /// Returns the output tensor.
@@ -338,21 +363,8 @@ mod build {
             bias: Option<&[f32]>,
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
-            let n = in_features(self, input)?;
-            let out_features = weights.len() / n.max(1);
-            let dims = output_dims(self, input, out_features)?;
-            Layer {
-                kind: OpKind::FullyConnected,
-                name,
-                input,
-                weights,
-                weight_dims: &[out_features, n],
-                channel_axis: 0,
-                bias,
-                output_dims: &dims,
-                attributes: &FullyConnectedAttributes { activation },
-            }
-            .append_f32(self)
+            let precision = Precision::F32 { weights, bias };
+            append(self, name, input, activation, precision)
         }
 
         /// Appends an int8 fully-connected layer from float weights: weights quantized
@@ -367,21 +379,12 @@ mod build {
             output: QuantParams,
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
-            let n = in_features(self, input)?;
-            let out_features = weights.len() / n.max(1);
-            let dims = output_dims(self, input, out_features)?;
-            Layer {
-                kind: OpKind::FullyConnected,
-                name,
-                input,
+            let precision = Precision::I8 {
                 weights,
-                weight_dims: &[out_features, n],
-                channel_axis: 0,
                 bias,
-                output_dims: &dims,
-                attributes: &FullyConnectedAttributes { activation },
-            }
-            .append_i8(self, output)
+                output,
+            };
+            append(self, name, input, activation, precision)
         }
 
         /// Appends an int8 fully-connected layer whose weights are integers already
@@ -394,21 +397,8 @@ mod build {
             output: QuantParams,
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
-            let n = in_features(self, input)?;
-            let out_features = weights.values.len() / n.max(1);
-            let dims = output_dims(self, input, out_features)?;
-            Layer {
-                kind: OpKind::FullyConnected,
-                name,
-                input,
-                weights: &[],
-                weight_dims: &[out_features, n],
-                channel_axis: 0,
-                bias: None,
-                output_dims: &dims,
-                attributes: &FullyConnectedAttributes { activation },
-            }
-            .append_quantized(self, weights, output)
+            let precision = Precision::Quantized { weights, output };
+            append(self, name, input, activation, precision)
         }
     }
 }
