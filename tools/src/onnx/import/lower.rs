@@ -31,7 +31,7 @@ use tract_onnx::prelude::{DatumType, Tensor};
 
 use super::attrs::{self, input, node_name};
 use super::report::Problem;
-use super::{ImportOptions, MAX_ELEMENTS, Values};
+use super::{ImportOptions, MAX_ELEMENTS, Values, within_limit};
 
 /// How loam holds a value relative to its ONNX shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -214,15 +214,9 @@ pub(crate) fn lower(
         if lowerer.fused.contains(&i) {
             continue;
         }
-        let outputs: Vec<&String> = node.output.iter().filter(|o| !o.is_empty()).collect();
-        let folded = node.op_type != "DequantizeLinear"
-            && outputs.iter().all(|o| values.constant(o).is_some());
-        if folded {
-            for o in outputs {
-                if let Some(t) = values.constant(o) {
-                    lowerer.env.insert(o.clone(), Value::Const(t.clone()));
-                }
-            }
+        // A folded node's outputs are read from `values` when used. A DequantizeLinear of a
+        // constant is lowered all the same, to keep the integers behind the floats.
+        if node.op_type != "DequantizeLinear" && values.folds(node) {
             continue;
         }
         if let Err(what) = lowerer.node(node)
@@ -331,6 +325,12 @@ fn permute<T: Copy>(data: &[T], dims: &[usize], perm: &[usize]) -> Vec<T> {
         }
     }
     out
+}
+
+/// Whether an image of ONNX `dims` `[N, C, H, W]` has the same element order channels-last:
+/// so when C or H*W is 1.
+fn same_order(dims: &[usize]) -> bool {
+    dims[1] == 1 || dims[2] * dims[3] == 1
 }
 
 fn normalize_axis(axis: i64, rank: usize) -> Lowered<usize> {
@@ -690,14 +690,10 @@ impl Lowerer<'_, '_> {
         }?;
         // No value may exceed what an arena can address, whatever shape the file claims.
         if let Some(Value::Runtime(r)) = self.env.get(&out) {
-            let elements = self
-                .loam_dims(r.id)
-                .iter()
-                .try_fold(1usize, |n, &d| n.checked_mul(d));
-            if elements.is_none_or(|n| n > MAX_ELEMENTS) {
+            let dims = self.loam_dims(r.id);
+            if !within_limit(&dims) {
                 return Err(format!(
-                    "its output of shape {:?} exceeds loam's limit of {MAX_ELEMENTS} elements",
-                    self.loam_dims(r.id)
+                    "its output of shape {dims:?} exceeds loam's limit of {MAX_ELEMENTS} elements"
                 ));
             }
         }
@@ -1487,8 +1483,7 @@ impl Lowerer<'_, '_> {
             self.set(out, Value::Runtime(x));
             return Ok(());
         }
-        // NHWC and NCHW hold the same element order when C or H*W is 1.
-        let x = if x.layout == Layout::ChannelsLast && dims[1] != 1 && dims[2] * dims[3] != 1 {
+        let x = if x.layout == Layout::ChannelsLast && !same_order(&dims) {
             self.relayout(x, Layout::Plain)?
         } else {
             x
@@ -1621,7 +1616,9 @@ impl Lowerer<'_, '_> {
     }
 
     fn dequantize(&mut self, node: &NodeProto, out: &str) -> Lowered<()> {
-        let (scales, zero_points, unsigned) = self.q_params(node)?;
+        // A constant's integers and zero points stay as stored (uint8 ones unshifted): only
+        // their differences matter.
+        let (scales, zero_points, _) = self.q_params(node)?;
         match self.input_value(node, 0)? {
             Value::Const(t) => {
                 let dims = dims_of(&t);
@@ -1658,7 +1655,6 @@ impl Lowerer<'_, '_> {
                         (q.ints[i] - zp) as f32 * q.scales[c.min(q.scales.len() - 1)]
                     })
                     .collect();
-                let _ = unsigned;
                 self.set(out, Value::QuantConst(Arc::new(q)));
                 Ok(())
             }
@@ -1694,7 +1690,7 @@ impl Lowerer<'_, '_> {
             } else {
                 name.to_string()
             };
-            id = if dims[1] == 1 || dims[2] * dims[3] == 1 {
+            id = if same_order(&dims) {
                 self.b.reshape(&target, id, &dims)
             } else {
                 self.b.transpose(&target, id, &perm)

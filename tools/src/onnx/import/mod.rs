@@ -83,14 +83,12 @@ pub fn import_bytes(bytes: &[u8], dir: Option<&str>, options: &ImportOptions) ->
     let built = match lowered {
         Ok(built) if problems.is_empty() => built,
         Ok(_) => return Err(CompatibilityReport { problems }.into()),
-        Err(mut more) => {
-            // A node the static check already named fails lowering too; say it once. With
-            // problems already found, lowering ones are mostly their echoes downstream.
-            if !problems.is_empty() {
-                more.clear();
+        Err(more) => {
+            // Lowering problems count only when the static check found none: otherwise they
+            // are that check's problems again, or their echoes downstream.
+            if problems.is_empty() {
+                problems = more;
             }
-            more.retain(|p| !problems.iter().any(|q| q.node == p.node));
-            problems.extend(more);
             return Err(CompatibilityReport { problems }.into());
         }
     };
@@ -123,6 +121,13 @@ fn default_opset(proto: &pb::ModelProto) -> Result<i64> {
 /// The largest tensor the importer accepts, in elements: a `.loam` arena is addressed with
 /// 32-bit offsets, and no microcontroller or phone model comes near this.
 const MAX_ELEMENTS: usize = 1 << 28;
+
+/// Whether a tensor of `dims` stays within [`MAX_ELEMENTS`].
+fn within_limit(dims: &[usize]) -> bool {
+    dims.iter()
+        .try_fold(1usize, |n, &d| n.checked_mul(d))
+        .is_some_and(|n| n <= MAX_ELEMENTS)
+}
 
 /// The concrete shape of every graph input that is not an initializer.
 fn input_shapes(
@@ -180,11 +185,7 @@ fn input_shapes(
             }
             dims
         };
-        let elements = dims
-            .iter()
-            .try_fold(1usize, |n, &d| n.checked_mul(d))
-            .filter(|&n| n <= MAX_ELEMENTS);
-        if elements.is_none() {
+        if !within_limit(&dims) {
             bail!(
                 "graph input `{name}` of shape {dims:?} is larger than loam's limit of {} \
                  elements per tensor",
@@ -213,6 +214,15 @@ impl Values {
     /// The value of `name` if it is known before running the model.
     pub(crate) fn constant(&self, name: &str) -> Option<&Arc<Tensor>> {
         self.constants.get(name)
+    }
+
+    /// Whether every output of `node` is known before running the model, so the node needs
+    /// no loam op.
+    pub(crate) fn folds(&self, node: &pb::NodeProto) -> bool {
+        node.output
+            .iter()
+            .filter(|o| !o.is_empty())
+            .all(|o| self.constant(o).is_some())
     }
 }
 

@@ -115,12 +115,7 @@ pub(crate) fn check(graph: &GraphProto, opset: i64, values: &Values) -> Vec<Prob
     // Values downstream of a problem: their shapes may be unknown only because of it.
     let mut tainted: HashSet<&str> = HashSet::new();
     for node in &graph.node {
-        let folded = node
-            .output
-            .iter()
-            .filter(|o| !o.is_empty())
-            .all(|o| values.constant(o).is_some());
-        if folded {
+        if values.folds(node) {
             continue;
         }
         let before = problems.len();
@@ -140,35 +135,34 @@ fn check_one(
     downstream: bool,
     problems: &mut Vec<Problem>,
 ) {
-    {
-        let mut problem = |what: String| {
-            let op = if node.domain.is_empty() || node.domain == "ai.onnx" {
-                node.op_type.clone()
-            } else {
-                format!("{}::{}", node.domain, node.op_type)
-            };
-            problems.push(Problem {
-                node: node_name(node),
-                op,
-                what,
-            })
+    let standard = node.domain.is_empty() || node.domain == "ai.onnx";
+    let mut problem = |what: String| {
+        let op = if standard {
+            node.op_type.clone()
+        } else {
+            format!("{}::{}", node.domain, node.op_type)
         };
-        if !(node.domain.is_empty() || node.domain == "ai.onnx") {
-            problem("not a standard ONNX op; loam imports the default domain only".into());
-            return;
-        }
-        if downstream && SHAPE_OPS.contains(&node.op_type.as_str()) {
-            return;
-        }
-        if !SUPPORTED_OPS.contains(&node.op_type.as_str()) {
-            problem(format!("`{}` is not an op loam runs", node.op_type));
-            return;
-        }
-        for what in check_node(node, opset, values) {
-            // Which inputs are constant is unknown below a problem.
-            if !(downstream && what.contains(RUN_TIME)) {
-                problem(what);
-            }
+        problems.push(Problem {
+            node: node_name(node),
+            op,
+            what,
+        })
+    };
+    if !standard {
+        problem("not a standard ONNX op; loam imports the default domain only".into());
+        return;
+    }
+    if downstream && SHAPE_OPS.contains(&node.op_type.as_str()) {
+        return;
+    }
+    if !SUPPORTED_OPS.contains(&node.op_type.as_str()) {
+        problem(format!("`{}` is not an op loam runs", node.op_type));
+        return;
+    }
+    for what in check_node(node, opset, values) {
+        // Which inputs are constant is unknown below a problem.
+        if !(downstream && what.contains(RUN_TIME)) {
+            problem(what);
         }
     }
 }
