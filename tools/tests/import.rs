@@ -280,3 +280,42 @@ fn bad_files_get_one_clear_message() {
         "{runtime_weight}"
     );
 }
+
+/// An int8 activation followed by a Clip that ends in the quantize: the Clip stays (as its
+/// own int8 op), the quantize is folded after it and not after the Tanh.
+#[test]
+fn a_clip_after_an_int8_activation_is_kept() {
+    let bytes = std::fs::read(fixture("pytorch-cnn.qdq-int8.onnx")).unwrap();
+    let mut model = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let at = graph
+        .node
+        .iter()
+        .position(|n| n.op_type == "Softmax")
+        .unwrap();
+    let softmax_out = graph.node[at].output[0].clone();
+    graph.node[at].op_type = "Tanh".into();
+    graph.node[at].attribute.clear();
+    graph.node[at].output[0] = "tanh".into();
+    let scalar = |name: &str, v: f32| pb::TensorProto {
+        name: name.into(),
+        data_type: pb::tensor_proto::DataType::Float as i32,
+        float_data: vec![v],
+        ..Default::default()
+    };
+    graph.initializer.push(scalar("clip_min", 0.2));
+    graph.initializer.push(scalar("clip_max", 0.5));
+    let clip = pb::NodeProto {
+        op_type: "Clip".into(),
+        name: "clip".into(),
+        input: vec!["tanh".into(), "clip_min".into(), "clip_max".into()],
+        output: vec![softmax_out],
+        ..Default::default()
+    };
+    graph.node.insert(at + 1, clip);
+    let onnx = model.encode_to_vec();
+    let built = import_bytes(&onnx, None, &ImportOptions::default()).unwrap();
+    let file = ModelFile::from_bytes("tanh-clip", &built.built.bytes).unwrap();
+    let (max, _) = compare(&file, Peer::OnnxRuntime, &onnx);
+    assert!(max <= PROBABILITY_STEP * 1.001, "max abs {max}");
+}

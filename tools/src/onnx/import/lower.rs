@@ -138,6 +138,28 @@ struct Tail {
     quantize: Option<(usize, QuantParams)>,
 }
 
+/// Which ops before the quantize a [`Tail`] may take.
+#[derive(Debug, Clone, Copy)]
+struct Fold {
+    /// A BatchNorm (into float convolution weights).
+    batch_norm: bool,
+    /// A ReLU or Clip (into the op's output clamp).
+    activation: bool,
+}
+
+impl Fold {
+    /// Only a quantize right after the op.
+    const QUANTIZE: Fold = Fold {
+        batch_norm: false,
+        activation: false,
+    };
+    /// A ReLU/Clip, then a quantize.
+    const ACTIVATION: Fold = Fold {
+        batch_norm: false,
+        activation: true,
+    };
+}
+
 impl Tail {
     fn activation(&self) -> FusedActivation {
         self.activation.map_or(FusedActivation::NONE, |(_, a)| a)
@@ -552,11 +574,13 @@ impl Lowerer<'_, '_> {
         }
     }
 
-    /// What can be folded after the op producing `out`; a BatchNorm only if `batch_norm`.
-    fn tail(&self, out: &str, batch_norm: bool) -> Tail {
+    /// What can be folded after the op producing `out`: what `fold` allows, then a quantize.
+    /// The quantize must follow what is folded: one after an activation that is not folded
+    /// belongs to that activation.
+    fn tail(&self, out: &str, fold: Fold) -> Tail {
         let mut tail = Tail::default();
         let mut current = out.to_string();
-        if batch_norm
+        if fold.batch_norm
             && let Some((i, node)) = self.single_consumer(&current)
             && node.op_type == "BatchNormalization"
             && input(node, 0) == Some(current.as_str())
@@ -565,7 +589,8 @@ impl Lowerer<'_, '_> {
             tail.batch_norm = Some((i, scale, shift));
             current = node.output[0].clone();
         }
-        if let Some((i, node)) = self.single_consumer(&current)
+        if fold.activation
+            && let Some((i, node)) = self.single_consumer(&current)
             && input(node, 0) == Some(current.as_str())
             && let Some(a) = self.activation_of(node)
         {
@@ -789,7 +814,13 @@ impl Lowerer<'_, '_> {
         } else {
             [0, 2, 3, 1]
         };
-        let tail = self.tail(out, wq.is_none());
+        let tail = self.tail(
+            out,
+            Fold {
+                batch_norm: wq.is_none(),
+                activation: true,
+            },
+        );
         if let (Some((pin, pout)), Some(q)) = (Self::int8_route(&x, &tail), &wq) {
             if let Some((ints, scales)) = q.int8_along(0, wd[0]) {
                 let values = permute(&ints, &wd, &perm);
@@ -931,7 +962,7 @@ impl Lowerer<'_, '_> {
             }
         };
         let bias_input = if gemm { 2 } else { usize::MAX };
-        let tail = self.tail(out, false);
+        let tail = self.tail(out, Fold::ACTIVATION);
         if let (Some((pin, pout)), Some(q)) = (Self::int8_route(&x, &tail), &bq)
             && alpha == 1.0
             && beta == 1.0
@@ -1005,7 +1036,7 @@ impl Lowerer<'_, '_> {
         let x = self.runtime(node, 0)?;
         let (scale, shift) = self.batch_norm_affine(node)?;
         let rank = self.onnx_dims(x).len();
-        let tail = self.tail(out, false);
+        let tail = self.tail(out, Fold::ACTIVATION);
         if rank == 4 {
             // A per-channel affine map is a 1x1 depthwise convolution, which loam runs in
             // int8 as well as f32.
@@ -1067,7 +1098,7 @@ impl Lowerer<'_, '_> {
         let a = self.input_value(node, 0)?;
         let b = self.input_value(node, 1)?;
         let divide = node.op_type == "Div";
-        let tail = self.tail(out, false);
+        let tail = self.tail(out, Fold::ACTIVATION);
         let (a, b) = match (a, b) {
             (Value::Runtime(a), Value::Runtime(b)) => {
                 if divide {
@@ -1153,12 +1184,7 @@ impl Lowerer<'_, '_> {
 
     fn unary(&mut self, node: &NodeProto, out: &str, f: Unary) -> Lowered<()> {
         let x = self.runtime(node, 0)?;
-        let tail = self.tail(out, false);
-        // A ReLU after this one is not folded: only the quantize is.
-        let tail = Tail {
-            activation: None,
-            ..tail
-        };
+        let tail = self.tail(out, Fold::QUANTIZE);
         if let Some((_, pout)) = Self::int8_route(&x, &tail) {
             let id = self
                 .b
@@ -1191,11 +1217,7 @@ impl Lowerer<'_, '_> {
         } else {
             return Err(format!("PRelu over a rank-{rank} value"));
         };
-        let tail = Tail {
-            activation: None,
-            batch_norm: None,
-            ..self.tail(out, false)
-        };
+        let tail = self.tail(out, Fold::QUANTIZE);
         if let Some((_, pout)) = Self::int8_route(&x, &tail) {
             let id = self
                 .b
@@ -1228,11 +1250,7 @@ impl Lowerer<'_, '_> {
                 "softmax over axis {axis} of a rank-{rank} value; loam takes the last axis"
             ));
         };
-        let tail = Tail {
-            activation: None,
-            batch_norm: None,
-            ..self.tail(out, false)
-        };
+        let tail = self.tail(out, Fold::QUANTIZE);
         let fixed = if log {
             LOG_SOFTMAX_OUTPUT
         } else {
@@ -1311,11 +1329,7 @@ impl Lowerer<'_, '_> {
     fn global_average(&mut self, node: &NodeProto, out: &str, keep_dims: bool) -> Lowered<()> {
         let x = self.runtime(node, 0)?;
         let x = self.relayout(x, Layout::ChannelsLast)?;
-        let tail = Tail {
-            activation: None,
-            batch_norm: None,
-            ..self.tail(out, false)
-        };
+        let tail = self.tail(out, Fold::QUANTIZE);
         let (id, repr) = match (x.repr, tail.quantize) {
             (Repr::Dequantized(_), Some((_, pout))) if keep_dims => {
                 let id = self
