@@ -518,6 +518,16 @@ impl Lowerer<'_, '_> {
                 _ => return Err("the zero point must be a constant".into()),
             },
         };
+        if scales.is_empty()
+            || zero_points.is_empty()
+            || (zero_points.len() != 1 && zero_points.len() != scales.len())
+        {
+            return Err(format!(
+                "{} scales and {} zero points do not pair up",
+                scales.len(),
+                zero_points.len()
+            ));
+        }
         Ok((scales, zero_points, unsigned))
     }
 
@@ -790,7 +800,7 @@ impl Lowerer<'_, '_> {
         let x = self.relayout(x, Layout::ChannelsLast)?;
         let [_, h, w, c] = <[usize; 4]>::try_from(self.loam_dims(x.id))
             .map_err(|_| "the input is not an image [N, C, H, W]")?;
-        if wd[1] * groups != c {
+        if wd[1].checked_mul(groups) != Some(c) {
             return Err(format!(
                 "weight of shape {wd:?} with {groups} groups does not fit {c} input channels"
             ));
@@ -1300,7 +1310,10 @@ impl Lowerer<'_, '_> {
             let padding = Self::padding(node, (h, w), kernel, stride, (1, 1))?;
             if attrs::int(node, "ceil_mode").unwrap_or(0) != 0 {
                 let size = |n: usize, k: usize, s: usize, before: usize, after: usize| {
-                    let span = (n + before + after).saturating_sub(k);
+                    let span = n
+                        .saturating_add(before)
+                        .saturating_add(after)
+                        .saturating_sub(k);
                     (span / s, span.div_ceil(s))
                 };
                 let (fh, ch) = size(h, kernel.0, stride.0, padding[0], padding[2]);
