@@ -31,3 +31,37 @@ pub fn exercise(data: &[u8]) {
         }
     }
 }
+
+/// Treats `data` as the contents of a checkpoint region (two 512-byte slots, header checksums
+/// fixed up so that the payload checks are reached) and runs the store over it: inspecting
+/// and loading must not panic, and a save must then load back exactly. Panics only on a bug.
+pub fn exercise_checkpoint_store(data: &[u8]) {
+    use crate::store::sim::SimulatedNorFlash;
+    use crate::store::{CheckpointStore, HEADER_LEN, ModelId, decode_image};
+
+    const SLOT: usize = 512;
+    let _ = decode_image(data);
+    let mut flash = vec![0xFFu8; 2 * SLOT];
+    let n = data.len().min(flash.len());
+    flash[..n].copy_from_slice(&data[..n]);
+    for slot in flash.chunks_mut(SLOT) {
+        let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&slot[..HEADER_LEN - 4]);
+        slot[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
+    }
+    let model = ModelId(u64::from_le_bytes(
+        flash[16..24].try_into().unwrap_or([0; 8]),
+    ));
+    let mut sim = SimulatedNorFlash::<4, 128>::new(&mut flash);
+    let Ok(mut store) = CheckpointStore::new(&mut sim, 0, SLOT as u32) else {
+        panic!("fixed geometry refused");
+    };
+    let _ = store.slots();
+    let mut buf = vec![0u8; store.capacity()];
+    let _ = store.load(model, &mut buf);
+    let payload = &data[..data.len().min(store.capacity())];
+    store
+        .save(model, &[payload])
+        .expect("save on a healthy flash");
+    let info = store.load(model, &mut buf).expect("load").expect("saved");
+    assert_eq!(&buf[..info.len()], payload);
+}

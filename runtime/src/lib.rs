@@ -13,6 +13,7 @@
 //!
 //! # Features
 //! - `alloc`, `std`: heap-backed conveniences for hosted targets; the core never needs them.
+//! - `std` also adds `store::file`, checkpoints in a file.
 //! - `defmt`: implements `defmt::Format` for the public types, for logging on microcontrollers.
 #![no_std]
 #![cfg_attr(docsrs, feature(doc_auto_cfg))]
@@ -35,6 +36,7 @@ pub mod ops;
 pub mod planner;
 pub mod quant;
 pub mod selftest;
+pub mod store;
 pub mod tensor;
 
 pub use error::{

@@ -147,6 +147,7 @@ pub fn checksum(file: &[u8]) -> u32 {
 /// Weights are read in place; nothing is copied.
 #[derive(Debug, Clone, Copy)]
 pub struct Model<'a> {
+    file: &'a [u8],
     preamble: Preamble,
     header: Header<'a>,
     blob: &'a [u8],
@@ -209,6 +210,7 @@ impl<'a> Model<'a> {
         let header: Header<'a> = schema::decode_exact(&file[PREAMBLE_LEN..header_end])
             .ok_or(LoadError::Header("does not decode"))?;
         let model = Model {
+            file,
             preamble,
             header,
             blob,
@@ -229,6 +231,12 @@ impl<'a> Model<'a> {
     /// The file's format version, `(major, minor)`.
     pub fn format_version(&self) -> (u16, u16) {
         (self.preamble.major, self.preamble.minor)
+    }
+
+    /// The whole file, from its magic to the last byte the checksum covers (flash padding
+    /// after it left out): what a checkpoint's [`crate::store::ModelId`] is computed over.
+    pub fn file_bytes(&self) -> &'a [u8] {
+        self.file
     }
 
     /// The preamble as read.

@@ -3,7 +3,7 @@
 //! paths beside it.
 //!
 //! The kernels are public and usable without a model file (each takes plain slices and a
-//! geometry struct); the interpreter reaches them through [`check`] and [`run`] here, which
+//! geometry struct); the interpreter reaches them through `check` and `run` here, which
 //! dispatch on [`OpKind`].
 
 pub mod activation;

@@ -165,8 +165,9 @@ fn linux_tests(root: &Path, toolchain: &Toolchain, target: &LinuxTarget) -> Row 
     )
 }
 
-/// Builds the firmware, runs the self-test, the reference layer and the bundled model under
-/// QEMU. The self-test reports one count per check; the other two count as one test each.
+/// Builds the firmware, runs the self-test, the reference layer, the bundled model and the
+/// checkpoint sweep under QEMU. The self-test reports one count per check; the others count
+/// as one test each.
 fn firmware_tests(root: &Path, toolchain: &Toolchain, target: &BareMetalTarget) -> Row {
     banner(&format!(
         "{}: firmware under qemu-system-arm on {}",
@@ -200,9 +201,9 @@ fn firmware_tests(root: &Path, toolchain: &Toolchain, target: &BareMetalTarget) 
         },
         Err(e) => row.problem = Some(format!("{e:#}")),
     }
-    // The reference layer, and the bundled int8 model whose outputs must match the digest an
-    // x86_64 host recorded in it: one test each.
-    for bin in ["reference", "model"] {
+    // The reference layer, the bundled int8 model whose outputs must match the digest an
+    // x86_64 host recorded in it, and the checkpoint power-cut sweep: one test each.
+    for bin in ["reference", "model", "checkpoint"] {
         match run_firmware(root, &elves.join(bin)) {
             Ok((true, _)) => row.counts.passed += 1,
             Ok((false, _)) => row.counts.failed += 1,

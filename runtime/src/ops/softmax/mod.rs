@@ -8,7 +8,7 @@
 //!
 //! int8 is TFLite's arithmetic exactly: `reference_ops::Softmax` for int8 input and output
 //! (output fixed at scale 1/256, zero point -128) and `reference_integer_ops::LogSoftmax`
-//! (output scale 16/256, zero point 127), on gemmlowp fixed point ([`gemmlowp`]). Their
+//! (output scale 16/256, zero point 127), on gemmlowp fixed point (`gemmlowp`). Their
 //! multipliers and `diff_min` come from `PreprocessSoftmaxScaling` /
 //! `PreprocessLogSoftmaxScalingExp` and `CalculateInputRadius`, computed by the builder
 //! ([`SoftmaxQuant`]) and stored in the attributes.
