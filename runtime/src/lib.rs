@@ -31,6 +31,7 @@ pub mod format;
 pub mod fuzzing;
 mod interpreter;
 pub mod isa;
+pub mod monitor;
 pub mod ops;
 #[cfg(feature = "alloc")]
 pub mod planner;
