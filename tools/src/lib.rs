@@ -9,5 +9,6 @@ pub mod onnx;
 pub mod peers;
 pub mod run;
 pub mod selftest;
+pub mod sources;
 pub mod verify;
 pub mod zoo;

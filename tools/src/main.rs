@@ -9,7 +9,7 @@ use loam_tools::model_file::{ModelFile, write_atomically};
 use loam_tools::onnx::{ExportOptions, ImportOptions, export_bytes, import};
 use loam_tools::peers::Peer;
 use loam_tools::verify::{Tolerance, verify, verify_against};
-use loam_tools::{npy, run};
+use loam_tools::{npy, run, sources};
 
 /// loam: from data to a microcontroller, and learning on it.
 #[derive(Parser)]
@@ -79,7 +79,9 @@ enum Command {
     Export {
         /// The `.loam` model.
         model: PathBuf,
-        /// Output file; its extension picks the format (`.onnx`).
+        /// Output file; its extension picks the format: `.onnx`; `.h` or `.c` for a C header
+        /// and source holding the model array and `<NAME>_ARENA_SIZE`; `.rs` for a Rust
+        /// module (`MODEL`, `ARENA_SIZE`) with the `.loam` copied beside it.
         #[arg(long, short)]
         output: PathBuf,
         /// Declare 4-D inputs and outputs NCHW (as PyTorch does) instead of loam's NHWC.
@@ -266,8 +268,35 @@ fn execute(command: Command) -> Result<ExitCode> {
                     write_atomically(&output, &bytes)?;
                     println!("{} written ({} bytes)", output.display(), bytes.len());
                 }
+                Some("h" | "c") => {
+                    let (h, c) = (output.with_extension("h"), output.with_extension("c"));
+                    let stem = file_stem(&output)?;
+                    let header_name = format!("{stem}.h");
+                    let (header, source) = sources::c_sources(
+                        &file.model()?,
+                        file.bytes(),
+                        &sources::identifier(stem),
+                        &header_name,
+                        &display_name(&model),
+                    );
+                    write_atomically(&h, header.as_bytes())?;
+                    write_atomically(&c, source.as_bytes())?;
+                    print_sources_written(&[&h, &c], &file)?;
+                }
+                Some("rs") => {
+                    let stem = file_stem(&output)?;
+                    let loam_copy = output.with_extension("loam");
+                    let loam_name = format!("{stem}.loam");
+                    let module =
+                        sources::rust_module(&file.model()?, &loam_name, &display_name(&model));
+                    if loam_copy != model {
+                        write_atomically(&loam_copy, file.bytes())?;
+                    }
+                    write_atomically(&output, module.as_bytes())?;
+                    print_sources_written(&[&output, &loam_copy], &file)?;
+                }
                 _ => bail!(
-                    "cannot tell the format of {} from its extension; use .onnx",
+                    "cannot tell the format of {} from its extension; use .onnx, .h, .c or .rs",
                     output.display()
                 ),
             }
@@ -361,4 +390,28 @@ fn execute(command: Command) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn file_stem(path: &std::path::Path) -> Result<&str> {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .with_context(|| format!("{} has no usable file name", path.display()))
+}
+
+fn display_name(path: &std::path::Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+fn print_sources_written(paths: &[&std::path::Path], file: &ModelFile) -> Result<()> {
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    println!(
+        "{} written: {} bytes of model (flash), {} bytes of arena (RAM)",
+        names.join(", "),
+        file.bytes().len(),
+        file.model()?.arena_size()
+    );
+    Ok(())
 }

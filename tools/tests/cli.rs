@@ -279,3 +279,115 @@ fn import_then_verify_against_the_original() {
     );
     assert!(!target.exists(), "a failed import left a file");
 }
+
+/// Export to firmware sources and build them as a firmware project would: the C pair with
+/// gcc (strict warnings), the Rust module in a crate depending on the runtime. Both must see
+/// the file's exact bytes, 16-byte aligned, and the plan's arena size as a constant.
+#[test]
+fn export_to_c_and_rust_sources_that_compile_and_embed_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("digits.loam");
+    let model_s = model.to_str().unwrap();
+    assert!(
+        loam(&["template", "digits-mlp", "--int8", "-o", model_s])
+            .status
+            .success()
+    );
+    let file = std::fs::read(&model).unwrap();
+    let arena = loam::format::arena_size(&file);
+    assert!(arena > 0);
+
+    let header = dir.path().join("digits.h");
+    let out = loam(&["export", model_s, "-o", header.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("{arena} bytes of arena")),
+        "{}",
+        text(&out)
+    );
+    let main_c = dir.path().join("main.c");
+    std::fs::write(
+        &main_c,
+        r#"#include <stdio.h>
+#include "digits.h"
+int main(int argc, char **argv) {
+    if ((uintptr_t)digits_model % DIGITS_ARENA_ALIGN != 0) return 2;
+    static uint8_t arena[DIGITS_ARENA_SIZE];
+    (void)arena;
+    FILE *f = fopen(argv[argc - 1], "wb");
+    fwrite(digits_model, 1, sizeof digits_model, f);
+    fclose(f);
+    printf("%u\n", (unsigned)DIGITS_ARENA_SIZE);
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let exe = dir.path().join("embed");
+    let gcc = Command::new("gcc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-pedantic", "-o"])
+        .arg(&exe)
+        .arg(&main_c)
+        .arg(dir.path().join("digits.c"))
+        .output()
+        .expect("gcc runs");
+    assert!(gcc.status.success(), "{}", text(&gcc));
+    let copy = dir.path().join("copy.loam");
+    let run = Command::new(&exe).arg(&copy).output().unwrap();
+    assert!(run.status.success(), "{}", text(&run));
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout).trim(),
+        arena.to_string()
+    );
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        file,
+        "the C array holds the file's bytes"
+    );
+
+    let krate = dir.path().join("firmware");
+    std::fs::create_dir_all(krate.join("src")).unwrap();
+    let module = krate.join("src/model.rs");
+    let out = loam(&["export", model_s, "-o", module.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read(krate.join("src/model.loam")).unwrap(), file);
+    let runtime = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../runtime");
+    std::fs::write(
+        krate.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"firmware\"\nversion = \"0.0.0\"\nedition = \"2024\"\n\n\
+             [dependencies]\nloam = {{ path = {:?} }}\n\n[workspace]\n",
+            runtime.canonicalize().unwrap()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        krate.join("src/main.rs"),
+        "mod model;\n\
+         fn main() {\n\
+         \x20   let m = loam::Model::from_bytes(model::MODEL).expect(\"loads\");\n\
+         \x20   assert_eq!(m.arena_size(), model::ARENA_SIZE);\n\
+         \x20   assert_eq!(model::MODEL.as_ptr() as usize % 16, 0);\n\
+         \x20   static mut ARENA: model::Arena = model::Arena::new();\n\
+         \x20   let arena = unsafe { &mut (*core::ptr::addr_of_mut!(ARENA)).0 };\n\
+         \x20   let mut it = loam::Interpreter::new(&m, arena).expect(\"arena fits\");\n\
+         \x20   it.invoke().expect(\"runs\");\n\
+         \x20   println!(\"{}\", model::ARENA_SIZE);\n\
+         }\n",
+    )
+    .unwrap();
+    // Shares a target folder across runs so the runtime compiles once; offline, since every
+    // dependency is already in the local registry from building this workspace.
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/sources-check");
+    let cargo = Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--offline", "--manifest-path"])
+        .arg(krate.join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .expect("cargo runs");
+    assert!(cargo.status.success(), "{}", text(&cargo));
+    assert_eq!(
+        String::from_utf8_lossy(&cargo.stdout).trim(),
+        arena.to_string()
+    );
+}
