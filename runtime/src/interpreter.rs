@@ -64,6 +64,26 @@ impl<'m, 'a> Interpreter<'m, 'a> {
         Ok(())
     }
 
+    /// Runs the ops at positions `ops` (in execution order) once: a prefix of the graph, as
+    /// the trainer runs the frozen layers before the ones it trains. Fails with
+    /// [`Error::NoSuchTensor`] for a range past the last op.
+    pub fn invoke_ops(&mut self, ops: core::ops::Range<usize>) -> Result<(), Error> {
+        if ops.start > ops.end || ops.end > self.model.op_count() {
+            return Err(Error::NoSuchTensor);
+        }
+        for index in ops {
+            self.run_op(index)?;
+        }
+        Ok(())
+    }
+
+    /// The bytes of any arena tensor (an intermediate activation, not only a graph output),
+    /// as the last invocation left them.
+    pub fn tensor_bytes(&self, tensor: &TensorRecord<'_>) -> Result<&[u8], Error> {
+        let range = self.range_any(tensor)?;
+        self.arena.get(range).ok_or(Error::CorruptModel)
+    }
+
     /// Runs every op once like [`Interpreter::invoke`], reading `clock` before and after
     /// each op and reporting the difference, for per-op profiling (`loam bench`).
     pub fn invoke_profiled(

@@ -39,6 +39,7 @@ pub mod quant;
 pub mod selftest;
 pub mod store;
 pub mod tensor;
+pub mod train;
 
 pub use error::{
     Error, LoadError, OpProblem, Operand, PlanProblem, QuantField, Slot, TensorProblem,

@@ -7,6 +7,10 @@
 //! - `int8-zoo.loam` is a small int8 network using every int8 op. It records the CRC-32 of its
 //!   outputs on x86_64 for a seeded input; every target must reproduce it bit for bit.
 //!
+//! - `finetune-int8.loam` is a small int8 MLP that records a fine-tune check: 100 training
+//!   steps of its last two layers on seeded samples, and the CRC-32 of the resulting checkpoint
+//!   on x86_64; every target must train to the same bits (`loam::train::check`).
+//!
 //! To write a fixture that is missing (or, after an intended change to int8 arithmetic, to
 //! rewrite the int8 zoo): `LOAM_WRITE_FIXTURES=1 cargo test -p loam --test fixtures`, or
 //! `LOAM_WRITE_FIXTURES=int8-zoo` to overwrite that one.
@@ -22,6 +26,9 @@ use loam::{DType, Interpreter, Model};
 
 const FORMAT_1_0: &[u8] = include_bytes!("data/format-1.0.loam");
 const INT8_ZOO: &[u8] = include_bytes!("data/int8-zoo.loam");
+const FINETUNE_INT8: &[u8] = include_bytes!("data/finetune-int8.loam");
+const FINETUNE_SEED: u32 = 0x7a11;
+const FINETUNE_STEPS: u32 = 100;
 const SEED: u32 = 0x1007;
 const EXPECTED_PREFIX: &str = "loam.expected.";
 
@@ -392,6 +399,17 @@ fn write_fixtures_when_asked() {
         ));
         save("int8-zoo", &b.build().unwrap().bytes);
     }
+    if write_requested("finetune-int8") {
+        let mut b = loam::train::check::check_network(true);
+        let first = AlignedBytes::new(&b.build().unwrap().bytes);
+        let model = Model::from_bytes(&first).unwrap();
+        let check = train(&model);
+        b.metadata.constants.push((
+            loam::train::check::FINETUNE_CONSTANT.into(),
+            loam::train::check::record_values(FINETUNE_SEED, FINETUNE_STEPS, check.digest).to_vec(),
+        ));
+        save("finetune-int8", &b.build().unwrap().bytes);
+    }
     if write_requested("format-1.0") {
         let mut b = format_1_0();
         let first = b.build().unwrap();
@@ -536,4 +554,48 @@ fn damaged_files_are_refused_cleanly() {
         let aligned = AlignedBytes::new(&bytes[..len]);
         assert!(Model::from_bytes(&aligned).is_err());
     }
+}
+
+fn train(model: &Model<'_>) -> loam::train::check::FinetuneCheck {
+    use loam::train::Trainer;
+    use loam::train::check::{CHECK_CONFIG, train_seeded};
+    let mut arena = vec![0u8; model.arena_size() + 16];
+    let mut state = vec![0f32; Trainer::state_len(model, &CHECK_CONFIG).unwrap()];
+    train_seeded(
+        model,
+        &mut arena,
+        &mut state,
+        u64::from(FINETUNE_SEED),
+        FINETUNE_STEPS,
+    )
+    .unwrap()
+}
+
+/// Host/device parity of on-device training: 100 steps on this target give the checkpoint
+/// bytes an x86_64 host recorded (the Cortex-M firmware runs the same check).
+#[test]
+fn fine_tuning_trains_to_the_recorded_bits() {
+    use loam::train::Trainer;
+    use loam::train::check::{CHECK_CONFIG, check_model};
+    let aligned = AlignedBytes::new(FINETUNE_INT8);
+    let model = Model::from_bytes(&aligned).unwrap();
+    let mut arena = vec![0u8; model.arena_size() + 16];
+    let len = Trainer::state_len(&model, &CHECK_CONFIG).unwrap();
+    let mut state = vec![0f32; len];
+    let check = check_model(&model, &mut arena, &mut state).unwrap();
+    assert!(
+        check.passed(),
+        "checkpoint digest {:#010x}, recorded {:#010x}",
+        check.digest,
+        check.expected
+    );
+    assert_eq!(check.steps, FINETUNE_STEPS);
+    assert_eq!(check.updates, FINETUNE_STEPS / 4);
+    assert!(check.last_loss < check.first_loss, "{check:?}");
+    // Arena and state fit the 16 KiB Cortex-M0 board with room for the stack.
+    assert!(
+        model.arena_size() + 4 * len < 10 * 1024,
+        "{} + 4 x {len}",
+        model.arena_size()
+    );
 }

@@ -22,4 +22,9 @@ fn main() {
     println!("cargo:rerun-if-changed={}", source.display());
     println!("cargo:rerun-if-env-changed=LOAM_BOARD");
     println!("cargo:rustc-env=LOAM_FIRMWARE_TARGET={target} on {board}");
+    // Boards whose RAM cannot also hold a RAM-backed flash beside a program's buffers.
+    println!("cargo:rustc-check-cfg=cfg(loam_small_ram)");
+    if board == "microbit" {
+        println!("cargo:rustc-cfg=loam_small_ram");
+    }
 }

@@ -1,0 +1,699 @@
+//! On-device fine-tuning: the last fully-connected layers of a model learn from the device's
+//! own data while everything before them stays frozen (int8 in flash), with no heap.
+//!
+//! A [`Trainer`] runs the frozen part of the graph with the ordinary [`Interpreter`] up to the
+//! *boundary* (the input of the first trained layer), dequantizes it, and runs the trained
+//! head in `f32` from parameters held in a caller-given state buffer, initialised from the
+//! model's own weights. [`Trainer::step`] does forward, loss, backward through the head only
+//! (no activation of the frozen part is kept), gradient accumulation over
+//! [`TrainConfig::accumulate`] samples, clipping, and the optimizer update.
+//!
+//! Memory is known before anything runs: the model's arena, plus
+//! [`Trainer::state_len`] `f32`s of state (parameters, optimizer moments, gradients and the
+//! head's activations). [`Trainer::checkpoint`] gives the parameters and moments as bytes for
+//! [`crate::store::CheckpointStore`]; [`Trainer::restore`] takes them back.
+//!
+//! Every operation is sequential `f32` arithmetic (the portable reference kernels, never a SIMD
+//! fast path whose summation order differs) and `libm` functions, and the frozen part is int8,
+//! bit-exact everywhere; so the same inputs give bit-identical parameters on a Cortex-M0, a
+//! Cortex-M4F and an x86_64 host ([`check`] proves it on each).
+
+pub mod check;
+mod loss;
+mod optim;
+
+pub use loss::Loss;
+pub use optim::Optimizer;
+
+use core::fmt;
+
+use crate::error::Error;
+use crate::format::{Model, TensorRecord};
+use crate::interpreter::Interpreter;
+use crate::ops::fully_connected::{
+    FullyConnectedAttributes, FullyConnectedF32, FullyConnectedShape, reference,
+};
+use crate::ops::{Node, OpKind};
+use crate::tensor::{DType, Element, Quantization};
+
+/// The most layers a trainer trains.
+pub const MAX_TRAINED_LAYERS: usize = 4;
+
+/// Bytes before the parameters in a checkpoint payload: parameter count, moments per
+/// parameter, updates applied and a reserved word, each a little-endian `u32`.
+pub const CHECKPOINT_PREFIX: usize = 16;
+
+/// What to train and how.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct TrainConfig {
+    /// Fully-connected layers trained, counted from the end of the graph (1 to
+    /// [`MAX_TRAINED_LAYERS`]).
+    pub layers: usize,
+    /// The loss.
+    pub loss: Loss,
+    /// The optimizer.
+    pub optimizer: Optimizer,
+    /// Largest L2 norm of a gradient update, if clipped.
+    pub clip_norm: Option<f32>,
+    /// Samples whose gradients are averaged into one update (a mini-batch, accumulated).
+    pub accumulate: u32,
+}
+
+/// What a sample should have produced.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target<'t> {
+    /// The class index, for [`Loss::CrossEntropy`].
+    Class(usize),
+    /// The values, for [`Loss::MeanSquaredError`].
+    Values(&'t [f32]),
+}
+
+/// Why training could not start or a step was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum TrainError {
+    /// Running the frozen layers failed.
+    Runtime(Error),
+    /// The model does not end in the fully-connected layers to train (the reason says what
+    /// was found instead).
+    NoTrainableHead(&'static str),
+    /// The state buffer is smaller than [`Trainer::state_len`].
+    StateTooSmall {
+        /// `f32`s needed.
+        required: usize,
+        /// `f32`s given.
+        actual: usize,
+    },
+    /// A hyperparameter is out of range (the text names it).
+    InvalidConfig(&'static str),
+    /// A class index past the outputs, or a target vector of the wrong length.
+    BadTarget {
+        /// Outputs of the head.
+        expected: usize,
+        /// The index or length given.
+        actual: usize,
+    },
+    /// A class target for a regression loss or the reverse.
+    TargetKind,
+    /// The loss or the gradient became NaN or infinite; nothing was updated.
+    NonFinite,
+    /// A checkpoint payload does not fit this trainer (another head, optimizer or length).
+    BadCheckpoint,
+}
+
+impl From<Error> for TrainError {
+    fn from(e: Error) -> Self {
+        TrainError::Runtime(e)
+    }
+}
+
+impl fmt::Display for TrainError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrainError::Runtime(e) => write!(f, "running the frozen layers: {e}"),
+            TrainError::NoTrainableHead(why) => write!(f, "nothing to train: {why}"),
+            TrainError::StateTooSmall { required, actual } => write!(
+                f,
+                "training state needs {required} f32 values, {actual} were given"
+            ),
+            TrainError::InvalidConfig(what) => write!(f, "training configuration: {what}"),
+            TrainError::BadTarget { expected, actual } => write!(
+                f,
+                "target {actual} does not fit the head's {expected} outputs"
+            ),
+            TrainError::TargetKind => {
+                f.write_str("a class target needs cross-entropy, a vector target MSE")
+            }
+            TrainError::NonFinite => {
+                f.write_str("loss or gradient is NaN or infinite; the step was skipped")
+            }
+            TrainError::BadCheckpoint => {
+                f.write_str("checkpoint does not match this model's trained layers")
+            }
+        }
+    }
+}
+
+impl core::error::Error for TrainError {}
+
+/// One trained fully-connected layer; offsets count `f32`s in their region of the state.
+#[derive(Debug, Clone, Copy, Default)]
+struct Layer {
+    op: usize,
+    inputs: usize,
+    outputs: usize,
+    clamp: (f32, f32),
+    /// Weights `[outputs][inputs]`, then the bias, in the parameters.
+    params: usize,
+    /// The layer's input, then its pre-activation output, in the activations.
+    activations: usize,
+}
+
+impl Layer {
+    fn weight_count(&self) -> usize {
+        self.inputs * self.outputs
+    }
+}
+
+/// The trained layers of a model and the sizes of the state they need.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    layers: [Layer; MAX_TRAINED_LAYERS],
+    count: usize,
+    params: usize,
+    activations: usize,
+    widest: usize,
+}
+
+impl Head {
+    fn layers(&self) -> &[Layer] {
+        &self.layers[..self.count]
+    }
+
+    fn last(&self) -> &Layer {
+        &self.layers[self.count - 1]
+    }
+
+    fn first(&self) -> &Layer {
+        &self.layers[0]
+    }
+
+    /// Finds the last `count` fully-connected ops, chained output to input, after which only
+    /// softmax, dequantize or reshape ops follow.
+    fn find(model: &Model<'_>, count: usize) -> Result<Head, TrainError> {
+        if count == 0 || count > MAX_TRAINED_LAYERS {
+            return Err(TrainError::InvalidConfig(
+                "layers must be between 1 and MAX_TRAINED_LAYERS",
+            ));
+        }
+        let mut found = [Layer::default(); MAX_TRAINED_LAYERS];
+        let mut n = 0;
+        let mut next_input: Option<u16> = None;
+        for index in (0..model.op_count()).rev() {
+            let record = model.op(index).ok_or(Error::CorruptModel)?;
+            let kind = OpKind::from_code(record.kind).ok_or(Error::CorruptModel)?;
+            match kind {
+                OpKind::Softmax | OpKind::LogSoftmax | OpKind::Dequantize | OpKind::Reshape
+                    if n == 0 =>
+                {
+                    continue;
+                }
+                OpKind::FullyConnected => {}
+                _ => {
+                    return Err(TrainError::NoTrainableHead(
+                        "an op other than FullyConnected sits among the layers to train",
+                    ));
+                }
+            }
+            if next_input.is_some() && next_input != record.outputs.get(0) {
+                return Err(TrainError::NoTrainableHead(
+                    "the fully-connected layers to train do not feed each other",
+                ));
+            }
+            next_input = record.inputs.get(0);
+            let node = Node { model, record };
+            let attributes: FullyConnectedAttributes = node
+                .attributes()
+                .map_err(|_| TrainError::Runtime(Error::CorruptModel))?;
+            let weights = node.input(1).map_err(|_| Error::CorruptModel)?;
+            let (outputs, inputs) = (weights.dim(0), weights.dim(1));
+            let input = node.input(0).map_err(|_| Error::CorruptModel)?;
+            if input.elements() != inputs {
+                return Err(TrainError::NoTrainableHead(
+                    "a layer to train has a batch dimension other than 1",
+                ));
+            }
+            found[n] = Layer {
+                op: index,
+                inputs,
+                outputs,
+                clamp: (attributes.activation.min, attributes.activation.max),
+                params: 0,
+                activations: 0,
+            };
+            n += 1;
+            if n == count {
+                break;
+            }
+        }
+        if n < count {
+            return Err(TrainError::NoTrainableHead(
+                "the model has fewer fully-connected layers than asked to train",
+            ));
+        }
+        found[..n].reverse();
+        let mut head = Head {
+            layers: found,
+            count: n,
+            params: 0,
+            activations: 0,
+            widest: 0,
+        };
+        for layer in &mut head.layers[..n] {
+            layer.params = head.params;
+            layer.activations = head.activations;
+            head.params += layer.weight_count() + layer.outputs;
+            head.activations += layer.inputs + layer.outputs;
+            head.widest = head.widest.max(layer.inputs).max(layer.outputs);
+        }
+        // The head's output after the last activation.
+        head.activations += head.last().outputs;
+        Ok(head)
+    }
+}
+
+/// Fine-tunes the last fully-connected layers of a model; see the module docs.
+pub struct Trainer<'m, 'a, 's> {
+    interpreter: Interpreter<'m, 'a>,
+    head: Head,
+    config: TrainConfig,
+    state: &'s mut [f32],
+    /// Samples accumulated since the last update.
+    pending: u32,
+    updates: u32,
+    prefix: [u8; CHECKPOINT_PREFIX],
+}
+
+/// The state buffer split into its regions.
+struct Parts<'s> {
+    params: &'s mut [f32],
+    moments: &'s mut [f32],
+    grads: &'s mut [f32],
+    activations: &'s mut [f32],
+    delta: &'s mut [f32],
+    previous_delta: &'s mut [f32],
+}
+
+impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
+    /// `f32`s of state that training `model` with `config` needs: parameters, optimizer
+    /// moments, gradients, the head's activations and two gradient vectors.
+    pub fn state_len(model: &Model<'_>, config: &TrainConfig) -> Result<usize, TrainError> {
+        let head = Head::find(model, config.layers)?;
+        Ok(Self::layout_len(&head, config))
+    }
+
+    fn layout_len(head: &Head, config: &TrainConfig) -> usize {
+        head.params * (2 + config.optimizer.moments()) + head.activations + 2 * head.widest
+    }
+
+    /// Binds a model, its arena and a state buffer; initialises the trained parameters from
+    /// the model's weights (dequantized when int8).
+    pub fn new(
+        model: &'m Model<'m>,
+        arena: &'a mut [u8],
+        state: &'s mut [f32],
+        config: TrainConfig,
+    ) -> Result<Self, TrainError> {
+        if !config.optimizer.is_valid() {
+            return Err(TrainError::InvalidConfig("optimizer hyperparameters"));
+        }
+        if config.accumulate == 0 {
+            return Err(TrainError::InvalidConfig("accumulate must be at least 1"));
+        }
+        if config
+            .clip_norm
+            .is_some_and(|c| !(c.is_finite() && c > 0.0))
+        {
+            return Err(TrainError::InvalidConfig("clip_norm must be positive"));
+        }
+        let head = Head::find(model, config.layers)?;
+        let required = Self::layout_len(&head, &config);
+        if state.len() < required {
+            return Err(TrainError::StateTooSmall {
+                required,
+                actual: state.len(),
+            });
+        }
+        let interpreter = Interpreter::new(model, arena)?;
+        let mut trainer = Trainer {
+            interpreter,
+            head,
+            config,
+            state: &mut state[..required],
+            pending: 0,
+            updates: 0,
+            prefix: [0; CHECKPOINT_PREFIX],
+        };
+        trainer.reset()?;
+        Ok(trainer)
+    }
+
+    /// Back to the model's own weights: parameters from the file, moments and gradients
+    /// zero.
+    pub fn reset(&mut self) -> Result<(), TrainError> {
+        self.state.fill(0.0);
+        self.pending = 0;
+        self.updates = 0;
+        let model = self.interpreter.model();
+        for layer in self.head.layers() {
+            let record = model.op(layer.op).ok_or(Error::CorruptModel)?;
+            let node = Node { model, record };
+            let (w, rest) = self.state[layer.params..].split_at_mut(layer.weight_count());
+            let b = &mut rest[..layer.outputs];
+            load_layer(&node, w, b)?;
+        }
+        Ok(())
+    }
+
+    /// The interpreter, to fill inputs of a model with several (then use
+    /// [`Trainer::step_filled`]).
+    pub fn interpreter_mut(&mut self) -> &mut Interpreter<'m, 'a> {
+        &mut self.interpreter
+    }
+
+    /// Trains on one sample: `input` for graph input 0, and its target. Returns the loss
+    /// before the update. The optimizer runs every [`TrainConfig::accumulate`] samples.
+    pub fn step<T: Element>(&mut self, input: &[T], target: Target<'_>) -> Result<f32, TrainError> {
+        self.fill(input)?;
+        self.step_filled(target)
+    }
+
+    /// [`Trainer::step`] on inputs already written through [`Trainer::interpreter_mut`].
+    pub fn step_filled(&mut self, target: Target<'_>) -> Result<f32, TrainError> {
+        self.forward()?;
+        let head = self.head;
+        let config = self.config;
+        let p = self.parts();
+        let last = head.last();
+        let output_at = head.activations - last.outputs;
+        let loss = loss::loss_and_gradient(
+            config.loss,
+            &p.activations[output_at..],
+            target,
+            &mut p.delta[..last.outputs],
+        )?;
+        if !loss.is_finite() || p.delta[..last.outputs].iter().any(|d| !d.is_finite()) {
+            return Err(TrainError::NonFinite);
+        }
+        backward(&head, p);
+        self.pending += 1;
+        if self.pending >= config.accumulate {
+            self.apply_update()?;
+        }
+        Ok(loss)
+    }
+
+    /// The head's output (logits, before any softmax in the model) for `input`, computed
+    /// with the current trained parameters.
+    pub fn predict<T: Element>(&mut self, input: &[T]) -> Result<&[f32], TrainError> {
+        self.fill(input)?;
+        self.forward()?;
+        let from = self.head.activations - self.head.last().outputs;
+        Ok(&self.state[self.activations_at() + from..][..self.head.last().outputs])
+    }
+
+    /// The trained parameters: per layer, weights `[outputs][inputs]` then bias.
+    pub fn parameters(&self) -> &[f32] {
+        &self.state[..self.head.params]
+    }
+
+    /// Optimizer updates applied so far.
+    pub fn updates(&self) -> u32 {
+        self.updates
+    }
+
+    /// The checkpoint payload in two parts (a 16-byte prefix, then parameters and optimizer
+    /// moments), for [`crate::store::CheckpointStore::save`] or a file. Samples accumulated
+    /// but not yet applied are not part of it.
+    pub fn checkpoint(&mut self) -> [&[u8]; 2] {
+        let moments = self.config.optimizer.moments() as u32;
+        let words = [self.head.params as u32, moments, self.updates, 0];
+        for (chunk, w) in self.prefix.chunks_exact_mut(4).zip(words) {
+            chunk.copy_from_slice(&w.to_le_bytes());
+        }
+        let saved = self.head.params * (1 + self.config.optimizer.moments());
+        [&self.prefix, bytemuck::cast_slice(&self.state[..saved])]
+    }
+
+    /// Bytes of a checkpoint payload of this trainer.
+    pub fn checkpoint_len(&self) -> usize {
+        CHECKPOINT_PREFIX + 4 * self.head.params * (1 + self.config.optimizer.moments())
+    }
+
+    /// Takes back parameters and moments from a payload [`Trainer::checkpoint`] wrote; the
+    /// trainer is unchanged if the payload does not fit it.
+    pub fn restore(&mut self, payload: &[u8]) -> Result<(), TrainError> {
+        if payload.len() != self.checkpoint_len() {
+            return Err(TrainError::BadCheckpoint);
+        }
+        let word = |i: usize| {
+            u32::from_le_bytes([
+                payload[4 * i],
+                payload[4 * i + 1],
+                payload[4 * i + 2],
+                payload[4 * i + 3],
+            ])
+        };
+        if word(0) as usize != self.head.params
+            || word(1) as usize != self.config.optimizer.moments()
+        {
+            return Err(TrainError::BadCheckpoint);
+        }
+        let values = &payload[CHECKPOINT_PREFIX..];
+        if values
+            .chunks_exact(4)
+            .any(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+        {
+            return Err(TrainError::BadCheckpoint);
+        }
+        for (v, b) in self.state.iter_mut().zip(values.chunks_exact(4)) {
+            *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        }
+        let grads_at = values.len() / 4;
+        self.state[grads_at..grads_at + self.head.params].fill(0.0);
+        self.updates = word(2);
+        self.pending = 0;
+        Ok(())
+    }
+
+    fn fill<T: Element>(&mut self, input: &[T]) -> Result<(), TrainError> {
+        let slot = self.interpreter.input_mut::<T>(0)?;
+        if slot.len() != input.len() {
+            return Err(TrainError::Runtime(Error::ShapeMismatch {
+                operand: crate::error::Operand::Input,
+                expected: slot.len(),
+                actual: input.len(),
+            }));
+        }
+        slot.copy_from_slice(input);
+        Ok(())
+    }
+
+    fn activations_at(&self) -> usize {
+        self.head.params * (2 + self.config.optimizer.moments())
+    }
+
+    fn parts(&mut self) -> Parts<'_> {
+        let params = self.head.params;
+        let moments = params * self.config.optimizer.moments();
+        let (p, rest) = self.state.split_at_mut(params);
+        let (m, rest) = rest.split_at_mut(moments);
+        let (g, rest) = rest.split_at_mut(params);
+        let (a, rest) = rest.split_at_mut(self.head.activations);
+        let (d, pd) = rest.split_at_mut(self.head.widest);
+        Parts {
+            params: p,
+            moments: m,
+            grads: g,
+            activations: a,
+            delta: d,
+            previous_delta: pd,
+        }
+    }
+
+    /// Runs the frozen ops, dequantizes the boundary, then the head in f32.
+    fn forward(&mut self) -> Result<(), TrainError> {
+        let first = *self.head.first();
+        self.interpreter.invoke_ops(0..first.op)?;
+        let model = self.interpreter.model();
+        let record = model.op(first.op).ok_or(Error::CorruptModel)?;
+        let boundary: TensorRecord<'_> = record
+            .inputs
+            .get(0)
+            .and_then(|t| model.tensor(usize::from(t)))
+            .ok_or(Error::CorruptModel)?;
+        let head = self.head;
+        let at = self.activations_at();
+        let bytes = self.interpreter.tensor_bytes(&boundary)?;
+        let x = &mut self.state[at + first.activations..][..first.inputs];
+        dequantize(&boundary, bytes, x)?;
+
+        let p = self.parts();
+        for layer in head.layers() {
+            let (before, after) = p.activations.split_at_mut(layer.activations + layer.inputs);
+            let input = &before[layer.activations..];
+            let weights = &p.params[layer.params..][..layer.weight_count()];
+            let bias = &p.params[layer.params + layer.weight_count()..][..layer.outputs];
+            let (pre, rest) = after.split_at_mut(layer.outputs);
+            let op = FullyConnectedF32 {
+                shape: FullyConnectedShape {
+                    batch: 1,
+                    in_features: layer.inputs,
+                    out_features: layer.outputs,
+                },
+                input,
+                weights,
+                bias: Some(bias),
+                activation: (f32::NEG_INFINITY, f32::INFINITY),
+            };
+            // The portable reference, never a fast path: its summation order is the same on
+            // every target, which host/device parity needs.
+            reference::fully_connected_f32(&op, pre);
+            // The next layer's input (or the head's output) follows right after.
+            let next = &mut rest[..layer.outputs];
+            for (y, &z) in next.iter_mut().zip(pre.iter()) {
+                *y = z.max(layer.clamp.0).min(layer.clamp.1);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_update(&mut self) -> Result<(), TrainError> {
+        let config = self.config;
+        let step = self.updates.wrapping_add(1);
+        let p = self.parts();
+        let scale = 1.0 / config.accumulate as f32;
+        p.grads.iter_mut().for_each(|g| *g *= scale);
+        let norm = match config.clip_norm {
+            Some(max) => optim::clip_by_norm(p.grads, max),
+            None => libm::sqrtf(p.grads.iter().map(|g| g * g).sum::<f32>()),
+        };
+        if !norm.is_finite() {
+            p.grads.fill(0.0);
+            self.pending = 0;
+            return Err(TrainError::NonFinite);
+        }
+        config.optimizer.update(p.params, p.grads, p.moments, step);
+        p.grads.fill(0.0);
+        self.pending = 0;
+        self.updates = step;
+        Ok(())
+    }
+}
+
+/// Backward through the head: gradients of every trained parameter accumulate into
+/// `grads`, from `d loss / d output` in `delta`.
+fn backward(head: &Head, p: Parts<'_>) {
+    let Parts {
+        params,
+        grads,
+        activations,
+        mut delta,
+        mut previous_delta,
+        ..
+    } = p;
+    for (k, layer) in head.layers().iter().enumerate().rev() {
+        let x = &activations[layer.activations..][..layer.inputs];
+        let z = &activations[layer.activations + layer.inputs..][..layer.outputs];
+        let d = &mut delta[..layer.outputs];
+        // Through the clamp: zero where it cut the value.
+        for (d, &z) in d.iter_mut().zip(z) {
+            if !(z > layer.clamp.0 && z < layer.clamp.1) {
+                *d = 0.0;
+            }
+        }
+        let (gw, gb) = grads[layer.params..][..layer.weight_count() + layer.outputs]
+            .split_at_mut(layer.weight_count());
+        for (o, &d) in d.iter().enumerate() {
+            gb[o] += d;
+            for (g, &x) in gw[o * layer.inputs..][..layer.inputs].iter_mut().zip(x) {
+                *g += d * x;
+            }
+        }
+        if k > 0 {
+            let w = &params[layer.params..][..layer.weight_count()];
+            let prev = &mut previous_delta[..layer.inputs];
+            prev.fill(0.0);
+            for (o, &d) in d.iter().enumerate() {
+                for (pd, &w) in prev.iter_mut().zip(&w[o * layer.inputs..][..layer.inputs]) {
+                    *pd += w * d;
+                }
+            }
+            core::mem::swap(&mut delta, &mut previous_delta);
+        }
+    }
+}
+
+/// A trained layer's weights and bias in real units.
+fn load_layer(node: &Node<'_>, w: &mut [f32], b: &mut [f32]) -> Result<(), TrainError> {
+    let corrupt = |_| TrainError::Runtime(Error::CorruptModel);
+    let model = node.model;
+    let weights = node.input(1).map_err(corrupt)?;
+    let bias = node.optional_input(2).map_err(corrupt)?;
+    match weights.record.dtype {
+        DType::F32 => {
+            w.copy_from_slice(node.constant::<f32>(&weights).map_err(corrupt)?);
+            match bias {
+                Some(bias) => b.copy_from_slice(node.constant::<f32>(&bias).map_err(corrupt)?),
+                None => b.fill(0.0),
+            }
+        }
+        DType::I8 => {
+            let q = node.constant::<i8>(&weights).map_err(corrupt)?;
+            let per_tensor = weights.record.quantization.scale();
+            let channel_scales = model.channel_scales(&weights.record);
+            let input_scale = node
+                .input(0)
+                .map_err(corrupt)?
+                .record
+                .quantization
+                .scale()
+                .ok_or(TrainError::Runtime(Error::CorruptModel))?;
+            let scale = |o: usize| -> Result<f32, TrainError> {
+                channel_scales
+                    .and_then(|s| s.get(o).copied())
+                    .or(per_tensor)
+                    .ok_or(TrainError::Runtime(Error::CorruptModel))
+            };
+            let inputs = w.len() / b.len().max(1);
+            for (o, row) in w.chunks_exact_mut(inputs.max(1)).enumerate() {
+                let s = scale(o)?;
+                for (v, &q) in row.iter_mut().zip(&q[o * inputs..]) {
+                    *v = s * f32::from(q);
+                }
+            }
+            match bias {
+                Some(bias) => {
+                    let q = node.constant::<i32>(&bias).map_err(corrupt)?;
+                    for (o, (v, &q)) in b.iter_mut().zip(q).enumerate() {
+                        *v = q as f32 * input_scale * scale(o)?;
+                    }
+                }
+                None => b.fill(0.0),
+            }
+        }
+        _ => {
+            return Err(TrainError::NoTrainableHead(
+                "weights are neither f32 nor int8",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The boundary tensor in real units.
+fn dequantize(tensor: &TensorRecord<'_>, bytes: &[u8], out: &mut [f32]) -> Result<(), TrainError> {
+    match (tensor.dtype, tensor.quantization) {
+        (DType::F32, _) => {
+            for (v, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                *v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        (DType::I8, Quantization::PerTensor { scale, zero_point }) => {
+            for (v, &q) in out.iter_mut().zip(bytes) {
+                *v = scale * (i32::from(q as i8) - zero_point) as f32;
+            }
+        }
+        _ => {
+            return Err(TrainError::NoTrainableHead(
+                "the first trained layer's input is neither f32 nor per-tensor int8",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
