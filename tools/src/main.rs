@@ -9,7 +9,7 @@ use loam_tools::model_file::{ModelFile, write_atomically};
 use loam_tools::onnx::{ExportOptions, ImportOptions, export_bytes, import};
 use loam_tools::peers::Peer;
 use loam_tools::verify::{Tolerance, verify, verify_against};
-use loam_tools::{npy, run, sources};
+use loam_tools::{finetune, npy, run, sources};
 
 /// loam: from data to a microcontroller, and learning on it.
 #[derive(Parser)]
@@ -17,6 +17,15 @@ use loam_tools::{npy, run, sources};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// `loam finetune --optimizer`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum OptimizerChoice {
+    /// Adam (beta1 0.9, beta2 0.999).
+    Adam,
+    /// SGD with momentum.
+    Sgd,
 }
 
 #[derive(Subcommand)]
@@ -121,6 +130,50 @@ enum Command {
         /// of on the model's own export.
         #[arg(long)]
         reference: Option<PathBuf>,
+    },
+    /// Fine-tune the last fully-connected layers of a model on NPY data with the runtime's
+    /// on-device trainer (the arithmetic a board runs, bit for bit): accuracy before and
+    /// after on held-out samples, the RAM it takes, and a checkpoint a board can resume from.
+    Finetune {
+        /// The `.loam` model (int8 or f32).
+        model: PathBuf,
+        /// Input samples as `.npy`, samples along the first dimension.
+        #[arg(long)]
+        data: PathBuf,
+        /// Targets as `.npy`: integer class indices `[N]` (cross-entropy) or float vectors
+        /// `[N, outputs]` (mean squared error).
+        #[arg(long)]
+        labels: PathBuf,
+        /// Fully-connected layers to train, counted from the end.
+        #[arg(long, default_value_t = 1)]
+        layers: usize,
+        /// The optimizer.
+        #[arg(long, value_enum, default_value = "adam")]
+        optimizer: OptimizerChoice,
+        /// Learning rate.
+        #[arg(long, default_value_t = 1e-3)]
+        lr: f32,
+        /// SGD momentum.
+        #[arg(long, default_value_t = 0.9)]
+        momentum: f32,
+        /// Samples per update (gradients accumulated, as on a device).
+        #[arg(long, default_value_t = 8)]
+        batch: u32,
+        /// Clip each update's gradient to this L2 norm.
+        #[arg(long)]
+        clip: Option<f32>,
+        /// Passes over the training samples.
+        #[arg(long, default_value_t = 5)]
+        epochs: usize,
+        /// Share of the samples held out to measure before and after.
+        #[arg(long, default_value_t = 0.2)]
+        holdout: f32,
+        /// Seeds the split and the shuffling.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Checkpoint file: resumed from if it exists, written (atomically) at the end.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
     },
     /// Import an ONNX model (float, or int8 in the QDQ form) as a `.loam` file. Every
     /// unsupported op or attribute in the model is listed at once; nothing is written then.
@@ -300,6 +353,40 @@ fn execute(command: Command) -> Result<ExitCode> {
                     output.display()
                 ),
             }
+        }
+        Command::Finetune {
+            model,
+            data,
+            labels,
+            layers,
+            optimizer,
+            lr,
+            momentum,
+            batch,
+            clip,
+            epochs,
+            holdout,
+            seed,
+            checkpoint,
+        } => {
+            let file = ModelFile::open(&model)?;
+            let options = finetune::FinetuneOptions {
+                layers,
+                optimizer: match optimizer {
+                    OptimizerChoice::Adam => loam::train::Optimizer::adam(lr),
+                    OptimizerChoice::Sgd => loam::train::Optimizer::sgd(lr, momentum),
+                },
+                clip_norm: clip,
+                batch,
+                epochs,
+                holdout,
+                seed,
+                checkpoint,
+            };
+            let report =
+                finetune::finetune(&file, &npy::read(&data)?, &npy::read(&labels)?, &options)
+                    .with_context(|| format!("fine-tuning {}", model.display()))?;
+            print!("{}", report.to_text());
         }
         Command::Import {
             model,

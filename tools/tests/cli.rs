@@ -391,3 +391,120 @@ int main(int argc, char **argv) {
         arena.to_string()
     );
 }
+
+/// Fine-tuning on the host with the on-device trainer: an untrained int8 digits MLP learns
+/// ten noisy prototypes through its last two layers, the checkpoint is written and resumed,
+/// and bad labels get a clear message.
+#[test]
+fn finetune_learns_reports_ram_and_resumes_from_its_checkpoint() {
+    use loam_tools::npy::{self, Array, Data};
+    use rand::{Rng, SeedableRng};
+
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("digits.loam");
+    let model_s = model.to_str().unwrap();
+    assert!(
+        loam(&["template", "digits-mlp", "--int8", "-o", model_s])
+            .status
+            .success()
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let prototypes: Vec<Vec<f32>> = (0..10)
+        .map(|_| (0..64).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+        .collect();
+    let n = 600;
+    let mut x = Vec::with_capacity(n * 64);
+    let mut y = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = i % 10;
+        x.extend(
+            prototypes[class]
+                .iter()
+                .map(|&p| (p + rng.random_range(-0.3f32..0.3)).clamp(-1.0, 1.0)),
+        );
+        y.push(class as i32);
+    }
+    let data = dir.path().join("x.npy");
+    let labels = dir.path().join("y.npy");
+    npy::write(
+        &data,
+        &Array {
+            shape: vec![n, 64],
+            data: Data::F32(x),
+        },
+    )
+    .unwrap();
+    npy::write(
+        &labels,
+        &Array {
+            shape: vec![n],
+            data: Data::I32(y),
+        },
+    )
+    .unwrap();
+    let checkpoint = dir.path().join("digits.ckpt");
+    let args = [
+        "finetune",
+        model_s,
+        "--data",
+        data.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--layers",
+        "2",
+        "--lr",
+        "0.01",
+        "--epochs",
+        "4",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+    ];
+    let out = loam(&args);
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    let accuracy = |line: &str| -> f32 {
+        let at = line.find("accuracy ").unwrap() + "accuracy ".len();
+        line[at..]
+            .trim_end_matches(|c: char| !c.is_ascii_digit())
+            .split('%')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let before = accuracy(report.lines().find(|l| l.starts_with("before")).unwrap());
+    let after = accuracy(report.lines().find(|l| l.starts_with("epoch   4")).unwrap());
+    assert!(before < 40.0 && after > 90.0, "{report}");
+    assert!(report.contains("RAM: arena"), "{report}");
+    assert!(report.contains("240 updates"), "{report}");
+    assert!(checkpoint.exists());
+
+    // Resuming continues from the saved updates.
+    let out = loam(&args);
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("resumed from checkpoint"), "{report}");
+    assert!(report.contains("480 updates"), "{report}");
+
+    // A different head cannot take that checkpoint.
+    let mut other = args.to_vec();
+    other[7] = "1";
+    let out = loam(&other);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("digits.ckpt"), "{}", text(&out));
+
+    let short = dir.path().join("short.npy");
+    npy::write(
+        &short,
+        &Array {
+            shape: vec![5],
+            data: Data::I32(vec![0; 5]),
+        },
+    )
+    .unwrap();
+    let mut bad = args.to_vec();
+    bad[5] = short.to_str().unwrap();
+    let out = loam(&bad);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("600 samples"), "{}", text(&out));
+}
