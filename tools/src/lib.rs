@@ -2,6 +2,7 @@
 //! `main.rs` only parses arguments and prints.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod finetune;
 pub mod graph;
 pub mod model_file;

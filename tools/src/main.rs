@@ -19,6 +19,29 @@ struct Cli {
     command: Command,
 }
 
+/// `loam checkpoint ...`.
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Per trained layer: how far the parameters moved from the model's own.
+    Diff {
+        /// The `.loam` model the checkpoint was trained from.
+        model: PathBuf,
+        /// A checkpoint file, or a dump of the board's two flash slots.
+        checkpoint: PathBuf,
+    },
+    /// Write the trained parameters into a copy of the model (int8 layers requantized per
+    /// channel); the graph, memory plan and arena size stay the same.
+    Export {
+        /// The `.loam` model the checkpoint was trained from.
+        model: PathBuf,
+        /// A checkpoint file, or a dump of the board's two flash slots.
+        checkpoint: PathBuf,
+        /// The updated `.loam`.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
 /// `loam finetune --optimizer`.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum OptimizerChoice {
@@ -175,6 +198,10 @@ enum Command {
         #[arg(long)]
         checkpoint: Option<PathBuf>,
     },
+    /// Bring a device's learning home: compare a checkpoint's trained layers with the
+    /// model's own (`diff`), or write them into a new `.loam` (`export`).
+    #[command(subcommand)]
+    Checkpoint(CheckpointCommand),
     /// Import an ONNX model (float, or int8 in the QDQ form) as a `.loam` file. Every
     /// unsupported op or attribute in the model is listed at once; nothing is written then.
     Import {
@@ -387,6 +414,24 @@ fn execute(command: Command) -> Result<ExitCode> {
                 finetune::finetune(&file, &npy::read(&data)?, &npy::read(&labels)?, &options)
                     .with_context(|| format!("fine-tuning {}", model.display()))?;
             print!("{}", report.to_text());
+        }
+        Command::Checkpoint(CheckpointCommand::Diff { model, checkpoint }) => {
+            let applied = loam_tools::checkpoint::apply(&ModelFile::open(&model)?, &checkpoint)?;
+            print!("{}", applied.to_text());
+        }
+        Command::Checkpoint(CheckpointCommand::Export {
+            model,
+            checkpoint,
+            output,
+        }) => {
+            let applied = loam_tools::checkpoint::apply(&ModelFile::open(&model)?, &checkpoint)?;
+            write_atomically(&output, &applied.patched)?;
+            print!("{}", applied.to_text());
+            println!(
+                "{} written ({} bytes)",
+                output.display(),
+                applied.patched.len()
+            );
         }
         Command::Import {
             model,

@@ -479,6 +479,55 @@ fn finetune_learns_reports_ram_and_resumes_from_its_checkpoint() {
     assert!(report.contains("240 updates"), "{report}");
     assert!(checkpoint.exists());
 
+    // The learning comes home: the diff names both trained layers, and the exported model
+    // (int8 requantized) classifies the data as the fine-tuned head did.
+    let ckpt_s = checkpoint.to_str().unwrap();
+    let out = loam(&["checkpoint", "diff", model_s, ckpt_s]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(text(&out).lines().count(), 4, "{}", text(&out));
+    let tuned = dir.path().join("tuned.loam");
+    let out = loam(&[
+        "checkpoint",
+        "export",
+        model_s,
+        ckpt_s,
+        "-o",
+        tuned.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let accuracy_of = |model: &std::path::Path| -> f32 {
+        let probs = dir.path().join("probs.npy");
+        let out = loam(&[
+            "run",
+            model.to_str().unwrap(),
+            "-i",
+            data.to_str().unwrap(),
+            "-o",
+            probs.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        let Data::I8(p) = npy::read(&probs).unwrap().data else {
+            panic!("int8 probabilities")
+        };
+        let correct = p
+            .chunks(10)
+            .enumerate()
+            .filter(|(i, row)| {
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(k, v)| (**v, std::cmp::Reverse(*k)));
+                best.unwrap().0 == i % 10
+            })
+            .count();
+        100.0 * correct as f32 / n as f32
+    };
+    let (original, exported) = (accuracy_of(&model), accuracy_of(&tuned));
+    assert!(
+        original < 40.0 && exported > 90.0,
+        "{original}% -> {exported}%"
+    );
+
     // Resuming continues from the saved updates.
     let out = loam(&args);
     let report = text(&out);

@@ -63,7 +63,8 @@ pub struct Preamble {
     pub arena_size: u32,
 }
 
-const CRC_OFFSET: usize = 24;
+/// Where the preamble keeps the file's CRC-32.
+pub const CRC_OFFSET: usize = 24;
 const ARENA_SIZE_OFFSET: usize = 28;
 
 /// The arena size a `.loam` file's memory plan needs, read from its preamble; usable in a

@@ -59,6 +59,16 @@ pub fn train_seeded(
     steps: u32,
 ) -> Result<FinetuneCheck, TrainError> {
     let mut trainer = Trainer::new(model, arena, state, CHECK_CONFIG)?;
+    train_seeded_into(&mut trainer, seed, steps)
+}
+
+/// [`train_seeded`] with a trainer the caller made (any configuration), which keeps what it
+/// learned.
+pub fn train_seeded_into(
+    trainer: &mut Trainer<'_, '_, '_>,
+    seed: u64,
+    steps: u32,
+) -> Result<FinetuneCheck, TrainError> {
     let classes = trainer.head.last().outputs;
     let mut rng = SplitMix64(seed);
     let window = (steps / 10).max(1);

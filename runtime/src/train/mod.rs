@@ -19,6 +19,8 @@
 //! Cortex-M4F and an x86_64 host ([`check`] proves it on each).
 
 pub mod check;
+#[cfg(feature = "alloc")]
+pub mod export;
 mod loss;
 mod optim;
 
@@ -137,6 +139,54 @@ impl fmt::Display for TrainError {
 }
 
 impl core::error::Error for TrainError {}
+
+/// A trained layer's parameters in real units, to write back into a model
+/// (`export::patch_model`, with `alloc`) or to compare with the model's own.
+#[derive(Debug, Clone, Copy)]
+pub struct TrainedLayer<'t> {
+    /// The op's position in the model.
+    pub op: usize,
+    /// Input features.
+    pub inputs: usize,
+    /// Weights `[outputs][inputs]`.
+    pub weights: &'t [f32],
+    /// Bias `[outputs]`.
+    pub bias: &'t [f32],
+}
+
+/// The fixed prefix of a checkpoint payload: what a trainer needs to match it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct CheckpointShape {
+    /// Trained parameters.
+    pub params: usize,
+    /// Optimizer values per parameter (0 plain SGD, 1 SGD with momentum, 2 Adam).
+    pub moments: usize,
+    /// Updates applied when it was saved.
+    pub updates: u32,
+}
+
+impl CheckpointShape {
+    /// Reads the prefix of a payload [`Trainer::checkpoint`] wrote.
+    pub fn read(payload: &[u8]) -> Option<CheckpointShape> {
+        let word = |i: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(
+                payload.get(4 * i..4 * i + 4)?.try_into().ok()?,
+            ))
+        };
+        Some(CheckpointShape {
+            params: word(0)? as usize,
+            moments: word(1)? as usize,
+            updates: word(2)?,
+        })
+    }
+}
+
+/// Which of the model's last `layers` fully-connected layers a checkpoint with `params`
+/// parameters trained: the count (1 to [`MAX_TRAINED_LAYERS`]) whose head has that many.
+pub fn layers_for(model: &Model<'_>, params: usize) -> Option<usize> {
+    (1..=MAX_TRAINED_LAYERS).find(|&n| Head::find(model, n).is_ok_and(|h| h.params == params))
+}
 
 /// One trained fully-connected layer; offsets count `f32`s in their region of the state.
 #[derive(Debug, Clone, Copy, Default)]
@@ -407,6 +457,20 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
     /// The trained parameters: per layer, weights `[outputs][inputs]` then bias.
     pub fn parameters(&self) -> &[f32] {
         &self.state[..self.head.params]
+    }
+
+    /// The trained layers with their current parameters, in graph order.
+    pub fn trained_layers(&self) -> impl Iterator<Item = TrainedLayer<'_>> + '_ {
+        self.head.layers().iter().map(|layer| {
+            let params = &self.state[layer.params..][..layer.weight_count() + layer.outputs];
+            let (weights, bias) = params.split_at(layer.weight_count());
+            TrainedLayer {
+                op: layer.op,
+                inputs: layer.inputs,
+                weights,
+                bias,
+            }
+        })
     }
 
     /// Optimizer updates applied so far.

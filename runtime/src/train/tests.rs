@@ -1,4 +1,4 @@
-use super::check::{CHECK_CONFIG, check_network, train_seeded};
+use super::check::{self, CHECK_CONFIG, check_network, train_seeded};
 use super::*;
 use crate::format::AlignedBytes;
 use crate::format::writer::{ModelBuilder, QuantSpec};
@@ -344,5 +344,77 @@ fn sgd_trains_a_single_layer_too() {
     let y = trainer.predict(&x).unwrap();
     for (a, b) in y.iter().zip(target(&x)) {
         assert!((a - b).abs() < 0.05, "{y:?} vs {:?}", target(&x));
+    }
+}
+
+/// The trained parameters written back into the file: the patched f32 model computes what
+/// the trainer predicts, and the patched int8 model (requantized) picks the same class on
+/// almost every sample.
+#[test]
+fn trained_layers_patched_into_the_model_compute_what_the_trainer_predicts() {
+    for int8 in [false, true] {
+        let bytes = model_bytes(int8);
+        let model = Model::from_bytes(&bytes).unwrap();
+        let (mut arena, mut state) = buffers(&model, &CHECK_CONFIG);
+        let payload: Vec<u8> = {
+            let mut t = Trainer::new(&model, &mut arena, &mut state, CHECK_CONFIG).unwrap();
+            check::train_seeded_into(&mut t, 11, 400).unwrap();
+            t.checkpoint().concat()
+        };
+        let shape = CheckpointShape::read(&payload).unwrap();
+        assert_eq!(layers_for(&model, shape.params), Some(2));
+        assert_eq!((shape.moments, shape.updates), (2, 100));
+        let mut trainer = Trainer::new(&model, &mut arena, &mut state, CHECK_CONFIG).unwrap();
+        trainer.restore(&payload).unwrap();
+        let (patched, changes) = export::patch_model(&bytes, trainer.trained_layers()).unwrap();
+        assert_eq!(changes.len(), 2);
+        assert!(
+            changes.iter().all(|c| c.max_change > 0.0 && c.moved > 0.0),
+            "{changes:?}"
+        );
+        if !int8 {
+            assert!(changes.iter().all(|c| c.encoding_error == 0.0));
+        }
+        let patched = AlignedBytes::new(&patched);
+        let patched_model = Model::from_bytes(&patched).unwrap();
+        assert_eq!(patched_model.arena_size(), model.arena_size());
+        let mut run_arena = vec![0u8; model.arena_size() + 16];
+        let mut interpreter = Interpreter::new(&patched_model, &mut run_arena).unwrap();
+        let mut agree = 0;
+        for i in 0..50 {
+            let x = sample(100 + i);
+            let best = |v: &[f32]| {
+                v.iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.total_cmp(b.1))
+                    .unwrap()
+                    .0
+            };
+            if int8 {
+                let q: Vec<i8> = x.iter().map(|v| (v * 127.5).round() as i8).collect();
+                let logits = trainer.predict(&q).unwrap().to_vec();
+                interpreter.input_mut::<i8>(0).unwrap().copy_from_slice(&q);
+                interpreter.invoke().unwrap();
+                let out: Vec<f32> = interpreter
+                    .output::<i8>(0)
+                    .unwrap()
+                    .iter()
+                    .map(|&v| f32::from(v))
+                    .collect();
+                agree += usize::from(best(&out) == best(&logits));
+            } else {
+                let logits = trainer.predict(&x).unwrap().to_vec();
+                interpreter.input_mut::<f32>(0).unwrap().copy_from_slice(&x);
+                interpreter.invoke().unwrap();
+                let probabilities = interpreter.output::<f32>(0).unwrap();
+                let max = logits.iter().copied().fold(f32::MIN, f32::max);
+                let sum: f32 = logits.iter().map(|l| (l - max).exp()).sum();
+                for (l, p) in logits.iter().zip(probabilities) {
+                    assert!(((l - max).exp() / sum - p).abs() < 1e-5);
+                }
+                agree += 1;
+            }
+        }
+        assert!(agree >= 45, "int8={int8}: {agree} of 50 agree");
     }
 }
