@@ -26,6 +26,8 @@ use loam::ops::conv2d::ConvSpec;
 use loam::ops::softmax::{LOG_SOFTMAX_OUTPUT, SOFTMAX_OUTPUT};
 use loam::quant::QuantParams;
 use loam::{DType, quant};
+
+use crate::onnx::proto::permute;
 use tract_onnx::pb::{GraphProto, NodeProto};
 use tract_onnx::prelude::{DatumType, Tensor};
 
@@ -322,31 +324,6 @@ fn tensor_i64(t: &Tensor) -> Lowered<Vec<i64>> {
         .iter()
         .copied()
         .collect())
-}
-
-/// `data` with dimensions `dims` reordered so that output dimension `i` is input dimension
-/// `perm[i]`.
-fn permute<T: Copy>(data: &[T], dims: &[usize], perm: &[usize]) -> Vec<T> {
-    let rank = dims.len();
-    let mut strides = vec![1usize; rank];
-    for d in (0..rank.saturating_sub(1)).rev() {
-        strides[d] = strides[d + 1] * dims[d + 1];
-    }
-    let out_dims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
-    let mut out = Vec::with_capacity(data.len());
-    let mut index = vec![0usize; rank];
-    for _ in 0..data.len() {
-        let offset: usize = (0..rank).map(|i| index[i] * strides[perm[i]]).sum();
-        out.push(data[offset]);
-        for d in (0..rank).rev() {
-            index[d] += 1;
-            if index[d] < out_dims[d] {
-                break;
-            }
-            index[d] = 0;
-        }
-    }
-    out
 }
 
 /// Whether an image of ONNX `dims` `[N, C, H, W]` has the same element order channels-last:
@@ -833,7 +810,7 @@ impl Lowerer<'_, '_> {
         );
         if let (Some((pin, pout)), Some(q)) = (Self::int8_route(&x, &tail), &wq) {
             if let Some((ints, scales)) = q.int8_along(0, wd[0]) {
-                let values = permute(&ints, &wd, &perm);
+                let values = permute(&ints, &wd, &perm).0;
                 let bias = self.int8_bias(node, 2, pin.scale, &scales)?;
                 let weights = QuantizedWeights {
                     values: &values,
@@ -879,7 +856,7 @@ impl Lowerer<'_, '_> {
                 bias[o] = bias[o] * scale[o] + shift[o];
             }
         }
-        let filter = permute(&weights, &wd, &perm);
+        let filter = permute(&weights, &wd, &perm).0;
         let act = tail.activation();
         let id = if depthwise {
             self.b
@@ -968,7 +945,7 @@ impl Lowerer<'_, '_> {
             if trans_b {
                 v.to_vec()
             } else {
-                permute(v, &bd, &[1, 0])
+                permute(v, &bd, &[1, 0]).0
             }
         };
         let bias_input = if gemm { 2 } else { usize::MAX };
@@ -982,7 +959,7 @@ impl Lowerer<'_, '_> {
                 let values = if trans_b {
                     ints
                 } else {
-                    permute(&ints, &bd, &[1, 0])
+                    permute(&ints, &bd, &[1, 0]).0
                 };
                 let bias = self.int8_bias(node, bias_input, pin.scale, &scales)?;
                 let weights = QuantizedWeights {
@@ -1099,7 +1076,7 @@ impl Lowerer<'_, '_> {
         }
         let mut full = vec![1usize; 4 - dims.len()];
         full.extend(&dims);
-        let permuted = permute(&data, &full, &NCHW_OF_NHWC);
+        let permuted = permute(&data, &full, &NCHW_OF_NHWC).0;
         let loam_dims = NCHW_OF_NHWC.iter().map(|&i| full[i]).collect();
         Ok((permuted, loam_dims))
     }
