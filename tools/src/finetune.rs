@@ -259,7 +259,9 @@ pub fn finetune(
                 .interpreter_mut()
                 .input_bytes_mut(0)?
                 .copy_from_slice(&samples[i]);
-            let output = predict_filled(trainer)?;
+            let output = trainer
+                .predict_filled()
+                .map_err(|e| anyhow::anyhow!("sample {i}: {e}"))?;
             total += match targets.get(i) {
                 Target::Class(c) => {
                     let best = output
@@ -320,19 +322,6 @@ pub fn finetune(
         updates: trainer.updates(),
         resumed,
     })
-}
-
-/// The head's output for the inputs already in the interpreter.
-fn predict_filled(trainer: &mut Trainer<'_, '_, '_>) -> Result<Vec<f32>> {
-    // `predict` takes the input slice; hand it back the bytes already written.
-    let input = trainer.interpreter_mut().input_bytes_mut(0)?.to_vec();
-    let dtype = trainer.interpreter_mut().input_tensor(0)?.dtype;
-    let out = match dtype {
-        DType::I8 => trainer.predict::<i8>(bytemuck::cast_slice(&input)),
-        DType::F32 => trainer.predict::<f32>(&bytemuck::pod_collect_to_vec::<u8, f32>(&input)),
-        other => bail!("fine-tuning takes int8 or f32 inputs, not {other}"),
-    };
-    Ok(out.map_err(|e| anyhow::anyhow!("{e}"))?.to_vec())
 }
 
 fn save_checkpoint(path: &Path, id: ModelId, trainer: &mut Trainer<'_, '_, '_>) -> Result<()> {

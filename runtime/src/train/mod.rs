@@ -449,6 +449,11 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
     /// with the current trained parameters.
     pub fn predict<T: Element>(&mut self, input: &[T]) -> Result<&[f32], TrainError> {
         self.fill(input)?;
+        self.predict_filled()
+    }
+
+    /// [`Trainer::predict`] on inputs already written through [`Trainer::interpreter_mut`].
+    pub fn predict_filled(&mut self) -> Result<&[f32], TrainError> {
         self.forward()?;
         let from = self.head.activations - self.head.last().outputs;
         Ok(&self.state[self.activations_at() + from..][..self.head.last().outputs])
