@@ -37,7 +37,7 @@ pub fn exercise(data: &[u8]) {
 /// and loading must not panic, and a save must then load back exactly. Panics only on a bug.
 pub fn exercise_checkpoint_store(data: &[u8]) {
     use crate::store::sim::SimulatedNorFlash;
-    use crate::store::{CheckpointStore, HEADER_LEN, ModelId, decode_image};
+    use crate::store::{CheckpointStore, HEADER_LEN, ModelId, decode_image, payload_crc};
 
     const SLOT: usize = 512;
     let _ = decode_image(data);
@@ -45,7 +45,7 @@ pub fn exercise_checkpoint_store(data: &[u8]) {
     let n = data.len().min(flash.len());
     flash[..n].copy_from_slice(&data[..n]);
     for slot in flash.chunks_mut(SLOT) {
-        let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&slot[..HEADER_LEN - 4]);
+        let crc = payload_crc(&[&slot[..HEADER_LEN - 4]]);
         slot[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
     }
     let model = ModelId(u64::from_le_bytes(

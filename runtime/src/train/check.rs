@@ -6,6 +6,7 @@
 use super::{Loss, Optimizer, Target, TrainConfig, TrainError, Trainer};
 use crate::format::Model;
 use crate::selftest::SplitMix64;
+use crate::store::payload_crc;
 use crate::tensor::DType;
 
 /// Name of the constant recording a fine-tune check: seed (high, low 16 bits), steps, and the
@@ -111,13 +112,8 @@ pub fn train_seeded_into(
             last += loss;
         }
     }
-    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
-    let mut digest = crc.digest();
-    for part in trainer.checkpoint() {
-        digest.update(part);
-    }
     Ok(FinetuneCheck {
-        digest: digest.finalize(),
+        digest: payload_crc(&trainer.checkpoint()),
         expected: 0,
         steps,
         updates: trainer.updates(),

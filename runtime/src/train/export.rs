@@ -54,11 +54,6 @@ pub fn patch_model<'t>(
     Ok((out, changes))
 }
 
-fn tensor<'m>(model: &Model<'m>, op: usize, input: usize) -> Option<TensorRecord<'m>> {
-    let id = model.op(op)?.inputs.get(input)?;
-    model.tensor(usize::from(id))
-}
-
 /// The byte range of a constant tensor in the file.
 fn range(blob_at: usize, t: &TensorRecord<'_>) -> Result<core::ops::Range<usize>, TrainError> {
     match t.storage {
@@ -72,15 +67,14 @@ fn range(blob_at: usize, t: &TensorRecord<'_>) -> Result<core::ops::Range<usize>
     }
 }
 
-fn write_f32s(out: &mut [u8], at: core::ops::Range<usize>, values: &[f32]) {
-    for (chunk, v) in out[at].chunks_exact_mut(4).zip(values) {
-        chunk.copy_from_slice(&v.to_le_bytes());
-    }
-}
-
-fn write_i32s(out: &mut [u8], at: core::ops::Range<usize>, values: &[i32]) {
-    for (chunk, v) in out[at].chunks_exact_mut(4).zip(values) {
-        chunk.copy_from_slice(&v.to_le_bytes());
+/// Writes `values` over the file bytes `at` (in the file's little-endian order, which is the
+/// target's: the crate refuses big-endian targets).
+fn write_le<T: bytemuck::Pod>(out: &mut [u8], at: core::ops::Range<usize>, values: &[T]) {
+    for (o, v) in out[at]
+        .iter_mut()
+        .zip(bytemuck::cast_slice::<T, u8>(values))
+    {
+        *o = *v;
     }
 }
 
@@ -94,8 +88,14 @@ fn patch_layer(
     let record = model.op(layer.op).ok_or(corrupt)?;
     let node = crate::ops::Node { model, record };
     let outputs = layer.bias.len();
-    let weights = tensor(model, layer.op, 1).ok_or(corrupt)?;
-    let bias = tensor(model, layer.op, 2).filter(|t| t.is_constant());
+    // The model was validated when it loaded: a missing operand means it changed since.
+    let operand = |_| corrupt;
+    let weights = node.input(1).map_err(operand)?.record;
+    let bias = node
+        .optional_input(2)
+        .map_err(operand)?
+        .map(|b| b.record)
+        .filter(|t| t.is_constant());
     if weights.shape.elements() != Some(layer.weights.len()) {
         return Err(TrainError::BadCheckpoint);
     }
@@ -114,15 +114,14 @@ fn patch_layer(
     let mut encoding_error = 0.0f32;
     match weights.dtype {
         DType::F32 => {
-            write_f32s(out, range(blob_at, &weights)?, layer.weights);
+            write_le(out, range(blob_at, &weights)?, layer.weights);
             if let Some(b) = &bias {
-                write_f32s(out, range(blob_at, b)?, layer.bias);
+                write_le(out, range(blob_at, b)?, layer.bias);
             }
         }
         DType::I8 => {
-            let input = tensor(model, layer.op, 0).ok_or(corrupt)?;
-            let output_id = record.outputs.get(0).ok_or(corrupt)?;
-            let output = model.tensor(usize::from(output_id)).ok_or(corrupt)?;
+            let input = node.input(0).map_err(operand)?.record;
+            let output = node.output(0).map_err(operand)?.record;
             let (Some(in_scale), Some(out_scale)) =
                 (input.quantization.scale(), output.quantization.scale())
             else {
@@ -139,7 +138,7 @@ fn patch_layer(
                         .map(|row| symmetric_scale(row.iter().fold(0.0f32, |m, w| m.max(w.abs()))))
                         .collect();
                     let at = blob_at + scales_offset as usize;
-                    write_f32s(out, at..at + 4 * scales.len(), &scales);
+                    write_le(out, at..at + 4 * scales.len(), &scales);
                     scales
                 }
                 Quantization::PerTensor { scale, .. } => alloc::vec![scale; outputs],
@@ -159,12 +158,12 @@ fn patch_layer(
             out[range(blob_at, &weights)?].copy_from_slice(&q);
             if let Some(b) = &bias {
                 let qb = quantize_bias(layer.bias, in_scale, &scales);
-                write_i32s(out, range(blob_at, b)?, &qb);
+                write_le(out, range(blob_at, b)?, &qb);
             }
-            let multipliers = tensor(model, layer.op, 3).ok_or(corrupt)?;
+            let multipliers = node.input(3).map_err(operand)?.record;
             if multipliers.shape.elements() == Some(2 * outputs) {
                 let m = layer_multipliers(in_scale, &scales, out_scale);
-                write_i32s(out, range(blob_at, &multipliers)?, &m);
+                write_le(out, range(blob_at, &multipliers)?, &m);
             }
         }
         _ => {

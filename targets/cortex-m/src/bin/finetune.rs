@@ -98,7 +98,7 @@ fn main() -> ! {
 #[cfg(not(loam_small_ram))]
 fn round_trip(model: &Model<'_>, arena: &mut [u8], state: &mut [f32]) -> ! {
     use loam::store::sim::SimulatedNorFlash;
-    use loam::store::{CheckpointStore, ModelId};
+    use loam::store::{CheckpointStore, ModelId, payload_crc};
 
     // SAFETY: called once from `main`, the only code touching FLASH.
     let flash = unsafe { &mut *core::ptr::addr_of_mut!(FLASH) };
@@ -116,7 +116,7 @@ fn round_trip(model: &Model<'_>, arena: &mut [u8], state: &mut [f32]) -> ! {
             )
             .unwrap_or_else(|e| fail("step", e));
     }
-    let before = digest(trainer.checkpoint());
+    let before = payload_crc(&trainer.checkpoint());
     let saved = store
         .save(id, &trainer.checkpoint())
         .unwrap_or_else(|e| fail("save", e));
@@ -131,7 +131,7 @@ fn round_trip(model: &Model<'_>, arena: &mut [u8], state: &mut [f32]) -> ! {
             trainer
                 .restore(&payload[..info.len()])
                 .unwrap_or_else(|e| fail("restore", e));
-            if digest(trainer.checkpoint()) != before {
+            if payload_crc(&trainer.checkpoint()) != before {
                 defmt::error!("restored parameters differ from the saved ones");
                 exit(1)
             }
@@ -148,14 +148,4 @@ fn round_trip(model: &Model<'_>, arena: &mut [u8], state: &mut [f32]) -> ! {
             exit(1)
         }
     }
-}
-
-#[cfg(not(loam_small_ram))]
-fn digest(parts: [&[u8]; 2]) -> u32 {
-    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
-    let mut d = crc.digest();
-    for p in parts {
-        d.update(p);
-    }
-    d.finalize()
 }
