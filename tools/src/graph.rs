@@ -105,6 +105,14 @@ pub enum Layer {
         /// Producer.
         from: usize,
     },
+    /// Inverted dropout while training (each element zeroed with probability `rate`, the rest
+    /// scaled by `1 / (1 - rate)`); the identity in a written model.
+    Dropout {
+        /// Producer.
+        from: usize,
+        /// Probability of dropping an element, in `[0, 1)`.
+        rate: f32,
+    },
 }
 
 /// A network: layers in execution order, the last one is the output.
@@ -112,6 +120,12 @@ pub enum Layer {
 pub struct Graph {
     /// Model name.
     pub name: String,
+    /// What the model is, for its metadata.
+    pub description: String,
+    /// Class names, for its metadata.
+    pub labels: Vec<String>,
+    /// Named constants for its metadata (preprocessing, drift statistics).
+    pub constants: Vec<(String, Vec<f32>)>,
     /// Layers; `layers[0]` is the input.
     pub layers: Vec<Layer>,
 }
@@ -131,6 +145,7 @@ fn layer_name(i: usize, layer: &Layer) -> String {
         Layer::Add { .. } => "add",
         Layer::Reshape { .. } => "reshape",
         Layer::Softmax { .. } => "softmax",
+        Layer::Dropout { .. } => "dropout",
     };
     format!("{kind}{i}")
 }
@@ -149,7 +164,9 @@ impl Graph {
 
     fn build(&self, ranges: Option<&Ranges>, expose_all: bool) -> Result<Built> {
         let mut b = ModelBuilder::new(&self.name);
-        b.metadata.description = "reference architecture with seeded, untrained weights".into();
+        b.metadata.description = self.description.clone();
+        b.metadata.labels = self.labels.clone();
+        b.metadata.constants = self.constants.clone();
         let q = |i: usize| -> QuantParams {
             let (lo, hi) = ranges.map_or((0.0, 1.0), |r| r[i]);
             QuantParams::i8_from_range(lo, hi)
@@ -281,12 +298,17 @@ impl Graph {
                     None => b.softmax_f32(&name, ids[*from], 1.0)?,
                     Some(_) => b.softmax_i8(&name, ids[*from], 1.0)?,
                 },
+                // Inference sees the producer itself; with `expose_all` the same tensor is
+                // exposed twice, which calibration reads as the same range.
+                Layer::Dropout { from, .. } => ids[*from],
             };
             ids.push(id);
         }
         if expose_all {
-            for &id in &ids[1..] {
-                b.output(id);
+            for (layer, &id) in self.layers.iter().zip(&ids).skip(1) {
+                if !matches!(layer, Layer::Dropout { .. }) {
+                    b.output(id);
+                }
             }
         } else if let Some(&last) = ids.last() {
             b.output(last);
@@ -298,21 +320,54 @@ impl Graph {
     /// Runs the float model on `samples` seeded random inputs in `[-1, 1)` and returns each
     /// layer's output range (the input's included).
     pub fn calibrate(&self, samples: usize, seed: u64) -> Result<Ranges> {
+        let len: usize = self.sample_dims()?[0].iter().product();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let inputs: Vec<f32> = (0..samples.max(1) * len)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
+        let mut ranges = self.calibrate_on(&inputs)?;
+        // The input's range is the sampling range, not what the samples happened to reach.
+        ranges[0] = (-1.0, 1.0);
+        Ok(ranges)
+    }
+
+    /// Runs the float model on `inputs` (whole samples, back to back) and returns each
+    /// layer's output range (the input's included).
+    pub fn calibrate_on(&self, inputs: &[f32]) -> Result<Ranges> {
         let built = self.build_f32(true)?;
         let bytes = AlignedBytes::new(&built.bytes);
         let model = Model::from_bytes(&bytes)?;
         let mut arena = vec![0u8; model.arena_size() + 16];
         let mut interpreter = Interpreter::new(&model, &mut arena)?;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let len = interpreter.input::<f32>(0)?.len();
+        if len == 0 || inputs.is_empty() || !inputs.len().is_multiple_of(len) {
+            bail!(
+                "calibration inputs hold {} values, not a whole number of {len}-value samples",
+                inputs.len()
+            );
+        }
         let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); self.layers.len()];
-        ranges[0] = (-1.0, 1.0);
-        for _ in 0..samples.max(1) {
-            for x in interpreter.input_mut::<f32>(0)? {
-                *x = rng.random_range(-1.0..1.0);
+        // Which graph output carries each layer (dropout layers are their producer).
+        let mut output_of = vec![0usize; self.layers.len()];
+        let mut next = 0;
+        for (i, layer) in self.layers.iter().enumerate().skip(1) {
+            output_of[i] = match layer {
+                Layer::Dropout { from, .. } => output_of[*from],
+                _ => {
+                    next += 1;
+                    next - 1
+                }
+            };
+        }
+        for sample in inputs.chunks_exact(len) {
+            interpreter.input_mut::<f32>(0)?.copy_from_slice(sample);
+            for &v in sample {
+                ranges[0].0 = ranges[0].0.min(v);
+                ranges[0].1 = ranges[0].1.max(v);
             }
             interpreter.invoke()?;
             for (i, range) in ranges.iter_mut().enumerate().skip(1) {
-                for &v in interpreter.output::<f32>(i - 1)? {
+                for &v in interpreter.output::<f32>(output_of[i])? {
                     range.0 = range.0.min(v);
                     range.1 = range.1.max(v);
                 }
@@ -325,6 +380,110 @@ impl Graph {
             bail!("calibration produced a non-finite range");
         }
         Ok(ranges)
+    }
+
+    /// Each layer's output dimensions for one sample (the batch dimension left out), checked
+    /// layer by layer; the error names the layer that does not fit its producer.
+    pub fn sample_dims(&self) -> Result<Vec<Vec<usize>>> {
+        let mut dims: Vec<Vec<usize>> = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let name = layer_name(i, layer);
+            let of = |from: usize| -> Result<&Vec<usize>> {
+                if from >= i {
+                    bail!("layer `{name}` reads layer {from}, which does not come before it");
+                }
+                Ok(&dims[from])
+            };
+            let image = |from: usize| -> Result<[usize; 3]> {
+                match of(from)?.as_slice() {
+                    &[h, w, c] => Ok([h, w, c]),
+                    other => bail!("layer `{name}` needs an [h, w, c] image, got {other:?}"),
+                }
+            };
+            let d = match layer {
+                Layer::Input { dims } => match dims.split_first() {
+                    Some((_, rest)) if !rest.is_empty() => rest.to_vec(),
+                    _ => bail!("the input needs a batch dimension and a sample shape"),
+                },
+                Layer::Conv { from, spec, .. } | Layer::Depthwise { from, spec, .. } => {
+                    let [h, w, c] = image(*from)?;
+                    let depthwise = matches!(layer, Layer::Depthwise { .. });
+                    if depthwise && spec.out_channels % c.max(1) != 0 {
+                        bail!(
+                            "layer `{name}`: {} outputs are not a multiple of {c} channels",
+                            spec.out_channels
+                        );
+                    }
+                    if !depthwise && (c % spec.groups.max(1) != 0 || spec.groups == 0) {
+                        bail!(
+                            "layer `{name}`: {c} channels do not split into {} groups",
+                            spec.groups
+                        );
+                    }
+                    let [pt, pl, pb, pr] = spec.padding;
+                    let size =
+                        |input, k, s, d, a, b| loam::ops::conv2d::output_size(input, k, s, d, a, b);
+                    let (Some(oh), Some(ow)) = (
+                        size(h, spec.kernel.0, spec.stride.0, spec.dilation.0, pt, pb),
+                        size(w, spec.kernel.1, spec.stride.1, spec.dilation.1, pl, pr),
+                    ) else {
+                        bail!("layer `{name}`: the kernel does not fit a {h}x{w} input");
+                    };
+                    vec![oh, ow, spec.out_channels]
+                }
+                Layer::Dense { from, bias, .. } => {
+                    let mut d = of(*from)?.clone();
+                    if let Some(last) = d.last_mut() {
+                        *last = bias.len();
+                    }
+                    d
+                }
+                Layer::MaxPool {
+                    from,
+                    kernel,
+                    stride,
+                }
+                | Layer::AvgPool {
+                    from,
+                    kernel,
+                    stride,
+                } => {
+                    let [h, w, c] = image(*from)?;
+                    if kernel.0 == 0 || kernel.1 == 0 || stride.0 == 0 || stride.1 == 0 {
+                        bail!("layer `{name}`: kernel and stride must be positive");
+                    }
+                    if kernel.0 > h || kernel.1 > w {
+                        bail!("layer `{name}`: a {kernel:?} window does not fit a {h}x{w} input");
+                    }
+                    vec![
+                        (h - kernel.0) / stride.0 + 1,
+                        (w - kernel.1) / stride.1 + 1,
+                        c,
+                    ]
+                }
+                Layer::GlobalAvgPool { from } => {
+                    let [_, _, c] = image(*from)?;
+                    vec![1, 1, c]
+                }
+                Layer::Add { a, b, .. } => {
+                    if of(*a)? != of(*b)? {
+                        bail!("layer `{name}` adds {:?} to {:?}", of(*a)?, of(*b)?);
+                    }
+                    of(*a)?.clone()
+                }
+                Layer::Reshape { from, dims } => {
+                    let count = |d: &[usize]| d.iter().product::<usize>();
+                    let rest = dims.get(1..).unwrap_or_default();
+                    if count(of(*from)?) != count(rest) {
+                        bail!("layer `{name}` reshapes {:?} to {dims:?}", of(*from)?);
+                    }
+                    rest.to_vec()
+                }
+                Layer::Softmax { from } | Layer::Dropout { from, .. } => of(*from)?.clone(),
+            };
+            dims.push(d);
+        }
+        Ok(dims)
     }
 }
 
@@ -341,6 +500,9 @@ impl GraphBuilder {
         GraphBuilder {
             graph: Graph {
                 name: name.into(),
+                description: "reference architecture with seeded, untrained weights".into(),
+                labels: Vec::new(),
+                constants: Vec::new(),
                 layers: vec![Layer::Input {
                     dims: dims.to_vec(),
                 }],
@@ -494,6 +656,35 @@ impl GraphBuilder {
                 dims: dims.clone(),
             },
             dims,
+        )
+    }
+
+    /// Dropout while training.
+    pub fn dropout(&mut self, from: usize, rate: f32) -> usize {
+        let d = self.dims[from].clone();
+        self.push(Layer::Dropout { from, rate }, d)
+    }
+
+    /// A convolution with explicit hyperparameters.
+    pub fn conv_spec(&mut self, from: usize, spec: ConvSpec, activation: FusedActivation) -> usize {
+        let d = self.dims[from].clone();
+        let fan_in = spec.kernel.0 * spec.kernel.1 * d[3] / spec.groups.max(1);
+        let weights = self.he(spec.out_channels * fan_in, fan_in);
+        let bias = self.bias(spec.out_channels);
+        let [pt, pl, pb, pr] = spec.padding;
+        let size =
+            |n, k, s, dl, a, b| loam::ops::conv2d::output_size(n, k, s, dl, a, b).unwrap_or(0);
+        let oh = size(d[1], spec.kernel.0, spec.stride.0, spec.dilation.0, pt, pb);
+        let ow = size(d[2], spec.kernel.1, spec.stride.1, spec.dilation.1, pl, pr);
+        self.push(
+            Layer::Conv {
+                from,
+                spec,
+                weights,
+                bias,
+                activation,
+            },
+            vec![d[0], oh, ow, spec.out_channels],
         )
     }
 
