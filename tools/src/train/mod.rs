@@ -1,0 +1,21 @@
+//! The host training engine behind `loam train`: a [`Graph`](crate::graph::Graph) trained on
+//! the CPU with the runtime's forward kernels and backward passes written here, in parallel
+//! over fixed slices of each batch so the same seed gives the same weights on any number of
+//! threads.
+
+pub mod fit;
+pub mod gemm;
+pub mod loss;
+pub mod network;
+pub mod ops;
+pub mod optim;
+#[cfg(test)]
+mod tests;
+
+pub use fit::{
+    Augmentation, EarlyStopping, EpochStats, Fitted, Monitor, Progress, Samples, Targets,
+    TrainOptions, evaluate, fit, loss_layer, predict,
+};
+pub use loss::{Loss, LossFunction, Target};
+pub use network::{Gradients, Network, ParamSlot, Trace};
+pub use optim::{Optimizer, OptimizerState, Regularization, Schedule};
