@@ -3,14 +3,19 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod data;
 pub mod finetune;
 pub mod graph;
+pub mod metrics;
 pub mod model_file;
 pub mod npy;
 pub mod onnx;
 pub mod peers;
+pub mod project;
+pub mod report;
 pub mod run;
 pub mod selftest;
 pub mod sources;
+pub mod train;
 pub mod verify;
 pub mod zoo;

@@ -51,8 +51,52 @@ enum OptimizerChoice {
     Sgd,
 }
 
+/// `loam data ...`.
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Profile the project's data: rows, columns, types, missing values, class balance.
+    Inspect {
+        /// The project file.
+        #[arg(long, default_value = "loam.toml")]
+        project: PathBuf,
+    },
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Start a project: write a commented `loam.toml` (and, with `--example`, a bundled
+    /// data set beside it).
+    Init {
+        /// The project folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// A bundled data set to start from (digits).
+        #[arg(long)]
+        example: Option<String>,
+    },
+    /// Look at the project's data.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Train the project's model and write a run folder: the loam.toml used, metrics.json,
+    /// the float model (.loam and ONNX), the int8 .loam, charts and report.html.
+    /// Ctrl-C stops after the current batch and keeps the best epoch so far.
+    Train {
+        /// The project file.
+        #[arg(long, default_value = "loam.toml")]
+        project: PathBuf,
+        /// Where run folders go (default: runs/ beside the project file).
+        #[arg(long)]
+        runs: Option<PathBuf>,
+    },
+    /// Score a run's float and int8 models side by side on its held-out rows and rewrite its
+    /// report.
+    Eval {
+        /// The run folder (default: the project's latest run).
+        run: Option<PathBuf>,
+        /// The project file, to find the latest run.
+        #[arg(long, default_value = "loam.toml")]
+        project: PathBuf,
+    },
     /// Run the runtime's arithmetic self-test on this machine (the same checks the firmware
     /// runs on a board) and print the digest every target must reproduce.
     Selftest,
@@ -231,6 +275,62 @@ fn parse_input_shape(s: &str) -> std::result::Result<(String, Vec<usize>), Strin
     Ok((name.to_string(), dims))
 }
 
+/// `loam train` with a progress bar per epoch and Ctrl-C stopping cleanly.
+fn train_with_progress(
+    project: &std::path::Path,
+    runs: Option<&std::path::Path>,
+) -> Result<loam_tools::project::pipeline::RunSummary> {
+    use loam_tools::train::Progress;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    // A second Ctrl-C is the default action again: the user insists.
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+        eprintln!(
+            "\nstopping after this batch; keeping the best epoch so far (Ctrl-C again to abort)"
+        );
+    })
+    .context("installing the Ctrl-C handler")?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "epoch {prefix:>3} [{bar:30}] {pos}/{len} batches  loss {msg}",
+        )
+        .context("progress bar template")?
+        .progress_chars("=> "),
+    );
+    let mut on_progress = |p: Progress<'_>| match p {
+        Progress::Batch {
+            epoch,
+            done,
+            total,
+            loss,
+        } => {
+            bar.set_prefix(epoch.to_string());
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(format!("{loss:.4}"));
+        }
+        Progress::Epoch(e) => {
+            let val = match (e.val_loss, e.val_metric) {
+                (Some(l), Some(m)) => format!("  val loss {l:.4}  val metric {m:.4}"),
+                _ => String::new(),
+            };
+            bar.println(format!(
+                "epoch {:>3}  loss {:.4}  metric {:.4}{val}  lr {:.2e}  {:.1}s",
+                e.epoch, e.train_loss, e.train_metric, e.learning_rate, e.seconds
+            ));
+        }
+    };
+    let summary = loam_tools::project::pipeline::train(project, runs, &stop, &mut on_progress);
+    bar.finish_and_clear();
+    summary
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match execute(cli.command) {
@@ -244,6 +344,42 @@ fn main() -> ExitCode {
 
 fn execute(command: Command) -> Result<ExitCode> {
     match command {
+        Command::Init { dir, example } => {
+            let path = loam_tools::project::init::init(&dir, example.as_deref())?;
+            println!(
+                "wrote {}; next: `loam train --project {}`",
+                path.display(),
+                path.display()
+            );
+        }
+        Command::Data(DataCommand::Inspect { project }) => {
+            let (p, _) = loam_tools::project::Project::load(&project)?;
+            let dir = project.parent().unwrap_or(std::path::Path::new("."));
+            let data = loam_tools::project::pipeline::load_data(&p, dir)?;
+            print!("{}", loam_tools::data::profile(&data));
+        }
+        Command::Train { project, runs } => {
+            let summary = train_with_progress(&project, runs.as_deref())?;
+            println!(
+                "{}",
+                loam_tools::project::pipeline::summary_text(&summary.metrics)
+            );
+            println!("run folder: {}", summary.dir.display());
+            println!("report:     {}", summary.dir.join("report.html").display());
+        }
+        Command::Eval { run, project } => {
+            let run = match run {
+                Some(r) => r,
+                None => {
+                    let (p, _) = loam_tools::project::Project::load(&project)?;
+                    let dir = project.parent().unwrap_or(std::path::Path::new("."));
+                    loam_tools::project::pipeline::latest_run(&dir.join("runs"), &p.name)?
+                }
+            };
+            let metrics = loam_tools::project::pipeline::eval_run(&run)?;
+            println!("{}", run.display());
+            print!("{}", loam_tools::project::pipeline::summary_text(&metrics));
+        }
         Command::Selftest => {
             let report = loam_tools::selftest::run();
             print!("{}", report.text);

@@ -557,3 +557,73 @@ fn finetune_learns_reports_ram_and_resumes_from_its_checkpoint() {
     assert!(!out.status.success());
     assert!(text(&out).contains("600 samples"), "{}", text(&out));
 }
+
+/// The lifecycle on the bundled digits project, as its README tells a person to run it:
+/// inspect the data, train (the shipped config: CNN, 30 epochs), then re-score the run.
+/// The int8 model must reach the model card's bar of 97% on the held-out digits.
+#[test]
+fn digits_project_trains_evaluates_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("digits");
+    let out = loam(&["init", project.to_str().unwrap(), "--example", "digits"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/digits/loam.toml"),
+    )
+    .unwrap();
+    let toml = project.join("loam.toml");
+    assert_eq!(std::fs::read_to_string(&toml).unwrap(), shipped);
+    let toml = toml.to_str().unwrap();
+
+    let out = loam(&["data", "inspect", "--project", toml]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("1797 rows"), "{}", text(&out));
+
+    let out = loam(&["train", "--project", toml]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let run = project.join("runs/digits-001");
+    for file in [
+        "loam.toml",
+        "metrics.json",
+        "model-f32.loam",
+        "model.onnx",
+        "model.loam",
+        "preprocessing.json",
+        "split.json",
+        "curves.png",
+        "curves.svg",
+        "confusion.png",
+        "confusion.svg",
+        "report.html",
+    ] {
+        assert!(
+            run.join(file).is_file(),
+            "{file} missing from the run folder\n{log}"
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(project.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, vec![std::ffi::OsString::from("digits-001")]);
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let int8 = metrics["int8"]["accuracy"].as_f64().unwrap();
+    let float = metrics["float"]["accuracy"].as_f64().unwrap();
+    assert!(int8 >= 0.97, "int8 accuracy {int8}\n{log}");
+    assert!((float - int8).abs() <= 0.01, "float {float} vs int8 {int8}");
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("data:image/png;base64,"));
+    // The trained model carries its preprocessing and drift statistics for the device.
+    let bytes = std::fs::read(run.join("model.loam")).unwrap();
+    let aligned = loam::format::AlignedBytes::new(&bytes);
+    let model = loam::Model::from_bytes(&aligned).unwrap();
+    let constant = |name: &str| model.constant(name).map(|c| c.values().count());
+    assert_eq!(constant("preprocess.scale"), Some(64));
+    assert_eq!(constant("drift.input.mean"), Some(64));
+
+    let out = loam(&["eval", "--project", toml]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(&format!("{int8:.4}")), "{}", text(&out));
+}

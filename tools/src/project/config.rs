@@ -1,0 +1,311 @@
+//! `loam.toml`, the project file every lifecycle command reads: the task, the data and how to
+//! prepare it, the model, training, quantization and the target board.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::templates::{LayerSpec, TEMPLATES};
+use crate::data::csv::CsvOptions;
+use crate::data::prep::PrepOptions;
+use crate::train::{Augmentation, EarlyStopping, Loss, Optimizer, Regularization, Schedule};
+
+/// A parsed `loam.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Project {
+    /// The model's name.
+    pub name: String,
+    /// What is learned.
+    #[serde(default)]
+    pub task: TaskConfig,
+    /// Where the data is and how to prepare it.
+    pub data: DataConfig,
+    /// The architecture.
+    pub model: ModelConfig,
+    /// How to train.
+    #[serde(default)]
+    pub training: TrainingConfig,
+    /// How to quantize.
+    #[serde(default)]
+    pub quantize: QuantizeConfig,
+    /// The board it is for.
+    #[serde(default)]
+    pub target: TargetConfig,
+}
+
+/// `[task]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// The kind of task.
+    #[serde(default)]
+    pub kind: TaskKind,
+}
+
+/// What a model learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskKind {
+    /// A class per sample.
+    #[default]
+    Classification,
+    /// Real values per sample.
+    Regression,
+    /// Reconstruct normal samples; the reconstruction error scores anomalies (labels, if
+    /// any, are used only to evaluate: class 0 normal, others anomalous).
+    Anomaly,
+}
+
+/// `[data]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// The data file or folder, relative to `loam.toml`.
+    pub path: PathBuf,
+    /// A separate label file (IDX, `.npy`), relative to `loam.toml`.
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
+    /// The shape of one sample, e.g. `[8, 8, 1]` for 8x8 grey images.
+    #[serde(default)]
+    pub sample_dims: Option<Vec<usize>>,
+    /// Drop exact duplicate rows before splitting.
+    #[serde(default)]
+    pub drop_duplicates: bool,
+    /// How to read tables.
+    #[serde(default)]
+    pub csv: CsvOptions,
+    /// Cleaning and transforms, fit on the training split.
+    #[serde(default)]
+    pub prep: PrepOptions,
+    /// The train/validation/test split.
+    #[serde(default)]
+    pub split: SplitConfig,
+}
+
+/// `[data.split]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitConfig {
+    /// Share of rows for validation.
+    #[serde(default = "fifteen_percent")]
+    pub validation: f32,
+    /// Share of rows held out for the final test.
+    #[serde(default = "fifteen_percent")]
+    pub test: f32,
+    /// How rows are assigned.
+    #[serde(default)]
+    pub method: SplitMethod,
+    /// Seeds the random split.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn fifteen_percent() -> f32 {
+    0.15
+}
+
+impl Default for SplitConfig {
+    fn default() -> SplitConfig {
+        SplitConfig {
+            validation: fifteen_percent(),
+            test: fifteen_percent(),
+            method: SplitMethod::default(),
+            seed: 0,
+        }
+    }
+}
+
+/// How rows are split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SplitMethod {
+    /// Shuffled, stratified by class for classification.
+    #[default]
+    Random,
+    /// In file order (time series): train, then validation, then test.
+    TimeOrdered,
+}
+
+/// `[model]`: a template or a layer list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// A named architecture.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// Layers, in order; the output layer is added to fit the task.
+    #[serde(default)]
+    pub layers: Option<Vec<LayerSpec>>,
+    /// Seeds the initial weights.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// `[training]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    /// Passes over the training split.
+    pub epochs: usize,
+    /// Samples per update.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub learning_rate: f32,
+    /// The loss; by default cross-entropy for classification, MSE otherwise.
+    pub loss: Option<Loss>,
+    /// Huber's threshold.
+    pub huber_delta: f32,
+    /// The optimizer.
+    pub optimizer: Optimizer,
+    /// The learning-rate schedule.
+    pub schedule: Schedule,
+    /// Epochs of linear warm-up.
+    pub warmup_epochs: usize,
+    /// L1 penalty on weights.
+    pub l1: f32,
+    /// L2 penalty on weights.
+    pub l2: f32,
+    /// Gradient norm clip.
+    pub clip_norm: Option<f32>,
+    /// Weight classes by inverse frequency.
+    pub class_weights: bool,
+    /// Stop when validation stops improving.
+    pub early_stopping: Option<EarlyStopping>,
+    /// Training-time augmentation.
+    pub augmentation: Augmentation,
+    /// Seeds shuffling, dropout and augmentation.
+    pub seed: u64,
+    /// Worker threads (default: all cores). Weights do not depend on it.
+    pub threads: Option<usize>,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> TrainingConfig {
+        TrainingConfig {
+            epochs: 20,
+            batch_size: 32,
+            learning_rate: 1e-3,
+            loss: None,
+            huber_delta: 1.0,
+            optimizer: Optimizer::default(),
+            schedule: Schedule::default(),
+            warmup_epochs: 0,
+            l1: 0.0,
+            l2: 0.0,
+            clip_norm: None,
+            class_weights: false,
+            early_stopping: None,
+            augmentation: Augmentation::default(),
+            seed: 0,
+            threads: None,
+        }
+    }
+}
+
+/// `[quantize]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuantizeConfig {
+    /// Training samples the int8 ranges are calibrated on.
+    pub calibration_samples: usize,
+}
+
+impl Default for QuantizeConfig {
+    fn default() -> QuantizeConfig {
+        QuantizeConfig {
+            calibration_samples: 256,
+        }
+    }
+}
+
+/// `[target]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TargetConfig {
+    /// The board (for reports: `cortex-m4`, `cortex-m0`, `raspberry-pi-4`, `x86_64`).
+    pub board: String,
+}
+
+impl Default for TargetConfig {
+    fn default() -> TargetConfig {
+        TargetConfig {
+            board: "cortex-m4".into(),
+        }
+    }
+}
+
+impl Project {
+    /// Parses `text` (from `origin`, for messages) and checks what serde cannot.
+    pub fn parse(text: &str, origin: &Path) -> Result<Project> {
+        let project: Project =
+            toml::from_str(text).with_context(|| format!("reading {}", origin.display()))?;
+        project
+            .check()
+            .with_context(|| format!("in {}", origin.display()))?;
+        Ok(project)
+    }
+
+    /// Reads and parses `path`.
+    pub fn load(path: &Path) -> Result<(Project, String)> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("reading {} (run `loam init` to write one)", path.display())
+        })?;
+        Ok((Project::parse(&text, path)?, text))
+    }
+
+    fn check(&self) -> Result<()> {
+        match (&self.model.template, &self.model.layers) {
+            (Some(_), Some(_)) => bail!("model: give `template` or `layers`, not both"),
+            (None, None) => bail!(
+                "model: give `template` ({}) or `layers`",
+                TEMPLATES.join(", ")
+            ),
+            (Some(t), None) if !TEMPLATES.contains(&t.as_str()) => bail!(
+                "model.template: unknown template `{t}`; known: {}",
+                TEMPLATES.join(", ")
+            ),
+            _ => {}
+        }
+        let t = &self.training;
+        if t.epochs == 0 || t.batch_size == 0 {
+            bail!("training: epochs and batch_size must be positive");
+        }
+        if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
+            bail!("training.learning_rate must be a positive number");
+        }
+        if t.threads == Some(0) {
+            bail!("training.threads must be positive");
+        }
+        if self.quantize.calibration_samples == 0 {
+            bail!("quantize.calibration_samples must be positive");
+        }
+        Ok(())
+    }
+
+    /// The weight penalties.
+    pub fn regularization(&self) -> Regularization {
+        Regularization {
+            l1: self.training.l1,
+            l2: self.training.l2,
+        }
+    }
+
+    /// The loss the task trains with.
+    pub fn loss(&self) -> Loss {
+        self.training.loss.unwrap_or(match self.task.kind {
+            TaskKind::Classification => Loss::CrossEntropy,
+            TaskKind::Regression | TaskKind::Anomaly => Loss::MeanSquaredError,
+        })
+    }
+
+    /// The data path resolved against the project directory.
+    pub fn resolve(dir: &Path, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            dir.join(path)
+        }
+    }
+}
