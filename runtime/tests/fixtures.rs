@@ -599,3 +599,29 @@ fn fine_tuning_trains_to_the_recorded_bits() {
         model.arena_size()
     );
 }
+
+/// The on-device learning demo on this target: the bundled digits model (trained on the
+/// host, int8) replays a user's recorded mirrored digits, and must reach exactly the accuracy
+/// and checkpoint bytes the x86_64 host recorded (`tools/tests/device_demo.rs` writes the
+/// recording; the Cortex-M firmware replays it too).
+#[test]
+fn the_mirrored_digits_user_replays_to_the_recorded_figures() {
+    use loam::train::Trainer;
+    use loam::train::replay::{Recording, replay};
+    let model_bytes = AlignedBytes::new(include_bytes!("../../models/digits/model.loam"));
+    let model = Model::from_bytes(&model_bytes).unwrap();
+    let recording = Recording::parse(include_bytes!("data/digits-mirrored.lmus")).unwrap();
+    let mut arena = vec![0u8; model.arena_size() + 16];
+    let mut state = vec![0f32; Trainer::state_len(&model, &recording.config).unwrap()];
+    let mut trainer = Trainer::new(&model, &mut arena, &mut state, recording.config).unwrap();
+    let report = replay(&mut trainer, &recording, &mut || 0).unwrap();
+    assert!(
+        report.matches(&recording.expected),
+        "{report:?} vs recorded {:?}",
+        recording.expected
+    );
+    assert!(
+        report.correct_after > 2 * report.correct_before,
+        "{report:?}"
+    );
+}

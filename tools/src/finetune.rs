@@ -329,3 +329,84 @@ fn save_checkpoint(path: &Path, id: ModelId, trainer: &mut Trainer<'_, '_, '_>) 
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     Ok(())
 }
+
+/// Records a fine-tuning session for a board to replay ([`loam::train::replay`]): `samples`
+/// (float, preprocessed as the model expects; quantized here with the model's input
+/// parameters), their `labels`, the first `train` of them trained on for `epochs` passes with
+/// `config`, the rest held out. The host runs the session once with the runtime's own trainer
+/// and stores its figures in the recording, so a board that replays it must reproduce them
+/// bit for bit.
+pub fn record(
+    file: &ModelFile,
+    samples: &[f32],
+    labels: &[u8],
+    train: usize,
+    epochs: u16,
+    config: &TrainConfig,
+) -> Result<(Vec<u8>, loam::train::replay::ReplayReport)> {
+    use loam::train::replay::{Expected, Recording, replay, write};
+    let model = file.model()?;
+    let input = crate::run::io_records(&model, false)?
+        .into_iter()
+        .next()
+        .context("the model has no input")?;
+    let features = input.shape.elements().unwrap_or(0);
+    let loam::Quantization::PerTensor { scale, zero_point } = input.quantization else {
+        bail!(
+            "{}: recordings are for int8 models with a per-tensor quantized input",
+            file.path.display()
+        );
+    };
+    ensure!(
+        input.dtype == DType::I8 && features > 0 && samples.len() == labels.len() * features,
+        "{} samples of {features} values do not match {} labels",
+        samples.len(),
+        labels.len()
+    );
+    ensure!(
+        train > 0 && train < labels.len() && labels.len() <= usize::from(u16::MAX),
+        "{train} training samples of {}: both parts need samples",
+        labels.len()
+    );
+    let q = loam::quant::QuantParams { scale, zero_point };
+    let quantized: Vec<i8> = samples
+        .iter()
+        .map(|&x| q.quantize(x, -128, 127) as i8)
+        .collect();
+    let outputs = crate::run::io_records(&model, true)?
+        .first()
+        .and_then(|t| t.shape.elements())
+        .unwrap_or(0);
+    let narrow = |n: usize, what: &str| u16::try_from(n).with_context(|| format!("{what} {n}"));
+    let bytes = |expected| -> Result<Vec<u8>> {
+        Ok(write(
+            narrow(features, "features")?,
+            narrow(outputs, "classes")?,
+            narrow(train, "training samples")?,
+            epochs,
+            config,
+            expected,
+            &quantized,
+            labels,
+        ))
+    };
+    let draft = bytes(Expected {
+        correct_before: 0,
+        correct_after: 0,
+        digest: 0,
+    })?;
+    let recording = Recording::parse(&draft).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let state_len = Trainer::state_len(&model, config).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut arena = vec![0u8; model.arena_size() + loam::format::ARENA_ALIGN];
+    let mut state = vec![0.0f32; state_len];
+    let mut trainer = Trainer::new(&model, &mut arena, &mut state, recording.config)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let report = replay(&mut trainer, &recording, &mut || 0)
+        .map_err(|e| anyhow::anyhow!("replaying the session: {e}"))?;
+    let expected = Expected {
+        correct_before: report.correct_before,
+        correct_after: report.correct_after,
+        digest: report.digest,
+    };
+    Ok((bytes(expected)?, report))
+}

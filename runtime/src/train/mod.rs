@@ -23,6 +23,7 @@ pub mod check;
 pub mod export;
 mod loss;
 mod optim;
+pub mod replay;
 
 pub use loss::Loss;
 pub use optim::Optimizer;
@@ -103,6 +104,8 @@ pub enum TrainError {
     NonFinite,
     /// A checkpoint payload does not fit this trainer (another head, optimizer or length).
     BadCheckpoint,
+    /// A recorded data set ([`replay::Recording`]) is malformed (the text names the field).
+    BadRecording(&'static str),
 }
 
 impl From<Error> for TrainError {
@@ -134,6 +137,7 @@ impl fmt::Display for TrainError {
             TrainError::BadCheckpoint => {
                 f.write_str("checkpoint does not match this model's trained layers")
             }
+            TrainError::BadRecording(what) => write!(f, "recorded data set: {what}"),
         }
     }
 }

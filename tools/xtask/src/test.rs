@@ -166,7 +166,7 @@ fn linux_tests(root: &Path, toolchain: &Toolchain, target: &LinuxTarget) -> Row 
 }
 
 /// Builds the firmware, runs the self-test, the reference layer, the bundled model, the
-/// checkpoint sweep and the fine-tune check under QEMU. The self-test reports one count per
+/// checkpoint sweep, the fine-tune check and (where it fits) the learning demo under QEMU. The self-test reports one count per
 /// check; the others count as one test each.
 fn firmware_tests(root: &Path, toolchain: &Toolchain, target: &BareMetalTarget) -> Row {
     banner(&format!(
@@ -202,9 +202,9 @@ fn firmware_tests(root: &Path, toolchain: &Toolchain, target: &BareMetalTarget) 
         Err(e) => row.problem = Some(format!("{e:#}")),
     }
     // The reference layer, the bundled int8 model whose outputs must match the digest an
-    // x86_64 host recorded in it, the checkpoint power-cut sweep, and the fine-tune whose
-    // checkpoint must match the host's bit for bit: one test each.
-    for bin in ["reference", "model", "checkpoint", "finetune"] {
+    // x86_64 host recorded in it, the checkpoint power-cut sweep, the fine-tune whose
+    // checkpoint must match the host's bit for bit, and the learning demo: one test each.
+    for &bin in target.tests {
         match run_firmware(root, &elves.join(bin)) {
             Ok((true, _)) => row.counts.passed += 1,
             Ok((false, _)) => row.counts.failed += 1,

@@ -41,6 +41,9 @@ pub struct BareMetalTarget {
     pub triple: &'static str,
     /// The emulated board, as named in the summary.
     pub board: &'static str,
+    /// Firmware binaries run as one test each (besides the self-test, which reports its
+    /// own count).
+    pub tests: &'static [&'static str],
 }
 
 /// Raspberry Pi 3/4/5 class, 64-bit.
@@ -63,12 +66,15 @@ pub const ARMV7_LINUX: LinuxTarget = LinuxTarget {
 pub const CORTEX_M4F: BareMetalTarget = BareMetalTarget {
     triple: "thumbv7em-none-eabihf",
     board: "mps2-an386 (Cortex-M4F)",
+    tests: &["reference", "model", "checkpoint", "finetune", "learn"],
 };
 
 /// Cortex-M0 on the BBC micro:bit.
 pub const CORTEX_M0: BareMetalTarget = BareMetalTarget {
     triple: "thumbv6m-none-eabi",
     board: "microbit (Cortex-M0)",
+    // The learning demo needs about 17.4 KiB of RAM; the micro:bit has 16.
+    tests: &["reference", "model", "checkpoint", "finetune"],
 };
 
 /// Which toolchain to use for the cross targets.

@@ -1,0 +1,245 @@
+//! On-device learning, with numbers: the bundled digits model (`models/digits`, trained on a
+//! laptop, deployed frozen int8) meets a user whose camera sees digits mirrored and gets most
+//! of them wrong. The board trains the model's last layer on 400 of that user's samples
+//! (`runtime/tests/data/digits-mirrored.lmus`, recorded with the host's figures) and measures
+//! the other 139 before and after. It logs the accuracy gained, the RAM and flash used and the
+//! instructions per training step, then (boards with RAM to spare) saves what it learned to
+//! NOR flash and reads it back. Exits 0 only if it reproduced the host's accuracy and
+//! checkpoint bits exactly and reached 85% accuracy.
+//!
+//! Instruction counts come from SysTick under `qemu-system-arm -icount shift=0` (one
+//! instruction per nanosecond of virtual time), calibrated against a loop of known length; on
+//! a real board the same figure is a cycle count.
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::entry;
+#[cfg(loam_small_ram)]
+use loam_firmware::exit;
+
+#[entry]
+fn main() -> ! {
+    // Arena, training state and this program's 4.7 KB of stack need about 17.4 KB: more
+    // than the micro:bit's 16 KiB. Say so rather than overflow the stack into the state.
+    #[cfg(loam_small_ram)]
+    {
+        defmt::error!("the learning demo needs about 17.4 KiB of RAM; this board has 16 KiB");
+        exit(1)
+    }
+    #[cfg(not(loam_small_ram))]
+    demo::run()
+}
+
+/// The demo itself, on boards with the RAM for it.
+#[cfg(not(loam_small_ram))]
+mod demo {
+    use cortex_m::peripheral::SYST;
+    use cortex_m::peripheral::syst::SystClkSource;
+    use loam::Model;
+    use loam::train::Trainer;
+    use loam::train::replay::{Recording, replay};
+    use loam_firmware::exit;
+
+    static MODEL: &[u8] = loam::include_model!("../../../../models/digits/model.loam");
+    const ARENA_SIZE: usize =
+        loam::format::arena_size(include_bytes!("../../../../models/digits/model.loam"));
+    static RECORDING: &[u8] = include_bytes!("../../../../runtime/tests/data/digits-mirrored.lmus");
+    /// `Trainer::state_len` for this model and the recording's configuration (last layer only),
+    /// checked at run time.
+    const STATE_LEN: usize = 2812;
+    const SLOT: usize = 8192;
+
+    #[repr(C, align(16))]
+    struct Arena([u8; ARENA_SIZE]);
+
+    static mut ARENA: Arena = Arena([0; ARENA_SIZE]);
+    static mut STATE: [f32; STATE_LEN] = [0.0; STATE_LEN];
+    static mut FLASH: [u8; 2 * SLOT] = [0xFF; 2 * SLOT];
+
+    fn fail(what: &str, e: impl defmt::Format) -> ! {
+        defmt::error!("{=str}: {}", what, e);
+        exit(1)
+    }
+
+    /// SysTick's elapsed ticks, shifted into the top 24 bits of a `u32` so that wrapping
+    /// differences of two readings are right across the 24-bit counter's wrap.
+    fn ticks() -> u32 {
+        (0x00FF_FFFF - SYST::get_current()) << 8
+    }
+
+    /// Runs `iterations` of a two-instruction loop (`subs`, `bne`).
+    fn spin(iterations: u32) {
+        // SAFETY: a register-only countdown loop; it touches no memory and no stack.
+        unsafe {
+            core::arch::asm!(
+                "1:",
+                "subs {n}, #1",
+                "bne 1b",
+                n = inout(reg) iterations => _,
+                options(nomem, nostack),
+            );
+        }
+    }
+
+    /// Stack bytes used so far: the distance from the top of RAM to the deepest word no longer
+    /// holding the paint [`paint_stack`] laid down.
+    fn stack_used() -> usize {
+        unsafe extern "C" {
+            static mut __ebss: u32;
+            static mut _stack_start: u32;
+        }
+        let bottom = core::ptr::addr_of_mut!(__ebss);
+        let top = core::ptr::addr_of_mut!(_stack_start) as usize;
+        let mut p = bottom;
+        // SAFETY: reads words between the end of .bss and the top of RAM, all RAM.
+        unsafe {
+            while (p as usize) < top && core::ptr::read_volatile(p) == PAINT {
+                p = p.add(1);
+            }
+        }
+        top - p as usize
+    }
+
+    const PAINT: u32 = 0x5EED_5EED;
+
+    /// Fills the free RAM between .bss and the current stack pointer with [`PAINT`].
+    fn paint_stack() {
+        unsafe extern "C" {
+            static mut __ebss: u32;
+        }
+        let mut p = core::ptr::addr_of_mut!(__ebss);
+        // Leave this function's own frame (well under 256 bytes) alone.
+        let limit = cortex_m::register::msp::read() as usize - 256;
+        // SAFETY: writes only words between the end of .bss and below the live stack.
+        unsafe {
+            while (p as usize) < limit {
+                core::ptr::write_volatile(p, PAINT);
+                p = p.add(1);
+            }
+        }
+    }
+
+    pub fn run() -> ! {
+        paint_stack();
+        let mut core = cortex_m::Peripherals::take().unwrap_or_else(|| fail("peripherals", 0u8));
+        core.SYST.set_clock_source(SystClkSource::Core);
+        core.SYST.set_reload(0x00FF_FFFF);
+        core.SYST.clear_current();
+        core.SYST.enable_counter();
+        const CALIBRATION: u32 = 1_000_000;
+        let start = ticks();
+        spin(CALIBRATION);
+        let calibration_ticks = (ticks().wrapping_sub(start) >> 8).max(1);
+
+        let model = Model::from_bytes(MODEL).unwrap_or_else(|e| fail("model", e));
+        let recording = Recording::parse(RECORDING).unwrap_or_else(|e| fail("recording", e));
+        let needed =
+            Trainer::state_len(&model, &recording.config).unwrap_or_else(|e| fail("head", e));
+        defmt::info!(
+            "on-device learning on {}: model {=usize} B + user data {=usize} B flash; arena {=usize} B + training state {=usize} B RAM",
+            env!("LOAM_FIRMWARE_TARGET"),
+            MODEL.len(),
+            RECORDING.len(),
+            ARENA_SIZE,
+            4 * needed
+        );
+        if needed != STATE_LEN {
+            defmt::error!(
+                "state needs {=usize} values, firmware has {=usize}",
+                needed,
+                STATE_LEN
+            );
+            exit(1)
+        }
+        // SAFETY: `main` runs once and is the only code touching these statics.
+        let (arena, state) = unsafe {
+            (
+                &mut (*core::ptr::addr_of_mut!(ARENA)).0,
+                &mut *core::ptr::addr_of_mut!(STATE),
+            )
+        };
+        let mut trainer = Trainer::new(&model, arena, state, recording.config)
+            .unwrap_or_else(|e| fail("trainer", e));
+        let report =
+            replay(&mut trainer, &recording, &mut ticks).unwrap_or_else(|e| fail("training", e));
+        let percent = |n: u16| 100.0 * f32::from(n) / f32::from(report.holdout);
+        let per_step = (report.step_ticks >> 8) / u64::from(report.steps.max(1));
+        // Instructions per tick, from the calibration loop's known length.
+        let instructions = per_step * 2 * u64::from(CALIBRATION) / u64::from(calibration_ticks);
+        defmt::info!(
+            "user's {=u16} held-out digits: {=f32}% correct before, {=f32}% after {=u32} steps ({=usize} epochs of {=usize} samples); loss {=f32} -> {=f32}",
+            report.holdout,
+            percent(report.correct_before),
+            percent(report.correct_after),
+            report.steps,
+            recording.epochs,
+            recording.train,
+            report.first_loss,
+            report.last_loss
+        );
+        defmt::info!(
+            "{=u64} instructions per training step ({=u64} SysTick ticks); stack {=usize} B at most",
+            instructions,
+            per_step,
+            stack_used()
+        );
+        if !report.matches(&recording.expected) {
+            defmt::error!(
+                "host recorded {}, this board got {}",
+                recording.expected,
+                report
+            );
+            exit(1)
+        }
+        if percent(report.correct_after) < 85.0 {
+            defmt::error!("training did not reach 85%");
+            exit(1)
+        }
+        defmt::info!(
+            "checkpoint digest {=u32:#010x} and accuracies match the host's",
+            report.digest
+        );
+        save_and_reload(&model, &mut trainer)
+    }
+
+    /// Saves the trained layer to (RAM-backed) NOR flash, then restores it into the trainer
+    /// after a reset, as a board does across a power cycle.
+    fn save_and_reload(model: &Model<'_>, trainer: &mut Trainer<'_, '_, '_>) -> ! {
+        use loam::store::sim::SimulatedNorFlash;
+        use loam::store::{CheckpointStore, ModelId, payload_crc};
+
+        // SAFETY: called once from `main`, the only code touching FLASH.
+        let flash = unsafe { &mut *core::ptr::addr_of_mut!(FLASH) };
+        let id = ModelId::of(model);
+        let mut sim = SimulatedNorFlash::<4, 1024>::new(flash);
+        let mut store =
+            CheckpointStore::new(&mut sim, 0, SLOT as u32).unwrap_or_else(|e| fail("store", e));
+        let saved = store
+            .save(id, &trainer.checkpoint())
+            .unwrap_or_else(|e| fail("save", e));
+        let learned = payload_crc(&trainer.checkpoint());
+        trainer.reset().unwrap_or_else(|e| fail("reset", e));
+        let mut payload = [0u8; SLOT];
+        match store.load(id, &mut payload) {
+            Ok(Some(info)) if info == saved => {
+                trainer
+                    .restore(&payload[..info.len()])
+                    .unwrap_or_else(|e| fail("restore", e));
+                if payload_crc(&trainer.checkpoint()) != learned {
+                    defmt::error!("restored parameters differ from the saved ones");
+                    exit(1)
+                }
+                defmt::info!(
+                    "learned layer ({=usize} B) saved to flash slot {=usize} and restored",
+                    info.len(),
+                    info.slot
+                );
+                exit(0)
+            }
+            _ => {
+                defmt::error!("the saved checkpoint did not load back");
+                exit(1)
+            }
+        }
+    }
+}
