@@ -84,3 +84,55 @@ fn mirrored_digits_recording_is_current_and_learnable() {
         path.display()
     );
 }
+
+/// The drift monitor, with the training statistics `loam train` stored in the digits model,
+/// calls the mirrored user's data drifting and the model's own held-out digits not: what tells
+/// a device it is time to fine-tune.
+#[test]
+fn the_drift_monitor_flags_the_mirrored_user_only() {
+    use loam::monitor::{DriftMonitor, DriftReference};
+    use loam::train::replay::Recording;
+    let project_dir = root().join("models/digits");
+    let file = ModelFile::open(&project_dir.join("model.loam")).unwrap();
+    let model = file.model().unwrap();
+    let input = loam_tools::run::io_records(&model, false).unwrap()[0];
+    let output = loam_tools::run::io_records(&model, true).unwrap()[0];
+    let params = |t: &loam::format::TensorRecord<'_>| match t.quantization {
+        loam::Quantization::PerTensor { scale, zero_point } => (scale, zero_point),
+        _ => panic!("int8 model expected"),
+    };
+    let ((in_scale, in_zero), (out_scale, out_zero)) = (params(&input), params(&output));
+    let mut arena = vec![0u8; model.arena_size() + 16];
+    let mut interpreter = loam::Interpreter::new(&model, &mut arena).unwrap();
+    let mut score = |samples: &mut dyn Iterator<Item = Vec<i8>>| {
+        let reference = DriftReference::from_model(&model).unwrap();
+        let mut monitor = DriftMonitor::<64, 10>::new(reference, 256).unwrap();
+        for x in samples {
+            monitor.observe_input_i8(&x, in_scale, in_zero).unwrap();
+            interpreter.input_mut::<i8>(0).unwrap().copy_from_slice(&x);
+            interpreter.invoke().unwrap();
+            let p = interpreter.output::<i8>(0).unwrap();
+            monitor.observe_probabilities_i8(p, out_scale, out_zero);
+        }
+        monitor.report()
+    };
+    let (project, _) = Project::load(&project_dir.join("loam.toml")).unwrap();
+    let test = pipeline::prepare(&project, &project_dir).unwrap().test;
+    let q = loam::quant::QuantParams {
+        scale: in_scale,
+        zero_point: in_zero,
+    };
+    let own = score(&mut (0..test.rows()).map(|i| {
+        test.sample(i)
+            .iter()
+            .map(|&x| q.quantize(x, -128, 127) as i8)
+            .collect()
+    }));
+    let bytes = std::fs::read(root().join("runtime/tests/data/digits-mirrored.lmus")).unwrap();
+    let recording = Recording::parse(&bytes).unwrap();
+    let held_out = recording.train..recording.train + recording.holdout;
+    let mirrored = score(&mut held_out.map(|i| recording.sample(i).to_vec()));
+    println!("drift: own held-out digits {own:?}\ndrift: mirrored user {mirrored:?}");
+    assert!(!own.is_drifting(), "{own:?}");
+    assert!(mirrored.is_drifting(), "{mirrored:?}");
+}

@@ -1,6 +1,7 @@
 //! On-device learning, with numbers: the bundled digits model (`models/digits`, trained on a
 //! laptop, deployed frozen int8) meets a user whose camera sees digits mirrored and gets most
-//! of them wrong. The board trains the model's last layer on 400 of that user's samples
+//! of them wrong. The drift monitor notices (from the training statistics the model carries),
+//! and the board trains the model's last layer on 400 of that user's samples
 //! (`runtime/tests/data/digits-mirrored.lmus`, recorded with the host's figures) and measures
 //! the other 139 before and after. It logs the accuracy gained, the RAM and flash used and the
 //! instructions per training step, then (boards with RAM to spare) saves what it learned to
@@ -160,6 +161,21 @@ mod demo {
         };
         let mut trainer = Trainer::new(&model, arena, state, recording.config)
             .unwrap_or_else(|e| fail("trainer", e));
+        let drift = drift(&model, &mut trainer, &recording);
+        defmt::info!(
+            "drift monitor on the user's data: score {=f32} ({}) {}",
+            drift.score,
+            if drift.is_drifting() {
+                "drifting: fine-tune"
+            } else {
+                "no drift"
+            },
+            drift
+        );
+        if !drift.is_drifting() {
+            defmt::error!("the monitor missed the user's shift");
+            exit(1)
+        }
         let report =
             replay(&mut trainer, &recording, &mut ticks).unwrap_or_else(|e| fail("training", e));
         let percent = |n: u16| 100.0 * f32::from(n) / f32::from(report.holdout);
@@ -200,6 +216,52 @@ mod demo {
             report.digest
         );
         save_and_reload(&model, &mut trainer)
+    }
+
+    /// What the drift monitor makes of the user's held-out samples and the deployed model's
+    /// answers, against the training statistics `loam train` stored in the model.
+    fn drift(
+        model: &Model<'_>,
+        trainer: &mut Trainer<'_, '_, '_>,
+        recording: &Recording<'_>,
+    ) -> loam::monitor::DriftReport {
+        use loam::monitor::{DriftMonitor, DriftReference};
+        let reference = DriftReference::from_model(model).unwrap_or_else(|e| fail("drift", e));
+        let mut monitor =
+            DriftMonitor::<64, 10>::new(reference, 256).unwrap_or_else(|e| fail("drift", e));
+        let interpreter = trainer.interpreter_mut();
+        let scales = |t: Option<loam::format::TensorRecord<'_>>| match t.map(|t| t.quantization) {
+            Some(loam::Quantization::PerTensor { scale, zero_point }) => (scale, zero_point),
+            _ => fail("drift", "the model's input and output are not int8"),
+        };
+        let (input, output) = (
+            scales(
+                model
+                    .inputs()
+                    .get(0)
+                    .and_then(|i| model.tensor(usize::from(i))),
+            ),
+            scales(
+                model
+                    .outputs()
+                    .get(0)
+                    .and_then(|i| model.tensor(usize::from(i))),
+            ),
+        );
+        for i in recording.train..recording.train + recording.holdout {
+            let x = recording.sample(i);
+            let _ = monitor.observe_input_i8(x, input.0, input.1);
+            let run = interpreter
+                .input_mut::<i8>(0)
+                .map(|slot| slot.copy_from_slice(x))
+                .and_then(|()| interpreter.invoke())
+                .and_then(|()| interpreter.output::<i8>(0));
+            match run {
+                Ok(p) => monitor.observe_probabilities_i8(p, output.0, output.1),
+                Err(e) => fail("drift", e),
+            }
+        }
+        monitor.report()
     }
 
     /// Saves the trained layer to (RAM-backed) NOR flash, then restores it into the trainer
