@@ -9,6 +9,7 @@
 
 pub mod csv;
 pub mod digits;
+pub mod gestures;
 pub mod idx;
 pub mod images;
 pub mod npy;

@@ -4,14 +4,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::data::digits;
+use crate::data::{digits, gestures};
 use crate::model_file::write_atomically;
 
 /// The bundled data sets `loam init --example` sets up.
-pub const EXAMPLES: [&str; 1] = ["digits"];
+pub const EXAMPLES: [&str; 2] = ["digits", "gestures"];
 
 /// The bundled digits project, the same file as `models/digits/loam.toml`.
 const DIGITS: &str = include_str!("../../../models/digits/loam.toml");
+/// The bundled gestures project, the same file as `models/gestures/loam.toml`.
+const GESTURES: &str = include_str!("../../../models/gestures/loam.toml");
 const GENERIC: &str = r#"# loam project file: `loam train` trains this model, `loam eval` scores the last run.
 # Every path is relative to this file.
 name = "my-model"
@@ -59,20 +61,20 @@ pub fn init(dir: &Path, example: Option<&str>) -> Result<PathBuf> {
         bail!("{} already exists; not overwriting it", path.display());
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let text = match example {
-        None => GENERIC,
-        Some("digits") => {
-            let data = dir.join("data");
-            std::fs::create_dir_all(&data)
-                .with_context(|| format!("creating {}", data.display()))?;
-            write_atomically(&data.join("digits.csv.gz"), digits::BUNDLED)?;
-            DIGITS
-        }
+    let (text, data) = match example {
+        None => (GENERIC, None),
+        Some("digits") => (DIGITS, Some(("digits.csv.gz", digits::BUNDLED))),
+        Some("gestures") => (GESTURES, Some(("gestures.csv.gz", gestures::BUNDLED))),
         Some(other) => bail!(
             "no bundled example `{other}`; bundled: {}",
             EXAMPLES.join(", ")
         ),
     };
+    if let Some((file, bytes)) = data {
+        let data = dir.join("data");
+        std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+        write_atomically(&data.join(file), bytes)?;
+    }
     write_atomically(&path, text.as_bytes())?;
     Ok(path)
 }
@@ -94,5 +96,30 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         Project::load(&init(other.path(), None).unwrap()).unwrap();
         assert!(init(other.path(), Some("mnist")).is_err());
+    }
+
+    /// Every example's `loam.toml` finds its data where `init` puts it, and the data fits
+    /// the sample shape the file declares.
+    #[test]
+    fn every_example_loads_its_data() {
+        for example in EXAMPLES {
+            let dir = tempfile::tempdir().unwrap();
+            let path = init(dir.path(), Some(example)).unwrap();
+            let (project, _) = Project::load(&path).unwrap();
+            assert_eq!(project.name, example);
+            let prepared = crate::project::pipeline::prepare(&project, dir.path()).unwrap();
+            let rows = prepared.train.rows() + prepared.val.rows() + prepared.test.rows();
+            let want = match example {
+                "digits" => 1797,
+                "gestures" => 1800,
+                other => panic!("no row count for example `{other}`"),
+            };
+            assert_eq!(rows, want, "{example}");
+            assert_eq!(
+                Some(&prepared.train.sample_dims),
+                project.data.sample_dims.as_ref(),
+                "{example}"
+            );
+        }
     }
 }

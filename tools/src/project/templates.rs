@@ -47,11 +47,35 @@ impl Activation {
 fn one() -> usize {
     1
 }
-fn three() -> usize {
-    3
+fn three() -> Window {
+    Window::Square(3)
 }
-fn two() -> usize {
-    2
+fn two() -> Window {
+    Window::Square(2)
+}
+
+/// A kernel or pooling window: `3` in `loam.toml` for 3x3, `[5, 1]` for 5 rows by 1 column
+/// (a 1-D window over time when samples are `[time, 1, channels]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a window size: a number such as 3, or [rows, columns]"
+)]
+pub enum Window {
+    /// `n` x `n`.
+    Square(usize),
+    /// `[rows, columns]`.
+    Rect([usize; 2]),
+}
+
+impl Window {
+    /// `(rows, columns)`.
+    pub fn dims(self) -> (usize, usize) {
+        match self {
+            Window::Square(n) => (n, n),
+            Window::Rect([h, w]) => (h, w),
+        }
+    }
 }
 
 /// One entry of `model.layers`.
@@ -62,9 +86,9 @@ pub enum LayerSpec {
     Conv {
         /// Output channels.
         filters: usize,
-        /// Square kernel size.
+        /// Kernel size.
         #[serde(default = "three")]
-        kernel: usize,
+        kernel: Window,
         /// Stride.
         #[serde(default = "one")]
         stride: usize,
@@ -93,13 +117,13 @@ pub enum LayerSpec {
     MaxPool {
         /// Window size.
         #[serde(default = "two")]
-        size: usize,
+        size: Window,
     },
     /// Average pooling, window = stride.
     AvgPool {
         /// Window size.
         #[serde(default = "two")]
-        size: usize,
+        size: Window,
     },
     /// Mean over rows and columns.
     GlobalAvgPool,
@@ -286,10 +310,11 @@ pub fn from_layers(
                 stride,
                 activation,
             } => {
-                if kernel == 0 || stride == 0 || filters == 0 {
+                let kernel = kernel.dims();
+                if kernel.0 == 0 || kernel.1 == 0 || stride == 0 || filters == 0 {
                     bail!("model.layers[{i}]: filters, kernel and stride must be positive");
                 }
-                g.conv(x, filters, (kernel, kernel), stride, activation.fused())
+                g.conv(x, filters, kernel, stride, activation.fused())
             }
             LayerSpec::Depthwise { stride, activation } => {
                 if stride == 0 {
@@ -304,16 +329,17 @@ pub fn from_layers(
                 g.dense(x, units, activation.fused())
             }
             LayerSpec::MaxPool { size } | LayerSpec::AvgPool { size } => {
-                if size == 0 || size > d[1] || size > d[2] {
+                let (h, w) = size.dims();
+                if h == 0 || w == 0 || h > d[1] || w > d[2] {
                     bail!(
-                        "model.layers[{i}]: a {size}x{size} window does not fit {:?}",
+                        "model.layers[{i}]: a {h}x{w} window does not fit {:?}",
                         &d[1..]
                     );
                 }
                 if matches!(layer, LayerSpec::MaxPool { .. }) {
-                    g.max_pool(x, (size, size))
+                    g.max_pool(x, (h, w))
                 } else {
-                    g.avg_pool(x, (size, size))
+                    g.avg_pool(x, (h, w))
                 }
             }
             LayerSpec::GlobalAvgPool => g.global_avg_pool(x),
@@ -374,9 +400,60 @@ mod tests {
         .unwrap();
         let g = from_layers("custom", &[8, 8, 1], &m.layers, Head::Classes(4), 1).unwrap();
         assert_eq!(g.sample_dims().unwrap().last().unwrap(), &vec![4]);
-        let bad = [LayerSpec::MaxPool { size: 9 }];
+        let bad = [LayerSpec::MaxPool {
+            size: Window::Square(9),
+        }];
         let e = from_layers("custom", &[8, 8, 1], &bad, Head::Classes(4), 1).unwrap_err();
         assert!(e.to_string().contains("model.layers[0]"), "{e}");
         assert!(toml::from_str::<M>(r#"layers = [{ type = "conv", filter = 8 }]"#).is_err());
+    }
+
+    /// Time series as `[time, 1, channels]`: windows that span time only.
+    #[test]
+    fn rectangular_windows_slide_along_one_dimension() {
+        #[derive(Deserialize)]
+        struct M {
+            layers: Vec<LayerSpec>,
+        }
+        let m: M = toml::from_str(
+            r#"layers = [
+                { type = "conv", filters = 8, kernel = [5, 1] },
+                { type = "max-pool", size = [2, 1] },
+                { type = "conv", filters = 4, kernel = [3, 1], stride = 2 },
+                { type = "avg-pool", size = [5, 1] },
+            ]"#,
+        )
+        .unwrap();
+        assert_eq!(
+            m.layers[0],
+            LayerSpec::Conv {
+                filters: 8,
+                kernel: Window::Rect([5, 1]),
+                stride: 1,
+                activation: Activation::Relu,
+            }
+        );
+        let g = from_layers("series", &[100, 1, 3], &m.layers, Head::Classes(6), 1).unwrap();
+        let dims = g.sample_dims().unwrap();
+        // conv [100, 1, 8], pool [50, 1, 8], strided conv [25, 1, 4], pool [5, 1, 4].
+        assert_eq!(dims[1], vec![100, 1, 8]);
+        assert_eq!(dims[2], vec![50, 1, 8]);
+        assert_eq!(dims[4], vec![5, 1, 4]);
+        // 5x1 kernels: 5 * 3 weights per filter, not 25 * 3.
+        let crate::graph::Layer::Conv { weights, .. } = &g.layers[1] else {
+            panic!("layer 1 is the first convolution")
+        };
+        assert_eq!(weights.len(), 8 * 5 * 3);
+        g.build_f32(false).unwrap();
+        // A square window that is too wide for one column is refused, naming the layer.
+        let square = [LayerSpec::MaxPool {
+            size: Window::Square(2),
+        }];
+        let e = from_layers("series", &[100, 1, 3], &square, Head::Classes(6), 1).unwrap_err();
+        assert!(e.to_string().contains("2x2 window does not fit"), "{e}");
+        let e = toml::from_str::<M>(r#"layers = [{ type = "conv", filters = 8, kernel = "5" }]"#)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("[rows, columns]"), "{e}");
     }
 }
