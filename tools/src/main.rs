@@ -70,7 +70,7 @@ enum Command {
         /// The project folder.
         #[arg(default_value = ".")]
         dir: PathBuf,
-        /// A bundled data set to start from (digits).
+        /// A bundled data set to start from (digits, gestures).
         #[arg(long)]
         example: Option<String>,
     },
@@ -88,6 +88,19 @@ enum Command {
         #[arg(long)]
         runs: Option<PathBuf>,
     },
+    /// Search training and model settings (the project's `[tune]` section): every trial is an
+    /// ordinary training run scored on the validation split or by k-fold. Prints the trials
+    /// best first, writes runs/tune-NNN/results.json and results.csv, and loam.best.toml
+    /// (the project file with the best settings) beside loam.toml. Ctrl-C stops after the
+    /// current batch, drops that trial and keeps the ones done.
+    Tune {
+        /// The project file.
+        #[arg(long, default_value = "loam.toml")]
+        project: PathBuf,
+        /// Trials to run (overrides tune.trials; caps a grid).
+        #[arg(long)]
+        trials: Option<usize>,
+    },
     /// Score a run's float and int8 models side by side on its held-out rows and rewrite its
     /// report.
     Eval {
@@ -96,6 +109,35 @@ enum Command {
         /// The project file, to find the latest run.
         #[arg(long, default_value = "loam.toml")]
         project: PathBuf,
+    },
+    /// Training throughput (samples/s) of the digits MLP, a LeNet-style CNN and DS-CNN on
+    /// this machine, and with `--vs-pytorch PYTHON` the same networks trained by PyTorch in
+    /// the same run (benches/pytorch/train_throughput.py), with the ratio.
+    BenchTrain {
+        /// Samples per update.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
+        /// Samples per timed epoch.
+        #[arg(long, default_value_t = 4096)]
+        samples: usize,
+        /// Threads for both (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// A Python interpreter with `torch` installed.
+        #[arg(long = "vs-pytorch")]
+        python: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What a model needs before it is flashed: flash, arena, inputs and outputs, each op's
+    /// output shape and MACs, and the RAM for fine-tuning its last layers on the device.
+    Inspect {
+        /// The `.loam` model.
+        model: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Run the runtime's arithmetic self-test on this machine (the same checks the firmware
     /// runs on a board) and print the digest every target must reproduce.
@@ -275,34 +317,91 @@ fn parse_input_shape(s: &str) -> std::result::Result<(String, Vec<usize>), Strin
     Ok((name.to_string(), dims))
 }
 
+/// Sets the stop flag on Ctrl-C (a second one exits at once: the user insists).
+fn stop_on_ctrl_c(message: &'static str) -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+        eprintln!("\n{message} (Ctrl-C again to abort)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    Ok(stop)
+}
+
+fn batch_bar(template: &str) -> Result<indicatif::ProgressBar> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .context("progress bar template")?
+            .progress_chars("=> "),
+    );
+    Ok(bar)
+}
+
+/// `loam tune` with a line per trial, a progress bar for the one running, and Ctrl-C
+/// keeping the trials done.
+fn tune_with_progress(
+    project: &std::path::Path,
+    trials: Option<usize>,
+) -> Result<loam_tools::project::tune::TuneSummary> {
+    use loam_tools::project::tune::{self, TuneEvent, TuneOptions};
+    use loam_tools::train::Progress;
+    let stop = stop_on_ctrl_c("stopping after this batch; keeping the trials done so far")?;
+    let bar = batch_bar("{prefix} [{bar:30}] {pos}/{len} batches  loss {msg}")?;
+    let mut on_event = |e: TuneEvent<'_>| match e {
+        TuneEvent::Trial { trial, of, params } => {
+            bar.println(format!("trial {trial}/{of}: {params}"));
+        }
+        TuneEvent::Training {
+            fold,
+            folds,
+            progress:
+                Progress::Batch {
+                    epoch,
+                    done,
+                    total,
+                    loss,
+                },
+        } => {
+            let fold = if folds > 1 {
+                format!("fold {fold}/{folds} ")
+            } else {
+                String::new()
+            };
+            bar.set_prefix(format!("{fold}epoch {epoch:>3}"));
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            bar.set_message(format!("{loss:.4}"));
+        }
+        TuneEvent::Training { .. } => {}
+        TuneEvent::Done(t) => bar.println(match &t.error {
+            Some(e) => format!("  failed: {e}"),
+            None => format!(
+                "  score {}  ({} epochs, {:.1}s)",
+                t.score_text(),
+                t.epochs_text(),
+                t.seconds
+            ),
+        }),
+    };
+    let summary = tune::tune(project, &TuneOptions { trials }, &stop, &mut on_event);
+    bar.finish_and_clear();
+    summary
+}
+
 /// `loam train` with a progress bar per epoch and Ctrl-C stopping cleanly.
 fn train_with_progress(
     project: &std::path::Path,
     runs: Option<&std::path::Path>,
 ) -> Result<loam_tools::project::pipeline::RunSummary> {
     use loam_tools::train::Progress;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    // A second Ctrl-C is the default action again: the user insists.
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::Relaxed) {
-            std::process::exit(130);
-        }
-        eprintln!(
-            "\nstopping after this batch; keeping the best epoch so far (Ctrl-C again to abort)"
-        );
-    })
-    .context("installing the Ctrl-C handler")?;
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "epoch {prefix:>3} [{bar:30}] {pos}/{len} batches  loss {msg}",
-        )
-        .context("progress bar template")?
-        .progress_chars("=> "),
-    );
+    let stop = stop_on_ctrl_c("stopping after this batch; keeping the best epoch so far")?;
+    let bar = batch_bar("epoch {prefix:>3} [{bar:30}] {pos}/{len} batches  loss {msg}")?;
     let mut on_progress = |p: Progress<'_>| match p {
         Progress::Batch {
             epoch,
@@ -367,6 +466,24 @@ fn execute(command: Command) -> Result<ExitCode> {
             println!("run folder: {}", summary.dir.display());
             println!("report:     {}", summary.dir.join("report.html").display());
         }
+        Command::Tune { project, trials } => {
+            let summary = tune_with_progress(&project, trials)?;
+            print!("{}", loam_tools::project::tune::table_text(&summary.report));
+            for note in &summary.notes {
+                println!("note: {note}");
+            }
+            println!("results:    {}", summary.dir.display());
+            if let Some(best) = &summary.best_file {
+                println!(
+                    "best:       {} (`loam train --project {}`)",
+                    best.display(),
+                    best.display()
+                );
+            }
+            if summary.report.trials.iter().all(|t| t.score.is_none()) {
+                bail!("every trial failed (see the errors above)");
+            }
+        }
         Command::Eval { run, project } => {
             let run = match run {
                 Some(r) => r,
@@ -379,6 +496,36 @@ fn execute(command: Command) -> Result<ExitCode> {
             let metrics = loam_tools::project::pipeline::eval_run(&run)?;
             println!("{}", run.display());
             print!("{}", loam_tools::project::pipeline::summary_text(&metrics));
+        }
+        Command::BenchTrain {
+            batch,
+            samples,
+            threads,
+            python,
+            json,
+        } => {
+            let options = loam_tools::train_bench::TrainBenchOptions {
+                batch,
+                samples,
+                threads: threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
+                python,
+                script: loam_tools::train_bench::default_script(),
+            };
+            let rows = loam_tools::train_bench::run(&options)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", loam_tools::train_bench::table(&rows, &options));
+            }
+        }
+        Command::Inspect { model, json } => {
+            let report = loam_tools::inspect::inspect(&ModelFile::open(&model)?)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
         }
         Command::Selftest => {
             let report = loam_tools::selftest::run();

@@ -627,3 +627,65 @@ fn digits_project_trains_evaluates_and_reports() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains(&format!("{int8:.4}")), "{}", text(&out));
 }
+
+/// `loam tune` on the digits project (MLP, 2 epochs): `--trials` overrides the file, the
+/// table comes best first, the results land in runs/tune-001, and the best settings file
+/// trains. A typo in [tune.space] is refused naming the key.
+#[test]
+fn tune_ranks_trials_writes_results_and_a_best_file_that_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = loam(&["init", dir.path().to_str().unwrap(), "--example", "digits"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let toml = dir.path().join("loam.toml");
+    let shipped = std::fs::read_to_string(&toml)
+        .unwrap()
+        .replace("template = \"cnn-small\"", "template = \"mlp\"")
+        .replace("epochs = 30", "epochs = 2");
+    std::fs::write(
+        &toml,
+        format!(
+            "{shipped}\n[tune]\ntrials = 5\nseed = 1\n[tune.space]\n\
+             learning_rate = {{ log_uniform = [1e-4, 1e-2] }}\nbatch_size = {{ choice = [32, 64] }}\n"
+        ),
+    )
+    .unwrap();
+    let toml_s = toml.to_str().unwrap();
+    let out = loam(&["tune", "--project", toml_s, "--trials", "2"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let table: Vec<&str> = log
+        .lines()
+        .skip_while(|l| !l.starts_with("rank"))
+        .take(3)
+        .collect();
+    assert_eq!(table.len(), 3, "{log}");
+    assert!(
+        table[0].contains("learning_rate") && table[0].contains("validation loss"),
+        "{log}"
+    );
+    let score = |row: &str| -> f64 { row.split_whitespace().nth(4).unwrap().parse().unwrap() };
+    assert!(
+        score(table[1]) <= score(table[2]),
+        "lowest loss first\n{log}"
+    );
+    assert!(log.contains("2 of 2 trials"), "{log}");
+    let run = dir.path().join("runs/tune-001");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("results.json")).unwrap()).unwrap();
+    assert_eq!(json["trials"].as_array().map(Vec::len), Some(2));
+    assert!(run.join("results.csv").is_file());
+    let best = dir.path().join("loam.best.toml");
+    assert!(log.contains("loam.best.toml"), "{log}");
+    let out = loam(&["train", "--project", best.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(dir.path().join("runs/digits-001/model.loam").is_file());
+
+    std::fs::write(
+        &toml,
+        format!("{shipped}\n[tune]\n[tune.space]\nmomentum = {{ choice = [0.9] }}\n"),
+    )
+    .unwrap();
+    let out = loam(&["tune", "--project", toml_s]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).contains("tune.space.momentum"), "{}", text(&out));
+}

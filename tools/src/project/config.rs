@@ -1,6 +1,7 @@
 //! `loam.toml`, the project file every lifecycle command reads: the task, the data and how to
 //! prepare it, the model, training, quantization and the target board.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -9,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use super::templates::{LayerSpec, TEMPLATES};
 use crate::data::csv::CsvOptions;
 use crate::data::prep::PrepOptions;
-use crate::train::{Augmentation, EarlyStopping, Loss, Optimizer, Regularization, Schedule};
+use crate::train::{
+    Augmentation, EarlyStopping, Loss, Monitor, Optimizer, Regularization, Schedule,
+};
 
 /// A parsed `loam.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +36,10 @@ pub struct Project {
     /// The board it is for.
     #[serde(default)]
     pub target: TargetConfig,
+    /// The hyperparameter search `loam tune` runs; other commands ignore it (but a broken
+    /// one is still an error, as any typo in the file is).
+    #[serde(default)]
+    pub tune: Option<TuneConfig>,
 }
 
 /// `[task]`.
@@ -236,6 +243,86 @@ impl Default for TargetConfig {
     }
 }
 
+/// `[tune]`: the search `loam tune` runs. Every trial is an ordinary training run of this
+/// project with some settings replaced; trials run one after another.
+///
+/// ```toml
+/// [tune]
+/// method = "random"                # random (seeded draws) | grid (every combination)
+/// trials = 12                      # random: draws (default 10); grid: at most this many
+/// scoring = "validation"           # validation | kfold (over train + validation rows)
+/// # folds = 5                      # kfold only (default 5)
+/// metric = "validation-loss"       # validation-loss | validation-metric (accuracy, or MAE)
+/// seed = 3                         # seeds the draws and the folds
+///
+/// [tune.space]
+/// learning_rate = { log_uniform = [1e-4, 1e-2] }
+/// batch_size = { choice = [16, 32, 64] }
+/// l2 = { choice = [0.0, 1e-4, 1e-3] }
+/// epochs = { int_range = [10, 30] }
+/// optimizer = { choice = ["adam", "sgd", { kind = "adam-w", weight_decay = 0.05 }] }
+/// template = { choice = ["mlp", "cnn-small"] }
+/// ```
+///
+/// Keys of `[tune.space]`: `learning_rate`, `l1`, `l2`, `dropout` (real numbers); `epochs`,
+/// `batch_size`, `warmup_epochs` (whole numbers); `optimizer`, `schedule` (a kind, as a
+/// string, or a whole table as in `[training]`); `template` (a template name; it replaces
+/// `model.layers`). `dropout` sets the rate of every dropout layer of `model.layers`, so it
+/// needs such a list. Each takes one spec: `choice = [...]` (any key), `uniform = [lo, hi]`
+/// or `log_uniform = [lo, hi]` (real keys; drawn values keep 3 significant digits), or
+/// `int_range = [lo, hi]` (whole-number keys, both ends included). A grid takes only
+/// `choice`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuneConfig {
+    /// How settings are picked.
+    #[serde(default)]
+    pub method: TuneMethod,
+    /// Random: how many draws (default 10). Grid: the most combinations to run.
+    #[serde(default)]
+    pub trials: Option<usize>,
+    /// How a trial is scored.
+    #[serde(default)]
+    pub scoring: Scoring,
+    /// Folds for `scoring = "kfold"` (default 5).
+    #[serde(default)]
+    pub folds: Option<usize>,
+    /// The figure trials are ranked by: the validation loss, or the task's metric
+    /// (accuracy for classification, mean absolute error otherwise).
+    #[serde(default)]
+    pub metric: Monitor,
+    /// Seeds the random draws and the fold assignment.
+    #[serde(default)]
+    pub seed: u64,
+    /// The settings searched, by key; checked by [`super::tune::Search::new`], which names
+    /// the key in every error.
+    #[serde(default)]
+    pub space: BTreeMap<String, toml::Value>,
+}
+
+/// How `loam tune` picks settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TuneMethod {
+    /// Seeded random draws from each key's spec.
+    #[default]
+    Random,
+    /// Every combination of the keys' `choice` lists.
+    Grid,
+}
+
+/// How a `loam tune` trial is scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scoring {
+    /// Train on the training split, score on the validation split.
+    #[default]
+    Validation,
+    /// k-fold cross-validation over the training and validation rows (the test rows stay
+    /// out); the score is the mean over folds.
+    Kfold,
+}
+
 impl Project {
     /// Parses `text` (from `origin`, for messages) and checks what serde cannot.
     pub fn parse(text: &str, origin: &Path) -> Result<Project> {
@@ -256,6 +343,15 @@ impl Project {
     }
 
     fn check(&self) -> Result<()> {
+        self.check_settings()?;
+        if self.tune.is_some() {
+            super::tune::Search::new(self)?;
+        }
+        Ok(())
+    }
+
+    /// The checks of [`Project::parse`] short of `[tune]`, for a trial's settings.
+    pub(crate) fn check_settings(&self) -> Result<()> {
         match (&self.model.template, &self.model.layers) {
             (Some(_), Some(_)) => bail!("model: give `template` or `layers`, not both"),
             (None, None) => bail!(

@@ -63,8 +63,9 @@ pub fn load_data(project: &Project, dir: &Path) -> Result<Dataset> {
     Ok(data)
 }
 
-/// Loads, de-duplicates, splits and prepares `project`'s data.
-pub fn prepare(project: &Project, dir: &Path) -> Result<Prepared> {
+/// Loads and de-duplicates `project`'s data and splits it, before any preprocessing: the
+/// rows, the split over them and how many duplicates were dropped.
+pub fn load_and_split(project: &Project, dir: &Path) -> Result<(Dataset, Split, usize)> {
     let mut data = load_data(project, dir)?;
     let duplicates_dropped = if project.data.drop_duplicates {
         data::prep::drop_duplicates(&mut data)
@@ -76,10 +77,18 @@ pub fn prepare(project: &Project, dir: &Path) -> Result<Prepared> {
         SplitMethod::Random => data::split::random(&data, s.validation, s.test, s.seed)?,
         SplitMethod::TimeOrdered => data::split::time_ordered(data.rows(), s.validation, s.test)?,
     };
+    Ok((data, split, duplicates_dropped))
+}
+
+/// Loads, de-duplicates, splits and prepares `project`'s data.
+pub fn prepare(project: &Project, dir: &Path) -> Result<Prepared> {
+    let (data, split, duplicates_dropped) = load_and_split(project, dir)?;
     prepare_split(project, &data, split, duplicates_dropped)
 }
 
-fn prepare_split(
+/// Prepares the rows of `split` of `data`: the preprocessing is fit on its training rows
+/// only and applied to all three parts.
+pub fn prepare_split(
     project: &Project,
     data: &Dataset,
     split: Split,
@@ -369,8 +378,8 @@ fn build_models(project: &Project, fitted: &Fitted, prepared: &Prepared) -> Resu
     Ok(Models { float, onnx, int8 })
 }
 
-/// The next free `runs/<name>-NNN` under `runs`.
-fn next_run_dir(runs: &Path, name: &str) -> Result<PathBuf> {
+/// The next free `runs/<name>-NNN` under `runs` (created if missing).
+pub fn next_run_dir(runs: &Path, name: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(runs).with_context(|| format!("creating {}", runs.display()))?;
     for n in 1..10_000 {
         let dir = runs.join(format!("{name}-{n:03}"));

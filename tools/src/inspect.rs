@@ -1,0 +1,282 @@
+//! `loam inspect`: what a `.loam` model needs before it is flashed: flash bytes, the planned
+//! arena, its inputs and outputs, each op with its output shape and multiply-accumulates, and
+//! the RAM on-device fine-tuning of its last layers would take.
+
+use anyhow::Result;
+use loam::Model;
+use loam::format::TensorRecord;
+use loam::ops::OpKind;
+use loam::train::{Loss, Optimizer, TrainConfig, Trainer};
+use serde::Serialize;
+
+use crate::model_file::ModelFile;
+
+/// One graph input or output.
+#[derive(Debug, Clone, Serialize)]
+pub struct Port {
+    /// Tensor name.
+    pub name: String,
+    /// Element type.
+    pub dtype: String,
+    /// Dimensions.
+    pub shape: Vec<u32>,
+}
+
+/// One op.
+#[derive(Debug, Clone, Serialize)]
+pub struct OpRow {
+    /// Position in execution order.
+    pub index: usize,
+    /// Kind.
+    pub kind: String,
+    /// Node name.
+    pub name: String,
+    /// Dimensions of its first output.
+    pub output: Vec<u32>,
+    /// Multiply-accumulates per inference (convolutions and fully-connected layers).
+    pub macs: u64,
+}
+
+/// RAM for fine-tuning the last `layers` fully-connected layers on the device.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainingRam {
+    /// Layers trained, counted from the end.
+    pub layers: usize,
+    /// Training state bytes with Adam (parameters, two moments, gradients, activations).
+    pub adam_state: usize,
+    /// Training state bytes with plain SGD (no moments).
+    pub sgd_state: usize,
+    /// Arena plus Adam's state: the RAM a device needs for the model and its training.
+    pub total_adam: usize,
+}
+
+/// Everything `loam inspect` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    /// Model name.
+    pub name: String,
+    /// Its description.
+    pub description: String,
+    /// Bytes of the `.loam` file: what goes into flash.
+    pub flash_bytes: usize,
+    /// Bytes of constant tensors (weights, biases, quantization tables).
+    pub weight_bytes: usize,
+    /// Bytes of the planned tensor arena: the inference RAM.
+    pub arena_bytes: usize,
+    /// Graph inputs.
+    pub inputs: Vec<Port>,
+    /// Graph outputs.
+    pub outputs: Vec<Port>,
+    /// Ops in execution order.
+    pub ops: Vec<OpRow>,
+    /// Multiply-accumulates per inference.
+    pub macs: u64,
+    /// Class names stored in the model.
+    pub labels: usize,
+    /// Names of the metadata constants (preprocessing, drift statistics, ...).
+    pub constants: Vec<String>,
+    /// On-device training RAM, for as many trailing layers as the trainer supports here.
+    pub training: Vec<TrainingRam>,
+}
+
+fn port(t: &TensorRecord<'_>) -> Port {
+    Port {
+        name: t.name.to_string(),
+        dtype: t.dtype.to_string(),
+        shape: t.shape.dims().to_vec(),
+    }
+}
+
+/// Multiply-accumulates of one op from its operands' shapes.
+fn macs(
+    model: &Model<'_>,
+    kind: Option<OpKind>,
+    inputs: &[u16],
+    output: Option<&TensorRecord<'_>>,
+) -> u64 {
+    let (Some(output), Some(&weights)) = (output, inputs.get(1)) else {
+        return 0;
+    };
+    let Some(weights) = model.tensor(usize::from(weights)) else {
+        return 0;
+    };
+    let out = output.shape.elements().unwrap_or(0) as u64;
+    let w = weights.shape.dims();
+    let product = |d: &[u32]| d.iter().map(|&x| u64::from(x)).product::<u64>();
+    match kind {
+        // Each output sums over one weight row ([out, in]) or one filter ([out, kh, kw, c]).
+        Some(OpKind::FullyConnected | OpKind::Conv2d) if !w.is_empty() => out * product(&w[1..]),
+        // Filters [kh, kw, channels]: each output sums over its kernel window.
+        Some(OpKind::DepthwiseConv2d) if w.len() >= 2 => out * product(&w[..w.len() - 1]),
+        _ => 0,
+    }
+}
+
+/// The tensor ids of a list, in order.
+fn ids(t: loam::format::TensorIds<'_>) -> Vec<u16> {
+    (0..t.len()).filter_map(|i| t.get(i)).collect()
+}
+
+/// Inspects `file`'s model.
+pub fn inspect(file: &ModelFile) -> Result<Inspection> {
+    let model = file.model()?;
+    let tensor = |id: u16| model.tensor(usize::from(id));
+    let mut ops = Vec::new();
+    for (index, op) in model.ops().enumerate() {
+        let kind = OpKind::from_code(op.kind);
+        let inputs = ids(op.inputs);
+        let output = ids(op.outputs).first().copied().and_then(tensor);
+        ops.push(OpRow {
+            index,
+            kind: kind.map_or("?", |k| k.name()).to_string(),
+            name: op.name.to_string(),
+            output: output
+                .as_ref()
+                .map(|t| t.shape.dims().to_vec())
+                .unwrap_or_default(),
+            macs: macs(&model, kind, &inputs, output.as_ref()),
+        });
+    }
+    let weight_bytes = (0..model.tensor_count())
+        .filter_map(|i| model.tensor(i))
+        .filter(|t| t.is_constant())
+        .filter_map(|t| t.byte_len())
+        .sum();
+    let metadata = model.metadata();
+    let constants = (0..metadata.constants.len())
+        .filter_map(|i| {
+            metadata
+                .constants
+                .get::<loam::format::ConstantRecord<'_>>(i)
+        })
+        .map(|c| c.name.to_string())
+        .collect();
+    let arena = model.arena_size();
+    let training = (1..=loam::train::MAX_TRAINED_LAYERS)
+        .map_while(|layers| {
+            let config = |optimizer| TrainConfig {
+                layers,
+                loss: Loss::CrossEntropy,
+                optimizer,
+                clip_norm: None,
+                accumulate: 1,
+            };
+            let adam = Trainer::state_len(&model, &config(Optimizer::adam(1e-3))).ok()?;
+            let sgd = Trainer::state_len(&model, &config(Optimizer::sgd(1e-2, 0.0))).ok()?;
+            Some(TrainingRam {
+                layers,
+                adam_state: 4 * adam,
+                sgd_state: 4 * sgd,
+                total_adam: arena + 4 * adam,
+            })
+        })
+        .collect();
+    let ports = |outputs: bool| -> Result<Vec<Port>> {
+        Ok(crate::run::io_records(&model, outputs)?
+            .iter()
+            .map(port)
+            .collect())
+    };
+    Ok(Inspection {
+        name: metadata.name.to_string(),
+        description: metadata.description.to_string(),
+        flash_bytes: file.bytes().len(),
+        weight_bytes,
+        arena_bytes: arena,
+        inputs: ports(false)?,
+        outputs: ports(true)?,
+        macs: ops.iter().map(|o| o.macs).sum(),
+        ops,
+        labels: metadata.labels.len(),
+        constants,
+        training,
+    })
+}
+
+impl Inspection {
+    /// The report as the CLI prints it.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write;
+        let mut s = String::new();
+        let _ = writeln!(s, "{}: {}", self.name, self.description);
+        let _ = writeln!(
+            s,
+            "flash {} B (weights {} B), arena {} B, {} MACs per inference",
+            self.flash_bytes, self.weight_bytes, self.arena_bytes, self.macs
+        );
+        for (what, ports) in [("input", &self.inputs), ("output", &self.outputs)] {
+            for p in ports {
+                let _ = writeln!(s, "{what:<6} {} {} {:?}", p.name, p.dtype, p.shape);
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n{:>3}  {:<18} {:<16} {:<18} {:>10}",
+            "#", "op", "name", "output", "MACs"
+        );
+        for o in &self.ops {
+            let _ = writeln!(
+                s,
+                "{:>3}  {:<18} {:<16} {:<18} {:>10}",
+                o.index,
+                o.kind,
+                o.name,
+                format!("{:?}", o.output),
+                o.macs
+            );
+        }
+        if !self.constants.is_empty() {
+            let _ = writeln!(s, "\nconstants: {}", self.constants.join(", "));
+        }
+        if self.training.is_empty() {
+            let _ = writeln!(
+                s,
+                "\non-device training: the model does not end in fully-connected layers"
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "\non-device training of the last layers (RAM beside the {} B arena):",
+                self.arena_bytes
+            );
+            let _ = writeln!(
+                s,
+                "{:>7} {:>12} {:>12} {:>16}",
+                "layers", "Adam state", "SGD state", "arena + Adam"
+            );
+            for t in &self.training {
+                let _ = writeln!(
+                    s,
+                    "{:>7} {:>10} B {:>10} B {:>14} B",
+                    t.layers, t.adam_state, t.sgd_state, t.total_adam
+                );
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundled_digits_model_is_described() {
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/digits/model.loam");
+        let i = inspect(&ModelFile::open(&path).unwrap()).unwrap();
+        assert_eq!((i.flash_bytes, i.arena_bytes), (17_920, 1_408));
+        // conv 8x8x16 over 3x3x1, conv 4x4x32 over 3x3x16, dense 128->64, dense 64->10.
+        assert_eq!(
+            i.macs,
+            8 * 8 * 16 * 9 + 4 * 4 * 32 * 144 + 128 * 64 + 64 * 10
+        );
+        assert_eq!(i.inputs[0].dtype, "i8");
+        assert!(i.constants.iter().any(|c| c == "drift.input.mean"));
+        // The last layer alone: the 11,248 B the learning demo's firmware allocates.
+        assert_eq!(i.training[0].adam_state, 11_248);
+        assert!(i.training[1].adam_state > i.training[0].adam_state);
+        assert!(i.training[0].sgd_state < i.training[0].adam_state);
+        assert!(i.to_text().contains("arena + Adam"));
+    }
+}
