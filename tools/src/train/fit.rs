@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::loss::{LossFunction, Target};
 use super::network::{Gradients, Network};
 use super::optim::{Optimizer, OptimizerState, Regularization, Schedule, clip_by_norm};
-use crate::graph::Layer;
+use super::qat::Int8Forward;
+use crate::graph::{Layer, Ranges};
 
 /// Samples per parallel slice of a batch. Fixed, not derived from the thread count, so the
 /// gradient sums (and the weights) do not depend on the machine.
@@ -338,6 +339,20 @@ pub fn fit(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Fitted> {
+    fit_with(network, train, validation, options, None, stop, progress)
+}
+
+/// [`fit`], or with `ranges` quantization-aware training: every batch runs through the int8
+/// model written over `ranges` from the current weights, and validation scores that model.
+pub(crate) fn fit_with(
+    network: Network,
+    train: &Samples<'_>,
+    validation: Option<&Samples<'_>>,
+    options: &TrainOptions,
+    ranges: Option<&Ranges>,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Fitted> {
     let n = check(&network, train, "training set")?;
     if n == 0 {
         bail!("the training set is empty");
@@ -387,6 +402,8 @@ pub fn fit(
                 break 'epochs;
             }
             let scale = 1.0 / batch.len() as f32;
+            // Written once per update: every slice of the batch sees the same weights.
+            let int8 = ranges.map(|r| Int8Forward::new(&network, r)).transpose()?;
             let slices: Vec<(Sums, Gradients)> = batch
                 .par_chunks(SLICE)
                 .enumerate()
@@ -398,7 +415,10 @@ pub fn fit(
                         indices,
                         Some((&options.augmentation, &mut rng)),
                     );
-                    let trace = network.forward(&x, indices.len(), Some(&mut rng))?;
+                    let trace = match &int8 {
+                        Some(q) => q.run(&x, indices.len())?.trace,
+                        None => network.forward(&x, indices.len(), Some(&mut rng))?,
+                    };
                     let mut d = vec![0.0f32; indices.len() * width];
                     let mut sums = Sums::default();
                     for ((&i, out), g) in indices
@@ -455,7 +475,8 @@ pub fn fit(
         }
         let (val_loss, val_metric) = match validation {
             Some(v) => {
-                let (l, m) = evaluate(&network, v, &options.loss)?;
+                let int8 = ranges.map(|r| Int8Forward::new(&network, r)).transpose()?;
+                let (l, m) = evaluate_with(&network, v, &options.loss, int8.as_ref())?;
                 (Some(l), Some(m))
             }
             None => (None, None),
@@ -534,6 +555,16 @@ pub fn evaluate(
     samples: &Samples<'_>,
     loss: &LossFunction,
 ) -> Result<(f64, f64)> {
+    evaluate_with(network, samples, loss, None)
+}
+
+/// [`evaluate`], through the int8 model `int8` when given.
+pub(crate) fn evaluate_with(
+    network: &Network,
+    samples: &Samples<'_>,
+    loss: &LossFunction,
+    int8: Option<&Int8Forward>,
+) -> Result<(f64, f64)> {
     let n = check(network, samples, "evaluation set")?;
     if n == 0 {
         bail!("the evaluation set is empty");
@@ -546,7 +577,10 @@ pub fn evaluate(
         .par_chunks(64)
         .map(|chunk| -> Result<Sums> {
             let x = &samples.inputs[chunk[0] * len..(chunk[0] + chunk.len()) * len];
-            let trace = network.forward(x, chunk.len(), None)?;
+            let trace = match int8 {
+                Some(q) => q.run(x, chunk.len())?.trace,
+                None => network.forward(x, chunk.len(), None)?,
+            };
             let mut sums = Sums::default();
             let mut scratch = vec![0.0; width];
             for (&i, out) in chunk.iter().zip(trace.outputs[at].chunks_exact(width)) {

@@ -9,6 +9,7 @@ pub mod loss;
 pub mod network;
 pub mod ops;
 pub mod optim;
+pub mod qat;
 #[cfg(test)]
 mod tests;
 

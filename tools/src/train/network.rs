@@ -37,6 +37,28 @@ pub struct Trace {
     pub outputs: Vec<Vec<f32>>,
     /// The dropout layers' masks (`0` or `1 / (1 - rate)` per element).
     masks: Vec<Option<Vec<f32>>>,
+    /// Per layer, `0` or `1` per output element: where quantization-aware training saw the
+    /// int8 output saturate, so the straight-through estimator passes no gradient.
+    gates: Vec<Option<Vec<f32>>>,
+}
+
+impl Trace {
+    /// A trace of outputs computed elsewhere (the int8 model's, dequantized), with
+    /// `gates[i]` multiplying layer `i`'s output gradient before its backward pass. Dropout
+    /// layers are taken to have passed their input through.
+    pub(crate) fn with_gates(
+        batch: usize,
+        outputs: Vec<Vec<f32>>,
+        gates: Vec<Option<Vec<f32>>>,
+    ) -> Trace {
+        let masks = vec![None; outputs.len()];
+        Trace {
+            batch,
+            outputs,
+            masks,
+            gates,
+        }
+    }
 }
 
 /// One gradient per parameter tensor, in [`Network::slots`] order.
@@ -246,6 +268,7 @@ impl Network {
             batch,
             outputs,
             masks,
+            gates: Vec::new(),
         })
     }
 
@@ -300,6 +323,9 @@ impl Network {
             let Some(mut dy) = d[i].take() else {
                 continue;
             };
+            if let Some(Some(gate)) = trace.gates.get(i) {
+                dy.iter_mut().zip(gate).for_each(|(g, m)| *g *= m);
+            }
             let out = &trace.outputs[i];
             let image = |from: usize| -> [usize; 3] {
                 let dims = &self.dims[from];
