@@ -162,6 +162,12 @@ impl Graph {
         self.build(Some(ranges), false)
     }
 
+    /// [`Graph::build_i8`] with every layer's output (dropout layers left out) a graph
+    /// output, in layer order, for per-layer error measurements.
+    pub fn build_i8_exposed(&self, ranges: &Ranges) -> Result<Built> {
+        self.build(Some(ranges), true)
+    }
+
     fn build(&self, ranges: Option<&Ranges>, expose_all: bool) -> Result<Built> {
         let mut b = ModelBuilder::new(&self.name);
         b.metadata.description = self.description.clone();
@@ -334,6 +340,31 @@ impl Graph {
     /// Runs the float model on `inputs` (whole samples, back to back) and returns each
     /// layer's output range (the input's included).
     pub fn calibrate_on(&self, inputs: &[f32]) -> Result<Ranges> {
+        let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); self.layers.len()];
+        self.for_each_output(inputs, &mut |layer, values| {
+            let range = &mut ranges[layer];
+            for &v in values {
+                range.0 = range.0.min(v);
+                range.1 = range.1.max(v);
+            }
+        })?;
+        if ranges
+            .iter()
+            .any(|(lo, hi)| !(lo.is_finite() && hi.is_finite()))
+        {
+            bail!("calibration produced a non-finite range");
+        }
+        Ok(ranges)
+    }
+
+    /// Runs the float model on `inputs` (whole samples, back to back) and calls
+    /// `visit(layer, values)` with every layer's output for every sample (the input's as
+    /// layer 0; a dropout layer sees its producer's values).
+    pub fn for_each_output(
+        &self,
+        inputs: &[f32],
+        visit: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<()> {
         let built = self.build_f32(true)?;
         let bytes = AlignedBytes::new(&built.bytes);
         let model = Model::from_bytes(&bytes)?;
@@ -346,7 +377,6 @@ impl Graph {
                 inputs.len()
             );
         }
-        let mut ranges = vec![(f32::INFINITY, f32::NEG_INFINITY); self.layers.len()];
         // Which graph output carries each layer (dropout layers are their producer).
         let mut output_of = vec![0usize; self.layers.len()];
         let mut next = 0;
@@ -361,25 +391,13 @@ impl Graph {
         }
         for sample in inputs.chunks_exact(len) {
             interpreter.input_mut::<f32>(0)?.copy_from_slice(sample);
-            for &v in sample {
-                ranges[0].0 = ranges[0].0.min(v);
-                ranges[0].1 = ranges[0].1.max(v);
-            }
+            visit(0, sample);
             interpreter.invoke()?;
-            for (i, range) in ranges.iter_mut().enumerate().skip(1) {
-                for &v in interpreter.output::<f32>(output_of[i])? {
-                    range.0 = range.0.min(v);
-                    range.1 = range.1.max(v);
-                }
+            for (i, &output) in output_of.iter().enumerate().skip(1) {
+                visit(i, interpreter.output::<f32>(output)?);
             }
         }
-        if ranges
-            .iter()
-            .any(|(lo, hi)| !(lo.is_finite() && hi.is_finite()))
-        {
-            bail!("calibration produced a non-finite range");
-        }
-        Ok(ranges)
+        Ok(())
     }
 
     /// Each layer's output dimensions for one sample (the batch dimension left out), checked

@@ -13,6 +13,7 @@ pub mod npy;
 pub mod onnx;
 pub mod peers;
 pub mod project;
+pub mod quantize;
 pub mod report;
 pub mod run;
 pub mod selftest;

@@ -42,6 +42,17 @@ enum CheckpointCommand {
     },
 }
 
+/// `loam quantize --calibration`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CalibrationChoice {
+    /// The smallest and largest value seen.
+    MinMax,
+    /// A percentile at each end (`--percentile`).
+    Percentile,
+    /// The range with the least int8 rounding and clipping error.
+    Mse,
+}
+
 /// `loam finetune --optimizer`.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum OptimizerChoice {
@@ -129,6 +140,24 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Re-quantize a run's int8 model from its float model with a chosen activation-range
+    /// calibration, and show accuracy before and after and each layer's SQNR.
+    Quantize {
+        /// The run folder (default: the project's latest run).
+        run: Option<PathBuf>,
+        /// The project file, to find the latest run.
+        #[arg(long, default_value = "loam.toml")]
+        project: PathBuf,
+        /// How activation ranges are chosen.
+        #[arg(long, value_enum, default_value_t = CalibrationChoice::Mse)]
+        calibration: CalibrationChoice,
+        /// The percentile for `--calibration percentile`.
+        #[arg(long, default_value_t = 99.99)]
+        percentile: f32,
+        /// Training samples to calibrate on (default: quantize.calibration_samples).
+        #[arg(long)]
+        samples: Option<usize>,
     },
     /// What a model needs before it is flashed: flash, arena, inputs and outputs, each op's
     /// output shape and MACs, and the RAM for fine-tuning its last layers on the device.
@@ -518,6 +547,40 @@ fn execute(command: Command) -> Result<ExitCode> {
             } else {
                 print!("{}", loam_tools::train_bench::table(&rows, &options));
             }
+        }
+        Command::Quantize {
+            run,
+            project,
+            calibration,
+            percentile,
+            samples,
+        } => {
+            use loam_tools::quantize::Calibration;
+            let run = match run {
+                Some(r) => r,
+                None => {
+                    let (p, _) = loam_tools::project::Project::load(&project)?;
+                    let dir = project.parent().unwrap_or(std::path::Path::new("."));
+                    loam_tools::project::pipeline::latest_run(&dir.join("runs"), &p.name)?
+                }
+            };
+            let calibration = match calibration {
+                CalibrationChoice::MinMax => Calibration::MinMax,
+                CalibrationChoice::Percentile => Calibration::Percentile { percentile },
+                CalibrationChoice::Mse => Calibration::Mse,
+            };
+            let metrics = loam_tools::project::pipeline::quantize_run(&run, calibration, samples)?;
+            println!("{}", run.display());
+            print!(
+                "{}",
+                loam_tools::project::pipeline::quantization_text(&metrics)
+            );
+            println!(
+                "wrote {} ({} bytes of flash, {} bytes of arena)",
+                run.join("model.loam").display(),
+                metrics.flash_bytes,
+                metrics.arena_bytes
+            );
         }
         Command::Inspect { model, json } => {
             let report = loam_tools::inspect::inspect(&ModelFile::open(&model)?)?;

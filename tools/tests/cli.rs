@@ -626,6 +626,36 @@ fn digits_project_trains_evaluates_and_reports() {
     let out = loam(&["eval", "--project", toml]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains(&format!("{int8:.4}")), "{}", text(&out));
+
+    // Re-quantize with the least-error ranges, then export for firmware: the lifecycle's end.
+    let out = loam(&["quantize", "--project", toml, "--calibration", "mse"]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("per-layer SQNR") && log.contains("conv1"),
+        "{log}"
+    );
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["quantization"]["calibration"]["method"], "mse");
+    let requantized = metrics["int8"]["accuracy"].as_f64().unwrap();
+    assert!(
+        requantized >= 0.97,
+        "int8 accuracy after loam quantize: {requantized}"
+    );
+    let header = dir.path().join("digits.h");
+    let out = loam(&[
+        "export",
+        run.join("model.loam").to_str().unwrap(),
+        "-o",
+        header.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        std::fs::read_to_string(&header)
+            .unwrap()
+            .contains("ARENA_SIZE")
+    );
 }
 
 /// `loam tune` on the digits project (MLP, 2 epochs): `--trials` overrides the file, the

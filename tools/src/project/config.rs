@@ -186,6 +186,12 @@ pub struct TrainingConfig {
     pub seed: u64,
     /// Worker threads (default: all cores). Weights do not depend on it.
     pub threads: Option<usize>,
+    /// Epochs of quantization-aware training after the float epochs: the network trains
+    /// through its int8 model (the runtime's kernels, straight-through gradients), and the
+    /// int8 `.loam` keeps the activation ranges it trained for. 0 for none.
+    pub qat_epochs: usize,
+    /// Learning rate of the quantization-aware epochs (default: a tenth of `learning_rate`).
+    pub qat_learning_rate: Option<f32>,
 }
 
 impl Default for TrainingConfig {
@@ -207,6 +213,8 @@ impl Default for TrainingConfig {
             augmentation: Augmentation::default(),
             seed: 0,
             threads: None,
+            qat_epochs: 0,
+            qat_learning_rate: None,
         }
     }
 }

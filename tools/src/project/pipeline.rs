@@ -15,6 +15,7 @@ use crate::graph::Graph;
 use crate::metrics;
 use crate::model_file::{ModelFile, write_atomically};
 use crate::npy::{Array, Data};
+use crate::quantize::{Calibration, LayerError};
 use crate::report::{self, EpochRecord, Evaluation, History, RunReport};
 use crate::train::{self, Fitted, LossFunction, Network, Progress, Samples, TrainOptions};
 
@@ -318,6 +319,23 @@ pub struct RunMetrics {
     pub flash_bytes: usize,
     /// Tensor arena of the int8 model (RAM).
     pub arena_bytes: usize,
+    /// How the int8 model was calibrated, once `loam quantize` has run (`loam train`
+    /// calibrates by min/max).
+    #[serde(default)]
+    pub quantization: Option<QuantizationInfo>,
+}
+
+/// What `loam quantize` did to a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuantizationInfo {
+    /// The range calibration.
+    pub calibration: Calibration,
+    /// Training samples calibrated on.
+    pub samples: usize,
+    /// The int8 model's figures before.
+    pub int8_before: Evaluation,
+    /// Each layer's SQNR on held-out rows.
+    pub layers: Vec<LayerError>,
 }
 
 /// What `loam train` wrote.
@@ -336,7 +354,12 @@ struct Models {
     int8: Vec<u8>,
 }
 
-fn build_models(project: &Project, fitted: &Fitted, prepared: &Prepared) -> Result<Models> {
+fn build_models(
+    project: &Project,
+    fitted: &Fitted,
+    prepared: &Prepared,
+    trained_ranges: Option<&crate::graph::Ranges>,
+) -> Result<Models> {
     let mut graph = fitted.network.graph.clone();
     graph.name.clone_from(&project.name);
     graph.labels.clone_from(&prepared.train.class_names);
@@ -368,14 +391,76 @@ fn build_models(project: &Project, fitted: &Fitted, prepared: &Prepared) -> Resu
         let file = ModelFile::from_bytes("float model", &float)?;
         crate::onnx::export_bytes(&file.model()?, Default::default())?
     };
+    let ranges = match trained_ranges {
+        Some(r) => r.clone(),
+        None => graph.calibrate_on(calibration_inputs(project, train))?,
+    };
+    let int8 = graph.build_i8(&ranges)?.bytes;
+    Ok(Models { float, onnx, int8 })
+}
+
+/// The training samples int8 ranges are calibrated on.
+fn calibration_inputs<'a>(project: &Project, train: &'a Dataset) -> &'a [f32] {
     let n = project
         .quantize
         .calibration_samples
         .min(train.rows())
         .max(1);
-    let ranges = graph.calibrate_on(&train.features[..n * train.sample_len()])?;
-    let int8 = graph.build_i8(&ranges)?.bytes;
-    Ok(Models { float, onnx, int8 })
+    &train.features[..n * train.sample_len()]
+}
+
+/// Quantization-aware epochs after the float ones (`training.qat_epochs`): returns the
+/// network trained through its int8 model, its combined history, and the ranges it trained
+/// for.
+fn train_qat(
+    project: &Project,
+    prepared: &Prepared,
+    fitted: Fitted,
+    stop: &AtomicBool,
+    progress: &mut (dyn FnMut(Progress<'_>) + Send),
+) -> Result<(Fitted, crate::graph::Ranges)> {
+    let t = &project.training;
+    let mut options = train_options(project, prepared);
+    options.epochs = t.qat_epochs;
+    options.learning_rate = t.qat_learning_rate.unwrap_or(t.learning_rate / 10.0);
+    options.warmup_epochs = 0;
+    let train = samples(project, &prepared.train)?;
+    let val = if prepared.val.rows() > 0 {
+        Some(samples(project, &prepared.val)?)
+    } else {
+        None
+    };
+    let calibration = calibration_inputs(project, &prepared.train);
+    let float_epochs = fitted.history.len();
+    let mut history = fitted.history;
+    let run = || {
+        train::qat::fit_qat(
+            fitted.network,
+            &train,
+            val.as_ref(),
+            &options,
+            calibration,
+            stop,
+            progress,
+        )
+    };
+    let qat = match t.threads {
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .context("starting the training threads")?
+            .install(run),
+        None => run(),
+    }
+    .context("quantization-aware training")?;
+    let mut tuned = qat.fitted;
+    for mut e in tuned.history.drain(..) {
+        e.epoch += float_epochs;
+        history.push(e);
+    }
+    tuned.best_epoch += float_epochs;
+    tuned.history = history;
+    Ok((tuned, qat.ranges))
 }
 
 /// The next free `runs/<name>-NNN` under `runs` (created if missing).
@@ -483,11 +568,17 @@ pub fn train(
     let (project, text) = Project::load(project_file)?;
     let dir = project_file.parent().unwrap_or(Path::new("."));
     let prepared = prepare(&project, dir)?;
-    let fitted = train_project(&project, &prepared, stop, progress)?;
+    let mut fitted = train_project(&project, &prepared, stop, progress)?;
     if fitted.history.is_empty() {
         bail!("stopped before the first epoch finished; nothing written");
     }
-    let models = build_models(&project, &fitted, &prepared)?;
+    let mut ranges = None;
+    if project.training.qat_epochs > 0 && !fitted.interrupted {
+        let (tuned, trained) = train_qat(&project, &prepared, fitted, stop, progress)?;
+        fitted = tuned;
+        ranges = Some(trained);
+    }
+    let models = build_models(&project, &fitted, &prepared, ranges.as_ref())?;
     let runs = runs.map_or_else(|| dir.join("runs"), Path::to_path_buf);
     let final_dir = next_run_dir(&runs, &project.name)?;
     // Everything goes into a hidden folder first, renamed once complete, so a failed or
@@ -535,6 +626,7 @@ pub fn train(
             int8,
             flash_bytes,
             arena_bytes,
+            quantization: None,
         };
         write_atomically(&partial.join("metrics.json"), json(&metrics)?.as_bytes())?;
         Ok(metrics)
@@ -554,12 +646,19 @@ pub fn train(
     })
 }
 
-/// `loam eval`: re-evaluates a run folder's float and int8 models on the same held-out rows
-/// (the split and preprocessing it saved), rewriting its report.
-pub fn eval_run(run: &Path) -> Result<RunMetrics> {
+/// A run folder read back: its project, the project file's text, its metrics, and its data
+/// split and prepared exactly as when it trained.
+struct Reloaded {
+    project: Project,
+    text: String,
+    metrics: RunMetrics,
+    prepared: Prepared,
+}
+
+fn reload(run: &Path) -> Result<Reloaded> {
     let (project, text) = Project::load(&run.join("loam.toml"))?;
     let metrics_path = run.join("metrics.json");
-    let mut metrics: RunMetrics = serde_json::from_str(
+    let metrics: RunMetrics = serde_json::from_str(
         &std::fs::read_to_string(&metrics_path)
             .with_context(|| format!("reading {}", metrics_path.display()))?,
     )
@@ -595,6 +694,24 @@ pub fn eval_run(run: &Path) -> Result<RunMetrics> {
             run.display()
         );
     }
+    Ok(Reloaded {
+        project,
+        text,
+        metrics,
+        prepared,
+    })
+}
+
+/// `loam eval`: re-evaluates a run folder's float and int8 models on the same held-out rows
+/// (the split and preprocessing it saved), rewriting its report.
+pub fn eval_run(run: &Path) -> Result<RunMetrics> {
+    let Reloaded {
+        project,
+        text,
+        mut metrics,
+        prepared,
+    } = reload(run)?;
+    let metrics_path = run.join("metrics.json");
     let (float, int8, flash, arena) = evaluate_models(
         &project,
         &text,
@@ -684,6 +801,86 @@ pub fn summary_text(metrics: &RunMetrics) -> String {
     s
 }
 
+/// `loam quantize`: recalibrates a run's int8 model from its float model with `calibration`
+/// on `samples` training rows (default: the project's `quantize.calibration_samples`),
+/// replaces `model.loam`, and re-scores both side by side with each layer's SQNR.
+pub fn quantize_run(
+    run: &Path,
+    calibration: Calibration,
+    samples: Option<usize>,
+) -> Result<RunMetrics> {
+    let Reloaded {
+        project,
+        text,
+        mut metrics,
+        prepared,
+    } = reload(run)?;
+    let float = ModelFile::open(&run.join("model-f32.loam"))?;
+    let graph = crate::quantize::lift(&float.model()?)
+        .with_context(|| format!("reading {} back as a graph", float.path.display()))?;
+    let train = &prepared.train;
+    let n = samples
+        .unwrap_or(project.quantize.calibration_samples)
+        .clamp(1, train.rows());
+    let inputs = &train.features[..n * train.sample_len()];
+    let ranges = crate::quantize::calibrate(&graph, inputs, calibration)?;
+    let rows = held_out(&prepared);
+    let probe = rows.rows().min(256) * rows.sample_len();
+    let layers = crate::quantize::layer_errors(&graph, &ranges, &rows.features[..probe])?;
+    write_atomically(&run.join("model.loam"), &graph.build_i8(&ranges)?.bytes)?;
+    let (float_eval, int8, flash, arena) =
+        evaluate_models(&project, &text, run, rows, metrics.history.clone())?;
+    let before = std::mem::replace(&mut metrics.int8, int8);
+    metrics.float = float_eval;
+    metrics.flash_bytes = flash;
+    metrics.arena_bytes = arena;
+    metrics.quantization = Some(QuantizationInfo {
+        calibration,
+        samples: n,
+        int8_before: before,
+        layers,
+    });
+    write_atomically(
+        &run.join("metrics.json"),
+        serde_json::to_string_pretty(&metrics)?.as_bytes(),
+    )?;
+    Ok(metrics)
+}
+
+/// The quantization part of a run's figures as the CLI prints it.
+pub fn quantization_text(metrics: &RunMetrics) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let Some(q) = &metrics.quantization else {
+        return s;
+    };
+    let _ = writeln!(
+        s,
+        "calibration: {} on {} training samples",
+        q.calibration, q.samples
+    );
+    let _ = writeln!(
+        s,
+        "{:<12} {:>10} {:>10} {:>10}",
+        "", "float", "int8 before", "int8 now"
+    );
+    for (((name, f), (_, b)), (_, a)) in headline(&metrics.float)
+        .into_iter()
+        .zip(headline(&q.int8_before))
+        .zip(headline(&metrics.int8))
+    {
+        let _ = writeln!(s, "{name:<12} {f:>10.4} {b:>10.4} {a:>10.4}");
+    }
+    let _ = writeln!(
+        s,
+        "\nper-layer SQNR on held-out rows (higher is better; ~6 dB per bit):"
+    );
+    for l in &q.layers {
+        let _ = writeln!(s, "  {:<20} {:>7.1} dB", l.name, l.sqnr_db);
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -769,6 +966,33 @@ mod tests {
             1_408,
             "the model card's arena figure"
         );
+    }
+
+    #[test]
+    fn quantization_aware_epochs_follow_the_float_ones() {
+        let (_dir, path) = small_digits(3);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("seed = 42", "seed = 42\nqat_epochs = 2");
+        std::fs::write(&path, text).unwrap();
+        let run = train_quietly(&path).unwrap();
+        let epochs: Vec<usize> = run.metrics.history.epochs.iter().map(|e| e.epoch).collect();
+        assert_eq!(epochs, [1, 2, 3, 4, 5]);
+        let Evaluation::Classification(r) = &run.metrics.int8 else {
+            panic!("not a classification report")
+        };
+        // Three float epochs of an MLP reach about 60%; the int8 model must not lose that.
+        assert!(r.accuracy > 0.5, "{}", r.accuracy);
+        // A later `loam quantize` recalibrates from the float model and says what it did.
+        let m = quantize_run(
+            &run.dir,
+            Calibration::Percentile { percentile: 99.9 },
+            Some(64),
+        )
+        .unwrap();
+        let q = m.quantization.unwrap();
+        assert_eq!((q.samples, q.layers.len()), (64, 5));
+        assert!(q.layers.iter().all(|l| l.sqnr_db > 10.0), "{:?}", q.layers);
     }
 
     #[test]

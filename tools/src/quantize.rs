@@ -1,0 +1,500 @@
+//! `loam quantize`: post-training static quantization of a float model with a choice of how
+//! activation ranges are calibrated (min/max, percentile, or the range with the least
+//! quantization error), and the error each layer then adds (SQNR), so a user sees which layer
+//! hurts.
+//!
+//! Works on float `.loam` models made of the layers [`Graph`] describes (what `loam train`
+//! writes, and imported models within that op set): the model is lifted back into a graph,
+//! calibrated on sample inputs, and written as int8 by the same builder as every other int8
+//! model.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result, bail};
+use loam::format::TensorRecord;
+use loam::ops::conv2d::{Conv2dAttributes, ConvSpec};
+use loam::ops::depthwise_conv2d::DepthwiseConv2dAttributes;
+use loam::ops::fully_connected::FullyConnectedAttributes;
+use loam::ops::pool::Pool2dAttributes;
+use loam::ops::{FusedActivation, OpKind};
+use loam::quant::QuantParams;
+use loam::{DType, Model};
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Graph, Layer, Ranges};
+
+/// How activation ranges are chosen from calibration data.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "kebab-case")]
+pub enum Calibration {
+    /// The smallest and largest value seen.
+    MinMax,
+    /// The given percentile of the values at each end (e.g. 99.99), ignoring rare outliers.
+    Percentile {
+        /// Upper percentile; the lower one is `100 - p`.
+        percentile: f32,
+    },
+    /// The range, shrunk from min/max, whose int8 rounding and clipping error (mean squared)
+    /// over the calibration values is least.
+    Mse,
+}
+
+impl std::fmt::Display for Calibration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Calibration::MinMax => f.write_str("min/max"),
+            Calibration::Percentile { percentile } => write!(f, "percentile {percentile}"),
+            Calibration::Mse => f.write_str("least squared error"),
+        }
+    }
+}
+
+fn f32_values(model: &Model<'_>, t: &TensorRecord<'_>, what: &str) -> Result<Vec<f32>> {
+    if t.dtype != DType::F32 {
+        bail!(
+            "{what} `{}` is {}, not f32: quantize a float model",
+            t.name,
+            t.dtype
+        );
+    }
+    let bytes = model
+        .constant_bytes(t)
+        .with_context(|| format!("{what} `{}` is not a constant", t.name))?;
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+/// Lifts a float `.loam` model back into a [`Graph`]; the error names the first op the graph
+/// cannot express.
+pub fn lift(model: &Model<'_>) -> Result<Graph> {
+    let metadata = model.metadata();
+    let tensor = |id: u16| {
+        model
+            .tensor(usize::from(id))
+            .with_context(|| format!("tensor {id} out of range"))
+    };
+    let ids = |t: loam::format::TensorIds<'_>| -> Vec<u16> {
+        (0..t.len()).filter_map(|i| t.get(i)).collect()
+    };
+    let inputs = ids(model.inputs());
+    let &[input] = inputs.as_slice() else {
+        bail!(
+            "models with {} inputs cannot be quantized here (one input)",
+            inputs.len()
+        );
+    };
+    let input_record = tensor(input)?;
+    if input_record.dtype != DType::F32 {
+        bail!(
+            "the model's input is {}: quantize a float model",
+            input_record.dtype
+        );
+    }
+    let mut layers = vec![Layer::Input {
+        dims: input_record
+            .shape
+            .dims()
+            .iter()
+            .map(|&d| d as usize)
+            .collect(),
+    }];
+    let mut layer_of: HashMap<u16, usize> = HashMap::from([(input, 0)]);
+    for op in model.ops() {
+        let kind = OpKind::from_code(op.kind).context("unknown op kind")?;
+        let operands = ids(op.inputs);
+        let outputs = ids(op.outputs);
+        let &[output] = outputs.as_slice() else {
+            bail!("op `{}` has {} outputs", op.name, outputs.len());
+        };
+        let from = |k: usize| -> Result<usize> {
+            let id = *operands
+                .get(k)
+                .with_context(|| format!("op `{}` lacks operand {k}", op.name))?;
+            layer_of
+                .get(&id)
+                .copied()
+                .with_context(|| format!("op `{}` reads a tensor no earlier op writes", op.name))
+        };
+        let constant = |k: usize, what: &str| -> Result<Vec<f32>> {
+            let id = *operands
+                .get(k)
+                .with_context(|| format!("op `{}` has no {what}", op.name))?;
+            f32_values(model, &tensor(id)?, what)
+        };
+        let attributes = |what: &str| format!("op `{}`: decoding its {what} attributes", op.name);
+        let layer = match kind {
+            OpKind::FullyConnected => {
+                let a: FullyConnectedAttributes = postcard::from_bytes(op.attributes)
+                    .with_context(|| attributes("fully-connected"))?;
+                let weights = constant(1, "weights")?;
+                let outputs_n = tensor(operands[1])?
+                    .shape
+                    .dims()
+                    .first()
+                    .copied()
+                    .unwrap_or(0) as usize;
+                let bias = if operands.len() > 2 {
+                    constant(2, "bias")?
+                } else {
+                    vec![0.0; outputs_n]
+                };
+                Layer::Dense {
+                    from: from(0)?,
+                    weights,
+                    bias,
+                    activation: a.activation,
+                }
+            }
+            OpKind::Conv2d | OpKind::DepthwiseConv2d => {
+                let filter_record = tensor(operands[1])?;
+                let fd = filter_record.shape.dims();
+                let (stride, dilation, padding, groups, activation) = if kind == OpKind::Conv2d {
+                    let a: Conv2dAttributes = postcard::from_bytes(op.attributes)
+                        .with_context(|| attributes("convolution"))?;
+                    (
+                        a.stride,
+                        a.dilation,
+                        a.padding,
+                        usize::from(a.groups),
+                        a.activation,
+                    )
+                } else {
+                    let a: DepthwiseConv2dAttributes = postcard::from_bytes(op.attributes)
+                        .with_context(|| attributes("depthwise"))?;
+                    (a.stride, a.dilation, a.padding, 1, a.activation)
+                };
+                let out_channels = *tensor(output)?.shape.dims().last().unwrap_or(&0) as usize;
+                let kernel = if kind == OpKind::Conv2d {
+                    (
+                        fd.get(1).copied().unwrap_or(1) as usize,
+                        fd.get(2).copied().unwrap_or(1) as usize,
+                    )
+                } else {
+                    let n = fd.len();
+                    (
+                        fd[n.saturating_sub(3)] as usize,
+                        fd[n.saturating_sub(2)] as usize,
+                    )
+                };
+                let spec = ConvSpec {
+                    out_channels,
+                    kernel,
+                    stride: (usize::from(stride[0]), usize::from(stride[1])),
+                    dilation: (usize::from(dilation[0]), usize::from(dilation[1])),
+                    padding: padding.map(usize::from),
+                    groups,
+                };
+                let weights = constant(1, "filter")?;
+                let bias = if operands.len() > 2 {
+                    constant(2, "bias")?
+                } else {
+                    vec![0.0; out_channels]
+                };
+                if kind == OpKind::Conv2d {
+                    Layer::Conv {
+                        from: from(0)?,
+                        spec,
+                        weights,
+                        bias,
+                        activation,
+                    }
+                } else {
+                    Layer::Depthwise {
+                        from: from(0)?,
+                        spec,
+                        weights,
+                        bias,
+                        activation,
+                    }
+                }
+            }
+            OpKind::MaxPool2d | OpKind::AveragePool2d => {
+                let a: Pool2dAttributes =
+                    postcard::from_bytes(op.attributes).with_context(|| attributes("pooling"))?;
+                if a.padding != [0; 4] || a.activation != FusedActivation::NONE {
+                    bail!(
+                        "op `{}`: padded or clamped pooling is not supported here",
+                        op.name
+                    );
+                }
+                let kernel = (a.kernel[0] as usize, a.kernel[1] as usize);
+                let stride = (a.stride[0] as usize, a.stride[1] as usize);
+                if kind == OpKind::MaxPool2d {
+                    Layer::MaxPool {
+                        from: from(0)?,
+                        kernel,
+                        stride,
+                    }
+                } else {
+                    Layer::AvgPool {
+                        from: from(0)?,
+                        kernel,
+                        stride,
+                    }
+                }
+            }
+            OpKind::GlobalAveragePool => Layer::GlobalAvgPool { from: from(0)? },
+            OpKind::Add => {
+                let a: loam::ops::binary::BinaryAttributes =
+                    postcard::from_bytes(op.attributes).with_context(|| attributes("add"))?;
+                Layer::Add {
+                    a: from(0)?,
+                    b: from(1)?,
+                    activation: a.activation,
+                }
+            }
+            OpKind::Reshape => Layer::Reshape {
+                from: from(0)?,
+                dims: tensor(output)?
+                    .shape
+                    .dims()
+                    .iter()
+                    .map(|&d| d as usize)
+                    .collect(),
+            },
+            OpKind::Softmax => Layer::Softmax { from: from(0)? },
+            other => bail!(
+                "op `{}` ({}) cannot be quantized by `loam quantize` yet (supported: conv, \
+                 depthwise, fully-connected, pooling, add, reshape, softmax)",
+                op.name,
+                other.name()
+            ),
+        };
+        layers.push(layer);
+        layer_of.insert(output, layers.len() - 1);
+    }
+    let outputs = ids(model.outputs());
+    if outputs.len() != 1 || layer_of.get(&outputs[0]) != Some(&(layers.len() - 1)) {
+        bail!("the model's one output must be its last op's");
+    }
+    let constants = (0..metadata.constants.len())
+        .filter_map(|i| {
+            metadata
+                .constants
+                .get::<loam::format::ConstantRecord<'_>>(i)
+        })
+        .map(|c| (c.name.to_string(), c.values().collect()))
+        .collect();
+    let labels = (0..metadata.labels.len())
+        .filter_map(|i| metadata.labels.get::<&str>(i))
+        .map(str::to_string)
+        .collect();
+    Ok(Graph {
+        name: metadata.name.to_string(),
+        description: metadata.description.to_string(),
+        labels,
+        constants,
+        layers,
+    })
+}
+
+/// The value at `p` percent of `sorted`.
+fn percentile(sorted: &[f32], p: f32) -> f32 {
+    let at = ((p / 100.0) * (sorted.len() - 1) as f32).round() as usize;
+    sorted[at.min(sorted.len() - 1)]
+}
+
+/// Mean squared error of rounding `values` to int8 over `(lo, hi)`.
+fn quantization_mse(values: &[f32], lo: f32, hi: f32) -> f64 {
+    let q = QuantParams::i8_from_range(lo, hi);
+    values
+        .iter()
+        .map(|&v| {
+            let back = q.scale * (q.quantize(v, -128, 127) - q.zero_point) as f32;
+            f64::from(v - back).powi(2)
+        })
+        .sum::<f64>()
+        / values.len().max(1) as f64
+}
+
+/// The range `method` picks for one layer's `values`.
+pub fn range(values: &mut [f32], method: Calibration) -> (f32, f32) {
+    values.sort_unstable_by(f32::total_cmp);
+    let (min, max) = (values[0], values[values.len() - 1]);
+    match method {
+        Calibration::MinMax => (min, max),
+        Calibration::Percentile { percentile: p } => {
+            (percentile(values, 100.0 - p), percentile(values, p))
+        }
+        Calibration::Mse => {
+            // Shrinking both ends by one factor keeps a ReLU's zero at zero.
+            let (mut best, mut best_err) = ((min, max), f64::INFINITY);
+            for step in 0..=60 {
+                let k = 1.0 - step as f32 * 0.015;
+                let err = quantization_mse(values, min * k, max * k);
+                if err < best_err {
+                    (best, best_err) = ((min * k, max * k), err);
+                }
+            }
+            best
+        }
+    }
+}
+
+/// Per-layer ranges of `graph` over `inputs` (whole samples back to back) by `method`.
+pub fn calibrate(graph: &Graph, inputs: &[f32], method: Calibration) -> Result<Ranges> {
+    if method == Calibration::MinMax {
+        return graph.calibrate_on(inputs);
+    }
+    let mut values: Vec<Vec<f32>> = vec![Vec::new(); graph.layers.len()];
+    graph.for_each_output(inputs, &mut |layer, v| values[layer].extend_from_slice(v))?;
+    if let Calibration::Percentile { percentile } = method
+        && !(50.0..=100.0).contains(&percentile)
+    {
+        bail!("percentile {percentile} is outside 50..=100");
+    }
+    Ok(values.iter_mut().map(|v| range(v, method)).collect())
+}
+
+/// One layer's quantization error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerError {
+    /// Layer name in the int8 model.
+    pub name: String,
+    /// Signal-to-quantization-noise ratio of its output in dB: higher is better; each bit
+    /// is about 6 dB, so 30 dB is about 5 good bits.
+    pub sqnr_db: f64,
+}
+
+/// The SQNR of every layer's int8 output against the float model's, over `inputs`.
+pub fn layer_errors(graph: &Graph, ranges: &Ranges, inputs: &[f32]) -> Result<Vec<LayerError>> {
+    let built = graph.build_i8_exposed(ranges)?;
+    let bytes = loam::format::AlignedBytes::new(&built.bytes);
+    let model = Model::from_bytes(&bytes)?;
+    let records = crate::run::io_records(&model, true)?;
+    let mut arena = vec![0u8; model.arena_size() + 16];
+    let mut interpreter = loam::Interpreter::new(&model, &mut arena)?;
+    let input = crate::run::io_records(&model, false)?[0];
+    let (in_scale, in_zero) = match input.quantization {
+        loam::Quantization::PerTensor { scale, zero_point } => (scale, zero_point),
+        _ => bail!("the int8 model's input is not per-tensor quantized"),
+    };
+    let q = QuantParams {
+        scale: in_scale,
+        zero_point: in_zero,
+    };
+    let len = input.shape.elements().unwrap_or(0);
+    // Layers with outputs in the int8 model, in order (dropout layers have none).
+    let layers: Vec<usize> = (1..graph.layers.len())
+        .filter(|&i| !matches!(graph.layers[i], Layer::Dropout { .. }))
+        .collect();
+    let mut signal = vec![0f64; layers.len()];
+    let mut noise = vec![0f64; layers.len()];
+    let mut float_by_sample: Vec<Vec<Vec<f32>>> = Vec::new();
+    graph.for_each_output(inputs, &mut |layer, v| {
+        if layer == 0 {
+            float_by_sample.push(vec![Vec::new(); graph.layers.len()]);
+        }
+        if let Some(s) = float_by_sample.last_mut() {
+            s[layer] = v.to_vec();
+        }
+    })?;
+    for (sample_index, sample) in inputs.chunks_exact(len.max(1)).enumerate() {
+        let quantized: Vec<i8> = sample
+            .iter()
+            .map(|&x| q.quantize(x, -128, 127) as i8)
+            .collect();
+        interpreter.input_mut::<i8>(0)?.copy_from_slice(&quantized);
+        interpreter.invoke()?;
+        let float = &float_by_sample[sample_index];
+        for (k, &layer) in layers.iter().enumerate() {
+            let (scale, zero) = match records[k].quantization {
+                loam::Quantization::PerTensor { scale, zero_point } => (scale, zero_point),
+                _ => bail!(
+                    "layer output `{}` is not per-tensor quantized",
+                    records[k].name
+                ),
+            };
+            let out = interpreter.output::<i8>(k)?;
+            for (&qv, &f) in out.iter().zip(&float[layer]) {
+                let back = scale * (i32::from(qv) - zero) as f32;
+                signal[k] += f64::from(f).powi(2);
+                noise[k] += f64::from(f - back).powi(2);
+            }
+        }
+    }
+    Ok(layers
+        .iter()
+        .enumerate()
+        .map(|(k, _)| LayerError {
+            name: records[k].name.to_string(),
+            sqnr_db: 10.0 * (signal[k].max(1e-30) / noise[k].max(1e-30)).log10(),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model_file::ModelFile;
+
+    #[test]
+    fn a_trained_float_model_lifts_back_to_the_same_outputs() {
+        let g = crate::zoo::ds_cnn();
+        let built = g.build_f32(false).unwrap();
+        let file = ModelFile::from_bytes("ds-cnn", &built.bytes).unwrap();
+        let lifted = lift(&file.model().unwrap()).unwrap();
+        let again = lifted.build_f32(false).unwrap();
+        assert!(
+            again.bytes == built.bytes,
+            "lifting and rewriting changes the model"
+        );
+        // int8 models are refused with the reason.
+        let ranges = g.calibrate(4, 1).unwrap();
+        let int8 = ModelFile::from_bytes("int8", &g.build_i8(&ranges).unwrap().bytes).unwrap();
+        let e = lift(&int8.model().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("float model"), "{e}");
+    }
+
+    #[test]
+    fn ranges_by_method() {
+        let mut v: Vec<f32> = (0..=1000).map(|i| i as f32 / 1000.0).collect();
+        v.push(50.0); // one outlier
+        assert_eq!(range(&mut v.clone(), Calibration::MinMax), (0.0, 50.0));
+        let (lo, hi) = range(&mut v.clone(), Calibration::Percentile { percentile: 99.0 });
+        assert!(lo.abs() < 0.02 && (hi - 0.99).abs() < 0.02, "{lo} {hi}");
+        // Heavy-tailed values (exponential): the least-error range clips the tail, keeps 0,
+        // and errs less than min/max or a percentile.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let mut e: Vec<f32> = (0..20_000)
+            .map(|_| -(1.0 - rand::Rng::random::<f32>(&mut rng)).ln())
+            .collect();
+        let mse = range(&mut e, Calibration::Mse);
+        let minmax = range(&mut e, Calibration::MinMax);
+        let pct = range(&mut e, Calibration::Percentile { percentile: 99.0 });
+        assert!(
+            mse.0 <= minmax.0 && mse.1 < minmax.1,
+            "{mse:?} vs {minmax:?}"
+        );
+        let err = |r: (f32, f32)| quantization_mse(&e, r.0, r.1);
+        assert!(err(mse) < err(minmax) && err(mse) < err(pct), "{mse:?}");
+    }
+
+    #[test]
+    fn layer_errors_are_high_for_a_well_calibrated_model() {
+        let g = crate::zoo::digits_mlp();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let x: Vec<f32> = (0..64 * 64)
+            .map(|_| rand::Rng::random_range(&mut rng, -1.0..1.0))
+            .collect();
+        let ranges = calibrate(&g, &x, Calibration::MinMax).unwrap();
+        let errors = layer_errors(&g, &ranges, &x).unwrap();
+        assert_eq!(errors.len(), 4);
+        for e in &errors {
+            assert!(e.sqnr_db > 20.0, "{e:?}");
+        }
+        // A range far too wide costs resolution, visibly.
+        let wide: Ranges = ranges
+            .iter()
+            .map(|&(lo, hi)| (lo * 50.0, hi * 50.0))
+            .collect();
+        let worse = layer_errors(&g, &wide, &x).unwrap();
+        assert!(
+            worse[0].sqnr_db < errors[0].sqnr_db - 20.0,
+            "{worse:?} vs {errors:?}"
+        );
+    }
+    use rand::SeedableRng;
+}
