@@ -133,7 +133,8 @@ pub struct Graph {
 /// The value range of each layer's output, from calibration.
 pub type Ranges = Vec<(f32, f32)>;
 
-fn layer_name(i: usize, layer: &Layer) -> String {
+/// The name the writer gives layer `i`'s op and tensor: its kind and index (`conv3`).
+pub fn layer_name(i: usize, layer: &Layer) -> String {
     let kind = match layer {
         Layer::Input { .. } => "input",
         Layer::Conv { .. } => "conv",

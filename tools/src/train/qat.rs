@@ -64,23 +64,6 @@ pub struct QuantTrace {
     pub params: Vec<QuantParams>,
 }
 
-/// The name the graph writer gives layer `i`'s op (kind and index).
-fn op_name(i: usize, layer: &Layer) -> String {
-    let kind = match layer {
-        Layer::Input { .. } => "input",
-        Layer::Conv { .. } => "conv",
-        Layer::Depthwise { .. } => "depthwise",
-        Layer::Dense { .. } => "dense",
-        Layer::MaxPool { .. } => "maxpool",
-        Layer::AvgPool { .. } => "avgpool",
-        Layer::GlobalAvgPool { .. } => "gap",
-        Layer::Add { .. } => "add",
-        Layer::Reshape { .. } => "reshape",
-        Layer::Softmax { .. } => "softmax",
-        Layer::Dropout { .. } => "dropout",
-    };
-    format!("{kind}{i}")
-}
 
 /// The straight-through gate of int8 values: `0` where a value sits on an int8 limit (the
 /// real value was clipped to the range, or reached its edge), `1` elsewhere.
@@ -140,7 +123,7 @@ impl Int8Forward {
                     continue;
                 }
                 _ => {
-                    let name = op_name(i, layer);
+                    let name = crate::graph::layer_name(i, layer);
                     let &op = op_of
                         .get(name.as_str())
                         .with_context(|| format!("the int8 model has no op `{name}`"))?;
