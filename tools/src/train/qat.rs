@@ -64,7 +64,6 @@ pub struct QuantTrace {
     pub params: Vec<QuantParams>,
 }
 
-
 /// The straight-through gate of int8 values: `0` where a value sits on an int8 limit (the
 /// real value was clipped to the range, or reached its edge), `1` elsewhere.
 pub fn saturation_gate(values: &[i8]) -> Vec<f32> {
