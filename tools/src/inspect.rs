@@ -194,6 +194,25 @@ pub fn inspect(file: &ModelFile) -> Result<Inspection> {
 }
 
 impl Inspection {
+    /// Whether inference, and fine-tuning the last layer, fit `board`.
+    pub fn fit_lines(&self, board: &crate::boards::Board) -> Vec<String> {
+        let mut lines = vec![crate::boards::fit_line(
+            board,
+            "inference",
+            self.flash_bytes,
+            self.arena_bytes,
+        )];
+        if let Some(t) = self.training.first() {
+            lines.push(crate::boards::fit_line(
+                board,
+                "last-layer fine-tuning (Adam; stack not counted)",
+                self.flash_bytes,
+                t.total_adam,
+            ));
+        }
+        lines
+    }
+
     /// The report as the CLI prints it.
     pub fn to_text(&self) -> String {
         use std::fmt::Write;
@@ -278,5 +297,12 @@ mod tests {
         assert!(i.training[1].adam_state > i.training[0].adam_state);
         assert!(i.training[0].sgd_state < i.training[0].adam_state);
         assert!(i.to_text().contains("arena + Adam"));
+        let m0 = crate::boards::board("cortex-m0").unwrap();
+        let lines = i.fit_lines(&m0);
+        assert!(
+            lines[0].starts_with("inference fits cortex-m0"),
+            "{lines:?}"
+        );
+        assert!(lines[1].contains("RAM 12656 B"), "{lines:?}");
     }
 }

@@ -2,6 +2,7 @@
 //! `main.rs` only parses arguments and prints.
 
 pub mod bench;
+pub mod boards;
 pub mod checkpoint;
 pub mod data;
 pub mod finetune;

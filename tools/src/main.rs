@@ -71,6 +71,16 @@ enum DataCommand {
         #[arg(long, default_value = "loam.toml")]
         project: PathBuf,
     },
+    /// Write the prepared splits (cleaned, transformed with statistics fit on the training
+    /// split) as NPY files, with the preprocessing, the split and a profile.
+    Prepare {
+        /// The project file.
+        #[arg(long, default_value = "loam.toml")]
+        project: PathBuf,
+        /// The folder to write (must not exist).
+        #[arg(long, short)]
+        output: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -167,6 +177,10 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Say whether it fits this board (cortex-m0, cortex-m0plus, cortex-m4, nrf52840,
+        /// cortex-m7, raspberry-pi-4, x86_64); repeatable.
+        #[arg(long = "target")]
+        targets: Vec<String>,
     },
     /// Run the runtime's arithmetic self-test on this machine (the same checks the firmware
     /// runs on a board) and print the digest every target must reproduce.
@@ -480,6 +494,13 @@ fn execute(command: Command) -> Result<ExitCode> {
                 path.display()
             );
         }
+        Command::Data(DataCommand::Prepare { project, output }) => {
+            let [train, val, test] = loam_tools::project::pipeline::prepare_to(&project, &output)?;
+            println!(
+                "wrote {}: {train} training, {val} validation, {test} test rows",
+                output.display()
+            );
+        }
         Command::Data(DataCommand::Inspect { project }) => {
             let (p, _) = loam_tools::project::Project::load(&project)?;
             let dir = project.parent().unwrap_or(std::path::Path::new("."));
@@ -582,12 +603,32 @@ fn execute(command: Command) -> Result<ExitCode> {
                 metrics.arena_bytes
             );
         }
-        Command::Inspect { model, json } => {
+        Command::Inspect {
+            model,
+            json,
+            targets,
+        } => {
             let report = loam_tools::inspect::inspect(&ModelFile::open(&model)?)?;
+            let boards = targets
+                .iter()
+                .map(|t| loam_tools::boards::board(t))
+                .collect::<Result<Vec<_>>>()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+                let mut value = serde_json::to_value(&report)?;
+                value["targets"] = serde_json::to_value(
+                    boards
+                        .iter()
+                        .map(|b| (b.name, report.fit_lines(b)))
+                        .collect::<std::collections::BTreeMap<_, _>>(),
+                )?;
+                println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
                 print!("{}", report.to_text());
+                for b in &boards {
+                    for line in report.fit_lines(b) {
+                        println!("{line}");
+                    }
+                }
             }
         }
         Command::Selftest => {

@@ -382,6 +382,8 @@ impl Project {
         if t.threads == Some(0) {
             bail!("training.threads must be positive");
         }
+        crate::boards::board(&self.target.board)
+            .map_err(|e| anyhow::anyhow!("target.board: {e}"))?;
         if self.quantize.calibration_samples == 0 {
             bail!("quantize.calibration_samples must be positive");
         }

@@ -553,6 +553,18 @@ fn evaluate_models(
             ("Target".into(), project.target.board.clone()),
         ],
     };
+    let mut page = page;
+    if let Ok(board) = crate::boards::board(&project.target.board) {
+        let inspection = crate::inspect::inspect(&int8)?;
+        for (i, line) in inspection.fit_lines(&board).into_iter().enumerate() {
+            let label = if i == 0 {
+                "Fits (inference)"
+            } else {
+                "Fits (fine-tuning)"
+            };
+            page.extra.push((label.into(), line));
+        }
+    }
     report::html(&page, dir)?;
     Ok((float_eval, int8_eval, flash, arena))
 }
@@ -881,6 +893,77 @@ pub fn quantization_text(metrics: &RunMetrics) -> String {
     s
 }
 
+/// `loam data prepare`: writes the project's prepared splits (`x_train.npy`, `y_train.npy`,
+/// and the same for `val` and `test`; features `[rows, ...sample_dims]` in f32, class labels
+/// in i32 or target values in f32), `preprocessing.json`, `split.json` and `profile.txt` to
+/// `out`, which appears only when complete. Returns the rows of each split.
+pub fn prepare_to(project_file: &Path, out: &Path) -> Result<[usize; 3]> {
+    let (project, _) = Project::load(project_file)?;
+    let dir = project_file.parent().unwrap_or(Path::new("."));
+    let prepared = prepare(&project, dir)?;
+    if out.exists() {
+        bail!("{} already exists; not overwriting it", out.display());
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let partial = tempfile::Builder::new()
+        .prefix(".prepare-")
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a folder in {}", parent.display()))?;
+    for (name, part) in [
+        ("train", &prepared.train),
+        ("val", &prepared.val),
+        ("test", &prepared.test),
+    ] {
+        let mut shape = vec![part.rows()];
+        shape.extend_from_slice(&part.sample_dims);
+        crate::npy::write(
+            &partial.path().join(format!("x_{name}.npy")),
+            &Array {
+                shape,
+                data: Data::F32(part.features.clone()),
+            },
+        )?;
+        let labels = match &part.targets {
+            data::Targets::Classes(c) => Some(Array {
+                shape: vec![c.len()],
+                data: Data::I32(c.iter().map(|&c| c as i32).collect()),
+            }),
+            data::Targets::Values { values, width } => Some(Array {
+                shape: vec![values.len() / (*width).max(1), *width],
+                data: Data::F32(values.clone()),
+            }),
+            data::Targets::None => None,
+        };
+        if let Some(labels) = labels {
+            crate::npy::write(&partial.path().join(format!("y_{name}.npy")), &labels)?;
+        }
+    }
+    write_atomically(
+        &partial.path().join("preprocessing.json"),
+        json(&prepared.preprocessing)?.as_bytes(),
+    )?;
+    write_atomically(
+        &partial.path().join("split.json"),
+        json(&prepared.split)?.as_bytes(),
+    )?;
+    write_atomically(
+        &partial.path().join("profile.txt"),
+        crate::data::profile(&prepared.train).to_string().as_bytes(),
+    )?;
+    let kept = partial.keep();
+    std::fs::rename(&kept, out)
+        .with_context(|| format!("renaming {} to {}", kept.display(), out.display()))?;
+    Ok([
+        prepared.train.rows(),
+        prepared.val.rows(),
+        prepared.test.rows(),
+    ])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -996,6 +1079,32 @@ mod tests {
     }
 
     #[test]
+    fn prepared_splits_are_written_whole() {
+        let (dir, path) = small_digits(1);
+        let out = dir.path().join("prepared");
+        assert_eq!(prepare_to(&path, &out).unwrap(), [1258, 270, 269]);
+        let x = crate::npy::read(&out.join("x_train.npy")).unwrap();
+        assert_eq!(x.shape, vec![1258, 8, 8, 1]);
+        let Data::F32(values) = &x.data else {
+            panic!("features are not f32")
+        };
+        // Scaled by the training split's shared min-max: 0..16 becomes 0..1.
+        assert!(values.iter().all(|v| (0.0..=1.0).contains(v)));
+        let y = crate::npy::read(&out.join("y_test.npy")).unwrap();
+        assert_eq!(y.shape, vec![269]);
+        assert!(out.join("preprocessing.json").is_file() && out.join("profile.txt").is_file());
+        let e = prepare_to(&path, &out).unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+        // Nothing half-written beside it.
+        let stray: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".prepare-"))
+            .collect();
+        assert!(stray.is_empty());
+    }
+
+    #[test]
     fn an_interrupted_first_epoch_writes_nothing() {
         let (dir, path) = small_digits(2);
         let e = train(&path, None, &AtomicBool::new(true), &mut |_| {}).unwrap_err();
@@ -1032,5 +1141,12 @@ mod tests {
         .unwrap();
         let e = format!("{:#}", train_quietly(&path).unwrap_err());
         assert!(e.contains("missing.csv"), "{e}");
+        std::fs::write(
+            &path,
+            "name = \"x\"\n[data]\npath = \"d.csv\"\n[model]\ntemplate = \"mlp\"\n[target]\nboard = \"esp32\"\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", Project::load(&path).unwrap_err());
+        assert!(e.contains("target.board") && e.contains("cortex-m0"), "{e}");
     }
 }
