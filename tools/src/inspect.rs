@@ -112,11 +112,6 @@ fn macs(
     }
 }
 
-/// The tensor ids of a list, in order.
-fn ids(t: loam::format::TensorIds<'_>) -> Vec<u16> {
-    (0..t.len()).filter_map(|i| t.get(i)).collect()
-}
-
 /// Inspects `file`'s model.
 pub fn inspect(file: &ModelFile) -> Result<Inspection> {
     let model = file.model()?;
@@ -124,8 +119,8 @@ pub fn inspect(file: &ModelFile) -> Result<Inspection> {
     let mut ops = Vec::new();
     for (index, op) in model.ops().enumerate() {
         let kind = OpKind::from_code(op.kind);
-        let inputs = ids(op.inputs);
-        let output = ids(op.outputs).first().copied().and_then(tensor);
+        let inputs: Vec<u16> = op.inputs.iter().collect();
+        let output = op.outputs.iter().next().and_then(tensor);
         ops.push(OpRow {
             index,
             kind: kind.map_or("?", |k| k.name()).to_string(),

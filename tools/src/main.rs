@@ -537,11 +537,7 @@ fn execute(command: Command) -> Result<ExitCode> {
         Command::Eval { run, project } => {
             let run = match run {
                 Some(r) => r,
-                None => {
-                    let (p, _) = loam_tools::project::Project::load(&project)?;
-                    let dir = project.parent().unwrap_or(std::path::Path::new("."));
-                    loam_tools::project::pipeline::latest_run(&dir.join("runs"), &p.name)?
-                }
+                None => loam_tools::project::pipeline::latest_run_of(&project)?,
             };
             let metrics = loam_tools::project::pipeline::eval_run(&run)?;
             println!("{}", run.display());
@@ -579,11 +575,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             use loam_tools::quantize::Calibration;
             let run = match run {
                 Some(r) => r,
-                None => {
-                    let (p, _) = loam_tools::project::Project::load(&project)?;
-                    let dir = project.parent().unwrap_or(std::path::Path::new("."));
-                    loam_tools::project::pipeline::latest_run(&dir.join("runs"), &p.name)?
-                }
+                None => loam_tools::project::pipeline::latest_run_of(&project)?,
             };
             let calibration = match calibration {
                 CalibrationChoice::MinMax => Calibration::MinMax,

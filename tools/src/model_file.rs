@@ -75,3 +75,90 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("renaming the temporary file to {}", path.display()))?;
     Ok(())
 }
+
+/// Creates the folder `dir` whole: `fill` writes into a hidden temporary folder beside it,
+/// which becomes `dir` (by a rename) only once `fill` succeeds and is removed with whatever
+/// it holds otherwise, so a failed or interrupted writer never leaves a half-filled `dir`.
+/// Refuses a `dir` that already exists.
+pub fn write_folder_atomically<T>(dir: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    if dir.exists() {
+        anyhow::bail!("{} already exists; not overwriting it", dir.display());
+    }
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".partial")
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a folder in {}", parent.display()))?;
+    // A temporary folder is private (0700); the result is an ordinary folder.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("setting the permissions of {}", temp.path().display()))?;
+    }
+    // On an error `temp` is dropped here, removing the partial folder.
+    let value = fill(temp.path())?;
+    let partial = temp.keep();
+    if let Err(e) = std::fs::rename(&partial, dir) {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e)
+            .with_context(|| format!("renaming {} to {}", partial.display(), dir.display()));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn folders_appear_whole_or_not_at_all() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("run-001");
+        let e = write_folder_atomically(&dir, |p| -> Result<()> {
+            write_atomically(&p.join("a"), b"1")?;
+            anyhow::bail!("interrupted")
+        })
+        .unwrap_err();
+        assert_eq!(e.to_string(), "interrupted");
+        assert!(
+            entries(root.path()).is_empty(),
+            "{:?}",
+            entries(root.path())
+        );
+        let n = write_folder_atomically(&dir, |p| {
+            write_atomically(&p.join("a"), b"1")?;
+            Ok(7)
+        })
+        .unwrap();
+        assert_eq!(n, 7);
+        assert_eq!(entries(root.path()), ["run-001"]);
+        assert_eq!(entries(&dir), ["a"]);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o755);
+        }
+        let e = write_folder_atomically(&dir, |_| Ok(())).unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+    }
+}

@@ -75,9 +75,7 @@ pub fn lift(model: &Model<'_>) -> Result<Graph> {
             .tensor(usize::from(id))
             .with_context(|| format!("tensor {id} out of range"))
     };
-    let ids = |t: loam::format::TensorIds<'_>| -> Vec<u16> {
-        (0..t.len()).filter_map(|i| t.get(i)).collect()
-    };
+    let ids = |t: loam::format::TensorIds<'_>| -> Vec<u16> { t.iter().collect() };
     let inputs = ids(model.inputs());
     let &[input] = inputs.as_slice() else {
         bail!(
@@ -375,52 +373,60 @@ pub fn layer_errors(graph: &Graph, ranges: &Ranges, inputs: &[f32]) -> Result<Ve
         scale: in_scale,
         zero_point: in_zero,
     };
-    let len = input.shape.elements().unwrap_or(0);
-    // Layers with outputs in the int8 model, in order (dropout layers have none).
-    let layers: Vec<usize> = (1..graph.layers.len())
-        .filter(|&i| !matches!(graph.layers[i], Layer::Dropout { .. }))
-        .collect();
-    let mut signal = vec![0f64; layers.len()];
-    let mut noise = vec![0f64; layers.len()];
-    let mut float_by_sample: Vec<Vec<Vec<f32>>> = Vec::new();
-    graph.for_each_output(inputs, &mut |layer, v| {
-        if layer == 0 {
-            float_by_sample.push(vec![Vec::new(); graph.layers.len()]);
+    // The int8 model's output `k` for each layer that has one (dropout layers have none),
+    // with its dequantization.
+    let mut output_of: Vec<Option<(usize, f32, i32)>> = vec![None; graph.layers.len()];
+    let mut k = 0;
+    for (i, layer) in graph.layers.iter().enumerate().skip(1) {
+        if matches!(layer, Layer::Dropout { .. }) {
+            continue;
         }
-        if let Some(s) = float_by_sample.last_mut() {
-            s[layer] = v.to_vec();
-        }
-    })?;
-    for (sample_index, sample) in inputs.chunks_exact(len.max(1)).enumerate() {
-        let quantized: Vec<i8> = sample
-            .iter()
-            .map(|&x| q.quantize(x, -128, 127) as i8)
-            .collect();
-        interpreter.input_mut::<i8>(0)?.copy_from_slice(&quantized);
-        interpreter.invoke()?;
-        let float = &float_by_sample[sample_index];
-        for (k, &layer) in layers.iter().enumerate() {
-            let (scale, zero) = match records[k].quantization {
-                loam::Quantization::PerTensor { scale, zero_point } => (scale, zero_point),
-                _ => bail!(
-                    "layer output `{}` is not per-tensor quantized",
-                    records[k].name
-                ),
-            };
-            let out = interpreter.output::<i8>(k)?;
-            for (&qv, &f) in out.iter().zip(&float[layer]) {
-                let back = scale * (i32::from(qv) - zero) as f32;
-                signal[k] += f64::from(f).powi(2);
-                noise[k] += f64::from(f - back).powi(2);
-            }
-        }
+        let record = records
+            .get(k)
+            .context("the int8 model exposes fewer outputs than the graph has layers")?;
+        let loam::Quantization::PerTensor { scale, zero_point } = record.quantization else {
+            bail!("layer output `{}` is not per-tensor quantized", record.name);
+        };
+        output_of[i] = Some((k, scale, zero_point));
+        k += 1;
     }
-    Ok(layers
+    let mut signal = vec![0f64; k];
+    let mut noise = vec![0f64; k];
+    let mut failure: Option<anyhow::Error> = None;
+    // The float model visits every layer of a sample in order, the input first: run the int8
+    // model on that input, then compare each layer as the float values arrive.
+    graph.for_each_output(inputs, &mut |layer, float| {
+        if failure.is_some() {
+            return;
+        }
+        let compared = (|| -> Result<()> {
+            if layer == 0 {
+                let quantized = interpreter.input_mut::<i8>(0)?;
+                for (q8, &x) in quantized.iter_mut().zip(float) {
+                    *q8 = q.quantize(x, -128, 127) as i8;
+                }
+                interpreter.invoke()?;
+            } else if let Some((k, scale, zero)) = output_of[layer] {
+                for (&qv, &f) in interpreter.output::<i8>(k)?.iter().zip(float) {
+                    let back = scale * (i32::from(qv) - zero) as f32;
+                    signal[k] += f64::from(f).powi(2);
+                    noise[k] += f64::from(f - back).powi(2);
+                }
+            }
+            Ok(())
+        })();
+        failure = compared.err();
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(records
         .iter()
-        .enumerate()
-        .map(|(k, _)| LayerError {
-            name: records[k].name.to_string(),
-            sqnr_db: 10.0 * (signal[k].max(1e-30) / noise[k].max(1e-30)).log10(),
+        .take(k)
+        .zip(signal.iter().zip(&noise))
+        .map(|(record, (&s, &n))| LayerError {
+            name: record.name.to_string(),
+            sqnr_db: 10.0 * (s.max(1e-30) / n.max(1e-30)).log10(),
         })
         .collect())
 }

@@ -118,27 +118,30 @@ pub fn autoencoder() -> Graph {
     g.finish()
 }
 
+/// MobileNetV1 at width 0.25: `(output channels, stride)` of its thirteen
+/// depthwise-separable blocks.
+pub const MOBILENET_V1_025_BLOCKS: [(usize, usize); 13] = [
+    (16, 1),
+    (32, 2),
+    (32, 1),
+    (64, 2),
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (128, 1),
+    (128, 1),
+    (128, 1),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+];
+
 /// MLPerf Tiny visual wake words (MobileNetV1, width 0.25, 96x96x3): a stride-2 convolution,
 /// thirteen depthwise-separable blocks, average pooling, 2 classes.
 pub fn mobilenet_v1_025() -> Graph {
     let mut g = GraphBuilder::new("mobilenet-v1-0.25", &[1, 96, 96, 3], SEED);
     let mut x = g.conv(g.input(), 8, (3, 3), 2, FusedActivation::RELU6);
-    let blocks: [(usize, usize); 13] = [
-        (16, 1),
-        (32, 2),
-        (32, 1),
-        (64, 2),
-        (64, 1),
-        (128, 2),
-        (128, 1),
-        (128, 1),
-        (128, 1),
-        (128, 1),
-        (128, 1),
-        (256, 2),
-        (256, 1),
-    ];
-    for (channels, stride) in blocks {
+    for (channels, stride) in MOBILENET_V1_025_BLOCKS {
         x = g.depthwise(x, stride, FusedActivation::RELU6);
         x = g.conv(x, channels, (1, 1), 1, FusedActivation::RELU6);
     }

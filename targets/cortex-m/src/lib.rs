@@ -14,6 +14,55 @@ pub fn exit(code: i32) -> ! {
     semihosting::process::exit(code)
 }
 
+/// Logs `what` failed with `e`, and exits 1.
+pub fn fail(what: &str, e: impl defmt::Format) -> ! {
+    defmt::error!("{=str}: {}", what, e);
+    exit(1)
+}
+
+/// What a board does across a power cycle: saves `trainer`'s checkpoint to a NOR flash
+/// emulated in `flash` (two slots of `payload.len()` bytes, with the store's rules), resets
+/// the trainer to the model's own weights, loads the checkpoint back into `payload` and
+/// restores it. Returns `(bytes, slot)` of the checkpoint; exits 1 if anything fails or the
+/// restored parameters differ from the saved ones.
+pub fn flash_round_trip(
+    model: &loam::Model<'_>,
+    trainer: &mut loam::train::Trainer<'_, '_, '_>,
+    flash: &mut [u8],
+    payload: &mut [u8],
+) -> (usize, usize) {
+    use loam::store::sim::SimulatedNorFlash;
+    use loam::store::{CheckpointStore, ModelId, payload_crc};
+
+    let id = ModelId::of(model);
+    let mut sim = SimulatedNorFlash::<4, 1024>::new(flash);
+    let slot_size = u32::try_from(payload.len()).unwrap_or(u32::MAX);
+    let mut store =
+        CheckpointStore::new(&mut sim, 0, slot_size).unwrap_or_else(|e| fail("store", e));
+    let saved = store
+        .save(id, &trainer.checkpoint())
+        .unwrap_or_else(|e| fail("save", e));
+    let before = payload_crc(&trainer.checkpoint());
+    // Start over from the model's weights, then take the checkpoint back.
+    trainer.reset().unwrap_or_else(|e| fail("reset", e));
+    match store.load(id, payload) {
+        Ok(Some(info)) if info == saved => {
+            trainer
+                .restore(&payload[..info.len()])
+                .unwrap_or_else(|e| fail("restore", e));
+            if payload_crc(&trainer.checkpoint()) != before {
+                defmt::error!("restored parameters differ from the saved ones");
+                exit(1)
+            }
+            (info.len(), info.slot)
+        }
+        _ => {
+            defmt::error!("the saved checkpoint did not load back");
+            exit(1)
+        }
+    }
+}
+
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     defmt::error!("panic: {}", defmt::Display2Format(info));

@@ -13,7 +13,7 @@ use super::templates::{self, Head};
 use crate::data::{self, Dataset, Preprocessing, Split};
 use crate::graph::Graph;
 use crate::metrics;
-use crate::model_file::{ModelFile, write_atomically};
+use crate::model_file::{ModelFile, write_atomically, write_folder_atomically};
 use crate::npy::{Array, Data};
 use crate::quantize::{Calibration, LayerError};
 use crate::report::{self, EpochRecord, Evaluation, History, RunReport};
@@ -205,20 +205,38 @@ pub fn train_project(
     let graph = build_graph(project, &prepared.train)?;
     let network = Network::new(graph)?;
     let options = train_options(project, prepared);
+    let (train, val) = train_and_validation(project, prepared)?;
+    on_training_threads(project, || {
+        train::fit(network, &train, val.as_ref(), &options, stop, progress)
+    })
+}
+
+/// The training samples and, when the split has any, the validation samples.
+fn train_and_validation<'a>(
+    project: &Project,
+    prepared: &'a Prepared,
+) -> Result<(Samples<'a>, Option<Samples<'a>>)> {
     let train = samples(project, &prepared.train)?;
     let val = if prepared.val.rows() > 0 {
         Some(samples(project, &prepared.val)?)
     } else {
         None
     };
-    let run = || train::fit(network, &train, val.as_ref(), &options, stop, progress);
+    Ok((train, val))
+}
+
+/// Runs `work` on `training.threads` threads, or on rayon's global pool (every core).
+fn on_training_threads<T: Send>(
+    project: &Project,
+    work: impl FnOnce() -> Result<T> + Send,
+) -> Result<T> {
     match project.training.threads {
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build()
             .context("starting the training threads")?
-            .install(run),
-        None => run(),
+            .install(work),
+        None => work(),
     }
 }
 
@@ -424,16 +442,11 @@ fn train_qat(
     options.epochs = t.qat_epochs;
     options.learning_rate = t.qat_learning_rate.unwrap_or(t.learning_rate / 10.0);
     options.warmup_epochs = 0;
-    let train = samples(project, &prepared.train)?;
-    let val = if prepared.val.rows() > 0 {
-        Some(samples(project, &prepared.val)?)
-    } else {
-        None
-    };
+    let (train, val) = train_and_validation(project, prepared)?;
     let calibration = calibration_inputs(project, &prepared.train);
     let float_epochs = fitted.history.len();
     let mut history = fitted.history;
-    let run = || {
+    let qat = on_training_threads(project, || {
         train::qat::fit_qat(
             fitted.network,
             &train,
@@ -443,15 +456,7 @@ fn train_qat(
             stop,
             progress,
         )
-    };
-    let qat = match t.threads {
-        Some(n) => rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .context("starting the training threads")?
-            .install(run),
-        None => run(),
-    }
+    })
     .context("quantization-aware training")?;
     let mut tuned = qat.fitted;
     for mut e in tuned.history.drain(..) {
@@ -473,6 +478,13 @@ pub fn next_run_dir(runs: &Path, name: &str) -> Result<PathBuf> {
         }
     }
     bail!("{} holds 9999 runs of {name}; clear some", runs.display())
+}
+
+/// The most recent run of the project at `project_file`, in `runs/` beside it.
+pub fn latest_run_of(project_file: &Path) -> Result<PathBuf> {
+    let (project, _) = Project::load(project_file)?;
+    let dir = project_file.parent().unwrap_or(Path::new("."));
+    latest_run(&dir.join("runs"), &project.name)
 }
 
 /// The most recent run of `name` under `runs`.
@@ -521,19 +533,32 @@ fn evaluate_models(
     let int8_out = infer(&int8, rows)?;
     let float_eval = evaluate(project, rows, &float_out)?;
     let int8_eval = evaluate(project, rows, &int8_out)?;
-    let flash = int8.bytes().len();
-    let arena = int8.model()?.arena_size();
+    // One inspection gives the sizes and says whether they fit the project's board.
+    let inspection = crate::inspect::inspect(&int8)?;
+    let (flash, arena) = (inspection.flash_bytes, inspection.arena_bytes);
     let mut mistakes = Vec::new();
-    if let (Some(labels), Evaluation::Classification(_)) = (rows.classes(), &float_eval) {
+    if let (Some(labels), Evaluation::Classification(r)) = (rows.classes(), &float_eval) {
         mistakes = metrics::most_confident_mistakes(&float_out, rows.num_classes(), labels, 10)?;
-        if let Evaluation::Classification(r) = &float_eval {
-            report::confusion_matrix(&r.confusion, &rows.class_names, &dir.join("confusion"))?;
-        }
+        report::confusion_matrix(&r.confusion, &rows.class_names, &dir.join("confusion"))?;
     }
     if !history.epochs.is_empty() {
         report::loss_curves(&history, &dir.join("curves"))?;
     }
     let hints = report::fit_hints(&history);
+    let mut extra = vec![
+        ("Flash (int8 .loam)".into(), format!("{flash} bytes")),
+        ("Tensor arena (int8)".into(), format!("{arena} bytes")),
+        (
+            "Evaluated on".into(),
+            format!("{} held-out rows", rows.rows()),
+        ),
+        ("Target".into(), project.target.board.clone()),
+    ];
+    let board = crate::boards::board(&project.target.board)?;
+    let labels = ["Fits (inference)", "Fits (fine-tuning)"];
+    for (label, line) in labels.iter().zip(inspection.fit_lines(&board)) {
+        extra.push(((*label).into(), line));
+    }
     let page = RunReport {
         name: project.name.clone(),
         config_text: config_text.to_string(),
@@ -543,28 +568,8 @@ fn evaluate_models(
         class_names: rows.class_names.clone(),
         mistakes,
         hints,
-        extra: vec![
-            ("Flash (int8 .loam)".into(), format!("{flash} bytes")),
-            ("Tensor arena (int8)".into(), format!("{arena} bytes")),
-            (
-                "Evaluated on".into(),
-                format!("{} held-out rows", rows.rows()),
-            ),
-            ("Target".into(), project.target.board.clone()),
-        ],
+        extra,
     };
-    let mut page = page;
-    if let Ok(board) = crate::boards::board(&project.target.board) {
-        let inspection = crate::inspect::inspect(&int8)?;
-        for (i, line) in inspection.fit_lines(&board).into_iter().enumerate() {
-            let label = if i == 0 {
-                "Fits (inference)"
-            } else {
-                "Fits (fine-tuning)"
-            };
-            page.extra.push((label.into(), line));
-        }
-    }
     report::html(&page, dir)?;
     Ok((float_eval, int8_eval, flash, arena))
 }
@@ -593,21 +598,7 @@ pub fn train(
     let models = build_models(&project, &fitted, &prepared, ranges.as_ref())?;
     let runs = runs.map_or_else(|| dir.join("runs"), Path::to_path_buf);
     let final_dir = next_run_dir(&runs, &project.name)?;
-    // Everything goes into a hidden folder first, renamed once complete, so a failed or
-    // interrupted run never leaves a half-written run folder behind.
-    let partial = runs.join(format!(
-        ".{}.partial",
-        final_dir
-            .file_name()
-            .map(|f| f.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial)
-            .with_context(|| format!("removing {}", partial.display()))?;
-    }
-    std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
-    let result = (|| -> Result<RunMetrics> {
+    let metrics = write_folder_atomically(&final_dir, |partial| {
         write_atomically(&partial.join("loam.toml"), text.as_bytes())?;
         write_atomically(&partial.join("model-f32.loam"), &models.float)?;
         write_atomically(&partial.join("model.onnx"), &models.onnx)?;
@@ -623,7 +614,7 @@ pub fn train(
         let history = history(&fitted);
         let rows = held_out(&prepared);
         let (float, int8, flash_bytes, arena_bytes) =
-            evaluate_models(&project, &text, &partial, rows, history.clone())?;
+            evaluate_models(&project, &text, partial, rows, history.clone())?;
         let metrics = RunMetrics {
             history,
             best_epoch: fitted.best_epoch,
@@ -642,16 +633,7 @@ pub fn train(
         };
         write_atomically(&partial.join("metrics.json"), json(&metrics)?.as_bytes())?;
         Ok(metrics)
-    })();
-    let metrics = match result {
-        Ok(m) => m,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&partial);
-            return Err(e);
-        }
-    };
-    std::fs::rename(&partial, &final_dir)
-        .with_context(|| format!("renaming {} to {}", partial.display(), final_dir.display()))?;
+    })?;
     Ok(RunSummary {
         dir: final_dir,
         metrics,
@@ -901,62 +883,50 @@ pub fn prepare_to(project_file: &Path, out: &Path) -> Result<[usize; 3]> {
     let (project, _) = Project::load(project_file)?;
     let dir = project_file.parent().unwrap_or(Path::new("."));
     let prepared = prepare(&project, dir)?;
-    if out.exists() {
-        bail!("{} already exists; not overwriting it", out.display());
-    }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let partial = tempfile::Builder::new()
-        .prefix(".prepare-")
-        .tempdir_in(parent)
-        .with_context(|| format!("creating a folder in {}", parent.display()))?;
-    for (name, part) in [
-        ("train", &prepared.train),
-        ("val", &prepared.val),
-        ("test", &prepared.test),
-    ] {
-        let mut shape = vec![part.rows()];
-        shape.extend_from_slice(&part.sample_dims);
-        crate::npy::write(
-            &partial.path().join(format!("x_{name}.npy")),
-            &Array {
-                shape,
-                data: Data::F32(part.features.clone()),
-            },
-        )?;
-        let labels = match &part.targets {
-            data::Targets::Classes(c) => Some(Array {
-                shape: vec![c.len()],
-                data: Data::I32(c.iter().map(|&c| c as i32).collect()),
-            }),
-            data::Targets::Values { values, width } => Some(Array {
-                shape: vec![values.len() / (*width).max(1), *width],
-                data: Data::F32(values.clone()),
-            }),
-            data::Targets::None => None,
-        };
-        if let Some(labels) = labels {
-            crate::npy::write(&partial.path().join(format!("y_{name}.npy")), &labels)?;
+    write_folder_atomically(out, |partial| {
+        for (name, part) in [
+            ("train", &prepared.train),
+            ("val", &prepared.val),
+            ("test", &prepared.test),
+        ] {
+            let mut shape = vec![part.rows()];
+            shape.extend_from_slice(&part.sample_dims);
+            crate::npy::write(
+                &partial.join(format!("x_{name}.npy")),
+                &Array {
+                    shape,
+                    data: Data::F32(part.features.clone()),
+                },
+            )?;
+            let labels = match &part.targets {
+                data::Targets::Classes(c) => Some(Array {
+                    shape: vec![c.len()],
+                    data: Data::I32(c.iter().map(|&c| c as i32).collect()),
+                }),
+                data::Targets::Values { values, width } => Some(Array {
+                    shape: vec![values.len() / (*width).max(1), *width],
+                    data: Data::F32(values.clone()),
+                }),
+                data::Targets::None => None,
+            };
+            if let Some(labels) = labels {
+                crate::npy::write(&partial.join(format!("y_{name}.npy")), &labels)?;
+            }
         }
-    }
-    write_atomically(
-        &partial.path().join("preprocessing.json"),
-        json(&prepared.preprocessing)?.as_bytes(),
-    )?;
-    write_atomically(
-        &partial.path().join("split.json"),
-        json(&prepared.split)?.as_bytes(),
-    )?;
-    write_atomically(
-        &partial.path().join("profile.txt"),
-        crate::data::profile(&prepared.train).to_string().as_bytes(),
-    )?;
-    let kept = partial.keep();
-    std::fs::rename(&kept, out)
-        .with_context(|| format!("renaming {} to {}", kept.display(), out.display()))?;
+        write_atomically(
+            &partial.join("preprocessing.json"),
+            json(&prepared.preprocessing)?.as_bytes(),
+        )?;
+        write_atomically(
+            &partial.join("split.json"),
+            json(&prepared.split)?.as_bytes(),
+        )?;
+        write_atomically(
+            &partial.join("profile.txt"),
+            crate::data::profile(&prepared.train).to_string().as_bytes(),
+        )?;
+        Ok(())
+    })?;
     Ok([
         prepared.train.rows(),
         prepared.val.rows(),
@@ -1099,7 +1069,7 @@ mod tests {
         let stray: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".prepare-"))
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".partial"))
             .collect();
         assert!(stray.is_empty());
     }

@@ -216,22 +216,7 @@ pub fn template(name: &str, sample: &[usize], head: Head, seed: u64) -> Result<G
         "mobilenet-v1-alpha" => {
             image(name, sample)?;
             x = g.conv(x, 8, (3, 3), 2, FusedActivation::RELU6);
-            let blocks: [(usize, usize); 13] = [
-                (16, 1),
-                (32, 2),
-                (32, 1),
-                (64, 2),
-                (64, 1),
-                (128, 2),
-                (128, 1),
-                (128, 1),
-                (128, 1),
-                (128, 1),
-                (128, 1),
-                (256, 2),
-                (256, 1),
-            ];
-            for (channels, stride) in blocks {
+            for (channels, stride) in crate::zoo::MOBILENET_V1_025_BLOCKS {
                 // Small inputs stop shrinking at one pixel.
                 let stride = if g.dims(x)[1] > 1 { stride } else { 1 };
                 x = g.depthwise(x, stride, FusedActivation::RELU6);

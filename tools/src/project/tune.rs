@@ -22,7 +22,7 @@ use super::config::{Project, Scoring, SplitMethod, TaskKind, TuneMethod};
 use super::pipeline::{self, Prepared};
 use super::templates::{LayerSpec, TEMPLATES};
 use crate::data::{self, Dataset, Split};
-use crate::model_file::write_atomically;
+use crate::model_file::{write_atomically, write_folder_atomically};
 use crate::train::{Monitor, Progress};
 
 /// Draws per trial before a random search gives up finding settings it has not tried: a
@@ -1053,25 +1053,13 @@ fn rank(trials: &mut [Trial], higher_is_better: bool) {
 /// only once both are complete.
 fn write_results(runs: &Path, search: &Search, report: &TuneReport) -> Result<PathBuf> {
     let out = pipeline::next_run_dir(runs, "tune")?;
-    let partial = runs.join(format!(".{}.partial", display_name(&out)));
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial)
-            .with_context(|| format!("removing {}", partial.display()))?;
-    }
-    std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
-    let written = (|| -> Result<()> {
+    write_folder_atomically(&out, |partial| {
         write_atomically(
             &partial.join("results.json"),
             serde_json::to_string_pretty(report)?.as_bytes(),
         )?;
         write_atomically(&partial.join("results.csv"), &csv_bytes(search, report)?)
-    })();
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&partial);
-        return Err(e);
-    }
-    std::fs::rename(&partial, &out)
-        .with_context(|| format!("renaming {} to {}", partial.display(), out.display()))?;
+    })?;
     Ok(out)
 }
 

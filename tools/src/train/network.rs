@@ -172,10 +172,7 @@ impl Network {
         let mut masks = vec![None; layers.len()];
         for (i, layer) in layers.iter().enumerate() {
             let mut out = vec![0.0f32; batch * self.len(i)];
-            let image = |from: usize| -> [usize; 3] {
-                let d = &self.dims[from];
-                [d[0], d[1], d[2]]
-            };
+            let image = |from: usize| self.image(from);
             match layer {
                 Layer::Input { .. } => out.copy_from_slice(input),
                 Layer::Dense {
@@ -272,6 +269,13 @@ impl Network {
         })
     }
 
+    /// Layer `i`'s `[h, w, c]` sample dimensions (shape checks in [`Network::new`] put an
+    /// image before every layer that asks).
+    fn image(&self, i: usize) -> [usize; 3] {
+        let d = &self.dims[i];
+        [d[0], d[1], d[2]]
+    }
+
     fn dense(&self, from: usize, i: usize, batch: usize) -> Dense {
         let inputs = self.dims[from].last().copied().unwrap_or(1);
         let outputs = self.dims[i].last().copied().unwrap_or(1);
@@ -327,10 +331,7 @@ impl Network {
                 dy.iter_mut().zip(gate).for_each(|(g, m)| *g *= m);
             }
             let out = &trace.outputs[i];
-            let image = |from: usize| -> [usize; 3] {
-                let dims = &self.dims[from];
-                [dims[0], dims[1], dims[2]]
-            };
+            let image = |from: usize| self.image(from);
             let pass =
                 |d: &mut Vec<Option<Vec<f32>>>, from: usize, grad: Vec<f32>| match &mut d[from] {
                     Some(acc) => acc.iter_mut().zip(&grad).for_each(|(a, g)| *a += g),

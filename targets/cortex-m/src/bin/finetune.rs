@@ -13,7 +13,9 @@ use cortex_m_rt::entry;
 use loam::Model;
 use loam::train::Trainer;
 use loam::train::check::{CHECK_CONFIG, check_model};
-use loam_firmware::exit;
+#[cfg(not(loam_small_ram))]
+use loam_firmware::flash_round_trip;
+use loam_firmware::{exit, fail};
 
 static MODEL: &[u8] = loam::include_model!("../../../../runtime/tests/data/finetune-int8.loam");
 const ARENA_SIZE: usize = loam::format::arena_size(include_bytes!(
@@ -31,11 +33,6 @@ static mut ARENA: Arena = Arena([0; ARENA_SIZE]);
 static mut STATE: [f32; STATE_LEN] = [0.0; STATE_LEN];
 #[cfg(not(loam_small_ram))]
 static mut FLASH: [u8; 2 * SLOT] = [0xFF; 2 * SLOT];
-
-fn fail(what: &str, e: impl defmt::Format) -> ! {
-    defmt::error!("{=str}: {}", what, e);
-    exit(1)
-}
 
 #[entry]
 fn main() -> ! {
@@ -97,15 +94,8 @@ fn main() -> ! {
 /// Saves a trainer's checkpoint to a RAM-backed NOR flash, loads it back and restores it.
 #[cfg(not(loam_small_ram))]
 fn round_trip(model: &Model<'_>, arena: &mut [u8], state: &mut [f32]) -> ! {
-    use loam::store::sim::SimulatedNorFlash;
-    use loam::store::{CheckpointStore, ModelId, payload_crc};
-
     // SAFETY: called once from `main`, the only code touching FLASH.
     let flash = unsafe { &mut *core::ptr::addr_of_mut!(FLASH) };
-    let id = ModelId::of(model);
-    let mut sim = SimulatedNorFlash::<4, 1024>::new(flash);
-    let mut store =
-        CheckpointStore::new(&mut sim, 0, SLOT as u32).unwrap_or_else(|e| fail("store", e));
     let mut trainer =
         Trainer::new(model, arena, state, CHECK_CONFIG).unwrap_or_else(|e| fail("trainer", e));
     for class in 0..8 {
@@ -116,36 +106,13 @@ fn round_trip(model: &Model<'_>, arena: &mut [u8], state: &mut [f32]) -> ! {
             )
             .unwrap_or_else(|e| fail("step", e));
     }
-    let before = payload_crc(&trainer.checkpoint());
-    let saved = store
-        .save(id, &trainer.checkpoint())
-        .unwrap_or_else(|e| fail("save", e));
-    // Start over from the model's weights, then take the checkpoint back.
-    trainer.reset().unwrap_or_else(|e| fail("reset", e));
     let mut payload = [0u8; SLOT];
-    let loaded = store
-        .load(id, &mut payload)
-        .unwrap_or_else(|e| fail("load", e));
-    match loaded {
-        Some(info) if info == saved => {
-            trainer
-                .restore(&payload[..info.len()])
-                .unwrap_or_else(|e| fail("restore", e));
-            if payload_crc(&trainer.checkpoint()) != before {
-                defmt::error!("restored parameters differ from the saved ones");
-                exit(1)
-            }
-            defmt::info!(
-                "checkpoint of {=usize} B ({=u32} updates) saved to slot {=usize} and restored",
-                info.len(),
-                trainer.updates(),
-                info.slot
-            );
-            exit(0)
-        }
-        _ => {
-            defmt::error!("the saved checkpoint did not load back");
-            exit(1)
-        }
-    }
+    let (len, slot) = flash_round_trip(model, &mut trainer, flash, &mut payload);
+    defmt::info!(
+        "checkpoint of {=usize} B ({=u32} updates) saved to slot {=usize} and restored",
+        len,
+        trainer.updates(),
+        slot
+    );
+    exit(0)
 }

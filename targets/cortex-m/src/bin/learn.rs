@@ -39,7 +39,7 @@ mod demo {
     use loam::Model;
     use loam::train::Trainer;
     use loam::train::replay::{Recording, replay};
-    use loam_firmware::exit;
+    use loam_firmware::{exit, fail, flash_round_trip};
 
     static MODEL: &[u8] = loam::include_model!("../../../../models/digits/model.loam");
     const ARENA_SIZE: usize =
@@ -56,11 +56,6 @@ mod demo {
     static mut ARENA: Arena = Arena([0; ARENA_SIZE]);
     static mut STATE: [f32; STATE_LEN] = [0.0; STATE_LEN];
     static mut FLASH: [u8; 2 * SLOT] = [0xFF; 2 * SLOT];
-
-    fn fail(what: &str, e: impl defmt::Format) -> ! {
-        defmt::error!("{=str}: {}", what, e);
-        exit(1)
-    }
 
     /// SysTick's elapsed ticks, shifted into the top 24 bits of a `u32` so that wrapping
     /// differences of two readings are right across the 24-bit counter's wrap.
@@ -267,41 +262,15 @@ mod demo {
     /// Saves the trained layer to (RAM-backed) NOR flash, then restores it into the trainer
     /// after a reset, as a board does across a power cycle.
     fn save_and_reload(model: &Model<'_>, trainer: &mut Trainer<'_, '_, '_>) -> ! {
-        use loam::store::sim::SimulatedNorFlash;
-        use loam::store::{CheckpointStore, ModelId, payload_crc};
-
         // SAFETY: called once from `main`, the only code touching FLASH.
         let flash = unsafe { &mut *core::ptr::addr_of_mut!(FLASH) };
-        let id = ModelId::of(model);
-        let mut sim = SimulatedNorFlash::<4, 1024>::new(flash);
-        let mut store =
-            CheckpointStore::new(&mut sim, 0, SLOT as u32).unwrap_or_else(|e| fail("store", e));
-        let saved = store
-            .save(id, &trainer.checkpoint())
-            .unwrap_or_else(|e| fail("save", e));
-        let learned = payload_crc(&trainer.checkpoint());
-        trainer.reset().unwrap_or_else(|e| fail("reset", e));
         let mut payload = [0u8; SLOT];
-        match store.load(id, &mut payload) {
-            Ok(Some(info)) if info == saved => {
-                trainer
-                    .restore(&payload[..info.len()])
-                    .unwrap_or_else(|e| fail("restore", e));
-                if payload_crc(&trainer.checkpoint()) != learned {
-                    defmt::error!("restored parameters differ from the saved ones");
-                    exit(1)
-                }
-                defmt::info!(
-                    "learned layer ({=usize} B) saved to flash slot {=usize} and restored",
-                    info.len(),
-                    info.slot
-                );
-                exit(0)
-            }
-            _ => {
-                defmt::error!("the saved checkpoint did not load back");
-                exit(1)
-            }
-        }
+        let (len, slot) = flash_round_trip(model, trainer, flash, &mut payload);
+        defmt::info!(
+            "learned layer ({=usize} B) saved to flash slot {=usize} and restored",
+            len,
+            slot
+        );
+        exit(0)
     }
 }
