@@ -115,11 +115,22 @@ pub fn lift(model: &Model<'_>) -> Result<Graph> {
                 .copied()
                 .with_context(|| format!("op `{}` reads a tensor no earlier op writes", op.name))
         };
-        let constant = |k: usize, what: &str| -> Result<Vec<f32>> {
+        let record = |k: usize, what: &str| -> Result<TensorRecord<'_>> {
             let id = *operands
                 .get(k)
+                .filter(|&&id| id != loam::format::NO_TENSOR)
                 .with_context(|| format!("op `{}` has no {what}", op.name))?;
-            f32_values(model, &tensor(id)?, what)
+            tensor(id)
+        };
+        let constant = |k: usize, what: &str| -> Result<Vec<f32>> {
+            f32_values(model, &record(k, what)?, what)
+        };
+        // An optional operand may be left out or marked absent; then it is zeros.
+        let bias = |k: usize, len: usize| -> Result<Vec<f32>> {
+            match operands.get(k) {
+                Some(&id) if id != loam::format::NO_TENSOR => constant(k, "bias"),
+                _ => Ok(vec![0.0; len]),
+            }
         };
         let attributes = |what: &str| format!("op `{}`: decoding its {what} attributes", op.name);
         let layer = match kind {
@@ -127,17 +138,13 @@ pub fn lift(model: &Model<'_>) -> Result<Graph> {
                 let a: FullyConnectedAttributes = postcard::from_bytes(op.attributes)
                     .with_context(|| attributes("fully-connected"))?;
                 let weights = constant(1, "weights")?;
-                let outputs_n = tensor(operands[1])?
+                let outputs_n = record(1, "weights")?
                     .shape
                     .dims()
                     .first()
                     .copied()
                     .unwrap_or(0) as usize;
-                let bias = if operands.len() > 2 {
-                    constant(2, "bias")?
-                } else {
-                    vec![0.0; outputs_n]
-                };
+                let bias = bias(2, outputs_n)?;
                 Layer::Dense {
                     from: from(0)?,
                     weights,
@@ -146,7 +153,7 @@ pub fn lift(model: &Model<'_>) -> Result<Graph> {
                 }
             }
             OpKind::Conv2d | OpKind::DepthwiseConv2d => {
-                let filter_record = tensor(operands[1])?;
+                let filter_record = record(1, "filter")?;
                 let fd = filter_record.shape.dims();
                 let (stride, dilation, padding, groups, activation) = if kind == OpKind::Conv2d {
                     let a: Conv2dAttributes = postcard::from_bytes(op.attributes)
@@ -185,11 +192,7 @@ pub fn lift(model: &Model<'_>) -> Result<Graph> {
                     groups,
                 };
                 let weights = constant(1, "filter")?;
-                let bias = if operands.len() > 2 {
-                    constant(2, "bias")?
-                } else {
-                    vec![0.0; out_channels]
-                };
+                let bias = bias(2, out_channels)?;
                 if kind == OpKind::Conv2d {
                     Layer::Conv {
                         from: from(0)?,
@@ -452,6 +455,43 @@ mod tests {
         let int8 = ModelFile::from_bytes("int8", &g.build_i8(&ranges).unwrap().bytes).unwrap();
         let e = lift(&int8.model().unwrap()).unwrap_err();
         assert!(e.to_string().contains("float model"), "{e}");
+    }
+
+    /// Imported models may leave a bias out; the lifted graph then has a zero bias and
+    /// computes what the model computes.
+    #[test]
+    fn layers_without_a_bias_lift_with_zeros() {
+        use loam::format::writer::{ModelBuilder, QuantSpec};
+        let mut b = ModelBuilder::new("no-bias");
+        let x = b
+            .tensor("x", DType::F32, &[1, 4, 4, 2], QuantSpec::None)
+            .unwrap();
+        b.input(x);
+        let filter: Vec<f32> = (0..3 * 9 * 2).map(|i| (i % 7) as f32 * 0.1 - 0.3).collect();
+        let spec = ConvSpec::new(3, 3).same(4, 4);
+        let c = b
+            .conv2d_f32("c", x, spec, &filter, None, FusedActivation::RELU)
+            .unwrap();
+        let f = b.reshape("f", c, &[1, 48]).unwrap();
+        let weights: Vec<f32> = (0..5 * 48).map(|i| (i % 5) as f32 * 0.05 - 0.1).collect();
+        let y = b
+            .fully_connected_f32("d", f, &weights, None, FusedActivation::NONE)
+            .unwrap();
+        b.output(y);
+        let original = ModelFile::from_bytes("no-bias", &b.build().unwrap().bytes).unwrap();
+        let lifted = lift(&original.model().unwrap()).unwrap();
+        let rebuilt =
+            ModelFile::from_bytes("lifted", &lifted.build_f32(false).unwrap().bytes).unwrap();
+        let input = crate::npy::Array {
+            shape: vec![1, 4, 4, 2],
+            data: crate::npy::Data::F32((0..32).map(|i| i as f32 / 32.0).collect()),
+        };
+        let run = |m: &ModelFile| {
+            crate::run::run(m, std::slice::from_ref(&input)).unwrap()[0]
+                .array
+                .clone()
+        };
+        assert_eq!(run(&original), run(&rebuilt));
     }
 
     #[test]
