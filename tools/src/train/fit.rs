@@ -446,6 +446,12 @@ pub(crate) fn fit_with(
                     acc.iter_mut().zip(part).for_each(|(a, p)| *a += p);
                 }
             }
+            // Checked before the update, so no weight ever takes a non-finite step.
+            if grads.iter().flatten().any(|g| !g.is_finite()) {
+                bail!(
+                    "training diverged at epoch {epoch} (a gradient is not finite); lower the learning rate"
+                );
+            }
             if let Some(max) = options.clip_norm {
                 clip_by_norm(&mut grads, max);
             }
@@ -460,11 +466,6 @@ pub(crate) fn fit_with(
                 options.regularization,
                 rate,
             );
-            if grads.iter().flatten().any(|g| !g.is_finite()) {
-                bail!(
-                    "training diverged at epoch {epoch} (a gradient is not finite); lower the learning rate"
-                );
-            }
             step += 1;
             progress(Progress::Batch {
                 epoch,
