@@ -23,6 +23,7 @@ extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+pub mod audio;
 mod error;
 pub mod fixed_point;
 pub mod format;

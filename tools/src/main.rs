@@ -236,10 +236,14 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         vs: Vec<Peer>,
     },
-    /// Write a model in another format: ONNX (`-o model.onnx`; int8 models as QDQ).
+    /// Write a model in another format: ONNX (`-o model.onnx`; int8 models as QDQ), C or
+    /// Rust sources for firmware.
     Export {
-        /// The `.loam` model.
-        model: PathBuf,
+        /// The `.loam` model (default: the int8 `model.loam` of the project's latest run).
+        model: Option<PathBuf>,
+        /// The project file, to find the latest run.
+        #[arg(long, default_value = "loam.toml")]
+        project: PathBuf,
         /// Output file; its extension picks the format: `.onnx`; `.h` or `.c` for a C header
         /// and source holding the model array and `<NAME>_ARENA_SIZE`; `.rs` for a Rust
         /// module (`MODEL`, `ARENA_SIZE`) with the `.loam` copied beside it.
@@ -713,9 +717,19 @@ fn execute(command: Command) -> Result<ExitCode> {
         }
         Command::Export {
             model,
+            project,
             output,
             channels_first,
         } => {
+            let model = match model {
+                Some(m) => m,
+                None => {
+                    let model =
+                        loam_tools::project::pipeline::latest_run_of(&project)?.join("model.loam");
+                    println!("exporting {}", model.display());
+                    model
+                }
+            };
             let file = ModelFile::open(&model)?;
             match output.extension().and_then(|e| e.to_str()) {
                 Some("onnx") => {

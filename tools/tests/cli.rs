@@ -644,12 +644,70 @@ fn digits_project_trains_evaluates_and_reports() {
         "int8 accuracy after loam quantize: {requantized}"
     );
     let header = dir.path().join("digits.h");
-    let out = loam(&[
-        "export",
-        run.join("model.loam").to_str().unwrap(),
-        "-o",
-        header.to_str().unwrap(),
-    ]);
+    // Without a model, export takes the latest run's int8 model.
+    let out = loam(&["export", "--project", toml, "-o", header.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        std::fs::read_to_string(&header)
+            .unwrap()
+            .contains("ARENA_SIZE")
+    );
+    assert!(
+        text(&out).contains("digits-001"),
+        "export names the run it took the model from: {}",
+        text(&out)
+    );
+}
+
+/// The lifecycle on the bundled keyword clips, shortened to stay quick in a debug build
+/// (one epoch of a small CNN, no augmented copies): WAV clips in, a model out that carries
+/// the audio front end for the device, scored, re-quantized and exported.
+#[test]
+fn keywords_project_runs_from_clips_to_firmware_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("keywords");
+    let out = loam(&["init", project.to_str().unwrap(), "--example", "keywords"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(project.join("data/yes").is_dir());
+    assert!(project.join("data/testing_list.txt").is_file());
+    let toml = project.join("loam.toml");
+    let shipped = std::fs::read_to_string(&toml).unwrap();
+    let quick = shipped
+        .replace("copies = 8", "copies = 0")
+        .replace("epochs = 60", "epochs = 1")
+        .replace(
+            "template = \"ds-cnn\"",
+            "layers = [{ type = \"conv\", filters = 4, kernel = [5, 5], stride = 2 }, \
+             { type = \"global-avg-pool\" }]",
+        );
+    assert_ne!(quick, shipped);
+    std::fs::write(&toml, quick).unwrap();
+    let toml = toml.to_str().unwrap();
+    let out = loam(&["train", "--project", toml]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("rows: 312 train, 104 validation, 104 test"),
+        "{log}"
+    );
+    let run = project.join("runs/keywords-001");
+    let bytes = std::fs::read(run.join("model.loam")).unwrap();
+    let aligned = loam::format::AlignedBytes::new(&bytes);
+    let model = loam::Model::from_bytes(&aligned).unwrap();
+    let front_end = loam::audio::FeatureConfig::from_model(&model)
+        .unwrap()
+        .unwrap();
+    assert_eq!(front_end.window, 480);
+    assert_eq!(front_end.hop, 320);
+    for args in [
+        vec!["eval", "--project", toml],
+        vec!["quantize", "--project", toml],
+    ] {
+        let out = loam(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+    let header = dir.path().join("keywords.h");
+    let out = loam(&["export", "--project", toml, "-o", header.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         std::fs::read_to_string(&header)

@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+pub mod audio;
 pub mod csv;
 pub mod digits;
 pub mod gestures;
@@ -230,19 +231,26 @@ pub enum Format {
     Csv,
     /// MNIST-style IDX, optionally gzipped: [`idx`].
     Idx,
-    /// A NumPy `.npy` array: [`npy`].
+    /// A NumPy `.npy` array or `.npz` archive: [`npy`].
     Npy,
     /// A folder with one subfolder of PNG images per class: [`images`].
     ImageFolder,
+    /// A folder with one subfolder of WAV clips per class: [`audio`].
+    AudioFolder,
 }
 
 impl Format {
-    /// Guesses the format from the path: a directory is an image folder, then by file name
+    /// Guesses the format from the path: a directory is an audio folder if a class subfolder
+    /// holds a `.wav` file and an image folder otherwise, then by file name
     /// (`.csv`, `.tsv`, `.txt`; `.npy`; names ending `ubyte` or holding `.idx`; each
     /// optionally `.gz`).
     pub fn detect(path: &Path) -> Result<Format> {
         if path.is_dir() {
-            return Ok(Format::ImageFolder);
+            return Ok(if audio::is_audio_folder(path) {
+                Format::AudioFolder
+            } else {
+                Format::ImageFolder
+            });
         }
         let name = path
             .file_name()
@@ -251,21 +259,15 @@ impl Format {
         let name = name.strip_suffix(".gz").unwrap_or(&name);
         if name.ends_with(".csv") || name.ends_with(".tsv") || name.ends_with(".txt") {
             Ok(Format::Csv)
-        } else if name.ends_with(".npy") {
+        } else if name.ends_with(".npy") || name.ends_with(".npz") {
             Ok(Format::Npy)
         } else if name.ends_with("ubyte") || name.contains(".idx") {
             Ok(Format::Idx)
-        } else if name.ends_with(".npz") {
-            bail!(
-                "{}: .npz archives are not supported; save the arrays as .npy files \
-                 (numpy: d = np.load(path); np.save('x.npy', d['x']); np.save('y.npy', d['y']))",
-                path.display()
-            )
         } else {
             bail!(
                 "{}: cannot tell the data format from the name (expected .csv, .tsv, .npy, \
                  an IDX file such as train-images-idx3-ubyte, each optionally .gz, or a folder \
-                 of class subfolders of PNG images)",
+                 of class subfolders of PNG images or WAV clips)",
                 path.display()
             )
         }
@@ -275,10 +277,21 @@ impl Format {
 /// Loads a data set in any supported format, chosen by [`Format::detect`].
 ///
 /// `labels` is the separate label file of the formats that keep labels apart (IDX, `.npy`);
-/// CSV takes its label column from `options`, and image folders from subfolder names.
-pub fn load(path: &Path, labels: Option<&Path>, options: &csv::CsvOptions) -> Result<Dataset> {
+/// CSV takes its label column from `options`, and image and audio folders from subfolder
+/// names; `audio` says how clips become features.
+pub fn load(
+    path: &Path,
+    labels: Option<&Path>,
+    options: &csv::CsvOptions,
+    audio: &audio::AudioOptions,
+) -> Result<Dataset> {
     let format = Format::detect(path)?;
-    if labels.is_some() && matches!(format, Format::Csv | Format::ImageFolder) {
+    if labels.is_some()
+        && matches!(
+            format,
+            Format::Csv | Format::ImageFolder | Format::AudioFolder
+        )
+    {
         bail!(
             "{}: a separate label file only goes with IDX or .npy data",
             path.display()
@@ -289,6 +302,7 @@ pub fn load(path: &Path, labels: Option<&Path>, options: &csv::CsvOptions) -> Re
         Format::Idx => idx::load(path, labels),
         Format::Npy => npy::load(path, labels, options.task),
         Format::ImageFolder => images::load(path, &images::ImageOptions::default()),
+        Format::AudioFolder => audio::load(path, audio),
     }
 }
 
@@ -403,11 +417,7 @@ mod tests {
             Format::detect(p("train-images-idx3-ubyte.gz")).unwrap(),
             Format::Idx
         );
-        let err = Format::detect(p("d.npz")).unwrap_err().to_string();
-        assert!(
-            err.contains("d.npz") && err.contains("not supported"),
-            "{err}"
-        );
+        assert_eq!(Format::detect(p("d.npz")).unwrap(), Format::Npy);
         assert!(Format::detect(p("model.onnx")).is_err());
         assert_eq!(stem(p("dir/digits.csv.gz")), "digits");
         assert_eq!(

@@ -1,8 +1,9 @@
-//! NumPy `.npy` arrays (optionally gzipped) into a [`Dataset`]: a features array whose
-//! first axis is the row, plus an optional labels array.
+//! NumPy `.npy` arrays (optionally gzipped) and `.npz` archives into a [`Dataset`]: a
+//! features array whose first axis is the row, plus an optional labels array.
 //!
-//! `.npz` archives are not read: they are zip files, and unpacking them would need a zip
-//! reader; save the arrays as separate `.npy` files instead.
+//! An `.npz` archive (`np.savez` or `np.savez_compressed`) holds both: its only array is the
+//! features, or the arrays are told apart by name (features `x`, `X`, `features`, `data`,
+//! `inputs`; labels `y`, `Y`, `labels`, `targets`, `target`, `label`).
 
 use std::path::Path;
 
@@ -13,6 +14,65 @@ use super::{Dataset, Targets, Task};
 
 /// The most classes a label array may imply; beyond this a label is surely not a class id.
 const MAX_CLASSES: usize = 1 << 16;
+
+/// Names an `.npz` array of features may have.
+const FEATURE_NAMES: [&str; 5] = ["x", "X", "features", "data", "inputs"];
+/// Names an `.npz` array of labels may have.
+const LABEL_NAMES: [&str; 6] = ["y", "Y", "labels", "targets", "target", "label"];
+/// The most bytes one `.npz` member may unpack to, so that a zip bomb cannot take the
+/// machine's memory.
+const MAX_MEMBER_BYTES: u64 = 1 << 34;
+
+/// An array read from a file: its shape and elements as f32.
+type Array = (Vec<usize>, Vec<f32>);
+
+/// Reads the features and (if present) labels of an `.npz` archive; see the module docs for
+/// how arrays are told apart.
+pub fn read_npz(path: &Path) -> Result<(Array, Option<Array>)> {
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut archive = zip::ZipArchive::new(std::io::BufReader::new(file))
+        .with_context(|| format!("{}: not a readable .npz (zip) archive", path.display()))?;
+    let names: Vec<String> = archive
+        .file_names()
+        .filter_map(|n| Some(n.ok()?.strip_suffix(".npy")?.to_string()))
+        .collect();
+    let pick = |candidates: &[&'static str]| -> Option<&'static str> {
+        candidates
+            .iter()
+            .copied()
+            .find(|c| names.iter().any(|n| n == c))
+    };
+    let (features, labels) = match names.as_slice() {
+        [only] => (only.clone(), None),
+        _ => match pick(&FEATURE_NAMES) {
+            Some(f) => (f.to_string(), pick(&LABEL_NAMES).map(|l| l.to_string())),
+            None => bail!(
+                "{}: holds arrays {names:?}; name the features one of {FEATURE_NAMES:?} and \
+                 the labels one of {LABEL_NAMES:?} (np.savez(path, x=..., y=...))",
+                path.display()
+            ),
+        },
+    };
+    let mut read_member = |name: &str| -> Result<Array> {
+        let source = format!("{}[{name}]", path.display());
+        let member = archive
+            .by_name(&format!("{name}.npy"))
+            .with_context(|| format!("{source}: reading the archive member"))?;
+        if member.size() > MAX_MEMBER_BYTES {
+            bail!("{source}: {} bytes unpacked is too large", member.size());
+        }
+        let mut bytes = Vec::with_capacity(member.size() as usize);
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(member, MAX_MEMBER_BYTES),
+            &mut bytes,
+        )
+        .with_context(|| format!("{source}: unpacking"))?;
+        parse(&bytes, &source)
+    };
+    let features = read_member(&features)?;
+    let labels = labels.map(|l| read_member(&l)).transpose()?;
+    Ok((features, labels))
+}
 
 /// Reads an `.npy` array of booleans, integers or floats as f32, with its shape.
 pub fn read(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
@@ -138,7 +198,20 @@ fn check_shape(bytes: &[u8]) -> Result<()> {
 /// class ids directly (names `0`, `1`, …), or one-hot rows `[n, k]`. For regression, labels
 /// are `[n]` or `[n, w]` values.
 pub fn load(features: &Path, labels: Option<&Path>, task: Task) -> Result<Dataset> {
-    let (shape, data) = read(features)?;
+    let npz = features
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("npz"));
+    let ((shape, data), packed_labels) = if npz {
+        if labels.is_some() {
+            bail!(
+                "{}: an .npz archive holds its own labels; drop the separate label file",
+                features.display()
+            );
+        }
+        read_npz(features)?
+    } else {
+        (read(features)?, None)
+    };
     let Some((&rows, rest)) = shape.split_first() else {
         bail!(
             "{}: a 0-dimensional array is not a data set; expected [rows, ...]",
@@ -150,9 +223,10 @@ pub fn load(features: &Path, labels: Option<&Path>, task: Task) -> Result<Datase
     } else {
         rest.to_vec()
     };
-    let (targets, class_names) = match labels {
-        None => (Targets::None, Vec::new()),
-        Some(path) => {
+    let (targets, class_names) = match (labels, packed_labels) {
+        (_, Some((lshape, ldata))) => targets(&lshape, ldata, rows, task, features)?,
+        (None, None) => (Targets::None, Vec::new()),
+        (Some(path), None) => {
             let (lshape, ldata) = read(path)?;
             targets(&lshape, ldata, rows, task, path)
                 .with_context(|| format!("with features {}", features.display()))?
@@ -267,6 +341,63 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, bytes).unwrap();
         path
+    }
+
+    fn npz(dir: &Path, name: &str, members: &[(&str, Vec<u8>)]) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = dir.join(name);
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        for (i, (member, bytes)) in members.iter().enumerate() {
+            // np.savez stores, np.savez_compressed deflates: one member of each.
+            let method = if i % 2 == 0 {
+                zip::CompressionMethod::Stored
+            } else {
+                zip::CompressionMethod::Deflated
+            };
+            let options = zip::write::SimpleFileOptions::default().compression_method(method);
+            zip.start_file(format!("{member}.npy"), options).unwrap();
+            zip.write_all(bytes).unwrap();
+        }
+        zip.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn npz_archives_hold_features_and_labels_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let x = npy::<f32>(&[3, 2], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let y = npy::<i64>(&[3], &[0, 1, 1]);
+        let both = npz(
+            dir.path(),
+            "both.npz",
+            &[("y", y.clone()), ("x", x.clone())],
+        );
+        let data = load(&both, None, Task::Classification).unwrap();
+        assert_eq!(data.sample_dims, [2]);
+        assert_eq!(data.features, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(data.classes().unwrap(), [0, 1, 1]);
+        let only = npz(dir.path(), "only.npz", &[("arr_0", x.clone())]);
+        let data = load(&only, None, Task::Classification).unwrap();
+        assert_eq!((data.rows(), data.targets.rows()), (3, None));
+        let odd = npz(dir.path(), "odd.npz", &[("a", x.clone()), ("b", y.clone())]);
+        let err = format!("{:#}", load(&odd, None, Task::Classification).unwrap_err());
+        assert!(err.contains("odd.npz") && err.contains("\"a\""), "{err}");
+        let short = npz(
+            dir.path(),
+            "short.npz",
+            &[("x", x), ("y", npy::<i64>(&[2], &[0, 1]))],
+        );
+        let err = format!(
+            "{:#}",
+            load(&short, None, Task::Classification).unwrap_err()
+        );
+        assert!(
+            err.contains("short.npz") && err.contains("2 label rows"),
+            "{err}"
+        );
+        let junk = write(dir.path(), "junk.npz", b"PK\x03\x04 not really");
+        let err = format!("{:#}", load(&junk, None, Task::Classification).unwrap_err());
+        assert!(err.contains("junk.npz"), "{err}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::templates::{LayerSpec, TEMPLATES};
+use crate::data::audio::AudioOptions;
 use crate::data::csv::CsvOptions;
 use crate::data::prep::PrepOptions;
 use crate::train::{
@@ -89,6 +90,10 @@ pub struct DataConfig {
     /// The train/validation/test split.
     #[serde(default)]
     pub split: SplitConfig,
+    /// How WAV clips become features (for a folder of clips; the defaults are the keyword
+    /// models': 49 frames of 10 MFCCs per second of 16 kHz audio).
+    #[serde(default)]
+    pub audio: AudioOptions,
 }
 
 /// `[data.split]`.
@@ -133,6 +138,9 @@ pub enum SplitMethod {
     Random,
     /// In file order (time series): train, then validation, then test.
     TimeOrdered,
+    /// As a folder of clips' `validation_list.txt` and `testing_list.txt` say (Speech
+    /// Commands' convention, which keeps each speaker in one part); the fractions are unused.
+    Lists,
 }
 
 /// `[model]`: a template or a layer list.

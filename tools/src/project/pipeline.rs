@@ -18,6 +18,7 @@ use crate::npy::{Array, Data};
 use crate::quantize::{Calibration, LayerError};
 use crate::report::{self, EpochRecord, Evaluation, History, RunReport};
 use crate::train::{self, Fitted, LossFunction, Network, Progress, Samples, TrainOptions};
+use loam::audio::FeatureConfig;
 
 /// The data of a project, split and prepared.
 #[derive(Debug, Clone)]
@@ -34,6 +35,9 @@ pub struct Prepared {
     pub test: Dataset,
     /// Duplicate rows dropped before splitting.
     pub duplicates_dropped: usize,
+    /// The audio front end the features came from (a folder of clips), which the models
+    /// store so that the device computes the same features.
+    pub audio: Option<FeatureConfig>,
 }
 
 /// Loads `project`'s data (paths relative to `dir`).
@@ -48,7 +52,7 @@ pub fn load_data(project: &Project, dir: &Path) -> Result<Dataset> {
     }
     let path = Project::resolve(dir, &d.path);
     let labels = d.labels.as_ref().map(|l| Project::resolve(dir, l));
-    let mut data = data::load(&path, labels.as_deref(), &csv)?;
+    let mut data = data::load(&path, labels.as_deref(), &csv, &d.audio)?;
     if let Some(dims) = &d.sample_dims {
         if dims.iter().product::<usize>() != data.sample_len() {
             bail!(
@@ -77,14 +81,70 @@ pub fn load_and_split(project: &Project, dir: &Path) -> Result<(Dataset, Split, 
     let split = match s.method {
         SplitMethod::Random => data::split::random(&data, s.validation, s.test, s.seed)?,
         SplitMethod::TimeOrdered => data::split::time_ordered(data.rows(), s.validation, s.test)?,
+        SplitMethod::Lists => {
+            let path = Project::resolve(dir, &project.data.path);
+            if data::Format::detect(&path)? != data::Format::AudioFolder {
+                bail!(
+                    "data.split.method = \"lists\" takes the split from a folder of clips' \
+                     validation_list.txt and testing_list.txt, but {} is not a folder of WAV \
+                     clips",
+                    path.display()
+                );
+            }
+            if duplicates_dropped > 0 {
+                bail!(
+                    "data.split.method = \"lists\" names clips by file, which dropping \
+                     duplicates renumbers; set data.drop_duplicates = false"
+                );
+            }
+            data::audio::split_by_lists(&path)?
+        }
     };
     Ok((data, split, duplicates_dropped))
+}
+
+/// The audio front end `project`'s data goes through: `Some` for a folder of WAV clips.
+pub fn audio_front_end(project: &Project, dir: &Path) -> Result<Option<FeatureConfig>> {
+    let path = Project::resolve(dir, &project.data.path);
+    if path.is_dir() && data::Format::detect(&path)? == data::Format::AudioFolder {
+        Ok(Some(project.data.audio.feature_config()?))
+    } else {
+        Ok(None)
+    }
 }
 
 /// Loads, de-duplicates, splits and prepares `project`'s data.
 pub fn prepare(project: &Project, dir: &Path) -> Result<Prepared> {
     let (data, split, duplicates_dropped) = load_and_split(project, dir)?;
-    prepare_split(project, &data, split, duplicates_dropped)
+    let mut prepared = prepare_split(project, &data, split, duplicates_dropped)?;
+    add_audio(project, dir, &mut prepared)?;
+    Ok(prepared)
+}
+
+/// For a folder of clips: records the front end in `prepared` and appends the perturbed
+/// copies of its training clips (`data.audio.augment`), prepared like the rest, to its
+/// training rows.
+pub fn add_audio(project: &Project, dir: &Path, prepared: &mut Prepared) -> Result<()> {
+    prepared.audio = audio_front_end(project, dir)?;
+    let options = &project.data.audio;
+    if prepared.audio.is_none() || options.augment.copies == 0 {
+        return Ok(());
+    }
+    if project.data.drop_duplicates {
+        bail!(
+            "data.audio.augment copies clips by row, which dropping duplicates renumbers; set \
+             data.drop_duplicates = false"
+        );
+    }
+    let root = Project::resolve(dir, &project.data.path);
+    let mut copies = data::audio::augmented_copies(&root, options, &prepared.split.train)?;
+    prepared.preprocessing.apply(&mut copies)?;
+    prepared.train.features.extend_from_slice(&copies.features);
+    match (&mut prepared.train.targets, copies.targets) {
+        (data::Targets::Classes(rows), data::Targets::Classes(extra)) => rows.extend(extra),
+        _ => bail!("augmented copies of {} have no classes", root.display()),
+    }
+    prepared.train.validate()
 }
 
 /// Prepares the rows of `split` of `data`: the preprocessing is fit on its training rows
@@ -119,6 +179,7 @@ pub fn prepare_split(
         val,
         test,
         duplicates_dropped,
+        audio: None,
     })
 }
 
@@ -384,6 +445,14 @@ fn build_models(
     if let Some((offset, scale)) = prepared.preprocessing.affine() {
         graph.constants.push(("preprocess.offset".into(), offset));
         graph.constants.push(("preprocess.scale".into(), scale));
+    }
+    if let Some(audio) = &prepared.audio {
+        graph.constants.extend(
+            audio
+                .constants()
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), vec![value])),
+        );
     }
     let train = &prepared.train;
     let confidences = match project.task.kind {
@@ -680,7 +749,9 @@ fn reload(run: &Path) -> Result<Reloaded> {
             data.rows()
         );
     }
-    let prepared = prepare_split(&project, &data, split, 0)?;
+    let mut prepared = prepare_split(&project, &data, split, 0)?;
+    // Scoring needs the held-out rows only: no augmented training copies.
+    prepared.audio = audio_front_end(&project, project_dir)?;
     let saved: Preprocessing = read_json(&run.join("preprocessing.json"))?;
     if saved != prepared.preprocessing {
         bail!(
@@ -997,6 +1068,46 @@ mod tests {
         let e = eval_run(&run.dir).unwrap_err();
         assert!(format!("{e:#}").contains("changed since training"), "{e:#}");
     }
+
+    /// The committed `models/keywords/model.loam` still scores what its model card says on
+    /// the held-out voices of `testing_list.txt`, computing features from the WAV clips with
+    /// the front end stored in the model itself, as a device would.
+    #[test]
+    fn the_bundled_keywords_model_keeps_its_accuracy() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/keywords");
+        let (project, _) = Project::load(&dir.join("loam.toml")).unwrap();
+        let (data, split, _) = load_and_split(&project, &dir).unwrap();
+        let mut prepared = prepare_split(&project, &data, split, 0).unwrap();
+        prepared.audio = audio_front_end(&project, &dir).unwrap();
+        assert_eq!(prepared.test.rows(), 104);
+        let model = ModelFile::open(&dir.join("model.loam")).unwrap();
+        let stored = loam::audio::FeatureConfig::from_model(&model.model().unwrap()).unwrap();
+        assert_eq!(
+            stored, prepared.audio,
+            "the model's front end is the project's"
+        );
+        let outputs = infer(&model, &prepared.test).unwrap();
+        let Evaluation::Classification(r) = evaluate(&project, &prepared.test, &outputs).unwrap()
+        else {
+            panic!("not a classification report")
+        };
+        // The model card's figure (86.54%); the data set's goal of 90% is not reached yet.
+        assert!(r.accuracy >= 0.865, "{}", r.accuracy);
+        assert_eq!(
+            model.bytes().len(),
+            KEYWORDS_FLASH,
+            "the model card's flash figure"
+        );
+        assert_eq!(
+            model.model().unwrap().arena_size(),
+            KEYWORDS_ARENA,
+            "the model card's arena figure"
+        );
+    }
+
+    /// `models/keywords/MODEL_CARD.md`'s figures.
+    const KEYWORDS_FLASH: usize = 65_472;
+    const KEYWORDS_ARENA: usize = 64_320;
 
     /// The committed `models/digits/model.loam` still scores what its model card says on the
     /// test split its `loam.toml` defines.

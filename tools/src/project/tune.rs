@@ -475,6 +475,13 @@ impl Search {
                          model see the future; use scoring = \"validation\""
                     );
                 }
+                if project.data.split.method == SplitMethod::Lists {
+                    bail!(
+                        "tune.scoring: k-fold shuffles clips, which would put one speaker's \
+                         clips on both sides of a fold; use scoring = \"validation\" (the \
+                         validation list)"
+                    );
+                }
                 k
             }
         };
@@ -809,7 +816,11 @@ fn prepare_folds(project: &Project, dir: &Path, search: &Search) -> Result<Vec<P
     };
     splits
         .into_iter()
-        .map(|s| pipeline::prepare_split(project, &data, s, duplicates))
+        .map(|s| {
+            let mut prepared = pipeline::prepare_split(project, &data, s, duplicates)?;
+            pipeline::add_audio(project, dir, &mut prepared)?;
+            Ok(prepared)
+        })
         .collect()
 }
 

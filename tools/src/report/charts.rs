@@ -171,7 +171,13 @@ impl Chart for CurvesChart<'_> {
             } else {
                 self.history.metric_name.as_str()
             };
-            panel(&right, name, name, &metric, best_metric, higher)
+            // The panel's title is capitalised like "Loss" beside it; the axis keeps the
+            // metric's own name.
+            let mut title = name.to_string();
+            if let Some(first) = title.get_mut(..1) {
+                first.make_ascii_uppercase();
+            }
+            panel(&right, &title, name, &metric, best_metric, higher)
         } else {
             panel(root, "Loss", "loss", &loss, best_loss, false)
         }
