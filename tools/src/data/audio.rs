@@ -31,6 +31,7 @@ use loam::audio::{FeatureConfig, Frontend};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::folders::{class_dirs, class_folders, has_extension, hidden};
 use super::{Dataset, Split, Targets};
 
 /// A folder in Speech Commands that holds long noise recordings, not a class.
@@ -173,84 +174,36 @@ pub struct ClipFile {
 
 /// Whether `root` is an audio folder: some class subfolder holds a `.wav` file.
 pub fn is_audio_folder(root: &Path) -> bool {
-    class_dirs(root)
+    class_dirs(root, &[BACKGROUND_NOISE])
         .map(|dirs| {
             dirs.iter().any(|d| {
-                std::fs::read_dir(d)
-                    .is_ok_and(|mut entries| entries.any(|e| e.is_ok_and(|e| is_wav(&e.path()))))
+                std::fs::read_dir(d).is_ok_and(|mut entries| {
+                    entries.any(|e| e.is_ok_and(|e| has_extension(&e.path(), "wav")))
+                })
             })
         })
         .unwrap_or(false)
 }
 
-fn is_wav(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("wav"))
-}
-
-fn hidden(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-}
-
-fn class_dirs(root: &Path) -> Result<Vec<PathBuf>> {
-    let mut dirs = Vec::new();
-    for entry in std::fs::read_dir(root).with_context(|| format!("listing {}", root.display()))? {
-        let path = entry
-            .with_context(|| format!("listing {}", root.display()))?
-            .path();
-        let noise = path.file_name().is_some_and(|n| n == BACKGROUND_NOISE);
-        if path.is_dir() && !hidden(&path) && !noise {
-            dirs.push(path);
-        }
-    }
-    dirs.sort();
-    Ok(dirs)
-}
-
 /// Every clip under `root`'s class subfolders, in row order, and the class names.
 pub fn list(root: &Path) -> Result<(Vec<ClipFile>, Vec<String>)> {
-    let dirs = class_dirs(root)?;
-    if dirs.is_empty() {
-        bail!(
-            "{}: no class subfolders (expected one folder of WAV clips per class)",
-            root.display()
-        );
-    }
     let mut clips = Vec::new();
     let mut class_names = Vec::new();
-    for (id, dir) in dirs.iter().enumerate() {
-        let class = dir
-            .file_name()
-            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-            let path = entry
-                .with_context(|| format!("listing {}", dir.display()))?
-                .path();
-            if hidden(&path) || path.is_dir() {
-                continue;
-            }
-            if !is_wav(&path) {
-                bail!("{}: only WAV clips are read", path.display());
-            }
-            files.push(path);
-        }
-        files.sort();
-        for path in files {
+    for (id, class) in class_folders(root, "wav", "WAV clips", &[BACKGROUND_NOISE])?
+        .into_iter()
+        .enumerate()
+    {
+        for path in class.files {
             let name = path
                 .file_name()
                 .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
             clips.push(ClipFile {
-                relative: format!("{class}/{name}"),
+                relative: format!("{}/{name}", class.name),
                 path,
                 class: id as u32,
             });
         }
-        class_names.push(class);
-    }
-    if clips.is_empty() {
-        bail!("{}: the class subfolders hold no WAV clips", root.display());
+        class_names.push(class.name);
     }
     Ok((clips, class_names))
 }
@@ -356,7 +309,7 @@ pub fn background_noise(root: &Path, sample_rate: u32) -> Result<Vec<Vec<f32>>> 
         let path = entry
             .with_context(|| format!("listing {}", folder.display()))?
             .path();
-        if is_wav(&path) && !hidden(&path) {
+        if has_extension(&path, "wav") && !hidden(&path) {
             files.push(path);
         }
     }
@@ -372,34 +325,88 @@ fn name_hash(name: &str) -> u64 {
     })
 }
 
-/// A data set of features computed for `config`, one `per_clip` vector per row.
-fn feature_set(
-    name: String,
-    config: &FeatureConfig,
-    clip_len: usize,
-    features: Vec<Vec<f32>>,
-    classes: Vec<u32>,
-    class_names: Vec<String>,
-) -> Result<Dataset> {
-    let frames = config.frames(clip_len);
-    let per_frame = config.features_per_frame();
-    let kind = if config.coefficients == 0 {
-        "mel"
-    } else {
-        "mfcc"
-    };
-    let dataset = Dataset {
-        name,
-        sample_dims: vec![frames, per_frame, 1],
-        features: features.concat(),
-        feature_names: (0..frames)
-            .flat_map(|f| (0..per_frame).map(move |c| format!("t{f}_{kind}{c}")))
-            .collect(),
-        targets: Targets::Classes(classes),
-        class_names,
-    };
-    dataset.validate()?;
-    Ok(dataset)
+/// What turns a window of samples into a row of features, set up once per load: the
+/// checked options, the runtime's front end and the background recordings.
+struct ClipFeatures<'a> {
+    options: &'a AudioOptions,
+    config: FeatureConfig,
+    frontend: Frontend,
+    noise: Vec<Vec<f32>>,
+}
+
+impl<'a> ClipFeatures<'a> {
+    /// Checks `options` and reads `root`'s background recordings.
+    fn new(root: &Path, options: &'a AudioOptions) -> Result<ClipFeatures<'a>> {
+        let config = options.feature_config()?;
+        let frontend = Frontend::new(config).map_err(anyhow::Error::msg)?;
+        let [low, high] = options.background_volume;
+        if !(low.is_finite() && high.is_finite() && 0.0 <= low && low <= high) {
+            bail!(
+                "data.audio.background_volume: [{low}, {high}] is not a range of gains (0 <= \
+                 low <= high)"
+            );
+        }
+        if config.frames(options.clip_samples()) == 0 {
+            bail!(
+                "data.audio.clip_ms: {} ms is shorter than one frame ({} ms)",
+                options.clip_ms,
+                options.window_ms
+            );
+        }
+        Ok(ClipFeatures {
+            options,
+            config,
+            frontend,
+            noise: background_noise(root, options.sample_rate)?,
+        })
+    }
+
+    /// The features of one window of `clip_samples` samples, with background noise mixed
+    /// under it as `name` (the clip's path, or a copy's) seeds; `path` names it in errors.
+    fn features(&self, mut samples: Vec<f32>, name: &str, path: &Path) -> Result<Vec<f32>> {
+        mix_background(
+            &mut samples,
+            &self.noise,
+            self.options.background_volume,
+            self.options.background_seed,
+            name,
+        );
+        let per_clip = self.config.frames(samples.len()) * self.config.features_per_frame();
+        let mut out = vec![0.0; per_clip];
+        self.frontend
+            .clip(&samples, &mut out)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(out)
+    }
+
+    /// A data set of rows of [`Self::features`].
+    fn dataset(
+        &self,
+        name: String,
+        rows: Vec<Vec<f32>>,
+        classes: Vec<u32>,
+        class_names: Vec<String>,
+    ) -> Result<Dataset> {
+        let frames = self.config.frames(self.options.clip_samples());
+        let per_frame = self.config.features_per_frame();
+        let kind = if self.config.coefficients == 0 {
+            "mel"
+        } else {
+            "mfcc"
+        };
+        let dataset = Dataset {
+            name,
+            sample_dims: vec![frames, per_frame, 1],
+            features: rows.concat(),
+            feature_names: (0..frames)
+                .flat_map(|f| (0..per_frame).map(move |c| format!("t{f}_{kind}{c}")))
+                .collect(),
+            targets: Targets::Classes(classes),
+            class_names,
+        };
+        dataset.validate()?;
+        Ok(dataset)
+    }
 }
 
 /// Mixes a stretch of one of `noise`'s recordings under `clip` (in place), chosen by a
@@ -440,51 +447,19 @@ pub fn mix_background(
 /// Loads every clip under `root`'s class subfolders, mixes background noise under it (see
 /// the module docs) and computes its features.
 pub fn load(root: &Path, options: &AudioOptions) -> Result<Dataset> {
-    let config = options.feature_config()?;
-    let frontend = Frontend::new(config).map_err(anyhow::Error::msg)?;
-    let [low, high] = options.background_volume;
-    if !(low.is_finite() && high.is_finite() && 0.0 <= low && low <= high) {
-        bail!(
-            "data.audio.background_volume: [{low}, {high}] is not a range of gains (0 <= low \
-             <= high)"
-        );
-    }
+    let features = ClipFeatures::new(root, options)?;
     let (clips, class_names) = list(root)?;
-    let noise = background_noise(root, options.sample_rate)?;
     let clip_len = options.clip_samples();
-    let frames = config.frames(clip_len);
-    if frames == 0 {
-        bail!(
-            "data.audio.clip_ms: {} ms is shorter than one frame ({} ms)",
-            options.clip_ms,
-            options.window_ms
-        );
-    }
-    let per_frame = config.features_per_frame();
-    let per_clip = frames * per_frame;
-    let features: Vec<Vec<f32>> = clips
+    let rows: Vec<Vec<f32>> = clips
         .par_iter()
         .map(|clip| {
-            let mut samples = centre(&read_wav(&clip.path, options.sample_rate)?, clip_len);
-            mix_background(
-                &mut samples,
-                &noise,
-                options.background_volume,
-                options.background_seed,
-                &clip.relative,
-            );
-            let mut out = vec![0.0; per_clip];
-            frontend
-                .clip(&samples, &mut out)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", clip.path.display()))?;
-            Ok(out)
+            let samples = centre(&read_wav(&clip.path, options.sample_rate)?, clip_len);
+            features.features(samples, &clip.relative, &clip.path)
         })
         .collect::<Result<_>>()?;
-    feature_set(
+    features.dataset(
         super::stem(root),
-        &config,
-        clip_len,
-        features,
+        rows,
         clips.iter().map(|c| c.class).collect(),
         class_names,
     )
@@ -495,8 +470,7 @@ pub fn load(root: &Path, options: &AudioOptions) -> Result<Dataset> {
 /// `c + 1`, so the rows come in `copies` blocks in the order of `rows`.
 pub fn augmented_copies(root: &Path, options: &AudioOptions, rows: &[usize]) -> Result<Dataset> {
     use rand::{Rng, SeedableRng};
-    let config = options.feature_config()?;
-    let frontend = Frontend::new(config).map_err(anyhow::Error::msg)?;
+    let features = ClipFeatures::new(root, options)?;
     let p = options.augment;
     let [slow, fast] = p.speed;
     if !(slow.is_finite() && fast.is_finite() && 0.5 <= slow && slow <= fast && fast <= 2.0) {
@@ -512,10 +486,8 @@ pub fn augmented_copies(root: &Path, options: &AudioOptions, rows: &[usize]) -> 
     if let Some(&bad) = rows.iter().find(|&&r| r >= clips.len()) {
         bail!("row {bad} is not a clip of {}", root.display());
     }
-    let noise = background_noise(root, options.sample_rate)?;
     let clip_len = options.clip_samples();
     let max_shift = (f64::from(p.shift_ms) * f64::from(options.sample_rate) / 1000.0) as isize;
-    let per_clip = config.frames(clip_len) * config.features_per_frame();
     let sources: Vec<Vec<f32>> = rows
         .par_iter()
         .map(|&r| read_wav(&clips[r].path, options.sample_rate))
@@ -523,7 +495,7 @@ pub fn augmented_copies(root: &Path, options: &AudioOptions, rows: &[usize]) -> 
     let jobs: Vec<(usize, usize)> = (0..p.copies)
         .flat_map(|c| (0..rows.len()).map(move |i| (c, i)))
         .collect();
-    let features: Vec<Vec<f32>> = jobs
+    let copies: Vec<Vec<f32>> = jobs
         .par_iter()
         .map(|&(copy, i)| {
             let clip = &clips[rows[i]];
@@ -539,26 +511,13 @@ pub fn augmented_copies(root: &Path, options: &AudioOptions, rows: &[usize]) -> 
             } else {
                 0
             };
-            let mut samples = place(&resample(&sources[i], speed), clip_len, shift);
-            mix_background(
-                &mut samples,
-                &noise,
-                options.background_volume,
-                options.background_seed,
-                &name,
-            );
-            let mut out = vec![0.0; per_clip];
-            frontend
-                .clip(&samples, &mut out)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", clip.path.display()))?;
-            Ok(out)
+            let samples = place(&resample(&sources[i], speed), clip_len, shift);
+            features.features(samples, &name, &clip.path)
         })
         .collect::<Result<_>>()?;
-    feature_set(
+    features.dataset(
         format!("{} (augmented)", super::stem(root)),
-        &config,
-        clip_len,
-        features,
+        copies,
         jobs.iter().map(|&(_, i)| clips[rows[i]].class).collect(),
         class_names,
     )
@@ -647,36 +606,15 @@ mod tests {
     fn small_folder() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        write_wav(
-            &root.join("high/a_nohash_0.wav"),
-            16000,
-            1,
-            &tone(3000.0, 9000),
-        );
-        write_wav(
-            &root.join("high/b_nohash_0.wav"),
-            16000,
-            1,
-            &tone(3100.0, 16000),
-        );
-        write_wav(
-            &root.join("low/a_nohash_0.wav"),
-            16000,
-            1,
-            &tone(200.0, 12000),
-        );
-        write_wav(
-            &root.join("low/b_nohash_0.wav"),
-            16000,
-            1,
-            &tone(220.0, 20000),
-        );
-        write_wav(
-            &root.join("_background_noise_/hum.wav"),
-            16000,
-            1,
-            &tone(50.0, 100),
-        );
+        for (file, hz, samples) in [
+            ("high/a_nohash_0.wav", 3000.0, 9000),
+            ("high/b_nohash_0.wav", 3100.0, 16000),
+            ("low/a_nohash_0.wav", 200.0, 12000),
+            ("low/b_nohash_0.wav", 220.0, 20000),
+            ("_background_noise_/hum.wav", 50.0, 100),
+        ] {
+            write_wav(&root.join(file), 16000, 1, &tone(hz, samples));
+        }
         std::fs::write(root.join(VALIDATION_LIST), "low/b_nohash_0.wav\n").unwrap();
         std::fs::write(root.join(TESTING_LIST), "high/b_nohash_0.wav\n\n").unwrap();
         dir

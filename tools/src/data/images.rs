@@ -54,51 +54,18 @@ struct Decoded {
 
 /// Loads every PNG image under `root`'s class subfolders.
 pub fn load(root: &Path, options: &ImageOptions) -> Result<Dataset> {
-    let mut class_dirs: Vec<PathBuf> = Vec::new();
-    for entry in std::fs::read_dir(root).with_context(|| format!("listing {}", root.display()))? {
-        let entry = entry.with_context(|| format!("listing {}", root.display()))?;
-        let path = entry.path();
-        if path.is_dir() && !hidden(&path) {
-            class_dirs.push(path);
-        }
-    }
-    class_dirs.sort();
-    if class_dirs.is_empty() {
-        bail!(
-            "{}: no class subfolders (expected one folder of PNG images per class)",
-            root.display()
-        );
-    }
-
     let mut images = Vec::new();
     let mut classes = Vec::new();
     let mut class_names = Vec::new();
-    for (id, dir) in class_dirs.iter().enumerate() {
-        class_names.push(
-            dir.file_name()
-                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
-        );
-        let mut files = Vec::new();
-        for entry in std::fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
-            let path = entry
-                .with_context(|| format!("listing {}", dir.display()))?
-                .path();
-            if hidden(&path) || path.is_dir() {
-                continue;
-            }
-            let png = path
-                .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("png"));
-            if !png {
-                bail!("{}: only PNG images are read", path.display());
-            }
-            files.push(path);
-        }
-        files.sort();
-        for path in files {
-            images.push(decode(&path)?);
+    for (id, class) in super::folders::class_folders(root, "png", "PNG images", &[])?
+        .into_iter()
+        .enumerate()
+    {
+        for path in &class.files {
+            images.push(decode(path)?);
             classes.push(id as u32);
         }
+        class_names.push(class.name);
     }
     let Some(first) = images.first() else {
         bail!(
@@ -151,11 +118,6 @@ pub fn load(root: &Path, options: &ImageOptions) -> Result<Dataset> {
     };
     dataset.validate()?;
     Ok(dataset)
-}
-
-fn hidden(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
 }
 
 fn decode(path: &Path) -> Result<Decoded> {

@@ -10,6 +10,7 @@
 pub mod audio;
 pub mod csv;
 pub mod digits;
+mod folders;
 pub mod gestures;
 pub mod idx;
 pub mod images;
