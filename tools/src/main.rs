@@ -108,6 +108,10 @@ enum Command {
         /// Where run folders go (default: runs/ beside the project file).
         #[arg(long)]
         runs: Option<PathBuf>,
+        /// Where to train, overriding `[training] device`: the CPU, or an NVIDIA GPU (a loam
+        /// built with `--features cuda`).
+        #[arg(long, value_enum)]
+        device: Option<loam_tools::train::Device>,
     },
     /// Search training and model settings (the project's `[tune]` section): every trial is an
     /// ordinary training run scored on the validation split or by k-fold. Prints the trials
@@ -131,9 +135,9 @@ enum Command {
         #[arg(long, default_value = "loam.toml")]
         project: PathBuf,
     },
-    /// Training throughput (samples/s) of the digits MLP, a LeNet-style CNN and DS-CNN on
-    /// this machine, and with `--vs-pytorch PYTHON` the same networks trained by PyTorch in
-    /// the same run (benches/pytorch/train_throughput.py), with the ratio.
+    /// Training throughput (samples/s) of the digits MLP, a LeNet-style CNN and DS-CNN (or
+    /// the `--network`s chosen) on this machine's CPU or GPU, and with `--vs-pytorch PYTHON`
+    /// the same networks trained by PyTorch on the same device in the same run, with the ratio.
     BenchTrain {
         /// Samples per update.
         #[arg(long, default_value_t = 32)]
@@ -150,6 +154,14 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Where loam trains (and PyTorch, with --vs-pytorch): the CPU, or an NVIDIA GPU (a
+        /// loam built with `--features cuda`; PyTorch then trains on `cuda`).
+        #[arg(long, value_enum, default_value_t = loam_tools::train::Device::Cpu)]
+        device: loam_tools::train::Device,
+        /// The networks to measure (repeat the flag; default: digits-mlp, lenet, ds-cnn). Also
+        /// known: resnet-8, mobilenet-v1-alpha (the MLPerf Tiny templates).
+        #[arg(long = "network")]
+        networks: Vec<String>,
     },
     /// Re-quantize a run's int8 model from its float model with a chosen activation-range
     /// calibration, and show accuracy before and after and each layer's SQNR.
@@ -441,6 +453,24 @@ fn tune_with_progress(
     summary
 }
 
+/// Selects where `loam train` (and each `loam tune` trial) trains: `device` (`--device`),
+/// else the project's `[training] device`. A GPU is opened here, so a missing driver or
+/// library is reported before the data is prepared.
+fn select_device(
+    project: &std::path::Path,
+    device: Option<loam_tools::train::Device>,
+) -> Result<()> {
+    let (p, _) = loam_tools::project::Project::load(project)?;
+    let selection = p.device(device)?;
+    #[cfg(feature = "cuda")]
+    if selection.device == loam_tools::train::Device::Cuda {
+        let gpu = loam_tools::train::cuda::probe()?;
+        eprintln!("training on {gpu}");
+    }
+    loam_tools::train::device::select(selection);
+    Ok(())
+}
+
 /// `loam train` with a progress bar per epoch and Ctrl-C stopping cleanly.
 fn train_with_progress(
     project: &std::path::Path,
@@ -459,7 +489,12 @@ fn train_with_progress(
             bar.set_prefix(epoch.to_string());
             bar.set_length(total as u64);
             bar.set_position(done as u64);
-            bar.set_message(format!("{loss:.4}"));
+            // A GPU reports no per-batch loss until its first epoch ends.
+            bar.set_message(if loss.is_finite() {
+                format!("{loss:.4}")
+            } else {
+                "-".into()
+            });
         }
         Progress::Epoch(e) => {
             let val = match (e.val_loss, e.val_metric) {
@@ -511,7 +546,12 @@ fn execute(command: Command) -> Result<ExitCode> {
             let data = loam_tools::project::pipeline::load_data(&p, dir)?;
             print!("{}", loam_tools::data::profile(&data));
         }
-        Command::Train { project, runs } => {
+        Command::Train {
+            project,
+            runs,
+            device,
+        } => {
+            select_device(&project, device)?;
             let summary = train_with_progress(&project, runs.as_deref())?;
             println!(
                 "{}",
@@ -521,6 +561,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             println!("report:     {}", summary.dir.join("report.html").display());
         }
         Command::Tune { project, trials } => {
+            select_device(&project, None)?;
             let summary = tune_with_progress(&project, trials)?;
             print!("{}", loam_tools::project::tune::table_text(&summary.report));
             for note in &summary.notes {
@@ -553,7 +594,10 @@ fn execute(command: Command) -> Result<ExitCode> {
             threads,
             python,
             json,
+            device,
+            networks,
         } => {
+            loam_tools::train::device::check_supported(device)?;
             let options = loam_tools::train_bench::TrainBenchOptions {
                 batch,
                 samples,
@@ -561,6 +605,8 @@ fn execute(command: Command) -> Result<ExitCode> {
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
                 python,
                 script: loam_tools::train_bench::default_script(),
+                device,
+                networks,
             };
             let rows = loam_tools::train_bench::run(&options)?;
             if json {

@@ -12,7 +12,8 @@ use crate::data::audio::AudioOptions;
 use crate::data::csv::CsvOptions;
 use crate::data::prep::PrepOptions;
 use crate::train::{
-    Augmentation, EarlyStopping, Loss, Monitor, Optimizer, Regularization, Schedule,
+    Augmentation, Device, EarlyStopping, Loss, Math, Monitor, Optimizer, Regularization, Schedule,
+    Selection,
 };
 
 /// A parsed `loam.toml`.
@@ -200,6 +201,15 @@ pub struct TrainingConfig {
     pub qat_epochs: usize,
     /// Learning rate of the quantization-aware epochs (default: a tenth of `learning_rate`).
     pub qat_learning_rate: Option<f32>,
+    /// Where the float epochs train: `"cpu"` (the default; every core, the same weights on any
+    /// thread count) or `"cuda"` (the first NVIDIA GPU, through CUDA 13; needs a loam built
+    /// with `--features cuda`). `loam train --device` overrides it. Quantization-aware epochs
+    /// (`qat_epochs`) train on the CPU only for now, so they need `"cpu"`.
+    pub device: Device,
+    /// The GPU's matrix-product arithmetic: `"f32"` (the default; the CPU's results up to
+    /// summation order) or `"tf32"` (tensor cores, Ampere or newer: faster, products rounded
+    /// to 10 mantissa bits). Ignored on the CPU.
+    pub math: Math,
 }
 
 impl Default for TrainingConfig {
@@ -223,6 +233,8 @@ impl Default for TrainingConfig {
             threads: None,
             qat_epochs: 0,
             qat_learning_rate: None,
+            device: Device::Cpu,
+            math: Math::F32,
         }
     }
 }
@@ -398,6 +410,21 @@ impl Project {
         Ok(())
     }
 
+    /// The device `[training]` asks for, with `device` (a command line's `--device`) taking
+    /// precedence; fails if this build cannot train there, or if quantization-aware epochs
+    /// would need the GPU.
+    pub fn device(&self, device: Option<Device>) -> Result<Selection> {
+        let selection = Selection {
+            device: device.unwrap_or(self.training.device),
+            math: self.training.math,
+        };
+        crate::train::device::check_supported(selection.device)?;
+        if selection.device != Device::Cpu && self.training.qat_epochs > 0 {
+            bail!(crate::train::device::QAT_CPU_ONLY);
+        }
+        Ok(selection)
+    }
+
     /// The weight penalties.
     pub fn regularization(&self) -> Regularization {
         Regularization {
@@ -421,5 +448,60 @@ impl Project {
         } else {
             dir.join(path)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = "name = \"t\"\n[data]\npath = \"d.csv\"\n[model]\ntemplate = \"mlp\"\n";
+
+    fn project(training: &str) -> Project {
+        Project::parse(
+            &format!("{BASE}[training]\n{training}"),
+            Path::new("loam.toml"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_device_defaults_to_the_cpu_and_the_command_line_overrides_it() {
+        let p = project("epochs = 3");
+        assert_eq!(p.training.device, Device::Cpu);
+        assert_eq!(p.device(None).unwrap(), Selection::CPU);
+        let p = project("device = \"cuda\"\nmath = \"tf32\"");
+        assert_eq!(
+            (p.training.device, p.training.math),
+            (Device::Cuda, Math::Tf32)
+        );
+        assert_eq!(p.device(Some(Device::Cpu)).unwrap().device, Device::Cpu);
+        let cuda = p.device(None);
+        if cfg!(feature = "cuda") {
+            assert_eq!(cuda.unwrap().math, Math::Tf32);
+        } else {
+            let e = cuda.unwrap_err().to_string();
+            assert!(e.contains("built without CUDA support"), "{e}");
+        }
+        assert!(
+            Project::parse(
+                &format!("{BASE}[training]\ndevice = \"tpu\""),
+                Path::new("loam.toml")
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn quantization_aware_epochs_need_the_cpu() {
+        let p = project("qat_epochs = 2");
+        assert!(p.device(None).is_ok());
+        let e = p.device(Some(Device::Cuda)).unwrap_err().to_string();
+        let expected = if cfg!(feature = "cuda") {
+            "quantization-aware training runs on the CPU only"
+        } else {
+            "built without CUDA support"
+        };
+        assert!(e.contains(expected), "{e}");
     }
 }

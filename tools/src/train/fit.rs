@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::device::{Device, Selection};
 use super::loss::{LossFunction, Target};
 use super::network::{Gradients, Network};
 use super::optim::{Optimizer, OptimizerState, Regularization, Schedule, clip_by_norm};
@@ -222,7 +223,8 @@ pub enum Progress<'a> {
         done: usize,
         /// Batches per epoch.
         total: usize,
-        /// The batch's mean loss.
+        /// The batch's mean loss. A GPU does not wait for it: there it is the latest figure
+        /// read back (the previous epoch's mean training loss; NaN in the first epoch).
         loss: f64,
     },
     /// An epoch finished.
@@ -330,7 +332,8 @@ fn slice_rng(seed: u64, step: u64, slice: u64) -> StdRng {
 }
 
 /// Trains `network` on `train`, validating on `validation` after every epoch; returns the
-/// best weights. `stop` is polled between batches.
+/// best weights. `stop` is polled between batches. Runs on the device selected for this
+/// process ([`super::device::select`]; the CPU unless chosen).
 pub fn fit(
     network: Network,
     train: &Samples<'_>,
@@ -339,26 +342,66 @@ pub fn fit(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Fitted> {
-    fit_with(network, train, validation, options, None, stop, progress)
+    fit_on(
+        super::device::selected(),
+        network,
+        train,
+        validation,
+        options,
+        stop,
+        progress,
+    )
 }
 
-/// [`fit`], or with `ranges` quantization-aware training: every batch runs through the int8
-/// model written over `ranges` from the current weights, and validation scores that model.
-pub(crate) fn fit_with(
+/// [`fit`] on `device`, whatever the process selected.
+pub fn fit_on(
+    device: Selection,
     network: Network,
     train: &Samples<'_>,
     validation: Option<&Samples<'_>>,
     options: &TrainOptions,
-    ranges: Option<&Ranges>,
     stop: &AtomicBool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<Fitted> {
-    let n = check(&network, train, "training set")?;
+    match device.device {
+        Device::Cpu => fit_with(network, train, validation, options, None, stop, progress),
+        #[cfg(feature = "cuda")]
+        Device::Cuda => super::cuda::fit(
+            network,
+            train,
+            validation,
+            options,
+            device.math,
+            stop,
+            progress,
+        ),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => bail!(super::device::NO_CUDA_SUPPORT),
+    }
+}
+
+/// What every device checks before training, and what it learns from the data.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Setup {
+    /// Training samples.
+    pub samples: usize,
+    /// `accuracy` or `mae`.
+    pub metric_name: &'static str,
+}
+
+/// Checks `train` and `validation` against `network` and `options`.
+pub(crate) fn setup(
+    network: &Network,
+    train: &Samples<'_>,
+    validation: Option<&Samples<'_>>,
+    options: &TrainOptions,
+) -> Result<Setup> {
+    let n = check(network, train, "training set")?;
     if n == 0 {
         bail!("the training set is empty");
     }
     if let Some(v) = validation {
-        check(&network, v, "validation set")?;
+        check(network, v, "validation set")?;
     }
     if options.batch_size == 0 {
         bail!("batch size is 0");
@@ -366,131 +409,118 @@ pub(crate) fn fit_with(
     if options.early_stopping.is_some() && validation.is_none() {
         bail!("early stopping needs a validation split");
     }
-    let mut network = network;
     let metric_name = match train.targets {
         Targets::Classes(_) => "accuracy",
         Targets::Values { .. } => "mae",
     };
-    let higher_is_better = metric_name == "accuracy";
-    let at = loss_layer(&network, &options.loss);
-    let width = network.len(at);
-    let sizes: Vec<usize> = network
-        .slots()
-        .iter()
-        .map(|&s| network.param(s).len())
-        .collect();
-    let decays: Vec<bool> = network.slots().iter().map(|s| !s.bias).collect();
-    let mut state = OptimizerState::new(options.optimizer, &sizes);
+    Ok(Setup {
+        samples: n,
+        metric_name,
+    })
+}
+
+/// One device's part of a training run: the per-batch update and the scoring. The epoch loop
+/// ([`run_epochs`]) owns the rest (shuffling, the schedule, early stopping, progress, the stop
+/// flag, the best epoch), so every device trains the same batches in the same order at the
+/// same learning rates.
+pub(crate) trait Backend {
+    /// Starts an epoch whose batches are `order` (training-set indices) in chunks of the
+    /// batch size.
+    fn begin_epoch(&mut self, epoch: usize, order: &[usize]) -> Result<()>;
+
+    /// One update on the training samples `batch` (chunk `index` of the epoch's order) at
+    /// optimizer step `step` (counted over the run, from 0) with learning rate `rate`.
+    /// Returns the batch's mean loss when it is known without waiting on a device.
+    fn step(
+        &mut self,
+        epoch: usize,
+        index: usize,
+        batch: &[usize],
+        step: usize,
+        rate: f32,
+    ) -> Result<Option<f64>>;
+
+    /// Ends the epoch: its training loss and metric summed over its samples.
+    fn end_epoch(&mut self, epoch: usize) -> Result<(f64, f64)>;
+
+    /// Mean validation loss and metric of the current weights.
+    fn validate(&mut self) -> Result<(f64, f64)>;
+
+    /// Remembers the current weights as the best so far.
+    fn keep_best(&mut self) -> Result<()>;
+
+    /// The network holding the weights [`Backend::keep_best`] kept last (`best`), or the
+    /// current ones.
+    fn finish(self: Box<Self>, best: bool) -> Result<Network>;
+}
+
+/// The epoch loop over `backend`: trains `setup.samples` samples for `options.epochs` epochs
+/// and assembles the [`Fitted`] result.
+pub(crate) fn run_epochs(
+    mut backend: Box<dyn Backend + '_>,
+    setup: Setup,
+    validating: bool,
+    options: &TrainOptions,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Fitted> {
+    let n = setup.samples;
+    let higher_is_better = setup.metric_name == "accuracy";
     let steps_per_epoch = n.div_ceil(options.batch_size);
     let total = steps_per_epoch * options.epochs;
     let warmup = options.warmup_epochs * steps_per_epoch;
     let mut order: Vec<usize> = (0..n).collect();
     let mut history = Vec::new();
-    let mut best: Option<(f64, usize, Network)> = None;
+    // The best score and its epoch; the backend keeps the weights.
+    let mut best: Option<(f64, usize)> = None;
     let (mut stopped_early, mut interrupted) = (false, false);
     let mut step = 0usize;
+    // What a batch's progress shows when the backend cannot tell without waiting.
+    let mut last_loss = f64::NAN;
     'epochs: for epoch in 1..=options.epochs {
         let started = std::time::Instant::now();
         order.shuffle(&mut StdRng::seed_from_u64(
             options.seed.wrapping_add(epoch as u64),
         ));
-        let mut sums = Sums::default();
+        backend.begin_epoch(epoch, &order)?;
         let mut rate = options.learning_rate;
         for (b, batch) in order.chunks(options.batch_size).enumerate() {
             if stop.load(Ordering::Relaxed) {
                 interrupted = true;
                 break 'epochs;
             }
-            let scale = 1.0 / batch.len() as f32;
-            // Written once per update: every slice of the batch sees the same weights.
-            let int8 = ranges.map(|r| Int8Forward::new(&network, r)).transpose()?;
-            let slices: Vec<(Sums, Gradients)> = batch
-                .par_chunks(SLICE)
-                .enumerate()
-                .map(|(k, indices)| -> Result<(Sums, Gradients)> {
-                    let mut rng = slice_rng(options.seed, step as u64, k as u64);
-                    let x = gather(
-                        &network,
-                        train.inputs,
-                        indices,
-                        Some((&options.augmentation, &mut rng)),
-                    );
-                    let trace = match &int8 {
-                        Some(q) => q.run(&x, indices.len())?.trace,
-                        None => network.forward(&x, indices.len(), Some(&mut rng))?,
-                    };
-                    let mut d = vec![0.0f32; indices.len() * width];
-                    let mut sums = Sums::default();
-                    for ((&i, out), g) in indices
-                        .iter()
-                        .zip(trace.outputs[at].chunks_exact(width))
-                        .zip(d.chunks_exact_mut(width))
-                    {
-                        let target = train.targets.get(i);
-                        sums.loss += f64::from(options.loss.sample(out, target, scale, g)?);
-                        sums.metric += metric(out, target);
-                    }
-                    let mut grads = network.zero_gradients();
-                    network.backward(&trace, at, d, &mut grads)?;
-                    Ok((sums, grads))
-                })
-                .collect::<Result<_>>()?;
-            // Summed in slice order, whatever thread finished first.
-            let mut grads = network.zero_gradients();
-            let mut batch_loss = 0.0;
-            for (s, g) in slices {
-                batch_loss += s.loss;
-                sums.loss += s.loss;
-                sums.metric += s.metric;
-                for (acc, part) in grads.iter_mut().zip(&g) {
-                    acc.iter_mut().zip(part).for_each(|(a, p)| *a += p);
-                }
-            }
-            // Checked before the update, so no weight ever takes a non-finite step.
-            if grads.iter().flatten().any(|g| !g.is_finite()) {
-                bail!(
-                    "training diverged at epoch {epoch} (a gradient is not finite); lower the learning rate"
-                );
-            }
-            if let Some(max) = options.clip_norm {
-                clip_by_norm(&mut grads, max);
-            }
             rate =
                 options
                     .schedule
                     .rate(options.learning_rate, step, total, steps_per_epoch, warmup);
-            state.step(
-                &mut network.params_mut(),
-                &grads,
-                &decays,
-                options.regularization,
-                rate,
-            );
+            if let Some(loss) = backend.step(epoch, b, batch, step, rate)? {
+                last_loss = loss;
+            }
             step += 1;
             progress(Progress::Batch {
                 epoch,
                 done: b + 1,
                 total: steps_per_epoch,
-                loss: batch_loss / batch.len() as f64,
+                loss: last_loss,
             });
         }
-        let (val_loss, val_metric) = match validation {
-            Some(v) => {
-                let int8 = ranges.map(|r| Int8Forward::new(&network, r)).transpose()?;
-                let (l, m) = evaluate_with(&network, v, &options.loss, int8.as_ref())?;
-                (Some(l), Some(m))
-            }
-            None => (None, None),
+        let (loss_sum, metric_sum) = backend.end_epoch(epoch)?;
+        let (val_loss, val_metric) = if validating {
+            let (l, m) = backend.validate()?;
+            (Some(l), Some(m))
+        } else {
+            (None, None)
         };
         let stats = EpochStats {
             epoch,
-            train_loss: sums.loss / n as f64,
-            train_metric: sums.metric / n as f64,
+            train_loss: loss_sum / n as f64,
+            train_metric: metric_sum / n as f64,
             val_loss,
             val_metric,
             learning_rate: f64::from(rate),
             seconds: started.elapsed().as_secs_f64(),
         };
+        last_loss = stats.train_loss;
         progress(Progress::Epoch(&stats));
         history.push(stats);
         // Lower is better for the score.
@@ -504,10 +534,11 @@ pub(crate) fn fit_with(
             _ => None,
         };
         if let Some(score) = score {
-            if best.as_ref().is_none_or(|(s, _, _)| score < *s) {
-                best = Some((score, epoch, network.clone()));
+            if best.is_none_or(|(s, _)| score < s) {
+                best = Some((score, epoch));
+                backend.keep_best()?;
             }
-            if let (Some(e), Some((_, best_epoch, _))) = (options.early_stopping, &best)
+            if let (Some(e), Some((_, best_epoch))) = (options.early_stopping, best)
                 && epoch - best_epoch >= e.patience
             {
                 stopped_early = true;
@@ -515,19 +546,201 @@ pub(crate) fn fit_with(
             }
         }
     }
-    let last = history.len();
-    let (network, best_epoch) = match best {
-        Some((_, epoch, net)) => (net, epoch),
-        None => (network, last),
-    };
+    let best_epoch = best.map_or(history.len(), |(_, epoch)| epoch);
+    let network = backend.finish(best.is_some())?;
     Ok(Fitted {
         network,
         history,
         best_epoch,
         stopped_early,
         interrupted,
-        metric_name,
+        metric_name: setup.metric_name,
     })
+}
+
+/// [`fit`] on the CPU, or with `ranges` quantization-aware training: every batch runs through
+/// the int8 model written over `ranges` from the current weights, and validation scores that
+/// model.
+pub(crate) fn fit_with(
+    network: Network,
+    train: &Samples<'_>,
+    validation: Option<&Samples<'_>>,
+    options: &TrainOptions,
+    ranges: Option<&Ranges>,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<Fitted> {
+    let setup = setup(&network, train, validation, options)?;
+    let backend = Cpu::new(network, train, validation, options, ranges);
+    run_epochs(
+        Box::new(backend),
+        setup,
+        validation.is_some(),
+        options,
+        stop,
+        progress,
+    )
+}
+
+/// The CPU engine: each batch split into fixed slices that run in parallel on rayon's
+/// threads, summed in slice order.
+struct Cpu<'a> {
+    network: Network,
+    train: &'a Samples<'a>,
+    validation: Option<&'a Samples<'a>>,
+    options: &'a TrainOptions,
+    ranges: Option<&'a Ranges>,
+    /// The layer the loss reads and its width per sample.
+    at: usize,
+    width: usize,
+    decays: Vec<bool>,
+    state: OptimizerState,
+    sums: Sums,
+    best: Option<Network>,
+}
+
+impl<'a> Cpu<'a> {
+    fn new(
+        network: Network,
+        train: &'a Samples<'a>,
+        validation: Option<&'a Samples<'a>>,
+        options: &'a TrainOptions,
+        ranges: Option<&'a Ranges>,
+    ) -> Cpu<'a> {
+        let at = loss_layer(&network, &options.loss);
+        let width = network.len(at);
+        let sizes: Vec<usize> = network
+            .slots()
+            .iter()
+            .map(|&s| network.param(s).len())
+            .collect();
+        let decays = network.slots().iter().map(|s| !s.bias).collect();
+        let state = OptimizerState::new(options.optimizer, &sizes);
+        Cpu {
+            network,
+            train,
+            validation,
+            options,
+            ranges,
+            at,
+            width,
+            decays,
+            state,
+            sums: Sums::default(),
+            best: None,
+        }
+    }
+}
+
+impl Backend for Cpu<'_> {
+    fn begin_epoch(&mut self, _epoch: usize, _order: &[usize]) -> Result<()> {
+        self.sums = Sums::default();
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        epoch: usize,
+        _index: usize,
+        batch: &[usize],
+        step: usize,
+        rate: f32,
+    ) -> Result<Option<f64>> {
+        let (network, options, train) = (&self.network, self.options, self.train);
+        let (at, width) = (self.at, self.width);
+        let scale = 1.0 / batch.len() as f32;
+        // Written once per update: every slice of the batch sees the same weights.
+        let int8 = self
+            .ranges
+            .map(|r| Int8Forward::new(network, r))
+            .transpose()?;
+        let slices: Vec<(Sums, Gradients)> = batch
+            .par_chunks(SLICE)
+            .enumerate()
+            .map(|(k, indices)| -> Result<(Sums, Gradients)> {
+                let mut rng = slice_rng(options.seed, step as u64, k as u64);
+                let x = gather(
+                    network,
+                    train.inputs,
+                    indices,
+                    Some((&options.augmentation, &mut rng)),
+                );
+                let trace = match &int8 {
+                    Some(q) => q.run(&x, indices.len())?.trace,
+                    None => network.forward(&x, indices.len(), Some(&mut rng))?,
+                };
+                let mut d = vec![0.0f32; indices.len() * width];
+                let mut sums = Sums::default();
+                for ((&i, out), g) in indices
+                    .iter()
+                    .zip(trace.outputs[at].chunks_exact(width))
+                    .zip(d.chunks_exact_mut(width))
+                {
+                    let target = train.targets.get(i);
+                    sums.loss += f64::from(options.loss.sample(out, target, scale, g)?);
+                    sums.metric += metric(out, target);
+                }
+                let mut grads = network.zero_gradients();
+                network.backward(&trace, at, d, &mut grads)?;
+                Ok((sums, grads))
+            })
+            .collect::<Result<_>>()?;
+        // Summed in slice order, whatever thread finished first.
+        let mut grads = network.zero_gradients();
+        let mut batch_loss = 0.0;
+        for (s, g) in slices {
+            batch_loss += s.loss;
+            self.sums.loss += s.loss;
+            self.sums.metric += s.metric;
+            for (acc, part) in grads.iter_mut().zip(&g) {
+                acc.iter_mut().zip(part).for_each(|(a, p)| *a += p);
+            }
+        }
+        // Checked before the update, so no weight ever takes a non-finite step.
+        if grads.iter().flatten().any(|g| !g.is_finite()) {
+            bail!(
+                "training diverged at epoch {epoch} (a gradient is not finite); lower the learning rate"
+            );
+        }
+        if let Some(max) = options.clip_norm {
+            clip_by_norm(&mut grads, max);
+        }
+        self.state.step(
+            &mut self.network.params_mut(),
+            &grads,
+            &self.decays,
+            options.regularization,
+            rate,
+        );
+        Ok(Some(batch_loss / batch.len() as f64))
+    }
+
+    fn end_epoch(&mut self, _epoch: usize) -> Result<(f64, f64)> {
+        Ok((self.sums.loss, self.sums.metric))
+    }
+
+    fn validate(&mut self) -> Result<(f64, f64)> {
+        let Some(v) = self.validation else {
+            bail!("no validation samples");
+        };
+        let int8 = self
+            .ranges
+            .map(|r| Int8Forward::new(&self.network, r))
+            .transpose()?;
+        evaluate_with(&self.network, v, &self.options.loss, int8.as_ref())
+    }
+
+    fn keep_best(&mut self) -> Result<()> {
+        self.best = Some(self.network.clone());
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, best: bool) -> Result<Network> {
+        Ok(match (best, self.best) {
+            (true, Some(net)) => net,
+            _ => self.network,
+        })
+    }
 }
 
 /// The network's outputs for every sample (after a final softmax, if any), in order.

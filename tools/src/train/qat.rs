@@ -267,6 +267,10 @@ pub fn fit_qat(
     stop: &AtomicBool,
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<QatFitted> {
+    // The int8 forward pass is the runtime's CPU kernels; there is no GPU version of it yet.
+    if super::device::selected().device != super::Device::Cpu {
+        bail!(super::device::QAT_CPU_ONLY);
+    }
     let ranges = network
         .graph
         .calibrate_on(calibration)

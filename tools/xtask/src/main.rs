@@ -40,6 +40,9 @@ enum Task {
         #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(test::STAGES))]
         only: Vec<String>,
     },
+    /// The GPU trainer on this machine's NVIDIA GPU (the tools' `cuda` feature): the GPU tests
+    /// against the CPU engine and the training benchmark beside PyTorch on the same GPU.
+    TestGpu,
     /// Flash and RAM of the reference firmware on Cortex-M4F and Cortex-M0.
     Size {
         /// Which Rust toolchain builds the firmware.
@@ -90,6 +93,15 @@ fn run() -> Result<ExitCode> {
             let toolchain = ready_toolchain(toolchain)?;
             let rows = test::run(&root, &toolchain, &only);
             print!("{}", report::summary_table(&rows, &toolchain.describe()));
+            println!("wall time {:.0} s", started.elapsed().as_secs_f64());
+            if rows.iter().any(report::Row::failed) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Task::TestGpu => {
+            let started = Instant::now();
+            let rows = test::gpu(&root);
+            print!("{}", report::summary_table(&rows, "not used"));
             println!("wall time {:.0} s", started.elapsed().as_secs_f64());
             if rows.iter().any(report::Row::failed) {
                 return Ok(ExitCode::FAILURE);

@@ -27,12 +27,66 @@ const DEFMT_PRINT_VERSION: &str = "1.2.0";
 const ONNXRUNTIME_WHEEL: &str = "onnxruntime==1.31.1";
 const ONNXRUNTIME_VERSION: &str = "1.31.1";
 
-/// Whether the cross compilers, QEMU, defmt-print and ONNX Runtime are installed (the Rust
-/// toolchain is checked by [`Toolchain::detect`]).
+/// NVRTC, from PyPI, for the tools' `cuda` feature: its tests compile the GPU kernels to PTX,
+/// which needs no GPU or driver. CUDA 13.0's release, so the PTX it writes loads on every CUDA
+/// 13 driver (a newer NVRTC's PTX needs a newer driver).
+const NVRTC_WHEEL: &str = "nvidia-cuda-nvrtc==13.0.88";
+const NVRTC_VERSION: &str = "13.0.88";
+
+/// cuBLAS, from PyPI, which only `cargo xtask test-gpu` needs (a GPU machine may have it in
+/// its library path already); the CUDA 13.0 release, as NVRTC.
+const CUBLAS_WHEEL: &str = "nvidia-cublas==13.0.2.14";
+const CUBLAS_VERSION: &str = "13.0.2.14";
+
+/// Whether the cross compilers, QEMU, defmt-print, ONNX Runtime and NVRTC are installed (the
+/// Rust toolchain is checked by [`Toolchain::detect`]).
 pub fn host_tools_present() -> bool {
     HOST_PACKAGES.iter().all(|p| package_installed(p, None))
         && defmt_print_is_current()
         && onnxruntime_is_current()
+        && wheel_is(NVRTC_WHEEL, NVRTC_VERSION)
+}
+
+/// Whether `python3` has the PyPI package of `wheel` (`name==version`) at `version`.
+fn wheel_is(wheel: &str, version: &str) -> bool {
+    let name = wheel.split("==").next().unwrap_or(wheel);
+    toolchain::capture(Command::new("python3").args([
+        "-c",
+        &format!("import importlib.metadata as m; print(m.version('{name}'))"),
+    ]))
+    .is_some_and(|v| v.trim() == version)
+}
+
+/// Installs `wheel` with pip unless it is there at `version`.
+fn pip_install(wheel: &str, version: &str, what: &str) -> Result<()> {
+    if wheel_is(wheel, version) {
+        println!("setup: {wheel} present");
+        return Ok(());
+    }
+    println!("setup: pip install {wheel}");
+    run_checked(Command::new("python3").args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        wheel,
+    ]))
+    .with_context(|| format!("installing {what}"))
+}
+
+/// What `cargo xtask test-gpu` needs besides the driver: NVRTC and cuBLAS.
+pub fn gpu_libraries() -> Result<()> {
+    pip_install(
+        NVRTC_WHEEL,
+        NVRTC_VERSION,
+        "NVRTC (the GPU kernels' compiler)",
+    )?;
+    pip_install(
+        CUBLAS_WHEEL,
+        CUBLAS_VERSION,
+        "cuBLAS (the GPU's matrix products)",
+    )
 }
 
 fn onnxruntime_is_current() -> bool {
@@ -98,6 +152,12 @@ pub fn run(choice: Choice) -> Result<Toolchain> {
         ]))
         .context("installing ONNX Runtime (the tools' peer runtime)")?;
     }
+
+    pip_install(
+        NVRTC_WHEEL,
+        NVRTC_VERSION,
+        "NVRTC (the tools' cuda feature compiles its kernels with it)",
+    )?;
 
     if defmt_print_is_current() {
         println!("setup: {DEFMT_PRINT} {DEFMT_PRINT_VERSION} present");

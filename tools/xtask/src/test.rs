@@ -50,6 +50,7 @@ pub fn run(root: &Path, toolchain: &Toolchain, only: &[String]) -> Vec<Row> {
     }
     if selected("features") {
         rows.push(feature_matrix(root));
+        rows.push(cuda_feature(root));
     }
     if selected("msrv") {
         rows.push(msrv(root, toolchain));
@@ -328,7 +329,172 @@ fn clippy(root: &Path) -> Row {
             "warnings",
         ],
     );
-    check_row("clippy -D warnings", vec![("workspace".into(), cmd)])
+    // The GPU trainer is compiled only with the tools' cuda feature.
+    let cuda = host_cargo_in(
+        root,
+        &[
+            "clippy",
+            "--locked",
+            "-p",
+            "loam-tools",
+            "--features",
+            "cuda",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    );
+    check_row(
+        "clippy -D warnings",
+        vec![
+            ("workspace".into(), cmd),
+            ("loam-tools --features cuda".into(), cuda),
+        ],
+    )
+}
+
+/// A row from several `cargo test` runs, their counts summed.
+fn cargo_tests_row(target: &str, runs_on: &str, commands: Vec<Command>) -> Row {
+    let mut row = Row {
+        target: target.into(),
+        runs_on: runs_on.into(),
+        counts: Counts::default(),
+        problem: None,
+    };
+    for mut cmd in commands {
+        let one = cargo_test_row(target, runs_on, &mut cmd);
+        row.counts.passed += one.counts.passed;
+        row.counts.failed += one.counts.failed;
+        row.problem = row.problem.or(one.problem);
+    }
+    row
+}
+
+/// The tools' `cuda` feature, built and tested without a GPU: it must build (with cudarc
+/// loading CUDA at run time, nothing of CUDA is needed to), NVRTC (the wheel `setup` installs)
+/// must compile every kernel, a machine without the driver must get the message that says so,
+/// and the GPU training path must match the CPU engine on the emulated GPU (the kernels
+/// compiled by `cc`). The tests that need a real GPU are `cargo xtask test-gpu`'s.
+fn cuda_feature(root: &Path) -> Row {
+    banner("loam-tools with the cuda feature (no GPU needed)");
+    let target = "loam-tools --features cuda";
+    let mut build = host_cargo_in(
+        root,
+        &[
+            "build",
+            "--locked",
+            "-p",
+            "loam-tools",
+            "--features",
+            "cuda",
+        ],
+    );
+    if !matches!(run_streamed(&mut build), Ok((true, _))) {
+        return Row {
+            target: target.into(),
+            runs_on: "host".into(),
+            counts: Counts::default(),
+            problem: Some("cargo build -p loam-tools --features cuda failed".into()),
+        };
+    }
+    let test = |extra: &[&str]| {
+        let mut cmd = host_cargo_in(
+            root,
+            &["test", "--locked", "-p", "loam-tools", "--features", "cuda"],
+        );
+        cmd.args(extra).env("LOAM_REQUIRE_NVRTC", "1");
+        cmd
+    };
+    cargo_tests_row(
+        target,
+        "host (no GPU; emulated GPU)",
+        vec![
+            test(&["--lib", "--", "cuda::", "device"]),
+            test(&["--test", "cuda"]),
+        ],
+    )
+}
+
+/// `cargo xtask test-gpu`: the GPU trainer on this machine's NVIDIA GPU. The ignored `gpu_`
+/// tests (every layer, optimizer and loss, one epoch and its repeatability against the CPU
+/// engine, the memory and divergence messages), `loam train --device cuda` end to end, and the
+/// training benchmark at batch 256 for ResNet-8 and MobileNetV1-0.25 beside PyTorch on the same
+/// GPU (when `python3` has torch with CUDA).
+pub fn gpu(root: &Path) -> Vec<Row> {
+    let mut rows = Vec::new();
+    banner("NVRTC and cuBLAS");
+    if let Err(e) = crate::setup::gpu_libraries() {
+        rows.push(Row {
+            target: "CUDA libraries".into(),
+            runs_on: "pip".into(),
+            counts: Counts::default(),
+            problem: Some(format!("{e:#}")),
+        });
+        return rows;
+    }
+    banner("GPU tests");
+    let test = |extra: &[&str]| {
+        let mut cmd = host_cargo_in(
+            root,
+            &["test", "--locked", "-p", "loam-tools", "--features", "cuda"],
+        );
+        cmd.args(extra);
+        cmd
+    };
+    rows.push(cargo_tests_row(
+        "loam-tools gpu_ tests",
+        "NVIDIA GPU",
+        vec![
+            test(&["--lib", "--", "--ignored", "gpu_", "--test-threads=1"]),
+            test(&["--test", "cuda"]),
+        ],
+    ));
+    banner("training throughput beside PyTorch, batch 256");
+    let torch = crate::toolchain::capture(Command::new("python3").args([
+        "-c",
+        "import torch; assert torch.cuda.is_available(); print(torch.__version__)",
+    ]));
+    let mut bench = host_cargo_in(
+        root,
+        &[
+            "run",
+            "--release",
+            "--locked",
+            "-p",
+            "loam-tools",
+            "--features",
+            "cuda",
+            "--",
+            "bench-train",
+            "--device",
+            "cuda",
+            "--batch",
+            "256",
+            "--samples",
+            "16384",
+            "--network",
+            "resnet-8",
+            "--network",
+            "mobilenet-v1-alpha",
+        ],
+    );
+    match &torch {
+        Some(version) => {
+            println!("PyTorch {} with CUDA: comparing", version.trim());
+            bench.args(["--vs-pytorch", "python3"]);
+        }
+        None => println!(
+            "python3 has no torch with CUDA: loam's figures only (pip install torch to compare)"
+        ),
+    }
+    let mut row = check_row(
+        "bench-train --device cuda",
+        vec![("benchmark".into(), bench)],
+    );
+    row.runs_on = "NVIDIA GPU".into();
+    rows.push(row);
+    rows
 }
 
 fn rustfmt(root: &Path) -> Row {
