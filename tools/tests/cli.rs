@@ -777,3 +777,72 @@ fn tune_ranks_trials_writes_results_and_a_best_file_that_trains() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("tune.space.momentum"), "{}", text(&out));
 }
+
+/// The lifecycle on the bundled gestures project (accelerometer CSV, time-ordered split),
+/// shortened to three epochs: every step from `init` to firmware sources, the run folder
+/// with its plots and HTML report, and a model that carries its preprocessing.
+#[test]
+fn gestures_project_runs_from_csv_to_firmware_sources() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("gestures");
+    let out = loam(&["init", project.to_str().unwrap(), "--example", "gestures"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let toml = project.join("loam.toml");
+    let shipped = std::fs::read_to_string(&toml).unwrap();
+    let quick = shipped.replace("epochs = 40", "epochs = 3");
+    assert_ne!(quick, shipped);
+    std::fs::write(&toml, quick).unwrap();
+    let toml = toml.to_str().unwrap();
+
+    let out = loam(&["data", "inspect", "--project", toml]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("1800 rows"), "{}", text(&out));
+    assert!(text(&out).contains("6 classes"), "{}", text(&out));
+
+    let out = loam(&["train", "--project", toml]);
+    let log = text(&out);
+    assert!(out.status.success(), "{log}");
+    let run = project.join("runs/gestures-001");
+    for file in [
+        "metrics.json",
+        "model.onnx",
+        "model.loam",
+        "curves.png",
+        "curves.svg",
+        "confusion.png",
+        "confusion.svg",
+        "report.html",
+    ] {
+        assert!(run.join(file).is_file(), "{file} missing\n{log}");
+    }
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(html.contains("data:image/png;base64,"));
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    // Six classes: three epochs are far from the card's figure but far above chance.
+    let int8 = metrics["int8"]["accuracy"].as_f64().unwrap();
+    assert!(int8 > 0.5, "int8 accuracy {int8}\n{log}");
+
+    for args in [
+        vec!["eval", "--project", toml],
+        vec!["quantize", "--project", toml],
+    ] {
+        let out = loam(&args);
+        assert!(out.status.success(), "{args:?}: {}", text(&out));
+    }
+    let header = dir.path().join("gestures.h");
+    let out = loam(&["export", "--project", toml, "-o", header.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let header = std::fs::read_to_string(&header).unwrap();
+    assert!(header.contains("ARENA_SIZE"), "{header}");
+    let bytes = std::fs::read(run.join("model.loam")).unwrap();
+    let aligned = loam::format::AlignedBytes::new(&bytes);
+    let model = loam::Model::from_bytes(&aligned).unwrap();
+    assert_eq!(
+        model
+            .constant("preprocess.scale")
+            .map(|c| c.values().count()),
+        Some(300),
+        "a scale per input value (100 steps of 3 axes) for the device"
+    );
+}
