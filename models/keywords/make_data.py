@@ -16,15 +16,17 @@ What it makes (16 kHz, mono, 16-bit PCM WAV clips, one folder per class):
     data/voices.csv    every speaker: its espeak-ng voice, speed, pitch, part, unknown words
     data/clips.csv     every clip: word, speed used, noise, SNR, hum, peak level
 
-Clips are named `<speaker>_nohash_<n>.wav` as in Speech Commands. A "voice" (v01..v20) is
+Clips are named `<speaker>_nohash_<n>.wav` as in Speech Commands. A "voice" (v01..v26) is
 an English accent of espeak-ng (en-us, en-us-nyc, en (British), en-gb-scotland,
 en-gb-x-rp, en-gb-x-gbclan, en-gb-x-gbcwmd, en-029) with a variant: a female one (f1-f5 and
 some named ones), a male formant one (m1-m8) or one of the Klatt synthesizers (klatt to
-klatt6, male). The 20 voices are 10 female, 6 male formant and 4 Klatt, each accent used 2
-or 3 times, every voice distinct (check_voices has each say a probe sentence, as espeak-ng
-silently substitutes for a voice it lacks). Each voice has 2 "speaker settings" (v07s1,
-v07s2): one slower (120-159 words a minute), one faster (160-200), each with its own pitch
-(espeak's -p, 25-75). Each setting says every keyword once (n = 0), two unknown words
+klatt6, male). The first 20 voices (v01..v20) are 10 female, 6 male formant and 4 Klatt,
+each accent used 2 or 3 times; the 6 variants they leave unused (2 of each kind) become
+v21..v26, for training only. Every voice is distinct (check_voices has each say a probe
+sentence, as espeak-ng silently substitutes for a voice it lacks). Each voice has "speaker
+settings" (v07s1, v07s2, ...), alternately slower (120-159 words a minute) and faster
+(160-200), each with its own pitch (espeak's -p, 25-75): 2 for a held-out voice, 4 for a
+training voice. Each setting says every keyword once (n = 0), two unknown words
 (n = 0, 1; dealt from a shuffled deck so that every word appears about equally often) and
 gets one silence clip.
 
@@ -55,13 +57,15 @@ vehicles, each a burst of low-passed pink noise swelling and fading over 1-2 s).
 speech, not even babble, so that nothing in it sounds like a word of _unknown_. Each is
 scaled to an RMS of -20 dBFS, with its peak below -3 dBFS.
 
-Split by voice, never by setting: 4 voices (both their settings) validate and 4 test, the
-other 12 train. The held-out voices are drawn (seeded) until each held-out group has 2 female
+Split by voice, never by setting: 4 voices of the first 20 (all their settings) validate
+and 4 test; the other 12 and v21..v26 train (18 voices, 72 settings, 936 clips against 104
+validation and 104 test clips). The held-out voices are drawn (seeded) until each held-out group has 2 female
 and 2 male voices, 4 different accents (American or Caribbean and British both among them),
 a Klatt voice, and training keeps every accent; voices.csv says which voice went where.
 
 Deterministic: the plan (voices, settings, split, unknown words) comes from one generator
-seeded with SEED, and each clip's noise and level from a generator seeded with SEED and the
+seeded with SEED (the training-only additions from a second one seeded with SEED + 1 and
+drawn after the split, so they leave the held-out voices and every other clip as they were), and each clip's noise and level from a generator seeded with SEED and the
 clip's path (each background recording's from SEED and its own path), all built on
 random.random() alone (whose sequence Python keeps stable across versions), so a change to
 one clip touches no other. espeak-ng runs with a fixed
@@ -80,7 +84,7 @@ this script's output, not a copy of espeak-ng, and is not covered by its licence
 set is made here and distributed with loam under the project's licence, MIT OR Apache-2.0.
 
 Needs: Python 3.9+, numpy, espeak-ng on PATH (Debian: apt-get install espeak-ng). It takes
-about 6 s on two cores (espeak-ng's 500 runs are most of it), and --check as long.
+about 30 s on two cores (espeak-ng's 1100 runs are most of it), and --check as long.
 """
 
 import argparse
@@ -135,6 +139,7 @@ VOICES_FEMALE = 10
 VOICES_MALE = 6
 VOICES_KLATT = 4
 SETTINGS = 2
+TRAIN_SETTINGS = 4  # settings of every training voice (held-out voices keep SETTINGS)
 UNKNOWN_PER_SETTING = 2
 HELD_OUT = 4  # voices in validation, and again in testing
 
@@ -297,6 +302,53 @@ def plan():
                     continue
                 words.append(w)
             s["unknown"] = words
+
+    # More for training only, from a generator of its own drawn after everything above, so
+    # the held-out voices, the split and every clip made before stay exactly as they were:
+    # the variants not yet used become training voices too, and every training voice gets
+    # more settings (alternately slow and fast, each with its own pitch).
+    more = Rng(SEED + 1)
+    used = {v["variant"] for v in voices}
+    extra = [x for x in more.shuffled(FEMALE + MALE + KLATT) if x not in used]
+    order = more.shuffled(ACCENTS)
+    for i, variant in enumerate(extra):
+        accent = order[i % len(order)]
+        voices.append(
+            {
+                "id": f"v{len(voices) + 1:02d}",
+                "accent": accent,
+                "variant": variant,
+                "voice": f"{accent}+{variant}",
+                "sex": sex_of(variant),
+                "synth": synth_of(variant),
+                "part": "train",
+                "settings": [],
+            }
+        )
+    deck = []
+    for v in voices:
+        if v["part"] != "train":
+            continue
+        slow_first = more.chance(0.5)
+        for s in range(len(v["settings"]), TRAIN_SETTINGS):
+            lo, hi = SLOW if (s % 2 == 0) == slow_first else FAST
+            words = []
+            while len(words) < UNKNOWN_PER_SETTING:
+                if not deck:
+                    deck = more.shuffled(UNKNOWN_WORDS)
+                w = deck.pop()
+                if w in words:
+                    deck.insert(0, w)
+                    continue
+                words.append(w)
+            v["settings"].append(
+                {
+                    "id": f"{v['id']}s{s + 1}",
+                    "speed": more.integer(lo, hi),
+                    "pitch": more.integer(*PITCH),
+                    "unknown": words,
+                }
+            )
     return voices, attempt
 
 

@@ -673,7 +673,7 @@ fn keywords_project_runs_from_clips_to_firmware_sources() {
     let toml = project.join("loam.toml");
     let shipped = std::fs::read_to_string(&toml).unwrap();
     let quick = shipped
-        .replace("copies = 8", "copies = 0")
+        .replace("copies = 4", "copies = 0")
         .replace("epochs = 60", "epochs = 1")
         .replace(
             "template = \"ds-cnn\"",
@@ -687,7 +687,7 @@ fn keywords_project_runs_from_clips_to_firmware_sources() {
     let log = text(&out);
     assert!(out.status.success(), "{log}");
     assert!(
-        log.contains("rows: 312 train, 104 validation, 104 test"),
+        log.contains("rows: 936 train, 104 validation, 104 test"),
         "{log}"
     );
     let run = project.join("runs/keywords-001");
