@@ -690,6 +690,8 @@ fn keywords_project_runs_from_clips_to_firmware_sources() {
         log.contains("rows: 936 train, 104 validation, 104 test"),
         "{log}"
     );
+    // The per-class table names the classes (the folders), not their numbers.
+    assert!(log.lines().any(|l| l.starts_with("_unknown_ ")), "{log}");
     let run = project.join("runs/keywords-001");
     let bytes = std::fs::read(run.join("model.loam")).unwrap();
     let aligned = loam::format::AlignedBytes::new(&bytes);

@@ -402,6 +402,10 @@ pub struct RunMetrics {
     /// calibrates by min/max).
     #[serde(default)]
     pub quantization: Option<QuantizationInfo>,
+    /// The classes' names, in class order (empty for other tasks, and in runs written before
+    /// names were kept, whose tables then show class numbers).
+    #[serde(default)]
+    pub class_names: Vec<String>,
 }
 
 /// What `loam quantize` did to a run.
@@ -699,6 +703,7 @@ pub fn train(
             flash_bytes,
             arena_bytes,
             quantization: None,
+            class_names: prepared.train.class_names.clone(),
         };
         write_atomically(&partial.join("metrics.json"), json(&metrics)?.as_bytes())?;
         Ok(metrics)
@@ -858,7 +863,7 @@ pub fn summary_text(metrics: &RunMetrics) -> String {
         metrics.flash_bytes, metrics.arena_bytes
     );
     let full = match &metrics.float {
-        Evaluation::Classification(r) => r.to_string(),
+        Evaluation::Classification(r) => r.to_table(&metrics.class_names),
         Evaluation::Regression(r) => r.to_string(),
         Evaluation::Anomaly(r) => r.to_string(),
     };
