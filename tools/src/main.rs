@@ -180,6 +180,10 @@ enum Command {
         /// Training samples to calibrate on (default: quantize.calibration_samples).
         #[arg(long)]
         samples: Option<usize>,
+        /// Correct each layer's bias for the mean shift its int8 weights' rounding causes,
+        /// measured on the calibration samples.
+        #[arg(long)]
+        bias_correction: bool,
     },
     /// What a model needs before it is flashed: flash, arena, inputs and outputs, each op's
     /// output shape and MACs, and the RAM for fine-tuning its last layers on the device.
@@ -621,6 +625,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             calibration,
             percentile,
             samples,
+            bias_correction,
         } => {
             use loam_tools::quantize::Calibration;
             let run = match run {
@@ -632,7 +637,12 @@ fn execute(command: Command) -> Result<ExitCode> {
                 CalibrationChoice::Percentile => Calibration::Percentile { percentile },
                 CalibrationChoice::Mse => Calibration::Mse,
             };
-            let metrics = loam_tools::project::pipeline::quantize_run(&run, calibration, samples)?;
+            let metrics = loam_tools::project::pipeline::quantize_run(
+                &run,
+                calibration,
+                samples,
+                bias_correction,
+            )?;
             println!("{}", run.display());
             print!(
                 "{}",

@@ -359,9 +359,133 @@ pub struct LayerError {
     pub sqnr_db: f64,
 }
 
-/// The SQNR of every layer's int8 output against the float model's, over `inputs`.
-pub fn layer_errors(graph: &Graph, ranges: &Ranges, inputs: &[f32]) -> Result<Vec<LayerError>> {
-    let built = graph.build_i8_exposed(ranges)?;
+/// How bias correction changed one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BiasShift {
+    /// Layer index in the graph.
+    pub layer: usize,
+    /// The largest change of one channel's bias.
+    pub largest: f32,
+    /// The mean size of the change over the layer's channels.
+    pub mean: f32,
+}
+
+/// Bias correction: `graph` with each conv, depthwise and dense layer's bias moved so that
+/// its int8 weights leave every output channel's mean where the float weights put it.
+///
+/// Rounding weights to int8 shifts a channel's mean pre-activation output by
+/// `E[(W_q - W) x]`; the error does not average out over a layer because it is the same for
+/// every input. This measures that shift on `inputs` (whole samples back to back, the float
+/// model's own activations feeding each layer) and subtracts it from the bias, as in Nagel et
+/// al., "Data-Free Quantization Through Weight Equalization and Bias Correction" (2019), with
+/// the expectation measured rather than inferred from batch-norm statistics. Activation
+/// rounding is not corrected (it is zero-mean under round-to-nearest).
+pub fn correct_biases(graph: &Graph, inputs: &[f32]) -> Result<(Graph, Vec<BiasShift>)> {
+    let network = crate::train::Network::new(graph.clone())?;
+    let len = network.input_len();
+    if len == 0 || inputs.is_empty() || !inputs.len().is_multiple_of(len) {
+        bail!(
+            "bias correction needs whole samples of {len} values, got {}",
+            inputs.len()
+        );
+    }
+    // Each weighted layer's weight error, as the runtime's builder will round the weights.
+    let mut errors: Vec<Option<Vec<f32>>> = vec![None; graph.layers.len()];
+    for (i, layer) in graph.layers.iter().enumerate() {
+        let (weights, channel_last) = match layer {
+            Layer::Conv { weights, .. } | Layer::Dense { weights, .. } => (weights, false),
+            Layer::Depthwise { weights, .. } => (weights, true),
+            _ => continue,
+        };
+        let channels = network.dims(i).last().copied().unwrap_or(1);
+        let (q, scales) =
+            loam::quant::quantize_weights_per_channel(weights, channels, channel_last);
+        let per_channel = weights.len() / channels.max(1);
+        let delta = weights
+            .iter()
+            .zip(&q)
+            .enumerate()
+            .map(|(k, (&w, &q))| {
+                let c = if channel_last {
+                    k % channels
+                } else {
+                    k / per_channel.max(1)
+                };
+                f32::from(q) * scales[c] - w
+            })
+            .collect();
+        errors[i] = Some(delta);
+    }
+    // Mean shift per channel, summed over samples in chunks to bound the memory the
+    // activations take.
+    let mut sums: Vec<Vec<f64>> = errors
+        .iter()
+        .enumerate()
+        .map(|(i, e)| match e {
+            Some(_) => vec![0.0; network.dims(i).last().copied().unwrap_or(1)],
+            None => Vec::new(),
+        })
+        .collect();
+    let mut positions = vec![0u64; graph.layers.len()];
+    for chunk in inputs.chunks(64 * len) {
+        let batch = chunk.len() / len;
+        let trace = network.forward(chunk, batch, None)?;
+        for (i, layer) in graph.layers.iter().enumerate() {
+            let Some(delta) = &errors[i] else { continue };
+            let from = match layer {
+                Layer::Conv { from, .. }
+                | Layer::Depthwise { from, .. }
+                | Layer::Dense { from, .. } => *from,
+                _ => continue,
+            };
+            let shift = network.linear_part(i, &trace.outputs[from], batch, delta)?;
+            let channels = sums[i].len();
+            for (k, v) in shift.iter().enumerate() {
+                sums[i][k % channels] += f64::from(*v);
+            }
+            positions[i] += (shift.len() / channels) as u64;
+        }
+    }
+    let mut corrected = graph.clone();
+    let mut shifts = Vec::new();
+    for (i, layer) in corrected.layers.iter_mut().enumerate() {
+        let bias = match layer {
+            Layer::Conv { bias, .. }
+            | Layer::Depthwise { bias, .. }
+            | Layer::Dense { bias, .. } => bias,
+            _ => continue,
+        };
+        let n = positions[i].max(1) as f64;
+        let (mut largest, mut total) = (0.0f32, 0.0f32);
+        for (b, &sum) in bias.iter_mut().zip(&sums[i]) {
+            let shift = (sum / n) as f32;
+            *b -= shift;
+            largest = largest.max(shift.abs());
+            total += shift.abs();
+        }
+        shifts.push(BiasShift {
+            layer: i,
+            largest,
+            mean: total / bias.len().max(1) as f32,
+        });
+    }
+    Ok((corrected, shifts))
+}
+
+/// The SQNR of every layer's int8 output against the float model's, over `inputs`: `int8`
+/// (the graph the int8 model is written from, e.g. after [`correct_biases`]) against `float`,
+/// two graphs of the same layers.
+pub fn layer_errors(
+    float: &Graph,
+    int8: &Graph,
+    ranges: &Ranges,
+    inputs: &[f32],
+) -> Result<Vec<LayerError>> {
+    if float.layers.len() != int8.layers.len() {
+        bail!("the float and int8 graphs have different layers");
+    }
+    let graph = float;
+    let built = int8.build_i8_exposed(ranges)?;
     let bytes = loam::format::AlignedBytes::new(&built.bytes);
     let model = Model::from_bytes(&bytes)?;
     let records = crate::run::io_records(&model, true)?;
@@ -526,7 +650,7 @@ mod tests {
             .map(|_| rand::Rng::random_range(&mut rng, -1.0..1.0))
             .collect();
         let ranges = calibrate(&g, &x, Calibration::MinMax).unwrap();
-        let errors = layer_errors(&g, &ranges, &x).unwrap();
+        let errors = layer_errors(&g, &g, &ranges, &x).unwrap();
         assert_eq!(errors.len(), 4);
         for e in &errors {
             assert!(e.sqnr_db > 20.0, "{e:?}");
@@ -536,11 +660,90 @@ mod tests {
             .iter()
             .map(|&(lo, hi)| (lo * 50.0, hi * 50.0))
             .collect();
-        let worse = layer_errors(&g, &wide, &x).unwrap();
+        let worse = layer_errors(&g, &g, &wide, &x).unwrap();
         assert!(
             worse[0].sqnr_db < errors[0].sqnr_db - 20.0,
             "{worse:?} vs {errors:?}"
         );
     }
+    /// Weights that all sit 0.45 of a step above an int8 level round down together, so the
+    /// int8 model's outputs sit below the float model's on average; corrected biases take
+    /// most of that offset away, through conv (with padding), depthwise and dense layers.
+    #[test]
+    fn bias_correction_removes_the_mean_shift_of_rounded_weights() {
+        let mut b = crate::graph::GraphBuilder::new("shifted", &[1, 6, 6, 2], 5);
+        let x = b.conv(0, 4, (3, 3), 1, FusedActivation::NONE);
+        let x = b.depthwise(x, 1, FusedActivation::NONE);
+        let x = b.flatten(x);
+        b.dense(x, 3, FusedActivation::NONE);
+        let mut g = b.finish();
+        let network = crate::train::Network::new(g.clone()).unwrap();
+        for (i, layer) in g.layers.iter_mut().enumerate() {
+            let (weights, channel_last) = match layer {
+                Layer::Conv { weights, .. } | Layer::Dense { weights, .. } => (weights, false),
+                Layer::Depthwise { weights, .. } => (weights, true),
+                _ => continue,
+            };
+            let channels = *network.dims(i).last().unwrap();
+            let (q, scales) =
+                loam::quant::quantize_weights_per_channel(weights, channels, channel_last);
+            let per_channel = weights.len() / channels;
+            for (k, (w, &q)) in weights.iter_mut().zip(&q).enumerate() {
+                let c = if channel_last {
+                    k % channels
+                } else {
+                    k / per_channel
+                };
+                // The largest stays put, so the scale does.
+                if q.unsigned_abs() < 127 {
+                    *w = (f32::from(q) + 0.45) * scales[c];
+                }
+            }
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let inputs: Vec<f32> = (0..128 * 72)
+            .map(|_| rand::Rng::random_range(&mut rng, 0.0..1.0))
+            .collect();
+        let ranges = calibrate(&g, &inputs, Calibration::MinMax).unwrap();
+        let (corrected, shifts) = correct_biases(&g, &inputs).unwrap();
+        assert_eq!(shifts.len(), 3);
+        assert!(shifts.iter().all(|s| s.largest > 0.0), "{shifts:?}");
+        let last = g.layers.len() - 1;
+        let float = crate::train::Network::new(g.clone())
+            .unwrap()
+            .forward(&inputs, 128, None)
+            .unwrap()
+            .outputs
+            .swap_remove(last);
+        let mean_error = |graph: &Graph| -> f64 {
+            let network = crate::train::Network::new(graph.clone()).unwrap();
+            let int8 = crate::train::qat::Int8Forward::new(&network, &ranges)
+                .unwrap()
+                .run(&inputs, 128)
+                .unwrap()
+                .trace
+                .outputs
+                .swap_remove(last);
+            (0..3)
+                .map(|c| {
+                    let sum: f64 = int8
+                        .iter()
+                        .zip(&float)
+                        .skip(c)
+                        .step_by(3)
+                        .map(|(&q, &f)| f64::from(q - f))
+                        .sum();
+                    (sum / 128.0).abs()
+                })
+                .sum::<f64>()
+                / 3.0
+        };
+        let (before, after) = (mean_error(&g), mean_error(&corrected));
+        assert!(
+            after < 0.3 * before,
+            "mean error {before} before, {after} after"
+        );
+    }
+
     use rand::SeedableRng;
 }

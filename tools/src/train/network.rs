@@ -276,6 +276,39 @@ impl Network {
         [d[0], d[1], d[2]]
     }
 
+    /// Weighted layer `i` (conv, depthwise or dense) applied to `input` (`batch` samples of
+    /// its producer's output) with `weights` in place of its own, no bias and no activation:
+    /// the layer's linear part alone, for measuring what a change of its weights does.
+    pub fn linear_part(
+        &self,
+        i: usize,
+        input: &[f32],
+        batch: usize,
+        weights: &[f32],
+    ) -> Result<Vec<f32>> {
+        let mut out = vec![0.0f32; batch * self.len(i)];
+        let none = loam::ops::FusedActivation::NONE;
+        match &self.graph.layers[i] {
+            Layer::Conv { from, spec, .. } => {
+                let zeros = vec![0.0; spec.out_channels];
+                let g = conv::geometry(spec, batch, self.image(*from))?;
+                conv::forward(&g, input, weights, &zeros, none, &mut out)?;
+            }
+            Layer::Depthwise { from, spec, .. } => {
+                let zeros = vec![0.0; spec.out_channels];
+                let g = depthwise_geometry(spec, batch, self.image(*from))?;
+                depthwise::forward(&g, input, weights, &zeros, none, &mut out)?;
+            }
+            Layer::Dense { from, .. } => {
+                let d = self.dense(*from, i, batch);
+                let zeros = vec![0.0; d.outputs];
+                d.forward(input, weights, &zeros, none, &mut out)?;
+            }
+            _ => bail!("layer {i} has no weights"),
+        }
+        Ok(out)
+    }
+
     fn dense(&self, from: usize, i: usize, batch: usize) -> Dense {
         let inputs = self.dims[from].last().copied().unwrap_or(1);
         let outputs = self.dims[i].last().copied().unwrap_or(1);
