@@ -137,9 +137,9 @@ fn rising_validation(epochs: &[EpochRecord]) -> Option<String> {
     (since >= PATIENCE && rose && train_fell).then(|| {
         format!(
             "Overfitting: validation loss rose from {best_val:.4} at epoch {} to {last_val:.4} \
-             over {since} epochs while training loss fell from {:.4} to {:.4}. Keep the \
-             epoch-{} weights (early stopping), or add regularisation (dropout, weight \
-             decay), augmentation or more data.",
+             over {since} epochs while training loss fell from {:.4} to {:.4}. Early stopping \
+             on the validation loss would keep the epoch-{} weights; or add regularisation \
+             (dropout, weight decay), augmentation or more data.",
             best.epoch, best.train_loss, last.train_loss, best.epoch
         )
     })
