@@ -319,3 +319,38 @@ fn a_clip_after_an_int8_activation_is_kept() {
     let (max, _) = compare(&file, Peer::OnnxRuntime, &onnx);
     assert!(max <= PROBABILITY_STEP * 1.001, "max abs {max}");
 }
+
+/// Dropout is lowered as Identity, which is right in inference mode only: a model whose
+/// Dropout has `training_mode` true gets the report (found by the ONNX conformance test's
+/// `node/test_training_dropout`, which imported and then computed the wrong values).
+#[test]
+fn dropout_in_training_mode_is_refused() {
+    let with_dropout = |training: bool| {
+        edited(|m| {
+            let graph = m.graph.as_mut().unwrap();
+            let at = graph.node.iter().position(|n| n.op_type == "Gemm").unwrap();
+            let gemm_out = std::mem::replace(&mut graph.node[at].output[0], "gemm".into());
+            graph.initializer.push(pb::TensorProto {
+                name: "training".into(),
+                data_type: pb::tensor_proto::DataType::Bool as i32,
+                int32_data: vec![i32::from(training)],
+                ..Default::default()
+            });
+            let dropout = pb::NodeProto {
+                op_type: "Dropout".into(),
+                name: "dropout".into(),
+                input: vec!["gemm".into(), String::new(), "training".into()],
+                output: vec![gemm_out],
+                ..Default::default()
+            };
+            graph.node.insert(at + 1, dropout);
+        })
+    };
+    let message = import_error(&with_dropout(true));
+    assert!(
+        message.contains("node `dropout` (Dropout): training_mode = true"),
+        "{message}"
+    );
+    // In inference mode it is still the Identity it was.
+    import_bytes(&with_dropout(false), None, &ImportOptions::default()).unwrap();
+}

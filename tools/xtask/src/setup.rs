@@ -27,6 +27,12 @@ const DEFMT_PRINT_VERSION: &str = "1.2.0";
 const ONNXRUNTIME_WHEEL: &str = "onnxruntime==1.31.1";
 const ONNXRUNTIME_VERSION: &str = "1.31.1";
 
+/// The ONNX Python package, from PyPI: its `onnx/backend/test/data` and node case code are the
+/// cases of the workspace's ONNX conformance test (tests/tests/onnx_conformance.rs), so the
+/// version is pinned with the test's allow-list.
+const ONNX_WHEEL: &str = "onnx==1.23.2";
+const ONNX_VERSION: &str = "1.23.2";
+
 /// NVRTC, from PyPI, for the tools' `cuda` feature: its tests compile the GPU kernels to PTX,
 /// which needs no GPU or driver. CUDA 13.0's release, so the PTX it writes loads on every CUDA
 /// 13 driver (a newer NVRTC's PTX needs a newer driver).
@@ -38,12 +44,13 @@ const NVRTC_VERSION: &str = "13.0.88";
 const CUBLAS_WHEEL: &str = "nvidia-cublas==13.0.2.14";
 const CUBLAS_VERSION: &str = "13.0.2.14";
 
-/// Whether the cross compilers, QEMU, defmt-print, ONNX Runtime and NVRTC are installed (the
-/// Rust toolchain is checked by [`Toolchain::detect`]).
+/// Whether the cross compilers, QEMU, defmt-print, ONNX Runtime, the onnx package and NVRTC
+/// are installed (the Rust toolchain is checked by [`Toolchain::detect`]).
 pub fn host_tools_present() -> bool {
     HOST_PACKAGES.iter().all(|p| package_installed(p, None))
         && defmt_print_is_current()
         && onnxruntime_is_current()
+        && wheel_is(ONNX_WHEEL, ONNX_VERSION)
         && wheel_is(NVRTC_WHEEL, NVRTC_VERSION)
 }
 
@@ -153,6 +160,11 @@ pub fn run(choice: Choice) -> Result<Toolchain> {
         .context("installing ONNX Runtime (the tools' peer runtime)")?;
     }
 
+    pip_install(
+        ONNX_WHEEL,
+        ONNX_VERSION,
+        "onnx (the ONNX conformance test's cases)",
+    )?;
     pip_install(
         NVRTC_WHEEL,
         NVRTC_VERSION,

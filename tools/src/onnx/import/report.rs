@@ -263,6 +263,20 @@ fn check_node(node: &NodeProto, opset: i64, values: &Values) -> Vec<String> {
                 out.push("training_mode = 1; export the model in eval mode".into());
             }
         }
+        "Dropout" => {
+            // Lowered as Identity, which is what Dropout computes only in inference mode: a
+            // training_mode input that is true (or unknown before running) drops elements.
+            need_constant(&mut out, 2, "training_mode");
+            let training = input(node, 2)
+                .and_then(|t| values.constant(t))
+                .and_then(|t| {
+                    let t = t.cast_to::<bool>().ok()?;
+                    t.to_plain_array_view::<bool>().ok()?.iter().next().copied()
+                });
+            if training == Some(true) {
+                out.push("training_mode = true; export the model in eval mode".into());
+            }
+        }
         "Reshape" => need_constant(&mut out, 1, "shape"),
         "Squeeze" | "Unsqueeze" if opset >= 13 => need_constant(&mut out, 1, "axes"),
         "ReduceMean" if opset >= 18 => need_constant(&mut out, 1, "axes"),
