@@ -354,3 +354,39 @@ fn dropout_in_training_mode_is_refused() {
     // In inference mode it is still the Identity it was.
     import_bytes(&with_dropout(false), None, &ImportOptions::default()).unwrap();
 }
+
+#[test]
+fn a_convolution_of_other_rank_is_named_with_its_way_out() {
+    let with_rank = |extra: Option<usize>| {
+        edited(|m| {
+            let graph = m.graph.as_mut().unwrap();
+            let conv = graph.node.iter().find(|n| n.op_type == "Conv").unwrap();
+            let weight = conv.input[1].clone();
+            let w = graph
+                .initializer
+                .iter_mut()
+                .find(|t| t.name == weight)
+                .unwrap();
+            match extra {
+                // [out, in, kh, kw] as [out, in, kh * kw]: the same values, one dimension less.
+                None => {
+                    let kw = w.dims.pop().unwrap();
+                    *w.dims.last_mut().unwrap() *= kw;
+                }
+                Some(n) => w.dims.extend(std::iter::repeat_n(1, n)),
+            }
+        })
+    };
+    let message = import_error(&with_rank(Some(1)));
+    assert!(
+        message.contains("a 3-D convolution; loam imports 2-D convolutions: only 1-D"),
+        "{message}"
+    );
+    let message = import_error(&with_rank(None));
+    assert!(
+        message.contains(
+            "a 1-D convolution; loam imports 2-D convolutions: export it as a Conv2d of height 1"
+        ),
+        "{message}"
+    );
+}

@@ -188,10 +188,14 @@ fn check_node(node: &NodeProto, opset: i64, values: &Values) -> Vec<String> {
             if let Some(rank) = rank
                 && rank != 4
             {
+                let dims = rank.saturating_sub(2);
+                let hint = if dims == 1 {
+                    "export it as a Conv2d of height 1 (unsqueeze the input and weight)"
+                } else {
+                    "only 1-D (as height 1) and 2-D ones run on loam"
+                };
                 out.push(format!(
-                    "a {}-D convolution; loam imports 2-D convolutions (reshape a Conv1D \
-                     to height 1)",
-                    rank.saturating_sub(2)
+                    "a {dims}-D convolution; loam imports 2-D convolutions: {hint}"
                 ));
             }
         }
