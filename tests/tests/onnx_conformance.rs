@@ -19,6 +19,9 @@
 //! with its inputs after the first baked in as initializers (see [`run_set`]).
 //! Without the data the test passes with a note, unless `LOAM_REQUIRE_ONNX_TESTDATA=1`
 //! (`cargo xtask test` sets it) makes that a failure.
+//!
+//! The int8 half, the same cases quantized by ONNX Runtime and checked against it, is in
+//! [`int8`] (`onnx_conformance/int8.rs`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -35,6 +38,9 @@ use loam_tools::run::{NamedArray, io_records, real_values, run};
 use prost::Message;
 use tract_onnx::pb;
 use tract_onnx::prelude::{DatumType, Tensor};
+
+#[path = "onnx_conformance/int8.rs"]
+mod int8;
 
 /// The suites checked, in the order the table prints them.
 const SUITES: [&str; 4] = ["node", "pytorch-converted", "pytorch-operator", "simple"];
@@ -184,8 +190,14 @@ fn onnx_backend_conformance() {
     );
 }
 
-/// The folder holding the suites, laid out by `conformance/prepare.py`, or why there is none.
+/// The folder holding the suites, laid out by `conformance/prepare.py`, or why there is none;
+/// found (and laid out) once for both tests of this file, which run at the same time.
 fn find_data() -> Result<PathBuf, String> {
+    static DATA: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    DATA.get_or_init(find_data_once).clone()
+}
+
+fn find_data_once() -> Result<PathBuf, String> {
     let package = onnx_package();
     let source = match std::env::var_os("LOAM_ONNX_TESTDATA") {
         Some(dir) => PathBuf::from(dir),
@@ -289,26 +301,45 @@ fn list_cases(suite: &'static str, dir: &Path) -> Vec<Case> {
 
 /// Runs every case on all cores; outcomes in the order of `cases`.
 fn run_all(cases: &[Case]) -> Vec<Outcome> {
-    // A panic is caught and reported with the case's name; the default hook would also print
-    // every one of them, interleaved, while the threads run.
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    run_parallel(cases, run_case)
+}
+
+thread_local! {
+    /// Whether panics on this thread are caught and reported by [`run_parallel`], so the
+    /// panic hook keeps quiet about them.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// `f` of every item on all cores; results in the order of `items`. A panic inside `f` is
+/// for `f` to catch and report with the case's name: the hook, installed once for the
+/// process (the tests of this file run at the same time), prints nothing for these threads
+/// where the default one would print every panic, interleaved, while they run.
+fn run_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                default(info);
+            }
+        }));
+    });
     let next = AtomicUsize::new(0);
-    let results = Mutex::new((0..cases.len()).map(|_| None).collect::<Vec<_>>());
+    let results = Mutex::new((0..items.len()).map(|_| None).collect::<Vec<_>>());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
+                QUIET.with(|q| q.set(true));
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(case) = cases.get(i) else { break };
-                    let outcome = run_case(case);
-                    results.lock().unwrap()[i] = Some(outcome);
+                    let Some(item) = items.get(i) else { break };
+                    let result = f(item);
+                    results.lock().unwrap()[i] = Some(result);
                 }
             });
         }
     });
-    std::panic::set_hook(hook);
     results
         .into_inner()
         .unwrap()
