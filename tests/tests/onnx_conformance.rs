@@ -113,28 +113,17 @@ fn onnx_backend_conformance() {
     let allow_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance/allow.txt");
     let allowed = read_allow_list(&allow_path);
 
-    let mut failures = Vec::new();
-    let mut newly_passing = Vec::new();
-    let mut wrong_unlisted = Vec::new();
-    let mut passing = BTreeSet::new();
-    for (case, outcome) in cases.iter().zip(&outcomes) {
-        let id = case.id();
-        let listed = allowed.contains(&id);
-        match outcome {
-            Outcome::Passed { .. } => {
-                if !listed {
-                    newly_passing.push(id.clone());
-                }
-                passing.insert(id);
-            }
-            Outcome::Refused { reason, .. } if listed => {
-                failures.push(format!("{id}: import failed: {}", refusal_summary(reason)))
-            }
-            Outcome::Failed { reason, .. } if listed => failures.push(format!("{id}: {reason}")),
-            Outcome::Failed { reason, .. } => wrong_unlisted.push(format!("{id}: {reason}")),
-            Outcome::Refused { .. } => {}
-        }
-    }
+    let mut judged = Judged::new(
+        &allowed,
+        cases.iter().zip(&outcomes).map(|(case, outcome)| {
+            let verdict = match outcome {
+                Outcome::Passed { .. } => Verdict::Passed,
+                Outcome::Refused { reason, .. } => Verdict::Refused(refusal_summary(reason)),
+                Outcome::Failed { reason, .. } => Verdict::Failed(reason.clone()),
+            };
+            (case.id(), verdict)
+        }),
+    );
     // A listed case whose folder is gone (a renamed case, another wheel version) is a
     // failure too: the list must keep meaning "these pass".
     let present: BTreeSet<String> = cases.iter().map(Case::id).collect();
@@ -142,7 +131,7 @@ fn onnx_backend_conformance() {
     for id in &allowed {
         let suite = id.split('/').next().unwrap_or("");
         if checked_suites.contains(suite) && !present.contains(id) {
-            failures.push(format!(
+            judged.failures.push(format!(
                 "{id}: listed in allow.txt but not in the test data"
             ));
         }
@@ -162,32 +151,102 @@ fn onnx_backend_conformance() {
             }
         }
     }
-    for id in &newly_passing {
-        println!("newly passing, add to allow.txt: {id}");
-    }
-    if !wrong_unlisted.is_empty() {
-        // Not failures (the cases are not listed), but an import that succeeds and computes
-        // the wrong thing, or a panic, is a bug to fix: the importer should have refused the
-        // model with its report.
-        println!(
-            "imported but not passing, or panicked ({}; not on the allow-list, so not failing \
-             the test):",
-            wrong_unlisted.len()
-        );
-        for line in &wrong_unlisted {
-            println!("  {line}");
+    judged.finish(&allow_path, ALLOW_LIST_HEADER, "ONNX conformance");
+}
+
+/// A case's result as its allow-list sees it.
+enum Verdict {
+    Passed,
+    /// The importer refused the model, with why.
+    Refused(String),
+    /// Imported, but wrong, or a panic, with why.
+    Failed(String),
+}
+
+/// What an allow-list makes of a run's verdicts.
+struct Judged {
+    /// Listed cases that no longer pass.
+    failures: Vec<String>,
+    /// Passing cases the list lacks.
+    newly_passing: Vec<String>,
+    /// Unlisted cases that imported but failed, or panicked.
+    wrong_unlisted: Vec<String>,
+    /// Every passing case.
+    passing: BTreeSet<String>,
+}
+
+impl Judged {
+    /// Sorts `verdicts` (case id and verdict) against the `allowed` list.
+    fn new(
+        allowed: &BTreeSet<String>,
+        verdicts: impl IntoIterator<Item = (String, Verdict)>,
+    ) -> Judged {
+        let mut judged = Judged {
+            failures: Vec::new(),
+            newly_passing: Vec::new(),
+            wrong_unlisted: Vec::new(),
+            passing: BTreeSet::new(),
+        };
+        for (id, verdict) in verdicts {
+            let listed = allowed.contains(&id);
+            match verdict {
+                Verdict::Passed => {
+                    if !listed {
+                        judged.newly_passing.push(id.clone());
+                    }
+                    judged.passing.insert(id);
+                }
+                Verdict::Refused(reason) if listed => judged
+                    .failures
+                    .push(format!("{id}: import failed: {reason}")),
+                Verdict::Failed(reason) if listed => {
+                    judged.failures.push(format!("{id}: {reason}"))
+                }
+                Verdict::Failed(reason) => judged.wrong_unlisted.push(format!("{id}: {reason}")),
+                Verdict::Refused(_) => {}
+            }
         }
+        judged
     }
-    if std::env::var("LOAM_CONFORMANCE_WRITE").is_ok_and(|v| v == "1") {
-        write_allow_list(&allow_path, &passing);
-        println!("wrote {} ({} cases)", allow_path.display(), passing.len());
+
+    /// Prints the newly passing and the wrong unlisted cases, rewrites the list at
+    /// `allow_path` (under `header`) with `LOAM_CONFORMANCE_WRITE=1`, and fails on any listed
+    /// case that no longer passes.
+    fn finish(self, allow_path: &Path, header: &str, what: &str) {
+        let list = allow_path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+        for id in &self.newly_passing {
+            println!("newly passing, add to {list}: {id}");
+        }
+        if !self.wrong_unlisted.is_empty() {
+            // Not failures (the cases are not listed), but an import that succeeds and
+            // computes the wrong thing, or a panic, is a bug to fix: the importer should have
+            // refused the model with its report.
+            println!(
+                "imported but not passing, or panicked ({}; not on the allow-list, so not \
+                 failing the test):",
+                self.wrong_unlisted.len()
+            );
+            for line in &self.wrong_unlisted {
+                println!("  {line}");
+            }
+        }
+        if std::env::var("LOAM_CONFORMANCE_WRITE").is_ok_and(|v| v == "1") {
+            write_allow_list(allow_path, header, &self.passing);
+            println!(
+                "wrote {} ({} cases)",
+                allow_path.display(),
+                self.passing.len()
+            );
+        }
+        assert!(
+            self.failures.is_empty(),
+            "{} allow-listed {what} case(s) no longer pass:\n  {}",
+            self.failures.len(),
+            self.failures.join("\n  ")
+        );
     }
-    assert!(
-        failures.is_empty(),
-        "{} allow-listed ONNX conformance case(s) no longer pass:\n  {}",
-        failures.len(),
-        failures.join("\n  ")
-    );
 }
 
 /// The folder holding the suites, laid out by `conformance/prepare.py`, or why there is none;
@@ -759,14 +818,16 @@ fn read_allow_list(path: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-fn write_allow_list(path: &Path, passing: &BTreeSet<String>) {
-    let mut text = String::from(
-        "# ONNX backend test cases (suite/case) that loam imports and runs within rtol 1e-3,\n\
-         # atol 1e-5 of the expected outputs; tests/tests/onnx_conformance.rs checks them.\n\
-         # Written by `LOAM_CONFORMANCE_WRITE=1 cargo test -p loam-tests --test onnx_conformance`\n\
-         # from the passing set. The list may only grow: a listed case that stops passing\n\
-         # fails the build.\n",
-    );
+/// allow.txt's header.
+const ALLOW_LIST_HEADER: &str = "# ONNX backend test cases (suite/case) that loam imports and runs within rtol 1e-3,\n\
+     # atol 1e-5 of the expected outputs; tests/tests/onnx_conformance.rs checks them.\n\
+     # Written by `LOAM_CONFORMANCE_WRITE=1 cargo test -p loam-tests --test onnx_conformance`\n\
+     # from the passing set. The list may only grow: a listed case that stops passing\n\
+     # fails the build.\n";
+
+/// Writes `header` and the `passing` case ids, one per line, to `path`.
+fn write_allow_list(path: &Path, header: &str, passing: &BTreeSet<String>) {
+    let mut text = String::from(header);
     for id in passing {
         text.push_str(id);
         text.push('\n');

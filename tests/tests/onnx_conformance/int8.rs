@@ -34,8 +34,8 @@ use tract_onnx::pb;
 use tract_onnx::prelude::{DatumType, Tensor};
 
 use super::{
-    Case, SUITES, data_sets, find_data, list_cases, panic_message, read_allow_list, read_tensors,
-    refusal_summary, run_parallel, shorten,
+    Case, Judged, SUITES, Verdict, data_sets, find_data, list_cases, panic_message,
+    read_allow_list, read_tensors, refusal_summary, run_parallel, shorten,
 };
 
 /// The share of a case's elements that must be within one quantization step.
@@ -91,35 +91,26 @@ fn onnx_backend_conformance_int8() {
     let allow_path = manifest.join("conformance/allow_int8.txt");
     let allowed = read_allow_list(&allow_path);
 
-    let mut failures = Vec::new();
-    let mut newly_passing = Vec::new();
-    let mut wrong_unlisted = Vec::new();
-    let mut passing = BTreeSet::new();
     let mut total: Histogram = [0; 4];
-    for (case, (outcome, hist)) in cases.iter().zip(&results) {
-        let id = case.id();
-        let listed = allowed.contains(&id);
+    for (_, hist) in &results {
         for (t, h) in total.iter_mut().zip(hist) {
             *t += h;
         }
-        match outcome {
-            Outcome::Passed { .. } => {
-                if !listed {
-                    newly_passing.push(id.clone());
-                }
-                passing.insert(id);
-            }
-            Outcome::Refused { reason } if listed => {
-                failures.push(format!("{id}: import failed: {reason}"))
-            }
-            Outcome::Failed { reason, .. } if listed => failures.push(format!("{id}: {reason}")),
-            Outcome::Failed { reason, .. } => wrong_unlisted.push(format!("{id}: {reason}")),
-            Outcome::Refused { .. } => {}
-        }
     }
+    let mut judged = Judged::new(
+        &allowed,
+        cases.iter().zip(&results).map(|(case, (outcome, _))| {
+            let verdict = match outcome {
+                Outcome::Passed { .. } => Verdict::Passed,
+                Outcome::Refused { reason } => Verdict::Refused(reason.clone()),
+                Outcome::Failed { reason, .. } => Verdict::Failed(reason.clone()),
+            };
+            (case.id(), verdict)
+        }),
+    );
     let present: BTreeSet<String> = cases.iter().map(Case::id).collect();
     for id in allowed.difference(&present) {
-        failures.push(format!(
+        judged.failures.push(format!(
             "{id}: listed in allow_int8.txt but the quantizer made no model of it"
         ));
     }
@@ -156,29 +147,7 @@ fn onnx_backend_conformance_int8() {
             }
         }
     }
-    for id in &newly_passing {
-        println!("newly passing, add to allow_int8.txt: {id}");
-    }
-    if !wrong_unlisted.is_empty() {
-        println!(
-            "imported but not passing, or panicked ({}; not on the allow-list, so not failing \
-             the test):",
-            wrong_unlisted.len()
-        );
-        for line in &wrong_unlisted {
-            println!("  {line}");
-        }
-    }
-    if std::env::var("LOAM_CONFORMANCE_WRITE").is_ok_and(|v| v == "1") {
-        write_allow_list(&allow_path, &passing);
-        println!("wrote {} ({} cases)", allow_path.display(), passing.len());
-    }
-    assert!(
-        failures.is_empty(),
-        "{} allow-listed ONNX int8 conformance case(s) no longer pass:\n  {}",
-        failures.len(),
-        failures.join("\n  ")
-    );
+    judged.finish(&allow_path, ALLOW_LIST_HEADER, "ONNX int8 conformance");
 }
 
 /// The folder of quantized cases `conformance/quantize.py` writes for the float allow-list's
@@ -531,21 +500,13 @@ fn print_reasons(what: &str, reasons: impl Iterator<Item = String>) {
     }
 }
 
-fn write_allow_list(path: &Path, passing: &BTreeSet<String>) {
-    let mut text = String::from(
-        "# ONNX backend test cases (suite/case), quantized by ONNX Runtime's quantizer (QDQ,\n\
-         # per-channel, int8), whose loam int8 outputs are within 1 quantization step of ONNX\n\
-         # Runtime's on at least 99% of elements; tests/tests/onnx_conformance/int8.rs checks\n\
-         # them. Written by `LOAM_CONFORMANCE_WRITE=1 cargo test -p loam-tests --test\n\
-         # onnx_conformance` from the passing set. The list may only grow: a listed case that\n\
-         # stops passing fails the build.\n",
-    );
-    for id in passing {
-        text.push_str(id);
-        text.push('\n');
-    }
-    std::fs::write(path, text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
-}
+/// allow_int8.txt's header.
+const ALLOW_LIST_HEADER: &str = "# ONNX backend test cases (suite/case), quantized by ONNX Runtime's quantizer (QDQ,\n\
+     # per-channel, int8), whose loam int8 outputs are within 1 quantization step of ONNX\n\
+     # Runtime's on at least 99% of elements; tests/tests/onnx_conformance/int8.rs checks\n\
+     # them. Written by `LOAM_CONFORMANCE_WRITE=1 cargo test -p loam-tests --test\n\
+     # onnx_conformance` from the passing set. The list may only grow: a listed case that\n\
+     # stops passing fails the build.\n";
 
 /// The distance in steps: equal values, rounding noise, whole steps, and non-finite values.
 #[test]
