@@ -1,5 +1,7 @@
 //! loam's task runner, in the cargo xtask convention: `cargo xtask <task>`.
 
+mod mobile;
+mod pi;
 mod report;
 mod setup;
 mod size;

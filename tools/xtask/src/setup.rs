@@ -8,14 +8,16 @@ use anyhow::{Context, Result, bail};
 
 use crate::toolchain::{self, Choice, DEBIAN_RUST_VERSION, Toolchain};
 
-/// Cross compilers (also the linkers) and emulators, from Debian.
-const HOST_PACKAGES: [&str; 6] = [
+/// Cross compilers (also the linkers), emulators and the JDK, from Debian.
+const HOST_PACKAGES: [&str; 7] = [
     "gcc-aarch64-linux-gnu",
     "gcc-arm-linux-gnueabihf",
     "gcc-arm-none-eabi",
     "qemu-user",
     "qemu-system-arm",
     "file",
+    // javac and java, for the Android binding's JNI test on the host JVM.
+    "openjdk-17-jdk-headless",
 ];
 
 /// Decodes the Cortex-M firmware's defmt log on the host.

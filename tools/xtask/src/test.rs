@@ -13,12 +13,14 @@ use crate::toolchain::{
 };
 
 /// The stages, by the names `--only` accepts.
-pub const STAGES: [&str; 9] = [
+pub const STAGES: [&str; 11] = [
     "x86_64",
     "aarch64",
     "armv7",
     "cortex-m4",
     "cortex-m0",
+    "raspberry-pi",
+    "mobile",
     "features",
     "msrv",
     "clippy",
@@ -48,6 +50,12 @@ pub fn run(root: &Path, toolchain: &Toolchain, only: &[String]) -> Vec<Row> {
             rows.push(firmware_tests(root, toolchain, target));
         }
     }
+    if selected("raspberry-pi") {
+        rows.extend(crate::pi::pi_rows(root, toolchain));
+    }
+    if selected("mobile") {
+        rows.extend(crate::mobile::rows(root, toolchain));
+    }
     if selected("features") {
         rows.push(feature_matrix(root));
         rows.push(cuda_feature(root));
@@ -66,7 +74,7 @@ pub fn run(root: &Path, toolchain: &Toolchain, only: &[String]) -> Vec<Row> {
 
 /// Runs a command with stdout and stderr merged, echoing each line as it comes (CI logs show
 /// progress) and returning it all for parsing.
-fn run_streamed(cmd: &mut Command) -> Result<(bool, String)> {
+pub(crate) fn run_streamed(cmd: &mut Command) -> Result<(bool, String)> {
     let (reader, writer) = std::io::pipe().context("creating a pipe")?;
     cmd.stdout(writer.try_clone()?).stderr(writer);
     println!("$ {}", describe(cmd));
@@ -87,7 +95,7 @@ fn run_streamed(cmd: &mut Command) -> Result<(bool, String)> {
     Ok((status.success(), output))
 }
 
-fn describe(cmd: &Command) -> String {
+pub(crate) fn describe(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|s| s.to_string_lossy().into_owned())
@@ -96,13 +104,13 @@ fn describe(cmd: &Command) -> String {
 }
 
 /// The host's cargo, run at the workspace root with `args`.
-fn host_cargo_in(root: &Path, args: &[&str]) -> Command {
+pub(crate) fn host_cargo_in(root: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(host_cargo());
     cmd.current_dir(root).args(args);
     cmd
 }
 
-fn banner(title: &str) {
+pub(crate) fn banner(title: &str) {
     println!("\n==> {title}");
 }
 
