@@ -22,6 +22,28 @@ fn main() {
     println!("cargo:rerun-if-changed={}", source.display());
     println!("cargo:rerun-if-env-changed=LOAM_BOARD");
     println!("cargo:rustc-env=LOAM_FIRMWARE_TARGET={target} on {board}");
+    // The learning demo's model and user data: the bundled digits model and the mirrored
+    // digits recording, or the files `loam quickstart` trained and recorded (through
+    // `cargo xtask learn`), copied where `include_bytes!` finds them.
+    for (var, default, name) in [
+        (
+            "LOAM_LEARN_MODEL",
+            "../../models/digits/model.loam",
+            "learn-model.loam",
+        ),
+        (
+            "LOAM_LEARN_RECORDING",
+            "../../runtime/tests/data/digits-mirrored.lmus",
+            "learn-user.lmus",
+        ),
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+        let source = env::var_os(var).map_or_else(|| PathBuf::from(default), PathBuf::from);
+        println!("cargo:rerun-if-changed={}", source.display());
+        let bytes = fs::read(&source)
+            .unwrap_or_else(|e| panic!("{var}: cannot read {}: {e}", source.display()));
+        fs::write(out.join(name), bytes).expect("OUT_DIR is writable");
+    }
     // Boards whose RAM cannot also hold a RAM-backed flash beside a program's buffers.
     println!("cargo:rustc-check-cfg=cfg(loam_small_ram)");
     if board == "microbit" {

@@ -15,6 +15,7 @@ pub mod onnx;
 pub mod peers;
 pub mod project;
 pub mod quantize;
+pub mod quickstart;
 pub mod report;
 pub mod run;
 pub mod selftest;

@@ -98,6 +98,19 @@ enum Command {
     /// Look at the project's data.
     #[command(subcommand)]
     Data(DataCommand),
+    /// The whole path on the bundled digits, offline, in one command: make a project, train
+    /// (float), quantize and evaluate (int8), export ONNX and check it against ONNX Runtime and
+    /// tract, write the .loam and firmware sources, report memory for a Cortex-M4, fine-tune on
+    /// a user with mirrored digits here and on the emulated Cortex-M4 (when QEMU is
+    /// installed), and end with a summary table.
+    Quickstart {
+        /// The project folder (kept; run again to train again).
+        #[arg(long, default_value = "loam-quickstart")]
+        dir: PathBuf,
+        /// Skip the emulated Cortex-M4.
+        #[arg(long)]
+        no_board: bool,
+    },
     /// Train the project's model and write a run folder: the loam.toml used, metrics.json,
     /// the float model (.loam and ONNX), the int8 .loam, charts and report.html.
     /// Ctrl-C stops after the current batch and keeps the best epoch so far.
@@ -536,6 +549,31 @@ fn execute(command: Command) -> Result<ExitCode> {
                 path.display(),
                 path.display()
             );
+        }
+        Command::Quickstart { dir, no_board } => {
+            let options = loam_tools::quickstart::Options {
+                dir,
+                board: !no_board,
+            };
+            let mut events = |event| match event {
+                loam_tools::quickstart::Event::Step(n, of, title) => {
+                    println!("\n[{n}/{of}] {title}");
+                }
+                loam_tools::quickstart::Event::Line(line) => println!("  {line}"),
+            };
+            let mut train = |project: &std::path::Path| train_with_progress(project, None);
+            let summary = loam_tools::quickstart::run(&options, &mut events, &mut train)?;
+            println!("\nsummary ({:.0} s)", summary.seconds);
+            print!("{}", summary.table());
+            println!(
+                "\nnext: open {} for the training curves and confusion matrices; the models and \
+                 firmware sources are in {}",
+                summary.report.display(),
+                summary.run.display()
+            );
+            if !summary.passed {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         Command::Data(DataCommand::Prepare { project, output }) => {
             let [train, val, test] = loam_tools::project::pipeline::prepare_to(&project, &output)?;

@@ -1,6 +1,6 @@
-//! The on-device learning demo's data: a user whose camera sees digits mirrored, which the
-//! bundled digits model (trained on the host, deployed frozen int8) mostly gets wrong. The
-//! recording `runtime/tests/data/digits-mirrored.lmus` packs that user's samples with the
+//! The on-device learning demo's data (also what `loam quickstart` records): a user whose
+//! camera sees digits mirrored, which the bundled digits model (trained on the host, deployed
+//! frozen int8) mostly gets wrong. The recording `runtime/tests/data/digits-mirrored.lmus` packs that user's samples with the
 //! figures the host's trainer reaches on them; the runtime tests (x86_64, aarch64, armv7) and
 //! the Cortex-M firmware replay it and must reproduce those figures exactly.
 //!
@@ -9,22 +9,9 @@
 
 use std::path::Path;
 
-use loam::train::{Loss, Optimizer, TrainConfig};
 use loam_tools::model_file::{ModelFile, write_atomically};
 use loam_tools::project::{Project, pipeline};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-
-/// The last layer only, so the training state fits a 16 KiB board beside the arena.
-const CONFIG: TrainConfig = TrainConfig {
-    layers: 1,
-    loss: Loss::CrossEntropy,
-    optimizer: Optimizer::adam(0.005),
-    clip_norm: None,
-    accumulate: 4,
-};
-const EPOCHS: u16 = 5;
-const TRAIN: usize = 400;
+use loam_tools::quickstart::{LEARN_CONFIG, LEARN_EPOCHS, LEARN_TRAIN, mirrored_digits};
 
 fn root() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
@@ -35,28 +22,24 @@ fn mirrored_digits_recording_is_current_and_learnable() {
     let project_dir = root().join("models/digits");
     let (project, _) = Project::load(&project_dir.join("loam.toml")).unwrap();
     let prepared = pipeline::prepare(&project, &project_dir).unwrap();
-    // Only rows the host model never trained on: validation and test.
-    let mut rows: Vec<(Vec<f32>, u8)> = Vec::new();
-    for part in [&prepared.val, &prepared.test] {
-        for i in 0..part.rows() {
-            let image = part.sample(i);
-            let mirrored: Vec<f32> = (0..64).map(|p| image[p / 8 * 8 + 7 - p % 8]).collect();
-            rows.push((mirrored, part.classes().unwrap()[i] as u8));
-        }
-    }
-    rows.shuffle(&mut rand::rngs::StdRng::seed_from_u64(2026));
-    let samples: Vec<f32> = rows.iter().flat_map(|(x, _)| x.iter().copied()).collect();
-    let labels: Vec<u8> = rows.iter().map(|&(_, y)| y).collect();
+    let (samples, labels) = mirrored_digits(&prepared);
     let model = ModelFile::open(&project_dir.join("model.loam")).unwrap();
-    let (bytes, report) =
-        loam_tools::finetune::record(&model, &samples, &labels, TRAIN, EPOCHS, &CONFIG).unwrap();
+    let (bytes, report) = loam_tools::finetune::record(
+        &model,
+        &samples,
+        &labels,
+        LEARN_TRAIN,
+        LEARN_EPOCHS,
+        &LEARN_CONFIG,
+    )
+    .unwrap();
     let holdout = f64::from(report.holdout);
     let before = f64::from(report.correct_before) / holdout;
     let after = f64::from(report.correct_after) / holdout;
     println!(
         "mirrored digits: {} training samples, {} held out; accuracy {:.1}% -> {:.1}%, \
          loss {:.3} -> {:.3}, checkpoint {:#010x}",
-        TRAIN,
+        LEARN_TRAIN,
         report.holdout,
         100.0 * before,
         100.0 * after,

@@ -45,6 +45,20 @@ enum Task {
     /// The GPU trainer on this machine's NVIDIA GPU (the tools' `cuda` feature): the GPU tests
     /// against the CPU engine and the training benchmark beside PyTorch on the same GPU.
     TestGpu,
+    /// Build the on-device learning firmware for the Cortex-M4F with another model and recorded
+    /// user data set, and run it under QEMU (what `loam quickstart` runs). Needs what `setup`
+    /// installs; does not install it.
+    Learn {
+        /// The int8 `.loam` model to embed.
+        #[arg(long)]
+        model: PathBuf,
+        /// The user's data and the host's figures, from `loam_tools::finetune::record`.
+        #[arg(long)]
+        recording: PathBuf,
+        /// Which Rust toolchain builds the firmware.
+        #[arg(long, value_enum, default_value_t = Choice::Auto)]
+        toolchain: Choice,
+    },
     /// Flash and RAM of the reference firmware on Cortex-M4F and Cortex-M0.
     Size {
         /// Which Rust toolchain builds the firmware.
@@ -106,6 +120,18 @@ fn run() -> Result<ExitCode> {
             print!("{}", report::summary_table(&rows, "not used"));
             println!("wall time {:.0} s", started.elapsed().as_secs_f64());
             if rows.iter().any(report::Row::failed) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Task::Learn {
+            model,
+            recording,
+            toolchain,
+        } => {
+            let toolchain = Toolchain::detect(toolchain).context(
+                "no Rust toolchain for thumbv7em-none-eabihf; `cargo xtask setup` installs one",
+            )?;
+            if !test::learn(&root, &toolchain, &model, &recording)? {
                 return Ok(ExitCode::FAILURE);
             }
         }

@@ -151,7 +151,10 @@ fn host_tests(root: &Path) -> Row {
         // The ONNX conformance test (tests/) passes with a note where the onnx wheel is
         // missing; here, after `setup` installed it, a missing wheel is a failure. The QEMU
         // stages test the runtime crate only, so they never run it.
-        .env("LOAM_REQUIRE_ONNX_TESTDATA", "1");
+        .env("LOAM_REQUIRE_ONNX_TESTDATA", "1")
+        // `loam quickstart`'s test runs its emulated Cortex-M4 step where QEMU and the cross
+        // tools are installed and skips it elsewhere; after `setup`, they must be.
+        .env("LOAM_REQUIRE_BOARD", "1");
     cargo_test_row("x86_64-unknown-linux-gnu", "host", &mut cmd)
 }
 
@@ -249,6 +252,49 @@ pub fn build_firmware(root: &Path, toolchain: &Toolchain, triple: &str) -> Resul
     let (success, _) = run_streamed(&mut cmd)?;
     anyhow::ensure!(success, "firmware build for {triple} failed");
     Ok(target_dir.join(triple).join("release"))
+}
+
+/// `cargo xtask learn`: the learning firmware built with `model` and `recording` in place of
+/// the bundled ones, run under QEMU on the Cortex-M4F board. Returns whether it reproduced the
+/// host's figures (its exit status).
+pub fn learn(root: &Path, toolchain: &Toolchain, model: &Path, recording: &Path) -> Result<bool> {
+    for (tool, what) in [
+        ("qemu-system-arm", "QEMU"),
+        ("arm-none-eabi-gcc", "the GNU Arm linker"),
+        ("defmt-print", "defmt-print"),
+    ] {
+        anyhow::ensure!(
+            crate::toolchain::runs(tool, "--version"),
+            "{what} ({tool}) is not installed; `cargo xtask setup` installs it"
+        );
+    }
+    let absolute =
+        |p: &Path| std::fs::canonicalize(p).with_context(|| format!("reading {}", p.display()));
+    let (model, recording) = (absolute(model)?, absolute(recording)?);
+    let triple = CORTEX_M4F.triple;
+    let firmware = root.join("targets/cortex-m");
+    let target_dir = firmware.join("target");
+    let mut cmd = toolchain.cargo(triple);
+    cmd.current_dir(&firmware)
+        .args([
+            "build",
+            "--locked",
+            "--release",
+            "--bin",
+            "learn",
+            "--target",
+            triple,
+        ])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .args(toolchain.bare_metal_args())
+        .env("LOAM_LEARN_MODEL", &model)
+        .env("LOAM_LEARN_RECORDING", &recording);
+    let (built, _) = run_streamed(&mut cmd)?;
+    anyhow::ensure!(built, "building the learning firmware failed");
+    let elf = target_dir.join(triple).join("release").join("learn");
+    let (ok, _) = run_firmware(root, &elf)?;
+    Ok(ok)
 }
 
 fn run_firmware(root: &Path, elf: &Path) -> Result<(bool, String)> {

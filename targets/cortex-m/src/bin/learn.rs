@@ -41,10 +41,14 @@ mod demo {
     use loam::train::replay::{Recording, replay};
     use loam_firmware::{exit, fail, flash_round_trip};
 
-    static MODEL: &[u8] = loam::include_model!("../../../../models/digits/model.loam");
-    const ARENA_SIZE: usize =
-        loam::format::arena_size(include_bytes!("../../../../models/digits/model.loam"));
-    static RECORDING: &[u8] = include_bytes!("../../../../runtime/tests/data/digits-mirrored.lmus");
+    // models/digits/model.loam and runtime/tests/data/digits-mirrored.lmus unless the build
+    // names others (see build.rs).
+    static MODEL: &[u8] = loam::include_model!(concat!(env!("OUT_DIR"), "/learn-model.loam"));
+    const ARENA_SIZE: usize = loam::format::arena_size(include_bytes!(concat!(
+        env!("OUT_DIR"),
+        "/learn-model.loam"
+    )));
+    static RECORDING: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/learn-user.lmus"));
     /// `Trainer::state_len` for this model and the recording's configuration (last layer only),
     /// checked at run time.
     const STATE_LEN: usize = 2812;
