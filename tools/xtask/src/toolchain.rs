@@ -66,7 +66,14 @@ pub const ARMV7_LINUX: LinuxTarget = LinuxTarget {
 pub const CORTEX_M4F: BareMetalTarget = BareMetalTarget {
     triple: "thumbv7em-none-eabihf",
     board: "mps2-an386 (Cortex-M4F)",
-    tests: &["reference", "model", "checkpoint", "finetune", "learn"],
+    tests: &[
+        "reference",
+        "model",
+        "gestures",
+        "checkpoint",
+        "finetune",
+        "learn",
+    ],
 };
 
 /// Cortex-M0 on the BBC micro:bit.
@@ -74,7 +81,7 @@ pub const CORTEX_M0: BareMetalTarget = BareMetalTarget {
     triple: "thumbv6m-none-eabi",
     board: "microbit (Cortex-M0)",
     // The learning demo needs about 17.4 KiB of RAM; the micro:bit has 16.
-    tests: &["reference", "model", "checkpoint", "finetune"],
+    tests: &["reference", "model", "gestures", "checkpoint", "finetune"],
 };
 
 /// Which toolchain to use for the cross targets.
