@@ -2,11 +2,19 @@
 //! logs and exits non-zero, and a clean exit with a status code the host sees.
 //!
 //! Under QEMU, semihosting carries both the defmt frames (to the host's stdout, decoded there by
-//! `defmt-print`) and the exit code. On a real board without a debugger attached, semihosting
-//! calls fault, so the board firmware swaps this module for RTT logging (see the README).
+//! `defmt-print`) and the exit code. On a board, build with `--no-default-features --features
+//! rtt`: the frames go over RTT to `probe-rs run`, which decodes them and also serves the
+//! semihosting exit.
 #![no_std]
 
 use cortex_m as _;
+#[cfg(all(feature = "semihosting-log", feature = "rtt"))]
+compile_error!("pick one defmt transport: `semihosting-log` (the default) or `rtt`");
+#[cfg(not(any(feature = "semihosting-log", feature = "rtt")))]
+compile_error!("pick a defmt transport: `semihosting-log` (the default) or `rtt`");
+#[cfg(feature = "rtt")]
+use defmt_rtt as _;
+#[cfg(feature = "semihosting-log")]
 use defmt_semihosting as _;
 
 /// Ends the program with `code` as the emulator's (or debugger's) exit status.

@@ -1,6 +1,7 @@
-//! `cargo xtask size`: flash and static RAM of the reference firmware (one int8 layer) and of
-//! the bundled-model firmware (loader, interpreter and every int8 op) on each Cortex-M
-//! target, and what loam adds over a baseline firmware with the same start-up and logging.
+//! `cargo xtask size`: flash and static RAM of the reference firmware (one int8 layer), of
+//! the bundled-model firmware (loader, interpreter and every int8 op) and of the applications
+//! (gestures, on-device learning) on each Cortex-M target, and what loam adds over a baseline
+//! firmware with the same start-up and logging.
 //!
 //! Symbol sizes cannot attribute bytes to the runtime (LTO inlines it into `main`), so the
 //! runtime's cost is measured as the difference between two builds.
@@ -102,7 +103,17 @@ pub fn run(root: &Path, toolchain: &Toolchain) -> Result<()> {
         let reference = measure(&dir.join("reference"))?;
         let model = model_bytes(&dir.join("reference"))?;
         let zoo = measure(&dir.join("model"))?;
-        lines.push((target, baseline, reference, model, zoo));
+        // The applications: the model, its data and the runtime's ops it uses.
+        let mut apps = Vec::new();
+        for (bin, what) in [
+            ("gestures", "gestures (sensor + model)"),
+            ("learn", "learn (on-device training)"),
+        ] {
+            if target.tests.contains(&bin) {
+                apps.push((what, measure(&dir.join(bin))?));
+            }
+        }
+        lines.push((target, baseline, reference, model, zoo, apps));
     }
     // The bundled model firmware embeds this file and a static arena of the size its
     // preamble records.
@@ -119,7 +130,7 @@ pub fn run(root: &Path, toolchain: &Toolchain) -> Result<()> {
         "{:<24} {:<26} {:>10} {:>10}",
         "target", "firmware", "flash (B)", "RAM (B)"
     );
-    for (target, baseline, reference, model, zoo) in lines {
+    for (target, baseline, reference, model, zoo, apps) in lines {
         let code = reference.flash.saturating_sub(baseline.flash + model);
         println!(
             "{:<24} {:<26} {:>10} {:>10}",
@@ -156,6 +167,9 @@ pub fn run(root: &Path, toolchain: &Toolchain) -> Result<()> {
             zoo_file.len(),
             zoo_arena
         );
+        for (what, app) in apps {
+            println!("{:<24} {:<26} {:>10} {:>10}", "", what, app.flash, app.ram);
+        }
     }
     println!("(stack not included: it is sized by the linker script, not by the program)");
     Ok(())

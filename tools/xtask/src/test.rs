@@ -227,6 +227,25 @@ fn firmware_tests(root: &Path, toolchain: &Toolchain, target: &BareMetalTarget) 
             Err(e) => row.problem = Some(format!("{bin}: {e:#}")),
         }
     }
+    // What a board with a probe runs: every binary with defmt over RTT (builds; nothing here
+    // can read RTT), in its own target folder so the QEMU build above stays cached.
+    if target.triple == CORTEX_M4F.triple {
+        let firmware = root.join("targets/cortex-m");
+        let mut rtt = toolchain.cargo(target.triple);
+        rtt.current_dir(&firmware)
+            .args(["build", "--locked", "--release", "--bins", "--target"])
+            .arg(target.triple)
+            .args(["--no-default-features", "--features", "rtt", "--target-dir"])
+            .arg(firmware.join("target/rtt"))
+            .args(toolchain.bare_metal_args());
+        match run_streamed(&mut rtt) {
+            Ok((true, _)) => row.counts.passed += 1,
+            _ => {
+                row.counts.failed += 1;
+                row.problem = Some("the RTT build failed".into());
+            }
+        }
+    }
     row
 }
 
