@@ -230,14 +230,8 @@ fn firmware_tests(root: &Path, toolchain: &Toolchain, target: &BareMetalTarget) 
     // What a board with a probe runs: every binary with defmt over RTT (builds; nothing here
     // can read RTT), in its own target folder so the QEMU build above stays cached.
     if target.triple == CORTEX_M4F.triple {
-        let firmware = root.join("targets/cortex-m");
-        let mut rtt = toolchain.cargo(target.triple);
-        rtt.current_dir(&firmware)
-            .args(["build", "--locked", "--release", "--bins", "--target"])
-            .arg(target.triple)
-            .args(["--no-default-features", "--features", "rtt", "--target-dir"])
-            .arg(firmware.join("target/rtt"))
-            .args(toolchain.bare_metal_args());
+        let mut rtt = firmware_build(toolchain, root, target.triple, "target/rtt");
+        rtt.args(["--bins", "--no-default-features", "--features", "rtt"]);
         match run_streamed(&mut rtt) {
             Ok((true, _)) => row.counts.passed += 1,
             _ => {
@@ -249,25 +243,26 @@ fn firmware_tests(root: &Path, toolchain: &Toolchain, target: &BareMetalTarget) 
     row
 }
 
-/// Builds every firmware binary for `triple`; returns the directory holding the ELF files.
-pub fn build_firmware(root: &Path, toolchain: &Toolchain, triple: &str) -> Result<PathBuf> {
+/// `cargo build --release` of the firmware for `triple` into `targets/cortex-m/<target_dir>`,
+/// for the caller to add what to build (`--bins`, `--bin NAME`) and features.
+fn firmware_build(toolchain: &Toolchain, root: &Path, triple: &str, target_dir: &str) -> Command {
     let firmware = root.join("targets/cortex-m");
-    let target_dir = firmware.join("target");
     let mut cmd = toolchain.cargo(triple);
     // The firmware has its own workspace and profile; an inherited CARGO_TARGET_DIR would
     // move its ELF files away from where the runner looks, so the folder is named here.
     cmd.current_dir(&firmware)
-        .args([
-            "build",
-            "--locked",
-            "--release",
-            "--bins",
-            "--target",
-            triple,
-        ])
+        .args(["build", "--locked", "--release", "--target", triple])
         .arg("--target-dir")
-        .arg(&target_dir)
+        .arg(firmware.join(target_dir))
         .args(toolchain.bare_metal_args());
+    cmd
+}
+
+/// Builds every firmware binary for `triple`; returns the directory holding the ELF files.
+pub fn build_firmware(root: &Path, toolchain: &Toolchain, triple: &str) -> Result<PathBuf> {
+    let target_dir = root.join("targets/cortex-m/target");
+    let mut cmd = firmware_build(toolchain, root, triple, "target");
+    cmd.arg("--bins");
     let (success, _) = run_streamed(&mut cmd)?;
     anyhow::ensure!(success, "firmware build for {triple} failed");
     Ok(target_dir.join(triple).join("release"))
@@ -291,22 +286,9 @@ pub fn learn(root: &Path, toolchain: &Toolchain, model: &Path, recording: &Path)
         |p: &Path| std::fs::canonicalize(p).with_context(|| format!("reading {}", p.display()));
     let (model, recording) = (absolute(model)?, absolute(recording)?);
     let triple = CORTEX_M4F.triple;
-    let firmware = root.join("targets/cortex-m");
-    let target_dir = firmware.join("target");
-    let mut cmd = toolchain.cargo(triple);
-    cmd.current_dir(&firmware)
-        .args([
-            "build",
-            "--locked",
-            "--release",
-            "--bin",
-            "learn",
-            "--target",
-            triple,
-        ])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .args(toolchain.bare_metal_args())
+    let target_dir = root.join("targets/cortex-m/target");
+    let mut cmd = firmware_build(toolchain, root, triple, "target");
+    cmd.args(["--bin", "learn"])
         .env("LOAM_LEARN_MODEL", &model)
         .env("LOAM_LEARN_RECORDING", &recording);
     let (built, _) = run_streamed(&mut cmd)?;
