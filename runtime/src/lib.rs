@@ -36,6 +36,7 @@ pub mod monitor;
 pub mod ops;
 #[cfg(feature = "alloc")]
 pub mod planner;
+pub mod preprocess;
 pub mod quant;
 pub mod selftest;
 pub mod store;

@@ -14,6 +14,7 @@
 
 use std::path::Path;
 
+use loam::preprocess::Preprocessing;
 use loam::quant::QuantParams;
 use loam_accel::{Address, Config, DataRate, Lis3dh, Range, Replay};
 use loam_tools::model_file::{ModelFile, write_atomically};
@@ -28,10 +29,10 @@ fn root() -> &'static Path {
 
 /// What the firmware does with one window of readings: the model's stored preprocessing,
 /// then the input's quantization.
-fn quantize_window(g: &[f32], offset: &[f32], scale: &[f32], q: QuantParams) -> Vec<i8> {
+fn quantize_window(g: &[f32], prep: &Preprocessing<'_>, q: QuantParams) -> Vec<i8> {
     g.iter()
-        .zip(offset.iter().zip(scale))
-        .map(|(&x, (&o, &s))| q.quantize((x - o) * s, -128, 127) as i8)
+        .enumerate()
+        .map(|(j, &x)| q.quantize(prep.apply(j, x), -128, 127) as i8)
         .collect()
 }
 
@@ -65,8 +66,7 @@ fn gestures_sensor_recording_is_current() {
 
     let file = ModelFile::open(&project_dir.join("model.loam")).unwrap();
     let model = file.model().unwrap();
-    let constant = |name: &str| -> Vec<f32> { model.constant(name).unwrap().values().collect() };
-    let (offset, scale) = (constant("preprocess.offset"), constant("preprocess.scale"));
+    let prep = Preprocessing::from_model(&model).unwrap().unwrap();
     let input = loam_tools::run::io_records(&model, false).unwrap()[0];
     let loam::Quantization::PerTensor {
         scale: s,
@@ -79,7 +79,7 @@ fn gestures_sensor_recording_is_current() {
         scale: s,
         zero_point,
     };
-    assert_eq!(offset.len(), steps * 3);
+    assert_eq!(prep.features(), steps * 3);
 
     let bus = Replay::once(Address::Sa0High, &counts);
     let mut sensor =
@@ -93,7 +93,7 @@ fn gestures_sensor_recording_is_current() {
             assert!(sensor.data_ready().unwrap());
             g.extend(sensor.read_g().unwrap());
         }
-        let x = quantize_window(&g, &offset, &scale, q);
+        let x = quantize_window(&g, &prep, q);
         interpreter.input_mut::<i8>(0).unwrap().copy_from_slice(&x);
         interpreter.invoke().unwrap();
         let p = interpreter.output::<i8>(0).unwrap();

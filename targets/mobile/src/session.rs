@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use loam::format::AlignedBytes;
 use loam::format::TensorRecord;
+use loam::preprocess::Preprocessing;
 use loam::quant::QuantParams;
 use loam::store::{CheckpointHeader, ModelId, SlotProblem, decode_image, file, payload_crc};
 use loam::train::{Target, TrainConfig, TrainError, Trainer};
@@ -110,23 +111,11 @@ impl SharedModel {
     /// model (`(x - preprocess.offset) * preprocess.scale`, per feature) to raw input values.
     /// Returns whether the model had any; without it the values are left as they are.
     pub fn preprocess(&self, values: &mut [f32]) -> Result<bool, Failure> {
-        let (Some(offset), Some(scale)) = (
-            self.model.constant("preprocess.offset"),
-            self.model.constant("preprocess.scale"),
-        ) else {
-            return Ok(false);
-        };
-        let features = offset.values().count();
-        if features != values.len() || scale.values().count() != features {
-            return Err(argument(format!(
-                "the model's preprocessing is for {features} values, {} were given",
-                values.len()
-            )));
+        let failed = |e: loam::preprocess::PreprocessError| argument(e.to_string());
+        match Preprocessing::from_model(&self.model).map_err(failed)? {
+            Some(p) => p.apply_all(values).map(|()| true).map_err(failed),
+            None => Ok(false),
         }
-        for ((x, o), s) in values.iter_mut().zip(offset.values()).zip(scale.values()) {
-            *x = (*x - o) * s;
-        }
-        Ok(true)
     }
 
     /// Graph input `index`.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use loam::format::{AlignedBytes, TensorRecord};
 use loam::isa::Isa;
+use loam::preprocess::Preprocessing;
 use loam::quant::QuantParams;
 use loam::{DType, Interpreter, Model, Quantization};
 
@@ -64,25 +65,11 @@ pub struct Engine<'m, 'a> {
     decoding: Decoding,
     /// Values the input tensor holds.
     len: usize,
-    /// `preprocess.offset` / `preprocess.scale` expanded to `len` entries (empty when the
-    /// model stores none): the tools train on `(x - offset) * scale`, so raw data gets the same.
-    offset: Vec<f32>,
-    scale: Vec<f32>,
+    /// The preprocessing stored in the model (none for models without it): the tools train
+    /// on `(x - offset) * scale`, so raw data gets the same.
+    preprocessing: Option<Preprocessing<'m>>,
     /// Reused between samples so a long stream allocates nothing per input.
     output: Vec<f32>,
-}
-
-/// A per-feature constant of the model, broadcast from one value when it stores one.
-fn per_feature(model: &Model<'_>, name: &str, len: usize) -> Result<Option<Vec<f32>>> {
-    let Some(constant) = model.constant(name) else {
-        return Ok(None);
-    };
-    let values: Vec<f32> = constant.values().collect();
-    match values.len() {
-        1 => Ok(Some(vec![values[0]; len])),
-        n if n == len => Ok(Some(values)),
-        n => bail!("the model's `{name}` has {n} values but its input has {len}"),
-    }
 }
 
 impl<'m, 'a> Engine<'m, 'a> {
@@ -123,20 +110,20 @@ impl<'m, 'a> Engine<'m, 'a> {
             .with_context(|| format!("input `{}` has no element count", input.name))?;
         let outputs = output.shape.elements().unwrap_or(0);
         ensure!(outputs > 0, "output `{}` is empty", output.name);
-        let offset = per_feature(model, "preprocess.offset", len)?;
-        let scale = per_feature(model, "preprocess.scale", len)?;
-        let (offset, scale) = match (offset, scale) {
-            (Some(o), Some(s)) => (o, s),
-            (None, None) => (Vec::new(), Vec::new()),
-            _ => bail!("the model stores only one of preprocess.offset and preprocess.scale"),
-        };
+        let preprocessing = Preprocessing::from_model(model)?;
+        if let Some(p) = preprocessing {
+            ensure!(
+                p.features() == 1 || p.features() == len,
+                "the model's preprocessing is for {} values but its input has {len}",
+                p.features()
+            );
+        }
         Ok(Engine {
             interpreter,
             encoding,
             decoding,
             len,
-            offset,
-            scale,
+            preprocessing,
             output: vec![0.0; outputs],
         })
     }
@@ -163,14 +150,8 @@ impl<'m, 'a> Engine<'m, 'a> {
             values.len(),
             self.len
         );
-        let (offset, scale) = (&self.offset, &self.scale);
-        let prep = |j: usize, x: f32| {
-            if offset.is_empty() {
-                x
-            } else {
-                (x - offset[j]) * scale[j]
-            }
-        };
+        let preprocessing = self.preprocessing;
+        let prep = |j: usize, x: f32| preprocessing.map_or(x, |p| p.apply(j, x));
         match self.encoding {
             Encoding::F32 => {
                 let input = self.interpreter.input_mut::<f32>(0)?;

@@ -17,6 +17,7 @@
 use cortex_m::peripheral::SYST;
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::entry;
+use loam::preprocess::Preprocessing;
 use loam::quant::QuantParams;
 use loam::{Interpreter, Model, Quantization};
 use loam_accel::{Address, Config, DataRate, Lis3dh, Range, Replay};
@@ -103,11 +104,10 @@ fn main() -> ! {
         fail("model", "the input is not int8")
     };
     let quant = QuantParams { scale, zero_point };
-    let (Some(offset), Some(spread)) = (
-        model.constant("preprocess.offset"),
-        model.constant("preprocess.scale"),
-    ) else {
-        fail("model", "no stored preprocessing")
+    let preprocessing = match Preprocessing::from_model(&model) {
+        Ok(Some(p)) => p,
+        Ok(None) => fail("model", "no stored preprocessing"),
+        Err(e) => fail("model", e),
     };
     let name = |class: usize| model.labels().nth(class).unwrap_or("?");
 
@@ -137,12 +137,8 @@ fn main() -> ! {
         let slot = interpreter
             .input_mut::<i8>(0)
             .unwrap_or_else(|e| fail("input", e));
-        for ((q, &x), (o, s)) in slot
-            .iter_mut()
-            .zip(&g)
-            .zip(offset.values().zip(spread.values()))
-        {
-            *q = quant.quantize((x - o) * s, -128, 127) as i8;
+        for (j, (q, &x)) in slot.iter_mut().zip(&g).enumerate() {
+            *q = quant.quantize(preprocessing.apply(j, x), -128, 127) as i8;
         }
         let start = ticks();
         interpreter.invoke().unwrap_or_else(|e| fail("invoke", e));
