@@ -157,3 +157,26 @@ fn to_counts(g: &[f32], mg: f32) -> [i16; 3] {
     let count = |g: f32| (g * 1000.0 / mg).round().clamp(-2048.0, 2047.0) as i16;
     [count(g[0]), count(g[1]), count(g[2])]
 }
+
+/// The gestures firmware embeds the model through the module `loam export` writes; it must be
+/// what `loam export models/gestures/model.loam -o .../model.rs` writes today, beside the
+/// bundled model's very bytes.
+#[test]
+fn gestures_firmware_embeds_the_exported_model() {
+    let bundled = root().join("models/gestures/model.loam");
+    let firmware = root().join("targets/cortex-m/src/bin/gestures");
+    let file = ModelFile::open(&bundled).unwrap();
+    let module =
+        loam_tools::sources::rust_module(&file.model().unwrap(), "model.loam", "model.loam");
+    let stale = "is stale; run `cargo run --release -- export models/gestures/model.loam -o \
+                 targets/cortex-m/src/bin/gestures/model.rs`";
+    assert_eq!(
+        std::fs::read_to_string(firmware.join("model.rs")).unwrap(),
+        module,
+        "model.rs {stale}"
+    );
+    assert!(
+        std::fs::read(firmware.join("model.loam")).unwrap() == file.bytes(),
+        "model.loam {stale}"
+    );
+}

@@ -23,23 +23,23 @@ use loam::{Interpreter, Model, Quantization};
 use loam_accel::{Address, Config, DataRate, Lis3dh, Range, Replay};
 use loam_firmware::{exit, fail};
 
-static MODEL: &[u8] = loam::include_model!("../../../../models/gestures/model.loam");
-const ARENA_SIZE: usize =
-    loam::format::arena_size(include_bytes!("../../../../models/gestures/model.loam"));
+/// `MODEL`, `ARENA_SIZE` and `Arena`, written by `loam export models/gestures/model.loam -o
+/// src/bin/gestures/model.rs` (with the `.loam` beside it; `tools/tests/gestures_replay.rs`
+/// checks both are current).
+mod model;
+
+use model::{ARENA_SIZE, Arena, MODEL};
 
 /// The recording, aligned so its counts can be read in place as `[i16; 3]`.
 #[repr(C, align(4))]
 struct Aligned<B: ?Sized>(B);
-static RECORDING: &Aligned<[u8]> = &Aligned(*include_bytes!("../../data/gestures-lis3dh.bin"));
+static RECORDING: &Aligned<[u8]> = &Aligned(*include_bytes!("../../../data/gestures-lis3dh.bin"));
 const HEADER: usize = 16;
 /// Readings per recording: 2 s at 50 Hz.
 const STEPS: usize = 100;
 const FEATURES: usize = 3 * STEPS;
 
-#[repr(C, align(16))]
-struct Arena([u8; ARENA_SIZE]);
-
-static mut ARENA: Arena = Arena([0; ARENA_SIZE]);
+static mut ARENA: Arena = Arena::new();
 
 /// The recording's parts: the counts, a label per recording and the host's prediction.
 struct Recording {
