@@ -57,6 +57,8 @@ impl<'m, 'a> Interpreter<'m, 'a> {
     }
 
     /// Runs every op once. Inputs must have been written first; outputs are valid after.
+    /// Inputs are consumed: the memory plan may reuse their memory for later tensors, so write
+    /// them again before the next call.
     pub fn invoke(&mut self) -> Result<(), Error> {
         for index in 0..self.model.op_count() {
             self.run_op(index)?;
