@@ -245,6 +245,14 @@ fn write_out<T>(out: *mut T, value: T, name: &str) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Boxes `value` and writes the pointer to `*out` for the caller to free with the matching
+/// `loam_*_free`; with a NULL `out` nothing is handed out and the box is dropped.
+fn hand_out<T>(out: *mut *mut T, value: T) -> Result<(), Failure> {
+    let slot = non_null_mut(out, "out")?;
+    *slot = Box::into_raw(Box::new(value));
+    Ok(())
+}
+
 /// The library's version, e.g. "0.1.0".
 #[unsafe(no_mangle)]
 pub extern "C" fn loam_version() -> *const c_char {
@@ -291,11 +299,7 @@ pub unsafe extern "C" fn loam_model_load(
     guard(|| {
         let bytes = slice(bytes, len, "bytes")?;
         let shared = SharedModel::load(bytes)?;
-        let model = Box::into_raw(Box::new(LoamModel { shared }));
-        write_out(out, model, "out").inspect_err(|_| {
-            // SAFETY: just made by `Box::into_raw` and never handed out.
-            drop(unsafe { Box::from_raw(model) });
-        })
+        hand_out(out, LoamModel { shared })
     })
 }
 
@@ -453,11 +457,7 @@ pub unsafe extern "C" fn loam_interpreter_new(
     guard(|| {
         let shared = Arc::clone(&non_null(model, "model")?.shared);
         let session = Session::new(shared)?;
-        let interpreter = Box::into_raw(Box::new(LoamInterpreter { session }));
-        write_out(out, interpreter, "out").inspect_err(|_| {
-            // SAFETY: just made by `Box::into_raw` and never handed out.
-            drop(unsafe { Box::from_raw(interpreter) });
-        })
+        hand_out(out, LoamInterpreter { session })
     })
 }
 
@@ -592,11 +592,7 @@ pub unsafe extern "C" fn loam_trainer_new(
         let shared = Arc::clone(&non_null(model, "model")?.shared);
         let config = non_null(config, "config")?.to_runtime();
         let session = TrainerSession::new(shared, config)?;
-        let trainer = Box::into_raw(Box::new(LoamTrainer { session }));
-        write_out(out, trainer, "out").inspect_err(|_| {
-            // SAFETY: just made by `Box::into_raw` and never handed out.
-            drop(unsafe { Box::from_raw(trainer) });
-        })
+        hand_out(out, LoamTrainer { session })
     })
 }
 

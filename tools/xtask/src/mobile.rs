@@ -187,9 +187,7 @@ fn build_host_library(root: &Path) -> Result<PathBuf> {
     let mut build = host_cargo_in(root, &["build", "--locked", "-p", "loam-mobile"]);
     let (ok, _) = run_streamed(&mut build)?;
     ensure!(ok, "building loam-mobile for the host failed");
-    Ok(std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("debug"))
+    Ok(crate::toolchain::host_target_dir(root).join("debug"))
 }
 
 /// Prints the stripped size of the aarch64 shared library, the figure an app download grows by.

@@ -165,9 +165,7 @@ fn host_binary(root: &Path) -> Result<PathBuf> {
     cmd.current_dir(root)
         .args(["build", "--release", "--locked", "-p", "loam-pi"]);
     stream(&mut cmd)?;
-    let target_dir =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |d| root.join(d));
-    Ok(target_dir.join("release/loam-pi"))
+    Ok(crate::toolchain::host_target_dir(root).join("release/loam-pi"))
 }
 
 /// Cross-builds `loam-pi` for `target` and returns the binary's path.

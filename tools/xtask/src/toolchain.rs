@@ -190,6 +190,12 @@ impl Toolchain {
     }
 }
 
+/// Where the host's cargo puts its builds: `CARGO_TARGET_DIR` (relative to `root` when
+/// relative, as cargo reads it) or `root/target`.
+pub fn host_target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |d| root.join(d))
+}
+
 /// The cargo that runs this xtask (cargo sets `CARGO` for the programs it runs).
 pub fn host_cargo() -> PathBuf {
     std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from)
