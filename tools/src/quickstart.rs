@@ -130,6 +130,13 @@ pub fn run(
     }
     let (project, _) = Project::load(&project_file)?;
     let prepared = pipeline::prepare(&project, &options.dir)?;
+    // The later steps (test inputs, the mirrored user) are written for the digits' 8x8 images
+    // in 10 classes; a folder holding another project is refused rather than misread.
+    anyhow::ensure!(
+        prepared.train.sample_len() == 64 && prepared.train.class_names.len() == 10,
+        "{} is not the quickstart's digits project; pass another --dir",
+        project_file.display()
+    );
     events(Event::Line(format!(
         "split: {} training, {} validation, {} test rows",
         prepared.train.rows(),
