@@ -206,6 +206,13 @@ pub enum LoadError {
         /// What is wrong.
         problem: &'static str,
     },
+    /// The training plan (format 1.1) names an op or channel that cannot be trained.
+    Training {
+        /// Position of the layer record in the plan.
+        layer: u16,
+        /// What is wrong.
+        problem: &'static str,
+    },
 }
 
 /// What is wrong with a tensor record.
@@ -445,6 +452,9 @@ impl fmt::Display for LoadError {
             } => {
                 let which = if *output { "output" } else { "input" };
                 write!(f, "graph {which} {index}: {problem}")
+            }
+            LoadError::Training { layer, problem } => {
+                write!(f, "training plan, layer {layer}: {problem}")
             }
         }
     }

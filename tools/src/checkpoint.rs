@@ -65,7 +65,7 @@ pub fn apply(file: &ModelFile, checkpoint: &Path) -> Result<Applied> {
         .with_context(|| format!("{}: payload too short", checkpoint.display()))?;
     let layers = layers_for(&model, shape.params).with_context(|| {
         format!(
-            "{}: {} trained parameters match no run of final fully-connected layers of {}",
+            "{}: {} trained parameters match neither the training plan nor a run of final fully-connected layers of {}",
             checkpoint.display(),
             shape.params,
             file.path.display()

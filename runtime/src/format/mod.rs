@@ -17,7 +17,8 @@ pub mod writer;
 pub use aligned::AlignedBytes;
 pub(crate) use schema::decode_exact;
 pub use schema::{
-    ConstantRecord, Header, Metadata, NO_TENSOR, OpRecord, Storage, Table, TensorIds, TensorRecord,
+    ChannelIds, ConstantRecord, Header, LayerUpdate, Metadata, NO_TENSOR, OpRecord, Storage, Table,
+    TensorIds, TensorRecord, TrainedLayerRecord, TrainingPlan,
 };
 
 use crate::error::LoadError;
@@ -29,7 +30,10 @@ pub const MAGIC: [u8; 4] = *b"LOAM";
 pub const FORMAT_MAJOR: u16 = 1;
 /// The newest minor version this runtime writes and fully understands. Files of any minor
 /// version of [`FORMAT_MAJOR`] load when they only use what this runtime knows.
-pub const FORMAT_MINOR: u16 = 0;
+pub const FORMAT_MINOR: u16 = 1;
+/// The minor version that added the trailing [`TrainingPlan`] header field. Writers use the
+/// lowest minor version that expresses a file, so a model without a plan stays 1.0.
+pub const MINOR_TRAINING_PLAN: u16 = 1;
 /// Size of the fixed preamble.
 pub const PREAMBLE_LEN: usize = 32;
 /// The blob's offset in the file is a multiple of this, so weights keep their alignment.
@@ -144,6 +148,26 @@ pub fn checksum(file: &[u8]) -> u32 {
     digest.finalize()
 }
 
+/// The header and the trailing fields the file's minor version says are there. Fields of a
+/// minor version newer than this reader's are left unread, which the compatibility rule
+/// allows: they only add to what the older fields mean.
+fn read_header(
+    bytes: &[u8],
+    minor: u16,
+) -> Result<(Header<'_>, Option<TrainingPlan<'_>>), LoadError> {
+    const MALFORMED: LoadError = LoadError::Header("does not decode");
+    if minor < MINOR_TRAINING_PLAN {
+        return Ok((schema::decode_exact(bytes).ok_or(MALFORMED)?, None));
+    }
+    let (header, rest) = postcard::take_from_bytes::<Header<'_>>(bytes).map_err(|_| MALFORMED)?;
+    let (training, rest) = postcard::take_from_bytes::<Option<TrainingPlan<'_>>>(rest)
+        .map_err(|_| LoadError::Header("the training plan does not decode"))?;
+    if minor == FORMAT_MINOR && !rest.is_empty() {
+        return Err(LoadError::Header("bytes after the last field"));
+    }
+    Ok((header, training))
+}
+
 /// A validated model, borrowing the file's bytes (flash, a memory-mapped file or a buffer).
 /// Weights are read in place; nothing is copied.
 #[derive(Debug, Clone, Copy)]
@@ -151,6 +175,7 @@ pub struct Model<'a> {
     file: &'a [u8],
     preamble: Preamble,
     header: Header<'a>,
+    training: Option<TrainingPlan<'a>>,
     blob: &'a [u8],
 }
 
@@ -208,12 +233,12 @@ impl<'a> Model<'a> {
             .checked_add(preamble.blob_len as usize)
             .and_then(|end| file.get(blob_offset..end))
             .ok_or(LoadError::Preamble("blob extends past the end of the file"))?;
-        let header: Header<'a> = schema::decode_exact(&file[PREAMBLE_LEN..header_end])
-            .ok_or(LoadError::Header("does not decode"))?;
+        let (header, training) = read_header(&file[PREAMBLE_LEN..header_end], preamble.minor)?;
         let model = Model {
             file,
             preamble,
             header,
+            training,
             blob,
         };
         validate::model(&model, check_scratch)?;
@@ -227,6 +252,17 @@ impl<'a> Model<'a> {
     /// O(tensors^2 + tensors x ops) and uses no heap.
     pub fn check_plan(&self) -> Result<(), LoadError> {
         validate::plan(self)
+    }
+
+    /// What on-device training updates, when the file was written with a plan
+    /// (`loam export --trainable`); checked at load against the ops it names.
+    pub fn training_plan(&self) -> Option<TrainingPlan<'a>> {
+        self.training
+    }
+
+    /// The postcard header as read (without the trailing fields of later minor versions).
+    pub fn header(&self) -> &Header<'a> {
+        &self.header
     }
 
     /// The file's format version, `(major, minor)`.

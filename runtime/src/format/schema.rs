@@ -91,6 +91,89 @@ impl<'a> TensorIds<'a> {
     }
 }
 
+/// A run of little-endian `u16` channel indices (the output channels of a sparse update).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ChannelIds<'a>(#[serde(borrow)] pub &'a [u8]);
+
+impl<'a> ChannelIds<'a> {
+    /// Number of channels (a trailing odd byte is rejected when the file loads).
+    pub fn len(&self) -> usize {
+        self.0.len() / 2
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Channel `i`, or `None` past the end.
+    pub fn get(&self, i: usize) -> Option<u16> {
+        let b = self.0.get(2 * i..2 * i + 2)?;
+        Some(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    /// The channels in order.
+    pub fn iter(&self) -> impl Iterator<Item = u16> + 'a {
+        self.0
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    }
+}
+
+/// What on-device training updates in one layer (format 1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LayerUpdate<'a> {
+    /// Nothing: the layer computes in `f32` from its weights in flash so that gradients pass
+    /// through it to the trained layers before it.
+    Frozen,
+    /// Weights and bias.
+    Full,
+    /// The bias only (TinyTL's bias-only update): the weights stay in flash.
+    Bias,
+    /// The weight rows of these output channels (strictly increasing) and the whole bias; the
+    /// other rows stay in flash.
+    Channels(#[serde(borrow)] ChannelIds<'a>),
+}
+
+/// One layer of a [`TrainingPlan`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainedLayerRecord<'a> {
+    /// The op's position in execution order (a FullyConnected op).
+    pub op: u32,
+    /// What training updates in it.
+    #[serde(borrow)]
+    pub update: LayerUpdate<'a>,
+}
+
+/// The part of the model on-device training updates, chosen when the file was written
+/// (`loam export --trainable`): the trained head's layers from the first one updated to the
+/// last one of the graph, one [`TrainedLayerRecord`] each in graph order. A trailing header
+/// field since format 1.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainingPlan<'a> {
+    /// [`TrainedLayerRecord`]s.
+    #[serde(borrow)]
+    pub layers: Table<'a>,
+}
+
+impl<'a> TrainingPlan<'a> {
+    /// Layers in the plan.
+    pub fn len(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Whether the plan names no layer (such a file is refused at load).
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// Layer `i`'s record; `None` past the end (records were checked at load).
+    pub fn layer(&self, i: usize) -> Option<TrainedLayerRecord<'a>> {
+        self.layers.get(i)
+    }
+}
+
 /// One operator: its kind, operands and kind-specific attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpRecord<'a> {

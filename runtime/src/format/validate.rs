@@ -3,7 +3,9 @@
 //! shapes and quantization its kernels assume. Kernels then index without further checks.
 
 use crate::error::{LoadError, OpProblem, PlanProblem, Slot, TensorProblem};
-use crate::format::{ARENA_ALIGN, Model, NO_TENSOR, OpRecord, Storage, Table, TensorIds};
+use crate::format::{
+    ARENA_ALIGN, LayerUpdate, Model, NO_TENSOR, OpRecord, Storage, Table, TensorIds, TrainingPlan,
+};
 use crate::ops::{self, Node, OpKind};
 use crate::tensor::{DType, Quantization};
 
@@ -59,6 +61,63 @@ pub(super) fn model(m: &Model<'_>, check_scratch: bool) -> Result<(), LoadError>
             kind: record.kind,
             problem,
         })?;
+    }
+    if let Some(plan) = m.training {
+        training(m, plan)?;
+    }
+    Ok(())
+}
+
+/// A training plan names 1 to [`crate::train::MAX_TRAINED_LAYERS`] FullyConnected ops in
+/// increasing order, the first of them updated, and only channels its weights have. Whether
+/// the layers form a head the trainer can train is the trainer's check (it says why not).
+fn training(m: &Model<'_>, plan: TrainingPlan<'_>) -> Result<(), LoadError> {
+    table(&plan.layers, "training plan")?;
+    let error = |layer: usize, problem| LoadError::Training {
+        layer: layer as u16,
+        problem,
+    };
+    if plan.is_empty() || plan.len() > crate::train::MAX_TRAINED_LAYERS {
+        return Err(error(0, "a plan names 1 to MAX_TRAINED_LAYERS layers"));
+    }
+    let mut previous: Option<usize> = None;
+    for i in 0..plan.len() {
+        let layer = plan.layer(i).ok_or(error(i, "does not decode"))?;
+        let index = layer.op as usize;
+        if previous.is_some_and(|p| index <= p) {
+            return Err(error(i, "layers are not in increasing op order"));
+        }
+        previous = Some(index);
+        let record = m.op(index).ok_or(error(i, "names an op past the last"))?;
+        if OpKind::from_code(record.kind) != Some(OpKind::FullyConnected) {
+            return Err(error(i, "names an op that is not FullyConnected"));
+        }
+        let outputs = record
+            .inputs
+            .get(1)
+            .and_then(|w| m.tensor(usize::from(w)))
+            .map_or(0, |w| w.shape.dim(0));
+        match layer.update {
+            LayerUpdate::Frozen if i == 0 => {
+                return Err(error(i, "the first layer of a plan must be updated"));
+            }
+            LayerUpdate::Channels(channels) => {
+                if channels.is_empty() || channels.0.len() % 2 != 0 {
+                    return Err(error(i, "a channel list is empty or not whole u16s"));
+                }
+                let mut last: Option<u16> = None;
+                for c in channels.iter() {
+                    if last.is_some_and(|l| c <= l) || usize::from(c) >= outputs {
+                        return Err(error(
+                            i,
+                            "channels are not increasing or exceed the layer's outputs",
+                        ));
+                    }
+                    last = Some(c);
+                }
+            }
+            _ => {}
+        }
     }
     Ok(())
 }

@@ -13,8 +13,7 @@ use crate::format::schema::{
     ConstantRecord, Header, Metadata, OpRecord, Storage, Table, TensorIds, TensorRecord,
 };
 use crate::format::{
-    ARENA_ALIGN, BLOB_ALIGN, FORMAT_MAJOR, FORMAT_MINOR, Model, NO_TENSOR, PREAMBLE_LEN, Preamble,
-    checksum,
+    ARENA_ALIGN, BLOB_ALIGN, FORMAT_MAJOR, Model, NO_TENSOR, PREAMBLE_LEN, Preamble, checksum,
 };
 use crate::ops::{self, Node, OpKind};
 use crate::planner::{BufferRequest, GreedyBySize, MemoryPlanner};
@@ -613,7 +612,9 @@ impl ModelBuilder {
         let too_large = |x: usize| u32::try_from(x).map_err(|_| BuildError::TooLarge);
         let mut preamble = Preamble {
             major: FORMAT_MAJOR,
-            minor: FORMAT_MINOR,
+            // The lowest minor version that expresses the file: the builder writes no
+            // training plan (see `with_training_plan`), so its files load in every 1.x reader.
+            minor: 0,
             file_len: too_large(file_len)?,
             header_len: too_large(header.len())?,
             blob_offset: too_large(blob_offset)?,
@@ -695,4 +696,97 @@ fn peak(buffers: &[BufferRequest], ops: usize) -> (usize, usize) {
         })
         .max_by_key(|&(i, live)| (live, core::cmp::Reverse(i)))
         .unwrap_or((0, 0))
+}
+
+/// What training updates in one layer: the owned form of [`super::LayerUpdate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlannedUpdate {
+    /// Nothing; gradients pass through.
+    Frozen,
+    /// Weights and bias.
+    Full,
+    /// The bias only.
+    Bias,
+    /// These output channels' weight rows (strictly increasing) and the whole bias.
+    Channels(Vec<u16>),
+}
+
+/// One layer of a training plan to write: the owned form of [`super::TrainedLayerRecord`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedLayer {
+    /// The FullyConnected op's position in execution order.
+    pub op: usize,
+    /// What training updates in it.
+    pub update: PlannedUpdate,
+}
+
+/// A copy of `model` with its training plan replaced (`None` removes it). Only the header
+/// changes: the blob is copied as it is (its offsets are relative to its start), so weights,
+/// memory plan and arena size stay the same. The copy is loaded before it is returned, so a
+/// plan the runtime would refuse is refused here with the same error.
+pub fn with_training_plan(
+    model: &Model<'_>,
+    plan: Option<&[PlannedLayer]>,
+) -> Result<Vec<u8>, BuildError> {
+    let too_large = |x: usize| u32::try_from(x).map_err(|_| BuildError::TooLarge);
+    let channel_bytes: Vec<Vec<u8>> = plan
+        .unwrap_or_default()
+        .iter()
+        .map(|l| match &l.update {
+            PlannedUpdate::Channels(c) => id_bytes(c.iter().copied()),
+            _ => Vec::new(),
+        })
+        .collect();
+    let records = plan
+        .unwrap_or_default()
+        .iter()
+        .zip(&channel_bytes)
+        .map(|(l, channels)| {
+            Ok(super::TrainedLayerRecord {
+                op: too_large(l.op)?,
+                update: match l.update {
+                    PlannedUpdate::Frozen => super::LayerUpdate::Frozen,
+                    PlannedUpdate::Full => super::LayerUpdate::Full,
+                    PlannedUpdate::Bias => super::LayerUpdate::Bias,
+                    PlannedUpdate::Channels(_) => {
+                        super::LayerUpdate::Channels(super::ChannelIds(channels))
+                    }
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, BuildError>>()?;
+    let (index, bytes) = table(&records);
+    let mut header = encode(model.header());
+    let minor = if plan.is_some() {
+        let training = super::TrainingPlan {
+            layers: Table {
+                index: &index,
+                records: &bytes,
+            },
+        };
+        header.extend_from_slice(&encode(&Some(training)));
+        super::MINOR_TRAINING_PLAN
+    } else {
+        0
+    };
+    let blob = model.blob();
+    let blob_offset = (PREAMBLE_LEN + header.len()).div_ceil(BLOB_ALIGN) * BLOB_ALIGN;
+    let file_len = blob_offset + blob.len();
+    let mut preamble = Preamble {
+        minor,
+        file_len: too_large(file_len)?,
+        header_len: too_large(header.len())?,
+        blob_offset: too_large(blob_offset)?,
+        crc32: 0,
+        ..*model.preamble()
+    };
+    let mut file = Vec::with_capacity(file_len);
+    file.extend_from_slice(&preamble.to_bytes());
+    file.extend_from_slice(&header);
+    file.resize(blob_offset, 0);
+    file.extend_from_slice(blob);
+    preamble.crc32 = checksum(&file);
+    file[..PREAMBLE_LEN].copy_from_slice(&preamble.to_bytes());
+    Model::from_bytes(&super::AlignedBytes::new(&file)).map_err(BuildError::Invalid)?;
+    Ok(file)
 }

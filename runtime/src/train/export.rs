@@ -8,7 +8,7 @@
 
 use alloc::vec::Vec;
 
-use super::{TrainError, TrainedLayer};
+use super::{TrainError, TrainedLayer, TrainedRows};
 use crate::error::Error;
 use crate::format::{AlignedBytes, CRC_OFFSET, Model, Storage, TensorRecord, checksum};
 use crate::quant::{layer_multipliers, quantize_bias, symmetric_scale};
@@ -19,13 +19,13 @@ use crate::tensor::{DType, Quantization};
 pub struct LayerChange {
     /// The op's position.
     pub op: usize,
-    /// Parameters (weights and bias).
+    /// Parameters trained (weight rows and bias).
     pub params: usize,
     /// Largest absolute change of a parameter, against the model's own (dequantized) values.
     pub max_change: f32,
     /// RMS of the change over RMS of the original parameters.
     pub relative_change: f32,
-    /// Share of parameters that moved by more than 1% of the layer's largest magnitude.
+    /// Share of the layer's parameters that moved by more than 1% of its largest magnitude.
     pub moved: f32,
     /// Largest error the file's encoding adds (int8 requantization; 0 for f32 layers).
     pub encoding_error: f32,
@@ -87,7 +87,7 @@ fn patch_layer(
     let corrupt = TrainError::Runtime(Error::CorruptModel);
     let record = model.op(layer.op).ok_or(corrupt)?;
     let node = crate::ops::Node { model, record };
-    let outputs = layer.bias.len();
+    let (inputs, outputs) = (layer.inputs, layer.outputs);
     // The model was validated when it loaded: a missing operand means it changed since.
     let operand = |_| corrupt;
     let weights = node.input(1).map_err(operand)?.record;
@@ -96,27 +96,55 @@ fn patch_layer(
         .map_err(operand)?
         .map(|b| b.record)
         .filter(|t| t.is_constant());
-    if weights.shape.elements() != Some(layer.weights.len()) {
+    if weights.shape.elements() != Some(inputs * outputs) {
         return Err(TrainError::BadCheckpoint);
     }
-    // The model's own parameters, to measure the change.
-    let mut before = alloc::vec![0f32; layer.weights.len() + outputs];
+    // Which rows the layer trained, and where each sits in `layer.weights`.
+    let mut slot: Vec<Option<usize>> = alloc::vec![None; outputs];
+    match layer.rows {
+        TrainedRows::All => slot.iter_mut().enumerate().for_each(|(o, s)| *s = Some(o)),
+        TrainedRows::None => {}
+        TrainedRows::Channels(list) => {
+            for (r, c) in list.iter().enumerate() {
+                *slot
+                    .get_mut(usize::from(c))
+                    .ok_or(TrainError::BadCheckpoint)? = Some(r);
+            }
+        }
+    }
+    let trained_rows = slot.iter().flatten().count();
+    if layer.weights.len() != trained_rows * inputs
+        || layer.bias.is_some_and(|b| b.len() != outputs)
     {
-        let (w, b) = before.split_at_mut(layer.weights.len());
-        super::load_layer(&node, w, b)?;
+        return Err(TrainError::BadCheckpoint);
     }
-    if bias.is_none() && layer.bias.iter().any(|&b| b != 0.0) {
-        return Err(TrainError::NoTrainableHead(
-            "a trained layer has no bias tensor to hold its trained bias",
-        ));
+    // The model's own parameters, to measure the change, and the trained ones over them.
+    let mut before = alloc::vec![0f32; inputs * outputs + outputs];
+    {
+        let (w, b) = before.split_at_mut(inputs * outputs);
+        load_layer(&node, w, b)?;
     }
-    let trained: Vec<f32> = layer.weights.iter().chain(layer.bias).copied().collect();
+    let mut trained = before.clone();
+    for (o, s) in slot.iter().enumerate() {
+        if let Some(r) = s {
+            trained[o * inputs..][..inputs].copy_from_slice(&layer.weights[r * inputs..][..inputs]);
+        }
+    }
+    if let Some(b) = layer.bias {
+        trained[inputs * outputs..].copy_from_slice(b);
+        if bias.is_none() && b.iter().any(|&b| b != 0.0) {
+            return Err(TrainError::NoTrainableHead(
+                "a trained layer has no bias tensor to hold its trained bias",
+            ));
+        }
+    }
+    let (new_weights, new_bias) = trained.split_at(inputs * outputs);
     let mut encoding_error = 0.0f32;
     match weights.dtype {
         DType::F32 => {
-            write_le(out, range(blob_at, &weights)?, layer.weights);
+            write_le(out, range(blob_at, &weights)?, new_weights);
             if let Some(b) = &bias {
-                write_le(out, range(blob_at, b)?, layer.bias);
+                write_le(out, range(blob_at, b)?, new_bias);
             }
         }
         DType::I8 => {
@@ -127,15 +155,22 @@ fn patch_layer(
             else {
                 return Err(corrupt);
             };
-            let inputs = layer.inputs.max(1);
-            // Per-channel layers get fresh scales for the trained range; a per-tensor layer
-            // keeps its scale (it lives in the header) and clamps.
+            // Per-channel layers get fresh scales for the trained rows' range; a per-tensor
+            // layer keeps its scale (it lives in the header) and clamps. Rows not trained keep
+            // their scale and bytes exactly.
             let scales: Vec<f32> = match weights.quantization {
                 Quantization::PerChannel { scales_offset, .. } => {
-                    let scales: Vec<f32> = layer
-                        .weights
-                        .chunks(inputs)
-                        .map(|row| symmetric_scale(row.iter().fold(0.0f32, |m, w| m.max(w.abs()))))
+                    let old = model.channel_scales(&weights).ok_or(corrupt)?;
+                    let scales: Vec<f32> = new_weights
+                        .chunks(inputs.max(1))
+                        .zip(&slot)
+                        .zip(old)
+                        .map(|((row, s), &old)| match s {
+                            Some(_) => {
+                                symmetric_scale(row.iter().fold(0.0f32, |m, w| m.max(w.abs())))
+                            }
+                            None => old,
+                        })
                         .collect();
                     let at = blob_at + scales_offset as usize;
                     write_le(out, at..at + 4 * scales.len(), &scales);
@@ -144,20 +179,21 @@ fn patch_layer(
                 Quantization::PerTensor { scale, .. } => alloc::vec![scale; outputs],
                 _ => return Err(corrupt),
             };
-            let q: Vec<u8> = layer
-                .weights
-                .iter()
-                .enumerate()
-                .map(|(i, &w)| {
-                    let s = scales[i / inputs];
-                    let q = libm::roundf(w / s).clamp(-127.0, 127.0);
-                    encoding_error = encoding_error.max((q * s - w).abs());
-                    q as i8 as u8
-                })
-                .collect();
-            out[range(blob_at, &weights)?].copy_from_slice(&q);
+            let at = range(blob_at, &weights)?;
+            for (o, s) in slot.iter().enumerate() {
+                if s.is_none() {
+                    continue;
+                }
+                let scale = scales[o];
+                let row = &new_weights[o * inputs..][..inputs];
+                for (byte, &w) in out[at.start + o * inputs..][..inputs].iter_mut().zip(row) {
+                    let q = libm::roundf(w / scale).clamp(-127.0, 127.0);
+                    encoding_error = encoding_error.max((q * scale - w).abs());
+                    *byte = q as i8 as u8;
+                }
+            }
             if let Some(b) = &bias {
-                let qb = quantize_bias(layer.bias, in_scale, &scales);
+                let qb = quantize_bias(new_bias, in_scale, &scales);
                 write_le(out, range(blob_at, b)?, &qb);
             }
             let multipliers = node.input(3).map_err(operand)?.record;
@@ -186,10 +222,67 @@ fn patch_layer(
     }
     Ok(LayerChange {
         op: layer.op,
-        params: trained.len(),
+        params: layer.weights.len() + layer.bias.map_or(0, <[f32]>::len),
         max_change,
         relative_change: libm::sqrt(change2 / base2.max(f64::MIN_POSITIVE)) as f32,
         moved: moved as f32 / trained.len().max(1) as f32,
         encoding_error,
     })
+}
+
+/// A trained layer's weights and bias in real units.
+fn load_layer(node: &crate::ops::Node<'_>, w: &mut [f32], b: &mut [f32]) -> Result<(), TrainError> {
+    let corrupt = |_| TrainError::Runtime(Error::CorruptModel);
+    let model = node.model;
+    let weights = node.input(1).map_err(corrupt)?;
+    let bias = node.optional_input(2).map_err(corrupt)?;
+    match weights.record.dtype {
+        DType::F32 => {
+            w.copy_from_slice(node.constant::<f32>(&weights).map_err(corrupt)?);
+            match bias {
+                Some(bias) => b.copy_from_slice(node.constant::<f32>(&bias).map_err(corrupt)?),
+                None => b.fill(0.0),
+            }
+        }
+        DType::I8 => {
+            let q = node.constant::<i8>(&weights).map_err(corrupt)?;
+            let per_tensor = weights.record.quantization.scale();
+            let channel_scales = model.channel_scales(&weights.record);
+            let input_scale = node
+                .input(0)
+                .map_err(corrupt)?
+                .record
+                .quantization
+                .scale()
+                .ok_or(TrainError::Runtime(Error::CorruptModel))?;
+            let scale = |o: usize| -> Result<f32, TrainError> {
+                channel_scales
+                    .and_then(|s| s.get(o).copied())
+                    .or(per_tensor)
+                    .ok_or(TrainError::Runtime(Error::CorruptModel))
+            };
+            let inputs = w.len() / b.len().max(1);
+            for (o, row) in w.chunks_exact_mut(inputs.max(1)).enumerate() {
+                let s = scale(o)?;
+                for (v, &q) in row.iter_mut().zip(&q[o * inputs..]) {
+                    *v = s * f32::from(q);
+                }
+            }
+            match bias {
+                Some(bias) => {
+                    let q = node.constant::<i32>(&bias).map_err(corrupt)?;
+                    for (o, (v, &q)) in b.iter_mut().zip(q).enumerate() {
+                        *v = q as f32 * input_scale * scale(o)?;
+                    }
+                }
+                None => b.fill(0.0),
+            }
+        }
+        _ => {
+            return Err(TrainError::NoTrainableHead(
+                "weights are neither f32 nor int8",
+            ));
+        }
+    }
+    Ok(())
 }

@@ -21,6 +21,7 @@
 pub mod check;
 #[cfg(feature = "alloc")]
 pub mod export;
+mod head;
 mod loss;
 mod optim;
 pub mod replay;
@@ -31,13 +32,10 @@ pub use optim::Optimizer;
 use core::fmt;
 
 use crate::error::Error;
-use crate::format::{Model, TensorRecord};
+use crate::format::{ChannelIds, Model, TensorRecord};
 use crate::interpreter::Interpreter;
-use crate::ops::fully_connected::{
-    FullyConnectedAttributes, FullyConnectedF32, FullyConnectedShape, reference,
-};
-use crate::ops::{Node, OpKind};
 use crate::tensor::{DType, Element, Quantization};
+use head::{Head, Update};
 
 /// The most layers a trainer trains.
 pub const MAX_TRAINED_LAYERS: usize = 4;
@@ -50,8 +48,9 @@ pub const CHECKPOINT_PREFIX: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct TrainConfig {
-    /// Fully-connected layers trained, counted from the end of the graph (1 to
-    /// [`MAX_TRAINED_LAYERS`]).
+    /// Fully-connected layers trained in full, counted from the end of the graph (1 to
+    /// [`MAX_TRAINED_LAYERS`]); 0 trains what the model's stored training plan says
+    /// ([`crate::format::TrainingPlan`], written by `loam export --trainable`).
     pub layers: usize,
     /// The loss.
     pub loss: Loss,
@@ -144,6 +143,17 @@ impl fmt::Display for TrainError {
 
 impl core::error::Error for TrainError {}
 
+/// Which weight rows of a layer a trainer updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrainedRows<'t> {
+    /// Every row.
+    All,
+    /// None: the weights stayed as the file has them.
+    None,
+    /// The rows of these output channels (strictly increasing).
+    Channels(ChannelIds<'t>),
+}
+
 /// A trained layer's parameters in real units, to write back into a model
 /// (`export::patch_model`, with `alloc`) or to compare with the model's own.
 #[derive(Debug, Clone, Copy)]
@@ -152,10 +162,14 @@ pub struct TrainedLayer<'t> {
     pub op: usize,
     /// Input features.
     pub inputs: usize,
-    /// Weights `[outputs][inputs]`.
+    /// Output channels.
+    pub outputs: usize,
+    /// Which weight rows `weights` holds.
+    pub rows: TrainedRows<'t>,
+    /// The trained weight rows, `[rows][inputs]`.
     pub weights: &'t [f32],
-    /// Bias `[outputs]`.
-    pub bias: &'t [f32],
+    /// The trained bias `[outputs]`, if the bias was trained.
+    pub bias: Option<&'t [f32]>,
 }
 
 /// The fixed prefix of a checkpoint payload: what a trainer needs to match it.
@@ -186,142 +200,17 @@ impl CheckpointShape {
     }
 }
 
-/// Which of the model's last `layers` fully-connected layers a checkpoint with `params`
-/// parameters trained: the count (1 to [`MAX_TRAINED_LAYERS`]) whose head has that many.
+/// The [`TrainConfig::layers`] whose trained set has `params` parameters: 0 when the model's
+/// stored training plan has that many, else the count of last layers (1 to
+/// [`MAX_TRAINED_LAYERS`]) trained in full that do.
 pub fn layers_for(model: &Model<'_>, params: usize) -> Option<usize> {
-    (1..=MAX_TRAINED_LAYERS).find(|&n| Head::find(model, n).is_ok_and(|h| h.params == params))
-}
-
-/// One trained fully-connected layer; offsets count `f32`s in their region of the state.
-#[derive(Debug, Clone, Copy, Default)]
-struct Layer {
-    op: usize,
-    inputs: usize,
-    outputs: usize,
-    clamp: (f32, f32),
-    /// Weights `[outputs][inputs]`, then the bias, in the parameters.
-    params: usize,
-    /// The layer's input, then its pre-activation output, in the activations.
-    activations: usize,
-}
-
-impl Layer {
-    fn weight_count(&self) -> usize {
-        self.inputs * self.outputs
-    }
-}
-
-/// The trained layers of a model and the sizes of the state they need.
-#[derive(Debug, Clone, Copy)]
-struct Head {
-    layers: [Layer; MAX_TRAINED_LAYERS],
-    count: usize,
-    params: usize,
-    activations: usize,
-    widest: usize,
-}
-
-impl Head {
-    fn layers(&self) -> &[Layer] {
-        &self.layers[..self.count]
-    }
-
-    fn last(&self) -> &Layer {
-        &self.layers[self.count - 1]
-    }
-
-    fn first(&self) -> &Layer {
-        &self.layers[0]
-    }
-
-    /// Finds the last `count` fully-connected ops, chained output to input, after which only
-    /// softmax, dequantize or reshape ops follow.
-    fn find(model: &Model<'_>, count: usize) -> Result<Head, TrainError> {
-        if count == 0 || count > MAX_TRAINED_LAYERS {
-            return Err(TrainError::InvalidConfig(
-                "layers must be between 1 and MAX_TRAINED_LAYERS",
-            ));
-        }
-        let mut found = [Layer::default(); MAX_TRAINED_LAYERS];
-        let mut n = 0;
-        let mut next_input: Option<u16> = None;
-        for index in (0..model.op_count()).rev() {
-            let record = model.op(index).ok_or(Error::CorruptModel)?;
-            let kind = OpKind::from_code(record.kind).ok_or(Error::CorruptModel)?;
-            match kind {
-                OpKind::Softmax | OpKind::LogSoftmax | OpKind::Dequantize | OpKind::Reshape
-                    if n == 0 =>
-                {
-                    continue;
-                }
-                OpKind::FullyConnected => {}
-                _ => {
-                    return Err(TrainError::NoTrainableHead(
-                        "an op other than FullyConnected sits among the layers to train",
-                    ));
-                }
-            }
-            if next_input.is_some() && next_input != record.outputs.get(0) {
-                return Err(TrainError::NoTrainableHead(
-                    "the fully-connected layers to train do not feed each other",
-                ));
-            }
-            next_input = record.inputs.get(0);
-            let node = Node { model, record };
-            let attributes: FullyConnectedAttributes = node
-                .attributes()
-                .map_err(|_| TrainError::Runtime(Error::CorruptModel))?;
-            let weights = node.input(1).map_err(|_| Error::CorruptModel)?;
-            let (outputs, inputs) = (weights.dim(0), weights.dim(1));
-            let input = node.input(0).map_err(|_| Error::CorruptModel)?;
-            if input.elements() != inputs {
-                return Err(TrainError::NoTrainableHead(
-                    "a layer to train has a batch dimension other than 1",
-                ));
-            }
-            found[n] = Layer {
-                op: index,
-                inputs,
-                outputs,
-                clamp: (attributes.activation.min, attributes.activation.max),
-                params: 0,
-                activations: 0,
-            };
-            n += 1;
-            if n == count {
-                break;
-            }
-        }
-        if n < count {
-            return Err(TrainError::NoTrainableHead(
-                "the model has fewer fully-connected layers than asked to train",
-            ));
-        }
-        found[..n].reverse();
-        let mut head = Head {
-            layers: found,
-            count: n,
-            params: 0,
-            activations: 0,
-            widest: 0,
-        };
-        for layer in &mut head.layers[..n] {
-            layer.params = head.params;
-            layer.activations = head.activations;
-            head.params += layer.weight_count() + layer.outputs;
-            head.activations += layer.inputs + layer.outputs;
-            head.widest = head.widest.max(layer.inputs).max(layer.outputs);
-        }
-        // The head's output after the last activation.
-        head.activations += head.last().outputs;
-        Ok(head)
-    }
+    (0..=MAX_TRAINED_LAYERS).find(|&n| Head::for_config(model, n).is_ok_and(|h| h.params == params))
 }
 
 /// Fine-tunes the last fully-connected layers of a model; see the module docs.
 pub struct Trainer<'m, 'a, 's> {
     interpreter: Interpreter<'m, 'a>,
-    head: Head,
+    head: Head<'m>,
     config: TrainConfig,
     state: &'s mut [f32],
     /// Samples accumulated since the last update.
@@ -344,7 +233,7 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
     /// `f32`s of state that training `model` with `config` needs: parameters, optimizer
     /// moments, gradients, the head's activations and two gradient vectors.
     pub fn state_len(model: &Model<'_>, config: &TrainConfig) -> Result<usize, TrainError> {
-        let head = Head::find(model, config.layers)?;
+        let head = Head::for_config(model, config.layers)?;
         Ok(Self::layout_len(&head, config))
     }
 
@@ -372,7 +261,7 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
         {
             return Err(TrainError::InvalidConfig("clip_norm must be positive"));
         }
-        let head = Head::find(model, config.layers)?;
+        let head = Head::for_config(model, config.layers)?;
         let required = Self::layout_len(&head, &config);
         if state.len() < required {
             return Err(TrainError::StateTooSmall {
@@ -400,13 +289,20 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
         self.state.fill(0.0);
         self.pending = 0;
         self.updates = 0;
-        let model = self.interpreter.model();
         for layer in self.head.layers() {
-            let record = model.op(layer.op).ok_or(Error::CorruptModel)?;
-            let node = Node { model, record };
-            let (w, rest) = self.state[layer.params..].split_at_mut(layer.weight_count());
-            let b = &mut rest[..layer.outputs];
-            load_layer(&node, w, b)?;
+            let (params, _) = self.state.split_at_mut(self.head.params);
+            for (o, slot) in layer.row_slots().enumerate() {
+                if let Some(r) = slot {
+                    // The file's row (the trained one is not written yet).
+                    let row = layer.row(o, None, &[]);
+                    row.copy_to(&mut params[layer.params + r * layer.inputs..][..layer.inputs]);
+                }
+            }
+            if layer.bias {
+                for o in 0..layer.outputs {
+                    params[layer.params + layer.weight_count() + o] = layer.flash_bias(o);
+                }
+            }
         }
         Ok(())
     }
@@ -468,18 +364,37 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
         &self.state[..self.head.params]
     }
 
-    /// The trained layers with their current parameters, in graph order.
+    /// The trained layers with their current parameters, in graph order (layers a plan
+    /// keeps frozen left out).
     pub fn trained_layers(&self) -> impl Iterator<Item = TrainedLayer<'_>> + '_ {
-        self.head.layers().iter().map(|layer| {
-            let params = &self.state[layer.params..][..layer.weight_count() + layer.outputs];
-            let (weights, bias) = params.split_at(layer.weight_count());
-            TrainedLayer {
-                op: layer.op,
-                inputs: layer.inputs,
-                weights,
-                bias,
-            }
-        })
+        self.head
+            .layers()
+            .iter()
+            .filter(|layer| layer.param_count() > 0)
+            .map(|layer| {
+                let params = &self.state[layer.params..][..layer.param_count()];
+                let (weights, bias) = params.split_at(layer.weight_count());
+                TrainedLayer {
+                    op: layer.op,
+                    inputs: layer.inputs,
+                    outputs: layer.outputs,
+                    rows: match layer.update {
+                        Update::Full => TrainedRows::All,
+                        Update::Rows(list) => TrainedRows::Channels(list),
+                        Update::Bias | Update::Frozen => TrainedRows::None,
+                    },
+                    weights,
+                    bias: layer.bias.then_some(bias),
+                }
+            })
+    }
+
+    /// What the trainer updates per layer, in graph order: `(op, weight rows, bias trained)`.
+    pub fn trained_set(&self) -> impl Iterator<Item = (usize, usize, bool)> + '_ {
+        self.head
+            .layers()
+            .iter()
+            .map(|layer| (layer.op, layer.rows, layer.bias))
     }
 
     /// Optimizer updates applied so far.
@@ -597,23 +512,14 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
         for layer in head.layers() {
             let (before, after) = p.activations.split_at_mut(layer.activations + layer.inputs);
             let input = &before[layer.activations..];
-            let weights = &p.params[layer.params..][..layer.weight_count()];
-            let bias = &p.params[layer.params + layer.weight_count()..][..layer.outputs];
             let (pre, rest) = after.split_at_mut(layer.outputs);
-            let op = FullyConnectedF32 {
-                shape: FullyConnectedShape {
-                    batch: 1,
-                    in_features: layer.inputs,
-                    out_features: layer.outputs,
-                },
-                input,
-                weights,
-                bias: Some(bias),
-                activation: (f32::NEG_INFINITY, f32::INFINITY),
-            };
-            // The portable reference, never a fast path: its summation order is the same on
-            // every target, which host/device parity needs.
-            reference::fully_connected_f32(&op, pre);
+            // Sequential sums in index order, as the portable reference kernel does (never a
+            // fast path): the same on every target, which host/device parity needs.
+            for ((o, slot), z) in layer.row_slots().enumerate().zip(pre.iter_mut()) {
+                let mut acc = layer.row(o, slot, p.params).dot(input);
+                acc += layer.bias_of(o, p.params);
+                *z = acc;
+            }
             // The next layer's input (or the head's output) follows right after.
             let next = &mut rest[..layer.outputs];
             for (y, &z) in next.iter_mut().zip(pre.iter()) {
@@ -648,7 +554,7 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
 
 /// Backward through the head: gradients of every trained parameter accumulate into
 /// `grads`, from `d loss / d output` in `delta`.
-fn backward(head: &Head, p: Parts<'_>) {
+fn backward(head: &Head<'_>, p: Parts<'_>) {
     let Parts {
         params,
         grads,
@@ -667,83 +573,27 @@ fn backward(head: &Head, p: Parts<'_>) {
                 *d = 0.0;
             }
         }
-        let (gw, gb) = grads[layer.params..][..layer.weight_count() + layer.outputs]
-            .split_at_mut(layer.weight_count());
-        for (o, &d) in d.iter().enumerate() {
-            gb[o] += d;
-            for (g, &x) in gw[o * layer.inputs..][..layer.inputs].iter_mut().zip(x) {
-                *g += d * x;
+        let (gw, gb) =
+            grads[layer.params..][..layer.param_count()].split_at_mut(layer.weight_count());
+        for ((o, &d), slot) in d.iter().enumerate().zip(layer.row_slots()) {
+            if layer.bias {
+                gb[o] += d;
+            }
+            if let Some(r) = slot {
+                for (g, &x) in gw[r * layer.inputs..][..layer.inputs].iter_mut().zip(x) {
+                    *g += d * x;
+                }
             }
         }
         if k > 0 {
-            let w = &params[layer.params..][..layer.weight_count()];
             let prev = &mut previous_delta[..layer.inputs];
             prev.fill(0.0);
-            for (o, &d) in d.iter().enumerate() {
-                for (pd, &w) in prev.iter_mut().zip(&w[o * layer.inputs..][..layer.inputs]) {
-                    *pd += w * d;
-                }
+            for ((o, &d), slot) in d.iter().enumerate().zip(layer.row_slots()) {
+                layer.row(o, slot, params).add_scaled(d, prev);
             }
             core::mem::swap(&mut delta, &mut previous_delta);
         }
     }
-}
-
-/// A trained layer's weights and bias in real units.
-fn load_layer(node: &Node<'_>, w: &mut [f32], b: &mut [f32]) -> Result<(), TrainError> {
-    let corrupt = |_| TrainError::Runtime(Error::CorruptModel);
-    let model = node.model;
-    let weights = node.input(1).map_err(corrupt)?;
-    let bias = node.optional_input(2).map_err(corrupt)?;
-    match weights.record.dtype {
-        DType::F32 => {
-            w.copy_from_slice(node.constant::<f32>(&weights).map_err(corrupt)?);
-            match bias {
-                Some(bias) => b.copy_from_slice(node.constant::<f32>(&bias).map_err(corrupt)?),
-                None => b.fill(0.0),
-            }
-        }
-        DType::I8 => {
-            let q = node.constant::<i8>(&weights).map_err(corrupt)?;
-            let per_tensor = weights.record.quantization.scale();
-            let channel_scales = model.channel_scales(&weights.record);
-            let input_scale = node
-                .input(0)
-                .map_err(corrupt)?
-                .record
-                .quantization
-                .scale()
-                .ok_or(TrainError::Runtime(Error::CorruptModel))?;
-            let scale = |o: usize| -> Result<f32, TrainError> {
-                channel_scales
-                    .and_then(|s| s.get(o).copied())
-                    .or(per_tensor)
-                    .ok_or(TrainError::Runtime(Error::CorruptModel))
-            };
-            let inputs = w.len() / b.len().max(1);
-            for (o, row) in w.chunks_exact_mut(inputs.max(1)).enumerate() {
-                let s = scale(o)?;
-                for (v, &q) in row.iter_mut().zip(&q[o * inputs..]) {
-                    *v = s * f32::from(q);
-                }
-            }
-            match bias {
-                Some(bias) => {
-                    let q = node.constant::<i32>(&bias).map_err(corrupt)?;
-                    for (o, (v, &q)) in b.iter_mut().zip(q).enumerate() {
-                        *v = q as f32 * input_scale * scale(o)?;
-                    }
-                }
-                None => b.fill(0.0),
-            }
-        }
-        _ => {
-            return Err(TrainError::NoTrainableHead(
-                "weights are neither f32 nor int8",
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// The boundary tensor in real units.
