@@ -18,7 +18,8 @@ use crate::run::split_samples;
 /// How to fine-tune.
 #[derive(Debug, Clone)]
 pub struct FinetuneOptions {
-    /// Fully-connected layers trained, counted from the end.
+    /// Fully-connected layers trained in full, counted from the end; 0 for the model's stored
+    /// training plan.
     pub layers: usize,
     /// The optimizer.
     pub optimizer: Optimizer,

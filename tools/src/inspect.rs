@@ -77,6 +77,8 @@ pub struct Inspection {
     pub constants: Vec<String>,
     /// On-device training RAM, for as many trailing layers as the trainer supports here.
     pub training: Vec<TrainingRam>,
+    /// What the model's stored training plan trains and its RAM (Adam), if it has one.
+    pub plan: Option<crate::trainable::PlanReport>,
 }
 
 fn port(t: &TensorRecord<'_>) -> Port {
@@ -185,6 +187,7 @@ pub fn inspect(file: &ModelFile) -> Result<Inspection> {
         labels: metadata.labels.len(),
         constants,
         training,
+        plan: crate::trainable::plan_report(&model, crate::trainable::PlanOptimizer::Adam)?,
     })
 }
 
@@ -197,6 +200,14 @@ impl Inspection {
             self.flash_bytes,
             self.arena_bytes,
         )];
+        if let Some(plan) = &self.plan {
+            lines.push(crate::boards::fit_line(
+                board,
+                "fine-tuning with the stored plan (Adam; stack not counted)",
+                self.flash_bytes,
+                plan.total_bytes,
+            ));
+        }
         if let Some(t) = self.training.first() {
             lines.push(crate::boards::fit_line(
                 board,
@@ -265,6 +276,9 @@ impl Inspection {
                     t.layers, t.adam_state, t.sgd_state, t.total_adam
                 );
             }
+        }
+        if let Some(plan) = &self.plan {
+            let _ = write!(s, "\n{}", plan.to_text());
         }
         s
     }

@@ -22,5 +22,6 @@ pub mod selftest;
 pub mod sources;
 pub mod train;
 pub mod train_bench;
+pub mod trainable;
 pub mod verify;
 pub mod zoo;

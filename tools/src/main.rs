@@ -281,6 +281,19 @@ enum Command {
         /// Declare 4-D inputs and outputs NCHW (as PyTorch does) instead of loam's NHWC.
         #[arg(long)]
         channels_first: bool,
+        /// Store what on-device training updates: `last:N` (the last N fully-connected
+        /// layers), or layers by name or op index, each `full`, `bias` or a share of its
+        /// output channels: `fc1:bias,fc2:25%`. `none` removes a stored plan.
+        #[arg(long, conflicts_with = "train_ram")]
+        trainable: Option<String>,
+        /// Store the training plan that updates the most parameters within this much RAM
+        /// (arena included; stack not): `64KiB`, `12K`, `20000`.
+        #[arg(long)]
+        train_ram: Option<String>,
+        /// The optimizer the device will train with, which `--train-ram` sizes its moments
+        /// for.
+        #[arg(long, value_enum, default_value = "adam")]
+        optimizer: loam_tools::trainable::PlanOptimizer,
     },
     /// Run the same inputs through loam and a peer runtime (on the model's ONNX export) and
     /// compare every output: max abs/rel error for float, an LSB histogram for int8. Exits
@@ -329,9 +342,11 @@ enum Command {
         /// `[N, outputs]` (mean squared error).
         #[arg(long)]
         labels: PathBuf,
-        /// Fully-connected layers to train, counted from the end.
-        #[arg(long, default_value_t = 1)]
-        layers: usize,
+        /// Fully-connected layers to train in full, counted from the end; 0 trains what the
+        /// model's stored training plan says (`loam export --trainable`). Default: the plan
+        /// when the model has one, else 1.
+        #[arg(long)]
+        layers: Option<usize>,
         /// The optimizer.
         #[arg(long, value_enum, default_value = "adam")]
         optimizer: OptimizerChoice,
@@ -814,6 +829,9 @@ fn execute(command: Command) -> Result<ExitCode> {
             project,
             output,
             channels_first,
+            trainable,
+            train_ram,
+            optimizer,
         } => {
             let model = match model {
                 Some(m) => m,
@@ -824,9 +842,24 @@ fn execute(command: Command) -> Result<ExitCode> {
                     model
                 }
             };
-            let file = ModelFile::open(&model)?;
+            let file = with_plan(
+                ModelFile::open(&model)?,
+                trainable.as_deref(),
+                train_ram.as_deref(),
+                optimizer,
+            )?;
             match output.extension().and_then(|e| e.to_str()) {
+                Some("loam") => {
+                    write_atomically(&output, file.bytes())?;
+                    print_sources_written(&[&output], &file)?;
+                }
                 Some("onnx") => {
+                    if file.model()?.training_plan().is_some() {
+                        eprintln!(
+                            "note: ONNX has no place for the training plan; export the .loam \
+                             (or .rs/.h sources) for the device"
+                        );
+                    }
                     let options = ExportOptions {
                         channels_first_io: channels_first,
                     };
@@ -863,7 +896,8 @@ fn execute(command: Command) -> Result<ExitCode> {
                     print_sources_written(&[&output, &loam_copy], &file)?;
                 }
                 _ => bail!(
-                    "cannot tell the format of {} from its extension; use .onnx, .h, .c or .rs",
+                    "cannot tell the format of {} from its extension; use .loam, .onnx, .h, .c \
+                     or .rs",
                     output.display()
                 ),
             }
@@ -884,8 +918,9 @@ fn execute(command: Command) -> Result<ExitCode> {
             checkpoint,
         } => {
             let file = ModelFile::open(&model)?;
+            let has_plan = file.model()?.training_plan().is_some();
             let options = finetune::FinetuneOptions {
-                layers,
+                layers: layers.unwrap_or(if has_plan { 0 } else { 1 }),
                 optimizer: match optimizer {
                     OptimizerChoice::Adam => loam::train::Optimizer::adam(lr),
                     OptimizerChoice::Sgd => loam::train::Optimizer::sgd(lr, momentum),
@@ -1022,6 +1057,36 @@ fn display_name(path: &std::path::Path) -> String {
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     )
+}
+
+/// `file` with the training plan `--trainable` or `--train-ram` asks for, its table printed.
+fn with_plan(
+    file: ModelFile,
+    trainable: Option<&str>,
+    train_ram: Option<&str>,
+    optimizer: loam_tools::trainable::PlanOptimizer,
+) -> Result<ModelFile> {
+    use loam_tools::trainable;
+    let model = file.model()?;
+    let plan = match (trainable, train_ram) {
+        (Some("none"), _) => None,
+        (Some(spec), _) => Some(trainable::parse_trainable(&model, spec)?),
+        (None, Some(budget)) => Some(trainable::fit_ram(
+            &model,
+            trainable::parse_ram(budget)?,
+            optimizer,
+        )?),
+        (None, None) => return Ok(file),
+    };
+    let origin = file.path.display().to_string();
+    let bytes = loam::format::writer::with_training_plan(&model, plan.as_deref())
+        .map_err(|e| anyhow::anyhow!("{origin}: the training plan: {e}"))?;
+    let planned = ModelFile::from_bytes(&origin, &bytes)?;
+    match trainable::plan_report(&planned.model()?, optimizer)? {
+        Some(report) => print!("{}", report.to_text()),
+        None => println!("training plan removed"),
+    }
+    Ok(planned)
 }
 
 fn print_sources_written(paths: &[&std::path::Path], file: &ModelFile) -> Result<()> {

@@ -398,7 +398,6 @@ int main(int argc, char **argv) {
 #[test]
 fn finetune_learns_reports_ram_and_resumes_from_its_checkpoint() {
     use loam_tools::npy::{self, Array, Data};
-    use rand::{Rng, SeedableRng};
 
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("digits.loam");
@@ -408,40 +407,8 @@ fn finetune_learns_reports_ram_and_resumes_from_its_checkpoint() {
             .status
             .success()
     );
-    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-    let prototypes: Vec<Vec<f32>> = (0..10)
-        .map(|_| (0..64).map(|_| rng.random_range(-1.0f32..1.0)).collect())
-        .collect();
+    let (data, labels) = prototype_digits(dir.path());
     let n = 600;
-    let mut x = Vec::with_capacity(n * 64);
-    let mut y = Vec::with_capacity(n);
-    for i in 0..n {
-        let class = i % 10;
-        x.extend(
-            prototypes[class]
-                .iter()
-                .map(|&p| (p + rng.random_range(-0.3f32..0.3)).clamp(-1.0, 1.0)),
-        );
-        y.push(class as i32);
-    }
-    let data = dir.path().join("x.npy");
-    let labels = dir.path().join("y.npy");
-    npy::write(
-        &data,
-        &Array {
-            shape: vec![n, 64],
-            data: Data::F32(x),
-        },
-    )
-    .unwrap();
-    npy::write(
-        &labels,
-        &Array {
-            shape: vec![n],
-            data: Data::I32(y),
-        },
-    )
-    .unwrap();
     let checkpoint = dir.path().join("digits.ckpt");
     let args = [
         "finetune",
@@ -847,4 +814,158 @@ fn gestures_project_runs_from_csv_to_firmware_sources() {
         Some(300),
         "a scale per input value (100 steps of 3 axes) for the device"
     );
+}
+
+/// 600 samples of ten noisy 64-value prototypes (one class each) as `x.npy` and `y.npy` in
+/// `dir`: something the digits-mlp template can learn quickly.
+fn prototype_digits(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use loam_tools::npy::{self, Array, Data};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+    let prototypes: Vec<Vec<f32>> = (0..10)
+        .map(|_| (0..64).map(|_| rng.random_range(-1.0f32..1.0)).collect())
+        .collect();
+    let n = 600;
+    let mut x = Vec::with_capacity(n * 64);
+    let mut y = Vec::with_capacity(n);
+    for i in 0..n {
+        let class = i % 10;
+        x.extend(
+            prototypes[class]
+                .iter()
+                .map(|&p| (p + rng.random_range(-0.3f32..0.3)).clamp(-1.0, 1.0)),
+        );
+        y.push(class as i32);
+    }
+    let data = dir.join("x.npy");
+    let labels = dir.join("y.npy");
+    npy::write(
+        &data,
+        &Array {
+            shape: vec![n, 64],
+            data: Data::F32(x),
+        },
+    )
+    .unwrap();
+    npy::write(
+        &labels,
+        &Array {
+            shape: vec![n],
+            data: Data::I32(y),
+        },
+    )
+    .unwrap();
+    (data, labels)
+}
+
+/// A training plan chosen by name and by RAM budget, stored in the model, fine-tuned through
+/// (`loam finetune` uses it by default) and brought home by `loam checkpoint export`.
+#[test]
+fn a_training_plan_is_chosen_stored_trained_and_brought_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let model = path("mlp.loam");
+    assert!(
+        loam(&["template", "digits-mlp", "--int8", "-o", &model])
+            .status
+            .success()
+    );
+    let out = loam(&["inspect", &model, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dense: Vec<String> = json["ops"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["kind"] == "FullyConnected")
+        .map(|o| o["name"].as_str().unwrap().to_string())
+        .collect();
+    let (hidden, last) = (&dense[dense.len() - 2], &dense[dense.len() - 1]);
+
+    let planned = path("planned.loam");
+    let spec = format!("{hidden}:bias,{last}:50%");
+    let out = loam(&["export", &model, "-o", &planned, "--trainable", &spec]);
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("5 of 10 channels"), "{report}");
+    assert!(
+        report.contains("a full update of these layers needs"),
+        "{report}"
+    );
+    assert!(text(&loam(&["inspect", &planned])).contains("training plan"));
+
+    let (data, labels) = prototype_digits(dir.path());
+    let checkpoint = path("planned.ckpt");
+    let out = loam(&[
+        "finetune",
+        &planned,
+        "--data",
+        data.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--lr",
+        "0.01",
+        "--epochs",
+        "4",
+        "--checkpoint",
+        &checkpoint,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = loam(&["checkpoint", "diff", &planned, &checkpoint]);
+    let diff = text(&out);
+    assert!(out.status.success(), "{diff}");
+    assert!(
+        diff.contains(hidden.as_str()) && diff.contains(last.as_str()),
+        "{diff}"
+    );
+    let tuned = path("tuned.loam");
+    let out = loam(&["checkpoint", "export", &planned, &checkpoint, "-o", &tuned]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&loam(&["inspect", &tuned])).contains("training plan"));
+
+    // A budget: the plan printed fits it; removing the plan gives back the original bytes.
+    let fitted = path("fitted.loam");
+    let out = loam(&["export", &model, "-o", &fitted, "--train-ram", "12KiB"]);
+    let report = text(&out);
+    assert!(out.status.success(), "{report}");
+    let total: usize = report
+        .split(" B; a full update")
+        .next()
+        .and_then(|s| s.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(total <= 12 * 1024, "{report}");
+    let plain = path("plain.loam");
+    let out = loam(&["export", &fitted, "-o", &plain, "--trainable", "none"]);
+    assert!(
+        text(&out).contains("training plan removed"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read(&plain).unwrap(),
+        std::fs::read(&model).unwrap()
+    );
+
+    // Mistakes name what is wrong and write nothing.
+    let refused = path("refused.loam");
+    for (flag, value, says) in [
+        ("--trainable", "conv9", hidden.as_str()),
+        (
+            "--trainable",
+            "last:7",
+            "fully-connected layer(s) training can reach",
+        ),
+        (
+            "--trainable",
+            &format!("{last}:150%") as &str,
+            "a share of its output channels",
+        ),
+        ("--train-ram", "300", "cannot hold training"),
+        ("--train-ram", "lots", "is not a size in bytes"),
+    ] {
+        let out = loam(&["export", &model, "-o", &refused, flag, value]);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}: {}", text(&out));
+        assert!(text(&out).contains(says), "{flag} {value}: {}", text(&out));
+        assert!(!std::path::Path::new(&refused).exists());
+    }
 }

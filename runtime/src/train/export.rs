@@ -286,3 +286,51 @@ fn load_layer(node: &crate::ops::Node<'_>, w: &mut [f32], b: &mut [f32]) -> Resu
     }
     Ok(())
 }
+
+/// A fully-connected layer that on-device training can reach, for the tools that choose a
+/// training plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLayer {
+    /// The op's position.
+    pub op: usize,
+    /// Input features.
+    pub inputs: usize,
+    /// Output channels.
+    pub outputs: usize,
+    /// Whether the file has a bias tensor for it (a trained bias needs one).
+    pub has_bias: bool,
+}
+
+/// The model's last fully-connected layers a trainer can train (at most
+/// [`super::MAX_TRAINED_LAYERS`]), in graph order; empty when the model does not end in one.
+pub fn head_layers(model: &Model<'_>) -> Vec<HeadLayer> {
+    (1..=super::MAX_TRAINED_LAYERS)
+        .rev()
+        .find_map(|n| super::Head::find(model, n).ok())
+        .map(|head| {
+            head.layers()
+                .iter()
+                .map(|l| HeadLayer {
+                    op: l.op,
+                    inputs: l.inputs,
+                    outputs: l.outputs,
+                    has_bias: l.has_bias,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A fully-connected layer's weights `[outputs][inputs]` and bias in real units, as the
+/// trainer starts from them.
+pub fn layer_parameters(model: &Model<'_>, op: usize) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
+    let corrupt = TrainError::Runtime(Error::CorruptModel);
+    let record = model.op(op).ok_or(corrupt)?;
+    let node = crate::ops::Node { model, record };
+    let weights = node.input(1).map_err(|_| corrupt)?;
+    let (outputs, inputs) = (weights.dim(0), weights.dim(1));
+    let mut w = alloc::vec![0f32; outputs * inputs];
+    let mut b = alloc::vec![0f32; outputs];
+    load_layer(&node, &mut w, &mut b)?;
+    Ok((w, b))
+}

@@ -3,10 +3,12 @@
 //! of them wrong. The drift monitor notices (from the training statistics the model carries),
 //! and the board trains the model's last layer on 400 of that user's samples
 //! (`runtime/tests/data/digits-mirrored.lmus`, recorded with the host's figures) and measures
-//! the other 139 before and after. It logs the accuracy gained, the RAM and flash used and the
-//! instructions per training step, then (boards with RAM to spare) saves what it learned to
-//! NOR flash and reads it back. Exits 0 only if it reproduced the host's accuracy and
-//! checkpoint bits exactly and reached 85% accuracy.
+//! the other 139 before and after. On a 16 KiB board (the micro:bit) it trains what the
+//! model's stored training plan says instead: the part of the last layer that fits 10 KiB
+//! (`runtime/tests/data/digits-small-ram.{loam,lmus}`, see build.rs). It logs the accuracy
+//! gained, the RAM and flash used and the instructions per training step, then (boards with
+//! RAM to spare) saves what it learned to NOR flash and reads it back. Exits 0 only if it
+//! reproduced the host's accuracy and checkpoint bits exactly and gained at least 40 points.
 //!
 //! Instruction counts come from SysTick under `qemu-system-arm -icount shift=0` (one
 //! instruction per nanosecond of virtual time), calibrated against a loop of known length; on
@@ -15,31 +17,21 @@
 #![no_main]
 
 use cortex_m_rt::entry;
-#[cfg(loam_small_ram)]
-use loam_firmware::exit;
 
 #[entry]
 fn main() -> ! {
-    // Arena, training state and this program's 4.7 KB of stack need about 17.4 KB: more
-    // than the micro:bit's 16 KiB. Say so rather than overflow the stack into the state.
-    #[cfg(loam_small_ram)]
-    {
-        defmt::error!("the learning demo needs about 17.4 KiB of RAM; this board has 16 KiB");
-        exit(1)
-    }
-    #[cfg(not(loam_small_ram))]
     demo::run()
 }
 
-/// The demo itself, on boards with the RAM for it.
-#[cfg(not(loam_small_ram))]
 mod demo {
     use cortex_m::peripheral::SYST;
     use cortex_m::peripheral::syst::SystClkSource;
     use loam::Model;
     use loam::train::Trainer;
     use loam::train::replay::{Recording, replay};
-    use loam_firmware::{exit, fail, flash_round_trip};
+    #[cfg(not(loam_small_ram))]
+    use loam_firmware::flash_round_trip;
+    use loam_firmware::{exit, fail};
 
     // models/digits/model.loam and runtime/tests/data/digits-mirrored.lmus unless the build
     // names others (see build.rs).
@@ -49,9 +41,8 @@ mod demo {
         "/learn-model.loam"
     )));
     static RECORDING: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/learn-user.lmus"));
-    /// `Trainer::state_len` for this model and the recording's configuration (last layer only),
-    /// checked at run time.
-    const STATE_LEN: usize = 2812;
+    include!(concat!(env!("OUT_DIR"), "/learn-state.rs"));
+    #[cfg(not(loam_small_ram))]
     const SLOT: usize = 8192;
 
     #[repr(C, align(16))]
@@ -59,6 +50,7 @@ mod demo {
 
     static mut ARENA: Arena = Arena([0; ARENA_SIZE]);
     static mut STATE: [f32; STATE_LEN] = [0.0; STATE_LEN];
+    #[cfg(not(loam_small_ram))]
     static mut FLASH: [u8; 2 * SLOT] = [0xFF; 2 * SLOT];
 
     /// SysTick's elapsed ticks, shifted into the top 24 bits of a `u32` so that wrapping
@@ -206,8 +198,9 @@ mod demo {
             );
             exit(1)
         }
-        if percent(report.correct_after) < 85.0 {
-            defmt::error!("training did not reach 85%");
+        // Both demos gain far more (the full last layer 68 points, the 10 KiB plan 48).
+        if percent(report.correct_after) < percent(report.correct_before) + 40.0 {
+            defmt::error!("training gained less than 40 points of accuracy");
             exit(1)
         }
         defmt::info!(
@@ -263,8 +256,18 @@ mod demo {
         monitor.report()
     }
 
+    /// A 16 KiB board has no RAM for a RAM-backed flash beside the demo; on the board itself
+    /// the checkpoint goes to its NOR flash through the same `CheckpointStore`, which the
+    /// `checkpoint` firmware tests on this board.
+    #[cfg(loam_small_ram)]
+    fn save_and_reload(_: &Model<'_>, _: &mut Trainer<'_, '_, '_>) -> ! {
+        defmt::info!("flash round trip left out: no RAM for a simulated flash on this board");
+        exit(0)
+    }
+
     /// Saves the trained layer to (RAM-backed) NOR flash, then restores it into the trainer
     /// after a reset, as a board does across a power cycle.
+    #[cfg(not(loam_small_ram))]
     fn save_and_reload(model: &Model<'_>, trainer: &mut Trainer<'_, '_, '_>) -> ! {
         // SAFETY: called once from `main`, the only code touching FLASH.
         let flash = unsafe { &mut *core::ptr::addr_of_mut!(FLASH) };
