@@ -30,7 +30,7 @@ fn main() {
     }
     // The learning demo's model and user data: the bundled digits model and the mirrored
     // digits recording; on a 16 KiB board the same model with the training plan
-    // `loam export --train-ram 10KiB` stored in it, and its recording; or the files
+    // `loam export --train-ram 9KiB --train-weights int8` stored in it, and its recording; or the files
     // `loam quickstart` trained and recorded (through `cargo xtask learn`). Copied where
     // `include_bytes!` finds them.
     let (model_default, recording_default) = if small_ram {

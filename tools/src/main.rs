@@ -294,6 +294,10 @@ enum Command {
         /// for.
         #[arg(long, value_enum, default_value = "adam")]
         optimizer: loam_tools::trainable::PlanOptimizer,
+        /// How the device holds the weights it trains: `f32`, or `int8` on the layer's own
+        /// scales (a quarter of the RAM; needs an int8 model).
+        #[arg(long, value_enum, default_value = "f32")]
+        train_weights: loam_tools::trainable::TrainWeights,
     },
     /// Run the same inputs through loam and a peer runtime (on the model's ONNX export) and
     /// compare every output: max abs/rel error for float, an LSB histogram for int8. Exits
@@ -832,6 +836,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             trainable,
             train_ram,
             optimizer,
+            train_weights,
         } => {
             let model = match model {
                 Some(m) => m,
@@ -847,6 +852,7 @@ fn execute(command: Command) -> Result<ExitCode> {
                 trainable.as_deref(),
                 train_ram.as_deref(),
                 optimizer,
+                train_weights.storage(),
             )?;
             match output.extension().and_then(|e| e.to_str()) {
                 Some("loam") => {
@@ -1065,21 +1071,26 @@ fn with_plan(
     trainable: Option<&str>,
     train_ram: Option<&str>,
     optimizer: loam_tools::trainable::PlanOptimizer,
+    weights: loam::format::WeightStorage,
 ) -> Result<ModelFile> {
     use loam_tools::trainable;
     let model = file.model()?;
     let plan = match (trainable, train_ram) {
         (Some("none"), _) => None,
-        (Some(spec), _) => Some(trainable::parse_trainable(&model, spec)?),
+        (Some(spec), _) => Some(loam::format::writer::PlannedTraining {
+            layers: trainable::parse_trainable(&model, spec)?,
+            weights,
+        }),
         (None, Some(budget)) => Some(trainable::fit_ram(
             &model,
             trainable::parse_ram(budget)?,
             optimizer,
+            weights,
         )?),
         (None, None) => return Ok(file),
     };
     let origin = file.path.display().to_string();
-    let bytes = loam::format::writer::with_training_plan(&model, plan.as_deref())
+    let bytes = loam::format::writer::with_training_plan(&model, plan.as_ref())
         .map_err(|e| anyhow::anyhow!("{origin}: the training plan: {e}"))?;
     let planned = ModelFile::from_bytes(&origin, &bytes)?;
     match trainable::plan_report(&planned.model()?, optimizer)? {

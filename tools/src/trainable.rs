@@ -12,7 +12,8 @@
 use anyhow::{Context, Result, bail, ensure};
 use loam::Model;
 use loam::format::LayerUpdate;
-use loam::format::writer::{PlannedLayer, PlannedUpdate};
+use loam::format::WeightStorage;
+use loam::format::writer::{PlannedLayer, PlannedTraining, PlannedUpdate};
 use loam::train::export::{HeadLayer, head_layers, layer_parameters};
 use loam::train::{Loss, Optimizer, TrainConfig, Trainer};
 use serde::Serialize;
@@ -50,6 +51,25 @@ impl PlanOptimizer {
 
     fn moments(self) -> usize {
         self.optimizer().moments()
+    }
+}
+
+/// How the device holds the weights it trains (`--train-weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TrainWeights {
+    /// `f32`, dequantized from the file.
+    F32,
+    /// int8 on the layer's own scales.
+    Int8,
+}
+
+impl TrainWeights {
+    /// The format's name for it.
+    pub fn storage(self) -> WeightStorage {
+        match self {
+            TrainWeights::F32 => WeightStorage::F32,
+            TrainWeights::Int8 => WeightStorage::Int8,
+        }
     }
 }
 
@@ -195,11 +215,35 @@ fn rows_update(model: &Model<'_>, layer: &HeadLayer, rows: usize) -> Result<Plan
     Ok(PlannedUpdate::Channels(channels))
 }
 
-/// Bytes of training state (beyond the arena) a plan over `layers` of the head needs, with
-/// `params` trained parameters: the same sum as `Trainer::state_len` (parameters, gradients
-/// and moments; each layer's input and output; the head's output; two gradient vectors as
-/// wide as the widest layer). `plan_ram` checks the two agree on the plan it returns.
-fn state_bytes(layers: &[(HeadLayer, String)], params: usize, moments: usize) -> usize {
+/// What a plan trains in one layer: weight rows and whether the bias.
+#[derive(Debug, Clone, Copy, Default)]
+struct Trained {
+    rows: usize,
+    bias: bool,
+}
+
+/// Bytes of training state (beyond the arena) a plan over `layers` of the head needs: the
+/// same sum as `Trainer::state_len` (trained weights, packed four to a word when int8, and
+/// biases; a gradient and the optimizer's moments for each; each layer's input and output;
+/// the head's output; two gradient vectors as wide as the widest layer). `plan_report`
+/// checks the two agree.
+fn state_bytes(
+    layers: &[(HeadLayer, String)],
+    trained: &[Trained],
+    moments: usize,
+    weights: WeightStorage,
+) -> usize {
+    let mut slots = 0;
+    let mut params = 0;
+    for ((l, _), t) in layers.iter().zip(trained) {
+        let w = t.rows * l.inputs;
+        let b = if t.bias { l.outputs } else { 0 };
+        slots += b + match weights {
+            WeightStorage::Int8 => w.div_ceil(4),
+            _ => w,
+        };
+        params += w + b;
+    }
     let activations: usize = layers
         .iter()
         .map(|(l, _)| l.inputs + l.outputs)
@@ -210,66 +254,79 @@ fn state_bytes(layers: &[(HeadLayer, String)], params: usize, moments: usize) ->
         .map(|(l, _)| l.inputs.max(l.outputs))
         .max()
         .unwrap_or(0);
-    4 * (params * (2 + moments) + activations + 2 * widest)
+    4 * (slots + params * (1 + moments) + activations + 2 * widest)
 }
 
 /// The plan that trains the most parameters within `budget` bytes of RAM (the inference
-/// arena included), sized for `optimizer`. For each depth of the head it fills the budget in
-/// this order: the biases (last layer first; cheap, and what TinyTL shows moves a model
-/// most per byte), then the last layer's weight rows, then the earlier layers', largest rows
-/// first; the depth that trains most wins (the shallower on a tie).
+/// arena included), sized for `optimizer` and holding weights as `weights` says. For each
+/// depth of the head it fills the budget in this order: the biases (last layer first;
+/// cheap, and what TinyTL shows moves a model most per byte), then the last layer's weight
+/// rows, then the earlier layers', largest rows first; the depth that trains most wins (the
+/// shallower on a tie).
 pub fn fit_ram(
     model: &Model<'_>,
     budget: usize,
     optimizer: PlanOptimizer,
-) -> Result<Vec<PlannedLayer>> {
+    weights: WeightStorage,
+) -> Result<PlannedTraining> {
     let head = head(model)?;
     let arena = model.arena_size();
     let moments = optimizer.moments();
-    let per_param = 4 * (2 + moments);
+    let per_bias = 4 * (2 + moments);
+    let per_weight = 4 * (1 + moments)
+        + match weights {
+            WeightStorage::Int8 => 1,
+            _ => 4,
+        };
     let mut best: Option<(usize, Vec<PlannedLayer>)> = None;
-    let mut smallest_fixed = usize::MAX;
+    let mut smallest = usize::MAX;
     for depth in 1..=head.len() {
         let layers = &head[head.len() - depth..];
-        let fixed = arena + state_bytes(layers, 0, moments);
-        smallest_fixed = smallest_fixed.min(fixed);
-        let Some(mut left) = budget.checked_sub(fixed).map(|b| b / per_param) else {
+        let fixed = arena + state_bytes(layers, &[], moments, weights);
+        smallest = smallest.min(fixed + per_bias * layers[depth - 1].0.outputs);
+        // Packing int8 weights four to a word rounds each layer up by at most 3 bytes.
+        let slack = if weights == WeightStorage::Int8 {
+            3 * depth
+        } else {
+            0
+        };
+        let Some(mut left) = budget.checked_sub(fixed + slack) else {
             continue;
         };
-        // Per layer (graph order): bias trained, weight rows trained.
-        let mut bias = vec![false; depth];
-        let mut rows = vec![0usize; depth];
-        for i in (0..depth).rev() {
-            let l = &layers[i].0;
-            if l.has_bias && left >= l.outputs {
-                bias[i] = true;
-                left -= l.outputs;
+        let mut trained = vec![Trained::default(); depth];
+        for (t, (l, _)) in trained.iter_mut().zip(layers).rev() {
+            if l.has_bias && left >= per_bias * l.outputs {
+                t.bias = true;
+                left -= per_bias * l.outputs;
             }
         }
-        for i in (0..depth).rev() {
-            let l = &layers[i].0;
-            let affordable = (left / l.inputs.max(1)).min(l.outputs);
+        for (t, (l, _)) in trained.iter_mut().zip(layers).rev() {
+            let row = per_weight * l.inputs.max(1);
+            let affordable = (left / row).min(l.outputs);
             // A layer without a bias tensor is trained in full or not at all.
             if l.has_bias || affordable == l.outputs {
-                rows[i] = affordable;
-                left -= affordable * l.inputs;
+                t.rows = affordable;
+                left -= affordable * row;
             }
         }
-        if !bias[0] && rows[0] == 0 {
+        if !trained[0].bias && trained[0].rows == 0 {
             // The deepest layer would only pass gradients: a shallower depth does the same
             // in less RAM.
             continue;
         }
-        let trained: usize = (0..depth)
-            .map(|i| rows[i] * layers[i].0.inputs + if bias[i] { layers[i].0.outputs } else { 0 })
+        let count: usize = trained
+            .iter()
+            .zip(layers)
+            .map(|(t, (l, _))| t.rows * l.inputs + if t.bias { l.outputs } else { 0 })
             .sum();
-        if best.as_ref().is_some_and(|(t, _)| *t >= trained) {
+        if best.as_ref().is_some_and(|(c, _)| *c >= count) {
             continue;
         }
-        let plan = (0..depth)
-            .map(|i| {
-                let l = &layers[i].0;
-                let update = match (bias[i], rows[i]) {
+        let plan = trained
+            .iter()
+            .zip(layers)
+            .map(|(t, (l, _))| {
+                let update = match (t.bias, t.rows) {
                     (_, r) if r == l.outputs => PlannedUpdate::Full,
                     (false, _) => PlannedUpdate::Frozen,
                     (true, r) => rows_update(model, l, r)?,
@@ -277,14 +334,13 @@ pub fn fit_ram(
                 Ok(PlannedLayer { op: l.op, update })
             })
             .collect::<Result<Vec<_>>>()?;
-        best = Some((trained, plan));
+        best = Some((count, plan));
     }
     match best {
-        Some((_, plan)) => Ok(plan),
+        Some((_, layers)) => Ok(PlannedTraining { layers, weights }),
         None => bail!(
             "{budget} bytes of RAM cannot hold training: the model's arena alone is {arena} \
-             bytes, and the smallest plan (the last layer's bias) needs {} bytes in all",
-            smallest_fixed + per_param * head.last().map_or(0, |(l, _)| l.outputs)
+             bytes, and the smallest plan (the last layer's bias) needs {smallest} bytes in all"
         ),
     }
 }
@@ -310,6 +366,8 @@ pub struct PlanRow {
 pub struct PlanReport {
     /// The optimizer the figures are for.
     pub optimizer: PlanOptimizer,
+    /// How trained weights are held in RAM: `f32` or `int8`.
+    pub weights: String,
     /// Per layer, in graph order.
     pub layers: Vec<PlanRow>,
     /// Parameters trained.
@@ -342,21 +400,39 @@ pub fn plan_report(model: &Model<'_>, optimizer: PlanOptimizer) -> Result<Option
     let state = Trainer::state_len(model, &config(0)).map_err(anyhow::Error::msg)?;
     let full = Trainer::state_len(model, &config(plan.len())).map_err(anyhow::Error::msg)?;
     let mut layers = Vec::new();
+    let mut trained = Vec::new();
     for i in 0..plan.len() {
         let record = plan.layer(i).context("a plan record does not decode")?;
         let (info, name) = head
             .iter()
             .find(|(l, _)| l.op == record.op as usize)
             .context("the plan names a layer outside the head")?;
-        let (update, params) = match record.update {
-            LayerUpdate::Full => ("full".to_string(), info.outputs * (info.inputs + 1)),
-            LayerUpdate::Bias => ("bias".to_string(), info.outputs),
-            LayerUpdate::Frozen => ("frozen".to_string(), 0),
+        let (update, t) = match record.update {
+            LayerUpdate::Full => (
+                "full".to_string(),
+                Trained {
+                    rows: info.outputs,
+                    bias: true,
+                },
+            ),
+            LayerUpdate::Bias => (
+                "bias".to_string(),
+                Trained {
+                    rows: 0,
+                    bias: true,
+                },
+            ),
+            LayerUpdate::Frozen => ("frozen".to_string(), Trained::default()),
             LayerUpdate::Channels(c) => (
                 format!("{} of {} channels", c.len(), info.outputs),
-                c.len() * info.inputs + info.outputs,
+                Trained {
+                    rows: c.len(),
+                    bias: true,
+                },
             ),
         };
+        let params = t.rows * info.inputs + if t.bias { info.outputs } else { 0 };
+        trained.push(t);
         layers.push(PlanRow {
             op: info.op,
             name: name.clone(),
@@ -368,13 +444,18 @@ pub fn plan_report(model: &Model<'_>, optimizer: PlanOptimizer) -> Result<Option
     let params: usize = layers.iter().map(|l| l.params).sum();
     let planned = &head[head.len() - plan.len()..];
     ensure!(
-        4 * state == state_bytes(planned, params, optimizer.moments()),
+        4 * state == state_bytes(planned, &trained, optimizer.moments(), plan.weights),
         "the tools' training RAM formula disagrees with the runtime's ({} bytes)",
         4 * state
     );
     let arena = model.arena_size();
     Ok(Some(PlanReport {
         optimizer,
+        weights: match plan.weights {
+            WeightStorage::Int8 => "int8",
+            _ => "f32",
+        }
+        .to_string(),
         layers,
         params,
         state_bytes: 4 * state,
@@ -389,7 +470,8 @@ impl PlanReport {
     /// The table `loam export` and `loam inspect` print.
     pub fn to_text(&self) -> String {
         let mut out = format!(
-            "training plan (RAM for {}):\n  {:<24} {:>4} {:<22} {:>10}\n",
+            "training plan ({} weights in RAM; RAM for {}):\n  {:<24} {:>4} {:<22} {:>10}\n",
+            self.weights,
             self.optimizer.label(),
             "layer",
             "op",
@@ -450,11 +532,15 @@ mod tests {
     fn fitted_plans_fit_and_grow_with_the_budget() {
         let file = digits();
         let model = file.model().unwrap();
-        for optimizer in [PlanOptimizer::Adam, PlanOptimizer::Sgd] {
+        for (optimizer, weights) in [
+            (PlanOptimizer::Adam, WeightStorage::F32),
+            (PlanOptimizer::Sgd, WeightStorage::F32),
+            (PlanOptimizer::Adam, WeightStorage::Int8),
+        ] {
             let mut previous = 0;
             let mut depths = std::collections::BTreeSet::new();
             for budget in (2_500..200_000).step_by(3_989) {
-                let plan = fit_ram(&model, budget, optimizer).unwrap();
+                let plan = fit_ram(&model, budget, optimizer, weights).unwrap();
                 let bytes = loam::format::writer::with_training_plan(&model, Some(&plan)).unwrap();
                 let planned = ModelFile::from_bytes("planned", &bytes).unwrap();
                 let report = plan_report(&planned.model().unwrap(), optimizer)
@@ -463,7 +549,7 @@ mod tests {
                 assert!(report.total_bytes <= budget, "{budget}: {report:?}");
                 assert!(report.params >= previous, "{budget}: {report:?}");
                 previous = report.params;
-                depths.insert(plan.len());
+                depths.insert(plan.layers.len());
             }
             // Small budgets train part of the last layer, large ones reach the layer before.
             assert_eq!(
@@ -472,7 +558,7 @@ mod tests {
                 "{optimizer:?}"
             );
         }
-        assert!(fit_ram(&model, 2_000, PlanOptimizer::Adam).is_err());
+        assert!(fit_ram(&model, 2_000, PlanOptimizer::Adam, WeightStorage::F32).is_err());
     }
 
     #[test]

@@ -946,6 +946,45 @@ fn a_training_plan_is_chosen_stored_trained_and_brought_home() {
         std::fs::read(&model).unwrap()
     );
 
+    // Weights kept int8 while training: the plan says so, trains, and comes home.
+    let int8 = path("int8.loam");
+    let out = loam(&[
+        "export",
+        &model,
+        "-o",
+        &int8,
+        "--train-ram",
+        "12KiB",
+        "--train-weights",
+        "int8",
+    ]);
+    assert!(text(&out).contains("int8 weights in RAM"), "{}", text(&out));
+    let int8_checkpoint = path("int8.ckpt");
+    let out = loam(&[
+        "finetune",
+        &int8,
+        "--data",
+        data.to_str().unwrap(),
+        "--labels",
+        labels.to_str().unwrap(),
+        "--lr",
+        "0.01",
+        "--epochs",
+        "2",
+        "--checkpoint",
+        &int8_checkpoint,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = loam(&[
+        "checkpoint",
+        "export",
+        &int8,
+        &int8_checkpoint,
+        "-o",
+        &path("int8-tuned.loam"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+
     // Mistakes name what is wrong and write nothing.
     let refused = path("refused.loam");
     for (flag, value, says) in [

@@ -18,7 +18,7 @@ pub use aligned::AlignedBytes;
 pub(crate) use schema::decode_exact;
 pub use schema::{
     ChannelIds, ConstantRecord, Header, LayerUpdate, Metadata, NO_TENSOR, OpRecord, Storage, Table,
-    TensorIds, TensorRecord, TrainedLayerRecord, TrainingPlan,
+    TensorIds, TensorRecord, TrainedLayerRecord, TrainingPlan, WeightStorage,
 };
 
 use crate::error::LoadError;

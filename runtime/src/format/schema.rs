@@ -155,6 +155,22 @@ pub struct TrainingPlan<'a> {
     /// [`TrainedLayerRecord`]s.
     #[serde(borrow)]
     pub layers: Table<'a>,
+    /// How the trained weight rows are held in RAM.
+    pub weights: WeightStorage,
+}
+
+/// How a training plan holds the weight rows it trains (biases are always `f32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum WeightStorage {
+    /// `f32`, dequantized from the file.
+    F32,
+    /// int8 on the layer's own per-channel (or per-tensor) scale, a quarter of the RAM:
+    /// an update moves the real weight as the `f32` update would (for SGD that is MCUNetV3's
+    /// quantization-aware scaling of the gradient), rounded stochastically (a counter-based
+    /// hash, the same on every target) so that steps smaller than one int8 step still move
+    /// it on average. Needs int8 weights in the file.
+    Int8,
 }
 
 impl<'a> TrainingPlan<'a> {

@@ -720,25 +720,33 @@ pub struct PlannedLayer {
     pub update: PlannedUpdate,
 }
 
+/// A training plan to write: the owned form of [`super::TrainingPlan`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedTraining {
+    /// The trained head's layers, from the first updated one to the last, in graph order.
+    pub layers: Vec<PlannedLayer>,
+    /// How the trained weight rows are held in RAM.
+    pub weights: super::WeightStorage,
+}
+
 /// A copy of `model` with its training plan replaced (`None` removes it). Only the header
 /// changes: the blob is copied as it is (its offsets are relative to its start), so weights,
 /// memory plan and arena size stay the same. The copy is loaded before it is returned, so a
 /// plan the runtime would refuse is refused here with the same error.
 pub fn with_training_plan(
     model: &Model<'_>,
-    plan: Option<&[PlannedLayer]>,
+    plan: Option<&PlannedTraining>,
 ) -> Result<Vec<u8>, BuildError> {
     let too_large = |x: usize| u32::try_from(x).map_err(|_| BuildError::TooLarge);
-    let channel_bytes: Vec<Vec<u8>> = plan
-        .unwrap_or_default()
+    let layers = plan.map_or(&[][..], |p| &p.layers[..]);
+    let channel_bytes: Vec<Vec<u8>> = layers
         .iter()
         .map(|l| match &l.update {
             PlannedUpdate::Channels(c) => id_bytes(c.iter().copied()),
             _ => Vec::new(),
         })
         .collect();
-    let records = plan
-        .unwrap_or_default()
+    let records = layers
         .iter()
         .zip(&channel_bytes)
         .map(|(l, channels)| {
@@ -757,12 +765,13 @@ pub fn with_training_plan(
         .collect::<Result<Vec<_>, BuildError>>()?;
     let (index, bytes) = table(&records);
     let mut header = encode(model.header());
-    let minor = if plan.is_some() {
+    let minor = if let Some(plan) = plan {
         let training = super::TrainingPlan {
             layers: Table {
                 index: &index,
                 records: &bytes,
             },
+            weights: plan.weights,
         };
         header.extend_from_slice(&encode(&Some(training)));
         super::MINOR_TRAINING_PLAN

@@ -8,7 +8,7 @@
 
 use alloc::vec::Vec;
 
-use super::{TrainError, TrainedLayer, TrainedRows};
+use super::{TrainError, TrainedLayer, TrainedRows, TrainedWeights};
 use crate::error::Error;
 use crate::format::{AlignedBytes, CRC_OFFSET, Model, Storage, TensorRecord, checksum};
 use crate::quant::{layer_multipliers, quantize_bias, symmetric_scale};
@@ -124,10 +124,29 @@ fn patch_layer(
         let (w, b) = before.split_at_mut(inputs * outputs);
         load_layer(&node, w, b)?;
     }
+    // Trained int8 rows on the file's scales: written back as they are, exactly.
+    let scale_of = |o: usize| -> Result<f32, TrainError> {
+        match weights.quantization {
+            Quantization::PerChannel { .. } => model
+                .channel_scales(&weights)
+                .and_then(|s| s.get(o).copied())
+                .ok_or(corrupt),
+            q => q.scale().ok_or(corrupt),
+        }
+    };
     let mut trained = before.clone();
     for (o, s) in slot.iter().enumerate() {
         if let Some(r) = s {
-            trained[o * inputs..][..inputs].copy_from_slice(&layer.weights[r * inputs..][..inputs]);
+            let row = &mut trained[o * inputs..][..inputs];
+            match layer.weights {
+                TrainedWeights::F32(w) => row.copy_from_slice(&w[r * inputs..][..inputs]),
+                TrainedWeights::I8(q) => {
+                    let scale = scale_of(o)?;
+                    for (v, &q) in row.iter_mut().zip(&q[r * inputs..][..inputs]) {
+                        *v = scale * f32::from(q);
+                    }
+                }
+            }
         }
     }
     if let Some(b) = layer.bias {
@@ -166,10 +185,10 @@ fn patch_layer(
                         .zip(&slot)
                         .zip(old)
                         .map(|((row, s), &old)| match s {
-                            Some(_) => {
+                            Some(_) if matches!(layer.weights, TrainedWeights::F32(_)) => {
                                 symmetric_scale(row.iter().fold(0.0f32, |m, w| m.max(w.abs())))
                             }
-                            None => old,
+                            _ => old,
                         })
                         .collect();
                     let at = blob_at + scales_offset as usize;
@@ -181,7 +200,13 @@ fn patch_layer(
             };
             let at = range(blob_at, &weights)?;
             for (o, s) in slot.iter().enumerate() {
-                if s.is_none() {
+                let Some(r) = s else { continue };
+                if let TrainedWeights::I8(q) = layer.weights {
+                    // Kept int8 on these scales while training: the bytes themselves.
+                    let bytes = &mut out[at.start + o * inputs..][..inputs];
+                    for (b, &q) in bytes.iter_mut().zip(&q[r * inputs..][..inputs]) {
+                        *b = q as u8;
+                    }
                     continue;
                 }
                 let scale = scales[o];

@@ -5,7 +5,7 @@
 
 use super::{MAX_TRAINED_LAYERS, TrainError};
 use crate::error::Error;
-use crate::format::{ChannelIds, LayerUpdate, Model};
+use crate::format::{ChannelIds, LayerUpdate, Model, WeightStorage};
 use crate::ops::fully_connected::FullyConnectedAttributes;
 use crate::ops::{Node, OpKind};
 use crate::tensor::DType;
@@ -132,8 +132,14 @@ pub(super) struct Layer<'m> {
     pub rows: usize,
     /// Whether the bias is held in the parameters.
     pub bias: bool,
-    /// Trained weight rows (`rows x inputs`), then the bias if trained, in the parameters.
+    /// Whether the trained weight rows are held as int8 (packed four to an `f32` slot).
+    pub int8: bool,
+    /// Trained weight rows (`rows x inputs`, `f32` or packed int8), then the bias if trained,
+    /// in the parameter slots.
     pub params: usize,
+    /// The same parameters' gradients (one `f32` each, weights then bias), in the gradients
+    /// and in each optimizer moment.
+    pub grads: usize,
     /// The layer's input, then its pre-activation output, in the activations.
     pub activations: usize,
     weights: FlashWeights<'m>,
@@ -150,7 +156,55 @@ impl<'m> Layer<'m> {
 
     /// Trained weights and bias.
     pub fn param_count(&self) -> usize {
-        self.weight_count() + if self.bias { self.outputs } else { 0 }
+        self.weight_count() + self.bias_count()
+    }
+
+    /// Trained biases.
+    pub fn bias_count(&self) -> usize {
+        if self.bias { self.outputs } else { 0 }
+    }
+
+    /// `f32` slots the trained weights take.
+    pub fn weight_slots(&self) -> usize {
+        if self.int8 {
+            self.weight_count().div_ceil(4)
+        } else {
+            self.weight_count()
+        }
+    }
+
+    /// `f32` slots the trained weights and bias take.
+    pub fn param_slots(&self) -> usize {
+        self.weight_slots() + self.bias_count()
+    }
+
+    /// The scale of output channel `o`'s int8 weights (1 for an `f32` layer).
+    pub fn scale(&self, o: usize) -> f32 {
+        match self.weights {
+            FlashWeights::I8(_, s) => s.get(o),
+            FlashWeights::F32(_) => 1.0,
+        }
+    }
+
+    /// The trained int8 weight rows of an int8 layer, in the parameter slots.
+    pub fn ram_i8<'a>(&self, params: &'a [f32]) -> &'a [i8] {
+        let bytes: &[i8] = bytemuck::cast_slice(&params[self.params..][..self.weight_slots()]);
+        &bytes[..self.weight_count()]
+    }
+
+    /// [`Layer::ram_i8`], to write.
+    pub fn ram_i8_mut<'a>(&self, params: &'a mut [f32]) -> &'a mut [i8] {
+        let bytes: &mut [i8] =
+            bytemuck::cast_slice_mut(&mut params[self.params..][..self.weight_slots()]);
+        &mut bytes[..self.weight_count()]
+    }
+
+    /// Output channel `o`'s int8 row as the file stores it (int8 layers only).
+    pub fn flash_i8(&self, o: usize) -> &'m [i8] {
+        match self.weights {
+            FlashWeights::I8(q, _) => &q[o * self.inputs..][..self.inputs],
+            FlashWeights::F32(_) => &[],
+        }
     }
 
     /// For each output channel in order, the index of its row among the trained rows, or
@@ -172,6 +226,7 @@ impl<'m> Layer<'m> {
     {
         let n = self.inputs;
         match (slot, self.weights) {
+            (Some(r), _) if self.int8 => Row::I8(&self.ram_i8(params)[r * n..][..n], self.scale(o)),
             (Some(r), _) => Row::Ram(&params[self.params + r * n..][..n]),
             (None, FlashWeights::F32(w)) => Row::F32(&w[o * n..][..n]),
             (None, FlashWeights::I8(q, scales)) => Row::I8(&q[o * n..][..n], scales.get(o)),
@@ -181,7 +236,7 @@ impl<'m> Layer<'m> {
     /// Output channel `o`'s bias in real units.
     pub fn bias_of(&self, o: usize, params: &[f32]) -> f32 {
         if self.bias {
-            return params[self.params + self.weight_count() + o];
+            return params[self.params + self.weight_slots() + o];
         }
         self.flash_bias(o)
     }
@@ -191,13 +246,7 @@ impl<'m> Layer<'m> {
         match self.flash_bias {
             FlashBias::None => 0.0,
             FlashBias::F32(b) => b[o],
-            FlashBias::I32(q, input_scale) => {
-                let scale = match self.weights {
-                    FlashWeights::I8(_, s) => s.get(o),
-                    FlashWeights::F32(_) => 1.0,
-                };
-                q[o] as f32 * input_scale * scale
-            }
+            FlashBias::I32(q, input_scale) => q[o] as f32 * input_scale * self.scale(o),
         }
     }
 }
@@ -241,7 +290,10 @@ impl Iterator for RowSlots<'_> {
 pub(super) struct Head<'m> {
     layers: [Layer<'m>; MAX_TRAINED_LAYERS],
     pub count: usize,
+    /// Trained parameters (one gradient each).
     pub params: usize,
+    /// `f32` slots the parameters take (fewer than `params` with int8 weights).
+    pub param_slots: usize,
     pub activations: usize,
     pub widest: usize,
 }
@@ -269,7 +321,14 @@ impl<'m> Head<'m> {
             "the model stores no training plan (write one with `loam export --trainable`)",
         ))?;
         let mut head = Self::find(model, plan.len())?;
+        let int8 = plan.weights == WeightStorage::Int8;
         for (i, layer) in head.layers[..head.count].iter_mut().enumerate() {
+            if int8 && !matches!(layer.weights, FlashWeights::I8(..)) {
+                return Err(TrainError::NoTrainableHead(
+                    "the training plan keeps weights int8, but a layer's weights are not int8",
+                ));
+            }
+            layer.int8 = int8;
             let record = plan.layer(i).ok_or(Error::CorruptModel)?;
             if record.op as usize != layer.op {
                 return Err(TrainError::NoTrainableHead(
@@ -341,6 +400,7 @@ impl<'m> Head<'m> {
             layers: found,
             count: n,
             params: 0,
+            param_slots: 0,
             activations: 0,
             widest: 0,
         };
@@ -412,7 +472,9 @@ impl<'m> Head<'m> {
             update: Update::Full,
             rows: 0,
             bias: false,
+            int8: false,
             params: 0,
+            grads: 0,
             activations: 0,
             weights: flash_weights,
             flash_bias,
@@ -423,6 +485,7 @@ impl<'m> Head<'m> {
     /// Sizes and offsets from each layer's update.
     fn lay_out(&mut self) {
         self.params = 0;
+        self.param_slots = 0;
         self.activations = 0;
         self.widest = 0;
         for layer in &mut self.layers[..self.count] {
@@ -432,9 +495,11 @@ impl<'m> Head<'m> {
                 Update::Bias => (0, true),
                 Update::Rows(list) => (list.len(), true),
             };
-            layer.params = self.params;
+            layer.params = self.param_slots;
+            layer.grads = self.params;
             layer.activations = self.activations;
             self.params += layer.param_count();
+            self.param_slots += layer.param_slots();
             self.activations += layer.inputs + layer.outputs;
             self.widest = self.widest.max(layer.inputs).max(layer.outputs);
         }

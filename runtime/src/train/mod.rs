@@ -154,6 +154,30 @@ pub enum TrainedRows<'t> {
     Channels(ChannelIds<'t>),
 }
 
+/// A trained layer's weight rows as the trainer holds them.
+#[derive(Debug, Clone, Copy)]
+pub enum TrainedWeights<'t> {
+    /// In real units.
+    F32(&'t [f32]),
+    /// int8 on the layer's scales in the file ([`crate::format::WeightStorage::Int8`]).
+    I8(&'t [i8]),
+}
+
+impl TrainedWeights<'_> {
+    /// Number of weights.
+    pub fn len(&self) -> usize {
+        match self {
+            TrainedWeights::F32(w) => w.len(),
+            TrainedWeights::I8(w) => w.len(),
+        }
+    }
+
+    /// Whether there are none (a bias-only layer).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// A trained layer's parameters in real units, to write back into a model
 /// (`export::patch_model`, with `alloc`) or to compare with the model's own.
 #[derive(Debug, Clone, Copy)]
@@ -167,7 +191,7 @@ pub struct TrainedLayer<'t> {
     /// Which weight rows `weights` holds.
     pub rows: TrainedRows<'t>,
     /// The trained weight rows, `[rows][inputs]`.
-    pub weights: &'t [f32],
+    pub weights: TrainedWeights<'t>,
     /// The trained bias `[outputs]`, if the bias was trained.
     pub bias: Option<&'t [f32]>,
 }
@@ -238,7 +262,10 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
     }
 
     fn layout_len(head: &Head, config: &TrainConfig) -> usize {
-        head.params * (2 + config.optimizer.moments()) + head.activations + 2 * head.widest
+        head.param_slots
+            + head.params * (1 + config.optimizer.moments())
+            + head.activations
+            + 2 * head.widest
     }
 
     /// Binds a model, its arena and a state buffer; initialises the trained parameters from
@@ -290,17 +317,21 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
         self.pending = 0;
         self.updates = 0;
         for layer in self.head.layers() {
-            let (params, _) = self.state.split_at_mut(self.head.params);
+            let (params, _) = self.state.split_at_mut(self.head.param_slots);
+            let n = layer.inputs;
             for (o, slot) in layer.row_slots().enumerate() {
-                if let Some(r) = slot {
-                    // The file's row (the trained one is not written yet).
+                let Some(r) = slot else { continue };
+                // The file's row (the trained one is not written yet).
+                if layer.int8 {
+                    layer.ram_i8_mut(params)[r * n..][..n].copy_from_slice(layer.flash_i8(o));
+                } else {
                     let row = layer.row(o, None, &[]);
-                    row.copy_to(&mut params[layer.params + r * layer.inputs..][..layer.inputs]);
+                    row.copy_to(&mut params[layer.params + r * n..][..n]);
                 }
             }
             if layer.bias {
                 for o in 0..layer.outputs {
-                    params[layer.params + layer.weight_count() + o] = layer.flash_bias(o);
+                    params[layer.params + layer.weight_slots() + o] = layer.flash_bias(o);
                 }
             }
         }
@@ -359,9 +390,10 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
         Ok(&self.state[self.activations_at() + from..][..self.head.last().outputs])
     }
 
-    /// The trained parameters: per layer, weights `[outputs][inputs]` then bias.
+    /// The trained parameters as held: per layer, the trained weight rows (`f32`, or int8
+    /// packed four to a value) then the bias.
     pub fn parameters(&self) -> &[f32] {
-        &self.state[..self.head.params]
+        &self.state[..self.head.param_slots]
     }
 
     /// The trained layers with their current parameters, in graph order (layers a plan
@@ -372,8 +404,13 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
             .iter()
             .filter(|layer| layer.param_count() > 0)
             .map(|layer| {
-                let params = &self.state[layer.params..][..layer.param_count()];
-                let (weights, bias) = params.split_at(layer.weight_count());
+                let params = &self.state[..self.head.param_slots];
+                let bias = &params[layer.params + layer.weight_slots()..][..layer.bias_count()];
+                let weights = if layer.int8 {
+                    TrainedWeights::I8(layer.ram_i8(params))
+                } else {
+                    TrainedWeights::F32(&params[layer.params..][..layer.weight_count()])
+                };
                 TrainedLayer {
                     op: layer.op,
                     inputs: layer.inputs,
@@ -411,13 +448,20 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
         for (chunk, w) in self.prefix.chunks_exact_mut(4).zip(words) {
             chunk.copy_from_slice(&w.to_le_bytes());
         }
-        let saved = self.head.params * (1 + self.config.optimizer.moments());
-        [&self.prefix, bytemuck::cast_slice(&self.state[..saved])]
+        [
+            &self.prefix,
+            bytemuck::cast_slice(&self.state[..self.saved_len()]),
+        ]
+    }
+
+    /// `f32` slots a checkpoint saves: the parameters and the optimizer moments.
+    fn saved_len(&self) -> usize {
+        self.head.param_slots + self.head.params * self.config.optimizer.moments()
     }
 
     /// Bytes of a checkpoint payload of this trainer.
     pub fn checkpoint_len(&self) -> usize {
-        CHECKPOINT_PREFIX + 4 * self.head.params * (1 + self.config.optimizer.moments())
+        CHECKPOINT_PREFIX + 4 * self.saved_len()
     }
 
     /// Takes back parameters and moments from a payload [`Trainer::checkpoint`] wrote; the
@@ -440,10 +484,16 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
             return Err(TrainError::BadCheckpoint);
         }
         let values = &payload[CHECKPOINT_PREFIX..];
-        if values
-            .chunks_exact(4)
-            .any(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
-        {
+        // Every f32 must be finite; int8 weight slots hold bytes, any of which are valid.
+        let int8_slot = |i: usize| {
+            self.head
+                .layers()
+                .iter()
+                .any(|l| l.int8 && (l.params..l.params + l.weight_slots()).contains(&i))
+        };
+        if values.chunks_exact(4).enumerate().any(|(i, b)| {
+            !int8_slot(i) && !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite()
+        }) {
             return Err(TrainError::BadCheckpoint);
         }
         for (v, b) in self.state.iter_mut().zip(values.chunks_exact(4)) {
@@ -470,13 +520,13 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
     }
 
     fn activations_at(&self) -> usize {
-        self.head.params * (2 + self.config.optimizer.moments())
+        self.head.param_slots + self.head.params * (1 + self.config.optimizer.moments())
     }
 
     fn parts(&mut self) -> Parts<'_> {
         let params = self.head.params;
         let moments = params * self.config.optimizer.moments();
-        let (p, rest) = self.state.split_at_mut(params);
+        let (p, rest) = self.state.split_at_mut(self.head.param_slots);
         let (m, rest) = rest.split_at_mut(moments);
         let (g, rest) = rest.split_at_mut(params);
         let (a, rest) = rest.split_at_mut(self.head.activations);
@@ -531,6 +581,7 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
 
     fn apply_update(&mut self) -> Result<(), TrainError> {
         let config = self.config;
+        let head = self.head;
         let step = self.updates.wrapping_add(1);
         let p = self.parts();
         let scale = 1.0 / config.accumulate as f32;
@@ -544,12 +595,76 @@ impl<'m, 'a, 's> Trainer<'m, 'a, 's> {
             self.pending = 0;
             return Err(TrainError::NonFinite);
         }
-        config.optimizer.update(p.params, p.grads, p.moments, step);
-        p.grads.fill(0.0);
+        if head.param_slots == head.params {
+            config.optimizer.update(p.params, p.grads, p.moments, step);
+        } else {
+            update_with_int8_weights(&head, &config.optimizer, step, p.params, p.grads, p.moments);
+        }
+        self.parts().grads.fill(0.0);
         self.pending = 0;
         self.updates = step;
         Ok(())
     }
+}
+
+/// The optimizer step when a plan keeps weights int8: `f32` parameters (biases) as
+/// [`Optimizer::update`] does; an int8 weight moves by the optimizer's step on the real
+/// weight divided by the row's scale, the same real step as an `f32` weight would take. For
+/// SGD that is quantization-aware scaling (MCUNetV3): the int8 gradient `g * s` scaled by
+/// `s^-2`; for Adam, whose step does not depend on the gradient's scale, it keeps the moments
+/// in real units so the learning rate means the same as for `f32` weights. Then stochastic
+/// rounding keyed by the step and the parameter's index, so a step smaller than one int8
+/// step still moves the weight on average and every target rounds alike.
+fn update_with_int8_weights(
+    head: &Head<'_>,
+    optimizer: &Optimizer,
+    step: u32,
+    params: &mut [f32],
+    grads: &[f32],
+    moments: &mut [f32],
+) {
+    let n = grads.len();
+    let (first, second) = moments.split_at_mut(n.min(moments.len()));
+    let prepared = optimizer.prepare(step);
+    let mut delta =
+        |i: usize, g: f32| optimizer.delta(&prepared, g, first.get_mut(i), second.get_mut(i));
+    for layer in head.layers() {
+        let weights = layer.weight_count();
+        if layer.int8 {
+            let q = layer.ram_i8_mut(params);
+            for (o, slot) in layer.row_slots().enumerate() {
+                let Some(r) = slot else { continue };
+                let scale = layer.scale(o);
+                let row = r * layer.inputs;
+                for (j, q) in q[row..][..layer.inputs].iter_mut().enumerate() {
+                    let i = layer.grads + row + j;
+                    let moved = f32::from(*q) - delta(i, grads[i]) / scale;
+                    *q = stochastic_round(moved, step, i as u32).clamp(-127.0, 127.0) as i8;
+                }
+            }
+        } else {
+            for k in 0..weights {
+                let i = layer.grads + k;
+                params[layer.params + k] -= delta(i, grads[i]);
+            }
+        }
+        for k in 0..layer.bias_count() {
+            let i = layer.grads + weights + k;
+            params[layer.params + layer.weight_slots() + k] -= delta(i, grads[i]);
+        }
+    }
+}
+
+/// `x` rounded down or up with probability its distance from the other, the draw a hash of
+/// `step` and `index` (SplitMix64's finalizer): reproducible on every target.
+fn stochastic_round(x: f32, step: u32, index: u32) -> f32 {
+    let mut z = (u64::from(step) << 32 | u64::from(index)).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    let draw = (z >> 40) as f32 / (1u64 << 24) as f32;
+    let floor = libm::floorf(x);
+    if draw < x - floor { floor + 1.0 } else { floor }
 }
 
 /// Backward through the head: gradients of every trained parameter accumulate into
@@ -574,7 +689,7 @@ fn backward(head: &Head<'_>, p: Parts<'_>) {
             }
         }
         let (gw, gb) =
-            grads[layer.params..][..layer.param_count()].split_at_mut(layer.weight_count());
+            grads[layer.grads..][..layer.param_count()].split_at_mut(layer.weight_count());
         for ((o, &d), slot) in d.iter().enumerate().zip(layer.row_slots()) {
             if layer.bias {
                 gb[o] += d;

@@ -85,47 +85,79 @@ impl Optimizer {
     /// holding [`Self::moments`] slices of the parameters' length back to back.
     pub(crate) fn update(&self, params: &mut [f32], grads: &[f32], moments: &mut [f32], step: u32) {
         let n = params.len();
+        let (first, second) = moments.split_at_mut(n.min(moments.len()));
+        let prepared = self.prepare(step);
+        for (i, (p, &g)) in params.iter_mut().zip(grads).enumerate() {
+            *p -= self.delta(&prepared, g, first.get_mut(i), second.get_mut(i));
+        }
+    }
+
+    /// What every parameter's update of step `step` shares (Adam's bias corrections).
+    pub(crate) fn prepare(&self, step: u32) -> Prepared {
+        match *self {
+            Optimizer::Adam { beta1, beta2, .. } => {
+                let t = step as f32;
+                Prepared {
+                    correction1: 1.0 - libm::powf(beta1, t),
+                    correction2: 1.0 - libm::powf(beta2, t),
+                }
+            }
+            Optimizer::Sgd { .. } => Prepared {
+                correction1: 1.0,
+                correction2: 1.0,
+            },
+        }
+    }
+
+    /// The amount to subtract from one parameter whose gradient is `g`, updating its moments
+    /// (`first` for SGD's velocity or Adam's mean, `second` for Adam's variance; absent when
+    /// the optimizer keeps fewer).
+    pub(crate) fn delta(
+        &self,
+        prepared: &Prepared,
+        g: f32,
+        first: Option<&mut f32>,
+        second: Option<&mut f32>,
+    ) -> f32 {
         match *self {
             Optimizer::Sgd {
                 learning_rate,
                 momentum,
                 nesterov,
-            } => {
-                if momentum == 0.0 {
-                    for (p, &g) in params.iter_mut().zip(grads) {
-                        *p -= learning_rate * g;
-                    }
-                    return;
-                }
-                for ((p, &g), v) in params.iter_mut().zip(grads).zip(&mut moments[..n]) {
+            } => match first {
+                Some(v) if momentum != 0.0 => {
                     *v = momentum * *v + g;
                     let direction = if nesterov { g + momentum * *v } else { *v };
-                    *p -= learning_rate * direction;
+                    learning_rate * direction
                 }
-            }
+                _ => learning_rate * g,
+            },
             Optimizer::Adam {
                 learning_rate,
                 beta1,
                 beta2,
                 epsilon,
             } => {
-                let t = step as f32;
-                let correction1 = 1.0 - libm::powf(beta1, t);
-                let correction2 = 1.0 - libm::powf(beta2, t);
-                let (m, v) = moments[..2 * n].split_at_mut(n);
-                for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m).zip(v) {
-                    *m = beta1 * *m + (1.0 - beta1) * g;
-                    *v = beta2 * *v + (1.0 - beta2) * g * g;
-                    let m_hat = *m / correction1;
-                    let v_hat = *v / correction2;
-                    *p -= learning_rate * m_hat / (libm::sqrtf(v_hat) + epsilon);
-                }
+                let (Some(m), Some(v)) = (first, second) else {
+                    return 0.0;
+                };
+                *m = beta1 * *m + (1.0 - beta1) * g;
+                *v = beta2 * *v + (1.0 - beta2) * g * g;
+                let m_hat = *m / prepared.correction1;
+                let v_hat = *v / prepared.correction2;
+                learning_rate * m_hat / (libm::sqrtf(v_hat) + epsilon)
             }
         }
     }
 }
 
-/// Scales `grads` so that their L2 norm is at most `max_norm`; returns the norm before.
+/// See [`Optimizer::prepare`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Prepared {
+    correction1: f32,
+    correction2: f32,
+}
+
 pub(crate) fn clip_by_norm(grads: &mut [f32], max_norm: f32) -> f32 {
     let norm = libm::sqrtf(grads.iter().map(|g| g * g).sum::<f32>());
     if norm > max_norm && norm.is_finite() {

@@ -427,7 +427,10 @@ fn trained_layers_patched_into_the_model_compute_what_the_trainer_predicts() {
 // Training plans stored in the model (format 1.1).
 
 use crate::error::LoadError;
-use crate::format::writer::{BuildError, PlannedLayer, PlannedUpdate, with_training_plan};
+use crate::format::WeightStorage;
+use crate::format::writer::{
+    BuildError, PlannedLayer, PlannedTraining, PlannedUpdate, with_training_plan,
+};
 
 /// The model's three fully-connected ops (16->24 frozen, 24->16, 16->4).
 fn fc_ops(model: &Model<'_>) -> [usize; 3] {
@@ -440,6 +443,14 @@ fn fc_ops(model: &Model<'_>) -> [usize; 3] {
 }
 
 fn planned(model: &Model<'_>, plan: &[(usize, PlannedUpdate)]) -> Result<AlignedBytes, BuildError> {
+    planned_as(model, plan, WeightStorage::F32)
+}
+
+fn planned_as(
+    model: &Model<'_>,
+    plan: &[(usize, PlannedUpdate)],
+    weights: WeightStorage,
+) -> Result<AlignedBytes, BuildError> {
     let layers: Vec<PlannedLayer> = plan
         .iter()
         .map(|(op, update)| PlannedLayer {
@@ -447,7 +458,8 @@ fn planned(model: &Model<'_>, plan: &[(usize, PlannedUpdate)]) -> Result<Aligned
             update: update.clone(),
         })
         .collect();
-    with_training_plan(model, Some(&layers)).map(|b| AlignedBytes::new(&b))
+    with_training_plan(model, Some(&PlannedTraining { layers, weights }))
+        .map(|b| AlignedBytes::new(&b))
 }
 
 const PLAN_CONFIG: TrainConfig = TrainConfig {
@@ -667,5 +679,104 @@ fn bias_only_and_sparse_plans_learn_in_less_state_and_export_only_what_they_trai
             agree += usize::from(out[best_logit] == *out.iter().max().unwrap());
         }
         assert!(agree >= 45, "{plan:?}: {agree} of 50 agree");
+    }
+}
+
+/// Weights kept int8 while training: a quarter of the weight RAM, still learning, the
+/// checkpoint restoring every bit (int8 bytes that read as NaN floats included), and the
+/// trained bytes written back into the file exactly.
+#[test]
+fn int8_weights_train_in_less_ram_and_come_home_exactly() {
+    let bytes = model_bytes(true);
+    let model = Model::from_bytes(&bytes).unwrap();
+    let [_, fc1, fc2] = fc_ops(&model);
+    let plan = [
+        (fc1, PlannedUpdate::Channels(vec![1, 2, 3, 5, 8, 13])),
+        (fc2, PlannedUpdate::Full),
+    ];
+    let f32_bytes = planned(&model, &plan).unwrap();
+    let int8_bytes = planned_as(&model, &plan, WeightStorage::Int8).unwrap();
+    let (f32_model, int8_model) = (
+        Model::from_bytes(&f32_bytes).unwrap(),
+        Model::from_bytes(&int8_bytes).unwrap(),
+    );
+    let weights = 6 * 24 + 4 * 16;
+    assert_eq!(
+        Trainer::state_len(&f32_model, &PLAN_CONFIG).unwrap()
+            - Trainer::state_len(&int8_model, &PLAN_CONFIG).unwrap(),
+        weights - (6 * 24usize).div_ceil(4) - (4 * 16usize).div_ceil(4)
+    );
+
+    let (mut arena, mut state) = buffers(&int8_model, &PLAN_CONFIG);
+    let mut trainer = Trainer::new(&int8_model, &mut arena, &mut state, PLAN_CONFIG).unwrap();
+    let result = check::train_seeded_into(&mut trainer, 9, 1600).unwrap();
+    assert!(result.last_loss < 0.85 * result.first_loss, "{result:?}");
+    // Checkpoint, restore into a fresh trainer, train on: the same bits as straight through.
+    let payload = trainer.checkpoint().concat();
+    let straight = check::train_seeded_into(&mut trainer, 10, 200).unwrap();
+    let (mut arena2, mut state2) = buffers(&int8_model, &PLAN_CONFIG);
+    let mut resumed = Trainer::new(&int8_model, &mut arena2, &mut state2, PLAN_CONFIG).unwrap();
+    resumed.restore(&payload).unwrap();
+    assert_eq!(
+        check::train_seeded_into(&mut resumed, 10, 200).unwrap(),
+        straight
+    );
+
+    let layers: Vec<TrainedLayer<'_>> = resumed.trained_layers().collect();
+    let (patched, changes) = export::patch_model(&int8_bytes, layers.iter().copied()).unwrap();
+    assert!(
+        changes.iter().all(|c| c.encoding_error == 0.0),
+        "{changes:?}"
+    );
+    let patched = AlignedBytes::new(&patched);
+    let patched_model = Model::from_bytes(&patched).unwrap();
+    for layer in &layers {
+        let TrainedWeights::I8(q) = layer.weights else {
+            panic!("int8 weights expected");
+        };
+        let record = patched_model.op(layer.op).unwrap();
+        let node = crate::ops::Node {
+            model: &patched_model,
+            record,
+        };
+        let file = node.constant::<i8>(&node.input(1).unwrap()).unwrap();
+        let rows: Vec<usize> = match layer.rows {
+            TrainedRows::All => (0..layer.outputs).collect(),
+            TrainedRows::Channels(c) => c.iter().map(usize::from).collect(),
+            TrainedRows::None => vec![],
+        };
+        for (r, &o) in rows.iter().enumerate() {
+            assert_eq!(
+                &file[o * layer.inputs..][..layer.inputs],
+                &q[r * layer.inputs..][..layer.inputs]
+            );
+        }
+    }
+
+    // Int8 storage needs int8 weights in the file.
+    let f32_model_bytes = model_bytes(false);
+    let float = Model::from_bytes(&f32_model_bytes).unwrap();
+    let [_, _, fc2] = fc_ops(&float);
+    let float_plan =
+        planned_as(&float, &[(fc2, PlannedUpdate::Full)], WeightStorage::Int8).unwrap();
+    assert!(matches!(
+        Trainer::state_len(&Model::from_bytes(&float_plan).unwrap(), &PLAN_CONFIG),
+        Err(TrainError::NoTrainableHead(_))
+    ));
+}
+
+#[test]
+fn stochastic_rounding_is_unbiased_and_keeps_integers() {
+    for x in [-3.0f32, 0.0, 5.0, 127.0] {
+        assert!((0..100).all(|i| stochastic_round(x, 1, i) == x));
+    }
+    for x in [0.25f32, -1.7, 42.9] {
+        let n = 20_000;
+        let mean = (0..n).map(|i| stochastic_round(x, 7, i)).sum::<f32>() / n as f32;
+        assert!((mean - x).abs() < 0.02, "{x}: {mean}");
+        assert!((0..n).all(|i| {
+            let r = stochastic_round(x, 3, i);
+            r == x.floor() || r == x.ceil()
+        }));
     }
 }

@@ -80,7 +80,7 @@ pub const CORTEX_M4F: BareMetalTarget = BareMetalTarget {
 pub const CORTEX_M0: BareMetalTarget = BareMetalTarget {
     triple: "thumbv6m-none-eabi",
     board: "microbit (Cortex-M0)",
-    // The learning demo trains the 10 KiB training plan here (a full last-layer update
+    // The learning demo trains the 9 KiB training plan here (a full last-layer update
     // needs about 17.4 KiB with the stack; the micro:bit has 16).
     tests: &[
         "reference",
