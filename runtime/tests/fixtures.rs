@@ -11,6 +11,11 @@
 //!   steps of its last two layers on seeded samples, and the CRC-32 of the resulting checkpoint
 //!   on x86_64; every target must train to the same bits (`loam::train::check`).
 //!
+//! - `finetune-plan.loam` is the same network with a training plan (format 1.1): six chosen
+//!   rows of the middle layer and the whole last layer, weights kept int8. It records the
+//!   same kind of check. Written by the first runtime that read plans, it is also the 1.1
+//!   compatibility file: never regenerated.
+//!
 //! To write a fixture that is missing (or, after an intended change to int8 arithmetic, to
 //! rewrite the int8 zoo): `LOAM_WRITE_FIXTURES=1 cargo test -p loam --test fixtures`, or
 //! `LOAM_WRITE_FIXTURES=int8-zoo` to overwrite that one.
@@ -27,6 +32,7 @@ use loam::{DType, Interpreter, Model};
 const FORMAT_1_0: &[u8] = include_bytes!("data/format-1.0.loam");
 const INT8_ZOO: &[u8] = include_bytes!("data/int8-zoo.loam");
 const FINETUNE_INT8: &[u8] = include_bytes!("data/finetune-int8.loam");
+const FINETUNE_PLAN: &[u8] = include_bytes!("data/finetune-plan.loam");
 const FINETUNE_SEED: u32 = 0x7a11;
 const FINETUNE_STEPS: u32 = 100;
 const SEED: u32 = 0x1007;
@@ -410,6 +416,44 @@ fn write_fixtures_when_asked() {
         ));
         save("finetune-int8", &b.build().unwrap().bytes);
     }
+    if write_requested("finetune-plan") {
+        use loam::format::WeightStorage;
+        use loam::format::writer::{
+            PlannedLayer, PlannedTraining, PlannedUpdate, with_training_plan,
+        };
+        let mut b = loam::train::check::check_network(true);
+        let with_plan = |bytes: &[u8]| {
+            let aligned = AlignedBytes::new(bytes);
+            let model = Model::from_bytes(&aligned).unwrap();
+            let ops: Vec<usize> = model
+                .ops()
+                .enumerate()
+                .filter(|(_, o)| o.kind == OpKind::FullyConnected.code())
+                .map(|(i, _)| i)
+                .collect();
+            let plan = PlannedTraining {
+                layers: vec![
+                    PlannedLayer {
+                        op: ops[1],
+                        update: PlannedUpdate::Channels(vec![0, 3, 5, 7, 11, 14]),
+                    },
+                    PlannedLayer {
+                        op: ops[2],
+                        update: PlannedUpdate::Full,
+                    },
+                ],
+                weights: WeightStorage::Int8,
+            };
+            with_training_plan(&model, Some(&plan)).unwrap()
+        };
+        let first = AlignedBytes::new(&with_plan(&b.build().unwrap().bytes));
+        let check = train(&Model::from_bytes(&first).unwrap());
+        b.metadata.constants.push((
+            loam::train::check::FINETUNE_CONSTANT.into(),
+            loam::train::check::record_values(FINETUNE_SEED, FINETUNE_STEPS, check.digest).to_vec(),
+        ));
+        save("finetune-plan", &with_plan(&b.build().unwrap().bytes));
+    }
     if write_requested("format-1.0") {
         let mut b = format_1_0();
         let first = b.build().unwrap();
@@ -558,9 +602,9 @@ fn damaged_files_are_refused_cleanly() {
 
 fn train(model: &Model<'_>) -> loam::train::check::FinetuneCheck {
     use loam::train::Trainer;
-    use loam::train::check::{CHECK_CONFIG, train_seeded};
+    use loam::train::check::{check_config, train_seeded};
     let mut arena = vec![0u8; model.arena_size() + 16];
-    let mut state = vec![0f32; Trainer::state_len(model, &CHECK_CONFIG).unwrap()];
+    let mut state = vec![0f32; Trainer::state_len(model, &check_config(model)).unwrap()];
     train_seeded(
         model,
         &mut arena,
@@ -624,4 +668,35 @@ fn the_mirrored_digits_user_replays_to_the_recorded_figures() {
         report.correct_after > 2 * report.correct_before,
         "{report:?}"
     );
+}
+
+/// The same parity for a stored training plan (format 1.1: sparse rows, int8 weights with
+/// stochastic rounding): every target trains to the bits the x86_64 host recorded, in less
+/// state than the full two-layer update.
+#[test]
+fn a_stored_training_plan_trains_to_the_recorded_bits() {
+    use loam::format::{LayerUpdate, WeightStorage};
+    use loam::train::Trainer;
+    use loam::train::check::{CHECK_CONFIG, check_config, check_model};
+    let aligned = AlignedBytes::new(FINETUNE_PLAN);
+    let model = Model::from_bytes(&aligned).unwrap();
+    assert_eq!(model.format_version(), (FORMAT_MAJOR, 1));
+    let plan = model.training_plan().unwrap();
+    assert_eq!(plan.weights, WeightStorage::Int8);
+    assert!(matches!(plan.layer(0).unwrap().update, LayerUpdate::Channels(c) if c.len() == 6));
+    let mut arena = vec![0u8; model.arena_size() + 16];
+    let len = Trainer::state_len(&model, &check_config(&model)).unwrap();
+    let full = Trainer::state_len(&model, &CHECK_CONFIG).unwrap();
+    assert!(2 * len < full, "{len} of {full}");
+    let mut state = vec![0f32; len];
+    let check = check_model(&model, &mut arena, &mut state).unwrap();
+    assert!(
+        check.passed(),
+        "checkpoint digest {:#010x}, recorded {:#010x}",
+        check.digest,
+        check.expected
+    );
+    // Learning itself is the unit tests' subject (100 steps of six rows are too few to
+    // show it in a ten-sample loss window); this is about every target's bits.
+    assert_eq!(check.updates, FINETUNE_STEPS / 4);
 }

@@ -48,7 +48,20 @@ impl FinetuneCheck {
     }
 }
 
-/// Trains `model` (its last two layers, with [`CHECK_CONFIG`]) for `steps` seeded samples and
+/// [`CHECK_CONFIG`], training what the model's stored plan says when it has one.
+pub fn check_config(model: &Model<'_>) -> TrainConfig {
+    TrainConfig {
+        layers: if model.training_plan().is_some() {
+            0
+        } else {
+            CHECK_CONFIG.layers
+        },
+        ..CHECK_CONFIG
+    }
+}
+
+/// Trains `model` (its last two layers, or its stored plan, with [`check_config`]) for
+/// `steps` seeded samples and
 /// returns the checkpoint digest and the loss at the start and the end. A sample's class is
 /// the segment of its input (one per output) with the largest sum, so there is something to
 /// learn. `state` needs [`Trainer::state_len`] values.
@@ -59,7 +72,7 @@ pub fn train_seeded(
     seed: u64,
     steps: u32,
 ) -> Result<FinetuneCheck, TrainError> {
-    let mut trainer = Trainer::new(model, arena, state, CHECK_CONFIG)?;
+    let mut trainer = Trainer::new(model, arena, state, check_config(model))?;
     train_seeded_into(&mut trainer, seed, steps)
 }
 
