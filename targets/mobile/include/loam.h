@@ -98,7 +98,8 @@ typedef struct LoamTensorInfo {
 
 // What to fine-tune and how; start from `loam_train_config_default()`.
 typedef struct LoamTrainConfig {
-  // Fully-connected layers trained, counted from the end of the model (1 to 4).
+  // Fully-connected layers trained in full, counted from the end of the model (1 to 4); 0
+  // trains what the model's stored training plan says (`loam export --trainable`).
   uint32_t layers;
   // The loss.
   enum LoamLoss loss;

@@ -112,7 +112,8 @@ pub enum LoamOptimizer {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct LoamTrainConfig {
-    /// Fully-connected layers trained, counted from the end of the model (1 to 4).
+    /// Fully-connected layers trained in full, counted from the end of the model (1 to 4); 0
+    /// trains what the model's stored training plan says (`loam export --trainable`).
     pub layers: u32,
     /// The loss.
     pub loss: LoamLoss,

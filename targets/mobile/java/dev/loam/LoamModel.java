@@ -88,7 +88,8 @@ public final class LoamModel implements AutoCloseable {
 
     /**
      * Starts fine-tuning the model's last {@code layers} fully-connected layers in memory with
-     * Adam and cross-entropy; the model file is not changed. Starts over if already started.
+     * Adam and cross-entropy ({@code 0}: what the model's stored training plan says); the model
+     * file is not changed. Starts over if already started.
      */
     public synchronized void startFineTuning(int layers, float learningRate) throws LoamException {
         nativeStartFineTuning(live(), layers, learningRate);
