@@ -620,19 +620,12 @@ fn train(model: &Model<'_>) -> loam::train::check::FinetuneCheck {
 #[test]
 fn fine_tuning_trains_to_the_recorded_bits() {
     use loam::train::Trainer;
-    use loam::train::check::{CHECK_CONFIG, check_model};
+    use loam::train::check::CHECK_CONFIG;
     let aligned = AlignedBytes::new(FINETUNE_INT8);
     let model = Model::from_bytes(&aligned).unwrap();
     let mut arena = vec![0u8; model.arena_size() + 16];
     let len = Trainer::state_len(&model, &CHECK_CONFIG).unwrap();
-    let mut state = vec![0f32; len];
-    let check = check_model(&model, &mut arena, &mut state).unwrap();
-    assert!(
-        check.passed(),
-        "checkpoint digest {:#010x}, recorded {:#010x}",
-        check.digest,
-        check.expected
-    );
+    let check = trains_to_recorded_bits(&model, &mut arena, len);
     assert_eq!(check.steps, FINETUNE_STEPS);
     assert_eq!(check.updates, FINETUNE_STEPS / 4);
     assert!(check.last_loss < check.first_loss, "{check:?}");
@@ -677,7 +670,7 @@ fn the_mirrored_digits_user_replays_to_the_recorded_figures() {
 fn a_stored_training_plan_trains_to_the_recorded_bits() {
     use loam::format::{LayerUpdate, WeightStorage};
     use loam::train::Trainer;
-    use loam::train::check::{CHECK_CONFIG, check_config, check_model};
+    use loam::train::check::{CHECK_CONFIG, check_config};
     let aligned = AlignedBytes::new(FINETUNE_PLAN);
     let model = Model::from_bytes(&aligned).unwrap();
     assert_eq!(model.format_version(), (FORMAT_MAJOR, 1));
@@ -688,15 +681,26 @@ fn a_stored_training_plan_trains_to_the_recorded_bits() {
     let len = Trainer::state_len(&model, &check_config(&model)).unwrap();
     let full = Trainer::state_len(&model, &CHECK_CONFIG).unwrap();
     assert!(2 * len < full, "{len} of {full}");
+    let check = trains_to_recorded_bits(&model, &mut arena, len);
+    // Learning itself is the unit tests' subject (100 steps of six rows are too few to
+    // show it in a ten-sample loss window); this is about every target's bits.
+    assert_eq!(check.updates, FINETUNE_STEPS / 4);
+}
+
+/// Runs the fine-tune check `model` records with a state of `len` values and asserts this
+/// target reproduced the recorded checkpoint digest.
+fn trains_to_recorded_bits(
+    model: &Model<'_>,
+    arena: &mut [u8],
+    len: usize,
+) -> loam::train::check::FinetuneCheck {
     let mut state = vec![0f32; len];
-    let check = check_model(&model, &mut arena, &mut state).unwrap();
+    let check = loam::train::check::check_model(model, arena, &mut state).unwrap();
     assert!(
         check.passed(),
         "checkpoint digest {:#010x}, recorded {:#010x}",
         check.digest,
         check.expected
     );
-    // Learning itself is the unit tests' subject (100 steps of six rows are too few to
-    // show it in a ten-sample loss window); this is about every target's bits.
-    assert_eq!(check.updates, FINETUNE_STEPS / 4);
+    check
 }

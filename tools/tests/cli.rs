@@ -895,20 +895,23 @@ fn a_training_plan_is_chosen_stored_trained_and_brought_home() {
 
     let (data, labels) = prototype_digits(dir.path());
     let checkpoint = path("planned.ckpt");
-    let out = loam(&[
-        "finetune",
-        &planned,
-        "--data",
-        data.to_str().unwrap(),
-        "--labels",
-        labels.to_str().unwrap(),
-        "--lr",
-        "0.01",
-        "--epochs",
-        "4",
-        "--checkpoint",
-        &checkpoint,
-    ]);
+    let finetune = |model: &str, epochs: &str, checkpoint: &str| {
+        loam(&[
+            "finetune",
+            model,
+            "--data",
+            data.to_str().unwrap(),
+            "--labels",
+            labels.to_str().unwrap(),
+            "--lr",
+            "0.01",
+            "--epochs",
+            epochs,
+            "--checkpoint",
+            checkpoint,
+        ])
+    };
+    let out = finetune(&planned, "4", &checkpoint);
     assert!(out.status.success(), "{}", text(&out));
     let out = loam(&["checkpoint", "diff", &planned, &checkpoint]);
     let diff = text(&out);
@@ -960,20 +963,7 @@ fn a_training_plan_is_chosen_stored_trained_and_brought_home() {
     ]);
     assert!(text(&out).contains("int8 weights in RAM"), "{}", text(&out));
     let int8_checkpoint = path("int8.ckpt");
-    let out = loam(&[
-        "finetune",
-        &int8,
-        "--data",
-        data.to_str().unwrap(),
-        "--labels",
-        labels.to_str().unwrap(),
-        "--lr",
-        "0.01",
-        "--epochs",
-        "2",
-        "--checkpoint",
-        &int8_checkpoint,
-    ]);
+    let out = finetune(&int8, "2", &int8_checkpoint);
     assert!(out.status.success(), "{}", text(&out));
     let out = loam(&[
         "checkpoint",

@@ -60,66 +60,52 @@ impl TensorRecord<'_> {
     }
 }
 
+/// The accessors of a borrowed run of little-endian `u16`s (a trailing odd byte is
+/// rejected when the file loads). A macro rather than a generic type so that each list keeps
+/// its own name, and `TensorIds(bytes)` stays a constructor.
+macro_rules! u16_list {
+    ($name:ident, $what:literal) => {
+        impl<'a> $name<'a> {
+            #[doc = concat!("Number of ", $what, ".")]
+            pub fn len(&self) -> usize {
+                self.0.len() / 2
+            }
+
+            #[doc = concat!("Whether there are no ", $what, ".")]
+            pub fn is_empty(&self) -> bool {
+                self.len() == 0
+            }
+
+            /// Entry `i`, or `None` past the end.
+            pub fn get(&self, i: usize) -> Option<u16> {
+                let b = self.0.get(2 * i..2 * i + 2)?;
+                Some(u16::from_le_bytes([b[0], b[1]]))
+            }
+
+            /// All entries in order.
+            pub fn iter(&self) -> impl Iterator<Item = u16> + 'a {
+                self.0
+                    .chunks_exact(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            }
+        }
+    };
+}
+
 /// A run of tensor indices, each a little-endian `u16`; [`NO_TENSOR`] marks an absent
 /// optional operand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct TensorIds<'a>(#[serde(borrow)] pub &'a [u8]);
 
-impl<'a> TensorIds<'a> {
-    /// Number of entries (a trailing odd byte is rejected when the file loads).
-    pub fn len(&self) -> usize {
-        self.0.len() / 2
-    }
-
-    /// Whether there are no entries.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Entry `i`, or `None` past the end.
-    pub fn get(&self, i: usize) -> Option<u16> {
-        let b = self.0.get(2 * i..2 * i + 2)?;
-        Some(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    /// All entries in order.
-    pub fn iter(&self) -> impl Iterator<Item = u16> + 'a {
-        self.0
-            .chunks_exact(2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    }
-}
+u16_list!(TensorIds, "entries");
 
 /// A run of little-endian `u16` channel indices (the output channels of a sparse update).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct ChannelIds<'a>(#[serde(borrow)] pub &'a [u8]);
 
-impl<'a> ChannelIds<'a> {
-    /// Number of channels (a trailing odd byte is rejected when the file loads).
-    pub fn len(&self) -> usize {
-        self.0.len() / 2
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Channel `i`, or `None` past the end.
-    pub fn get(&self, i: usize) -> Option<u16> {
-        let b = self.0.get(2 * i..2 * i + 2)?;
-        Some(u16::from_le_bytes([b[0], b[1]]))
-    }
-
-    /// The channels in order.
-    pub fn iter(&self) -> impl Iterator<Item = u16> + 'a {
-        self.0
-            .chunks_exact(2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    }
-}
+u16_list!(ChannelIds, "channels");
 
 /// What on-device training updates in one layer (format 1.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
