@@ -455,6 +455,79 @@ pub fn check_model(model: &Model<'_>, arena: &mut [u8]) -> Result<ModelCheck, Er
     })
 }
 
+/// The metadata constant a self-checking float model carries beside [`SELFCHECK_CONSTANT`]:
+/// every output's values, in output order, as the writer's x86_64 host computed them for the
+/// seeded inputs. Float kernels sum in a different order on each ISA, so a float model is
+/// checked within a tolerance ([`check_model_within`]) rather than by digest.
+pub const EXPECTED_CONSTANT: &str = "loam.expected";
+
+/// What [`check_model_within`] computed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ToleranceCheck {
+    /// Output values compared.
+    pub elements: usize,
+    /// Largest absolute difference from the recorded value.
+    pub max_abs: f32,
+    /// Values outside `atol + rtol * |recorded|`.
+    pub outside: usize,
+}
+
+impl ToleranceCheck {
+    /// Whether every value was within the tolerance (and there were values to compare).
+    pub fn passed(&self) -> bool {
+        self.elements > 0 && self.outside == 0
+    }
+}
+
+/// Runs a self-checking float model on its seeded inputs and compares its `f32` outputs with
+/// the values [`EXPECTED_CONSTANT`] records, within `atol + rtol * |recorded|`. Fails with
+/// [`Error::NoSuchTensor`] for a model without both records or with a non-`f32` output, and
+/// with [`Error::ShapeMismatch`] when the record's length differs from the outputs'.
+pub fn check_model_within(
+    model: &Model<'_>,
+    arena: &mut [u8],
+    atol: f32,
+    rtol: f32,
+) -> Result<ToleranceCheck, Error> {
+    let (seed, _) = selfcheck_record(model).ok_or(Error::NoSuchTensor)?;
+    let expected = model
+        .constant(EXPECTED_CONSTANT)
+        .ok_or(Error::NoSuchTensor)?;
+    let mut interpreter = Interpreter::new(model, arena)?;
+    fill_inputs(&mut interpreter, seed)?;
+    interpreter.invoke()?;
+    let mut recorded = expected.values();
+    let mut check = ToleranceCheck {
+        elements: 0,
+        max_abs: 0.0,
+        outside: 0,
+    };
+    for i in 0..interpreter.output_count() {
+        for &actual in interpreter.output::<f32>(i)? {
+            let want = recorded.next().ok_or(Error::ShapeMismatch {
+                operand: crate::error::Operand::Output,
+                expected: check.elements + 1,
+                actual: check.elements,
+            })?;
+            let difference = libm::fabsf(actual - want);
+            check.elements += 1;
+            check.max_abs = check.max_abs.max(difference);
+            // NaN fails the comparison, so it counts as outside.
+            let within = difference <= atol + rtol * libm::fabsf(want);
+            check.outside += usize::from(!within);
+        }
+    }
+    if recorded.next().is_some() {
+        return Err(Error::ShapeMismatch {
+            operand: crate::error::Operand::Output,
+            expected: check.elements + 1,
+            actual: check.elements,
+        });
+    }
+    Ok(check)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

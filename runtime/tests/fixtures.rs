@@ -16,6 +16,11 @@
 //!   same kind of check. Written by the first runtime that read plans, it is also the 1.1
 //!   compatibility file: never regenerated.
 //!
+//! - `pytorch-cnn-int8.loam` and `pytorch-cnn-f32.loam` are the PyTorch CNN of the tools'
+//!   import tests, quantized by ONNX Runtime or float, imported by `loam import`, with
+//!   self-check records (a digest; the float outputs themselves); written by
+//!   `LOAM_WRITE_FIXTURES=pytorch-cnn cargo test -p loam-tools --test import`.
+//!
 //! To write a fixture that is missing (or, after an intended change to int8 arithmetic, to
 //! rewrite the int8 zoo): `LOAM_WRITE_FIXTURES=1 cargo test -p loam --test fixtures`, or
 //! `LOAM_WRITE_FIXTURES=int8-zoo` to overwrite that one.
@@ -33,6 +38,8 @@ const FORMAT_1_0: &[u8] = include_bytes!("data/format-1.0.loam");
 const INT8_ZOO: &[u8] = include_bytes!("data/int8-zoo.loam");
 const FINETUNE_INT8: &[u8] = include_bytes!("data/finetune-int8.loam");
 const FINETUNE_PLAN: &[u8] = include_bytes!("data/finetune-plan.loam");
+const PYTORCH_CNN: &[u8] = include_bytes!("data/pytorch-cnn-int8.loam");
+const PYTORCH_CNN_F32: &[u8] = include_bytes!("data/pytorch-cnn-f32.loam");
 const FINETUNE_SEED: u32 = 0x7a11;
 const FINETUNE_STEPS: u32 = 100;
 const SEED: u32 = 0x1007;
@@ -559,6 +566,34 @@ fn the_int8_zoo_is_bit_exact_on_this_target() {
     );
     // Small enough for the 16 KiB Cortex-M0 board.
     assert!(model.arena_size() < 4096, "arena {}", model.arena_size());
+}
+
+/// The float PyTorch CNN imported by `loam import`: this target's outputs are within 1e-5 +
+/// 1e-4 relative of the x86_64 host's (float kernels sum in another order on each ISA).
+#[test]
+fn the_imported_float_pytorch_cnn_computes_what_the_host_did() {
+    let aligned = AlignedBytes::new(PYTORCH_CNN_F32);
+    let model = Model::from_bytes(&aligned).unwrap();
+    let mut arena = vec![0u8; model.arena_size() + 16];
+    let check = loam::selftest::check_model_within(&model, &mut arena, 1e-5, 1e-4).unwrap();
+    assert!(check.passed(), "{check:?}");
+}
+
+/// The PyTorch CNN quantized by ONNX Runtime and imported by `loam import` (written by the
+/// tools' import tests): this target computes the outputs the x86_64 host recorded.
+#[test]
+fn the_imported_pytorch_cnn_is_bit_exact_on_this_target() {
+    let aligned = AlignedBytes::new(PYTORCH_CNN);
+    let model = Model::from_bytes(&aligned).unwrap();
+    model.check_plan().unwrap();
+    let mut arena = vec![0u8; model.arena_size() + 16];
+    let check = check_model(&model, &mut arena).unwrap();
+    assert!(
+        check.passed(),
+        "digest {:#010x}, recorded {:#010x}",
+        check.digest,
+        check.expected
+    );
 }
 
 /// A damaged copy of a valid file is refused with an error, never a panic: every single-byte

@@ -611,7 +611,7 @@ fn import_fed(
             .iter()
             .map(|(name, (_, t))| (name.to_string(), t.shape().to_vec()))
             .collect(),
-        name: None,
+        ..ImportOptions::default()
     };
     import_bytes(model, dir.to_str(), &options)
 }

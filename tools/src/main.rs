@@ -970,6 +970,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             let options = ImportOptions {
                 input_shapes: input_shapes.into_iter().collect(),
                 name,
+                ..ImportOptions::default()
             };
             let imported = import(&model, &options)?;
             for note in &imported.notes {

@@ -90,7 +90,7 @@ pub fn head(model: &Model<'_>) -> Result<Vec<(HeadLayer, String)>> {
     ensure!(
         !layers.is_empty(),
         "the model does not end in a fully-connected layer (after which only softmax, \
-         dequantize or reshape may follow): there is nothing on-device training can update"
+         quantize, dequantize or reshape may follow): there is nothing on-device training can update"
     );
     Ok(layers
         .into_iter()

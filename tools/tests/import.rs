@@ -390,3 +390,79 @@ fn a_convolution_of_other_rank_is_named_with_its_way_out() {
         "{message}"
     );
 }
+
+/// The PyTorch CNN as the boards run it, float and ORT-quantized: imported, with a self-check
+/// record (seeded inputs, the CRC-32 of the outputs this machine computes and, for the float
+/// model, the outputs themselves). The Cortex-M4F firmware (`pytorch`) and the runtime's tests
+/// on aarch64 and armv7 run `runtime/tests/data/pytorch-cnn-{int8,f32}.loam` and must
+/// reproduce the int8 digest exactly and the float outputs within 1e-5 + 1e-4 relative.
+#[test]
+fn the_pytorch_cnn_the_boards_run_is_current() {
+    use loam::selftest::{
+        EXPECTED_CONSTANT, SELFCHECK_CONSTANT, check_model, check_model_within, fill_inputs,
+        output_digest,
+    };
+    const SEED: u32 = 0x5eed;
+    let writing = std::env::var("LOAM_WRITE_FIXTURES")
+        .is_ok_and(|v| v.split(',').any(|n| n == "pytorch-cnn"));
+    for (onnx, fixture_name) in [
+        ("pytorch-cnn.qdq-int8.onnx", "pytorch-cnn-int8"),
+        ("pytorch-cnn.onnx", "pytorch-cnn-f32"),
+    ] {
+        let plain = imported(onnx);
+        let model = plain.model().unwrap();
+        let mut arena = vec![0u8; model.arena_size() + 16];
+        let mut interpreter = loam::Interpreter::new(&model, &mut arena).unwrap();
+        fill_inputs(&mut interpreter, u64::from(SEED)).unwrap();
+        interpreter.invoke().unwrap();
+        let digest = output_digest(&interpreter).unwrap();
+        let float = interpreter.output_tensor(0).unwrap().dtype == DType::F32
+            && plain
+                .model()
+                .unwrap()
+                .ops()
+                .all(|o| o.kind != loam::ops::OpKind::Quantize.code());
+        let mut constants = vec![(
+            SELFCHECK_CONSTANT.to_string(),
+            loam::selftest::selfcheck_values(SEED, digest).to_vec(),
+        )];
+        if float {
+            let values: Vec<f32> = (0..interpreter.output_count())
+                .flat_map(|i| interpreter.output::<f32>(i).unwrap().to_vec())
+                .collect();
+            constants.push((EXPECTED_CONSTANT.to_string(), values));
+        }
+        let options = ImportOptions {
+            name: Some(fixture_name.into()),
+            constants,
+            ..ImportOptions::default()
+        };
+        let bytes = import(&fixture(onnx), &options).unwrap().built.bytes;
+        let file = ModelFile::from_bytes(onnx, &bytes).unwrap();
+        let model = file.model().unwrap();
+        if float {
+            let check = check_model_within(&model, &mut arena, 1e-5, 1e-4).unwrap();
+            assert!(check.passed() && check.max_abs == 0.0, "{check:?}");
+        } else {
+            let check = check_model(&model, &mut arena).unwrap();
+            assert!(check.passed(), "{check:?}");
+        }
+        println!(
+            "{fixture_name}: {} B flash, {} B arena, outputs digest {digest:#010x}",
+            bytes.len(),
+            model.arena_size()
+        );
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../runtime/tests/data")
+            .join(format!("{fixture_name}.loam"));
+        if writing {
+            loam_tools::model_file::write_atomically(&path, &bytes).unwrap();
+        }
+        assert!(
+            std::fs::read(&path).unwrap_or_default() == bytes,
+            "{} is stale (the importer changed?); regenerate it with \
+             LOAM_WRITE_FIXTURES=pytorch-cnn cargo test -p loam-tools --test import",
+            path.display()
+        );
+    }
+}

@@ -352,7 +352,7 @@ impl<'m> Head<'m> {
     }
 
     /// Finds the last `count` fully-connected ops, chained output to input, after which only
-    /// softmax, dequantize or reshape ops follow; everything in them is trained.
+    /// softmax, quantize, dequantize or reshape ops follow; everything in them is trained.
     pub fn find(model: &'m Model<'m>, count: usize) -> Result<Head<'m>, TrainError> {
         if count == 0 || count > MAX_TRAINED_LAYERS {
             return Err(TrainError::InvalidConfig(
@@ -366,7 +366,11 @@ impl<'m> Head<'m> {
             let record = model.op(index).ok_or(Error::CorruptModel)?;
             let kind = OpKind::from_code(record.kind).ok_or(Error::CorruptModel)?;
             match kind {
-                OpKind::Softmax | OpKind::LogSoftmax | OpKind::Dequantize | OpKind::Reshape
+                OpKind::Softmax
+                | OpKind::LogSoftmax
+                | OpKind::Quantize
+                | OpKind::Dequantize
+                | OpKind::Reshape
                     if n == 0 =>
                 {
                     continue;

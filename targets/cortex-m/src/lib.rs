@@ -85,3 +85,67 @@ defmt::timestamp!("{=u32}", {
     COUNT.store(n.wrapping_add(1), core::sync::atomic::Ordering::Relaxed);
     n
 });
+
+/// Logs a model's name, target and sizes, and loads it.
+fn load_logged<'m>(name: &str, bytes: &'m [u8]) -> loam::Model<'m> {
+    defmt::info!(
+        "{} on {}: {=usize} bytes of model, {=usize} bytes of arena",
+        name,
+        env!("LOAM_FIRMWARE_TARGET"),
+        bytes.len(),
+        loam::format::arena_size(bytes)
+    );
+    loam::Model::from_bytes(bytes).unwrap_or_else(|e| fail("model", e))
+}
+
+/// Runs a self-checking model (one carrying `loam::selftest::SELFCHECK_CONSTANT`) from flash
+/// with `arena`; whether its outputs' CRC-32 equals the one the x86_64 host recorded in the
+/// file: the board computes exactly what the laptop computes.
+pub fn outputs_match_the_host(name: &str, bytes: &[u8], arena: &mut [u8]) -> bool {
+    let model = load_logged(name, bytes);
+    match loam::selftest::check_model(&model, arena) {
+        Ok(check) if check.passed() => {
+            defmt::info!(
+                "outputs digest {=u32:#010x} matches the host's",
+                check.digest
+            );
+            true
+        }
+        Ok(check) => {
+            defmt::error!(
+                "outputs digest {=u32:#010x}, host recorded {=u32:#010x}",
+                check.digest,
+                check.expected
+            );
+            false
+        }
+        Err(e) => fail("running the model", e),
+    }
+}
+
+/// [`outputs_match_the_host`] for a float model: its outputs within `atol + rtol * |value|`
+/// of those the host recorded (`loam::selftest::EXPECTED_CONSTANT`), since float kernels sum
+/// in another order on each ISA.
+pub fn outputs_near_the_host(
+    name: &str,
+    bytes: &[u8],
+    arena: &mut [u8],
+    atol: f32,
+    rtol: f32,
+) -> bool {
+    let model = load_logged(name, bytes);
+    match loam::selftest::check_model_within(&model, arena, atol, rtol) {
+        Ok(check) => {
+            defmt::info!(
+                "{=usize} outputs, largest difference from the host's {=f32}, {=usize} outside {=f32} + {=f32} x |value|",
+                check.elements,
+                check.max_abs,
+                check.outside,
+                atol,
+                rtol
+            );
+            check.passed()
+        }
+        Err(e) => fail("running the model", e),
+    }
+}

@@ -280,7 +280,7 @@ fn run_set(
             .iter()
             .map(|(name, a)| (name.to_string(), a.shape.clone()))
             .collect(),
-        name: None,
+        ..ImportOptions::default()
     };
     let imported = import_bytes(model, dir.to_str(), &options).map_err(|e| Outcome::Refused {
         reason: refusal_summary(&format!("{e:#}")),

@@ -73,6 +73,7 @@ pub const CORTEX_M4F: BareMetalTarget = BareMetalTarget {
         "checkpoint",
         "finetune",
         "learn",
+        "pytorch",
     ],
 };
 
@@ -89,6 +90,7 @@ pub const CORTEX_M0: BareMetalTarget = BareMetalTarget {
         "checkpoint",
         "finetune",
         "learn",
+        "pytorch",
     ],
 };
 

@@ -6,9 +6,6 @@
 #![no_main]
 
 use cortex_m_rt::entry;
-use loam::Model;
-use loam::selftest::check_model;
-use loam_firmware::exit;
 
 static MODEL: &[u8] = loam::include_model!("../../../../runtime/tests/data/int8-zoo.loam");
 /// The plan's arena size, read from the file's preamble when the firmware is compiled.
@@ -23,40 +20,8 @@ static mut ARENA: Arena = Arena([0; ARENA_SIZE]);
 
 #[entry]
 fn main() -> ! {
-    defmt::info!(
-        "int8-zoo on {}: {=usize} bytes of model, {=usize} bytes of arena",
-        env!("LOAM_FIRMWARE_TARGET"),
-        MODEL.len(),
-        ARENA_SIZE
-    );
-    let model = match Model::from_bytes(MODEL) {
-        Ok(m) => m,
-        Err(e) => {
-            defmt::error!("model: {}", e);
-            exit(1)
-        }
-    };
     // SAFETY: `main` runs once and is the only code that touches ARENA.
     let arena = unsafe { &mut (*core::ptr::addr_of_mut!(ARENA)).0 };
-    match check_model(&model, arena) {
-        Ok(check) if check.passed() => {
-            defmt::info!(
-                "outputs digest {=u32:#010x} matches the host's",
-                check.digest
-            );
-            exit(0)
-        }
-        Ok(check) => {
-            defmt::error!(
-                "outputs digest {=u32:#010x}, host recorded {=u32:#010x}",
-                check.digest,
-                check.expected
-            );
-            exit(1)
-        }
-        Err(e) => {
-            defmt::error!("running the model: {}", e);
-            exit(1)
-        }
-    }
+    let passed = loam_firmware::outputs_match_the_host("int8-zoo", MODEL, arena);
+    loam_firmware::exit(if passed { 0 } else { 1 })
 }

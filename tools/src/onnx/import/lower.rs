@@ -213,6 +213,7 @@ pub(crate) fn lower(
         notes,
     };
     lowerer.b.metadata.description = format!("imported from ONNX (opset {opset})");
+    lowerer.b.metadata.constants = options.constants.clone();
     let mut problems = Vec::new();
     for (name, dims) in inputs {
         match lowerer.b.tensor(name, DType::F32, dims, QuantSpec::None) {

@@ -43,6 +43,8 @@ pub struct ImportOptions {
     pub input_shapes: HashMap<String, Vec<usize>>,
     /// The model name stored in the `.loam` (the graph's name if not given).
     pub name: Option<String>,
+    /// Metadata constants to store in the `.loam` (preprocessing, a self-check record, ...).
+    pub constants: Vec<(String, Vec<f32>)>,
 }
 
 /// What importing produced.
