@@ -868,6 +868,7 @@ fn execute(command: Command) -> Result<ExitCode> {
                     }
                     let options = ExportOptions {
                         channels_first_io: channels_first,
+                        ..ExportOptions::default()
                     };
                     let bytes = export_bytes(&file.model()?, options)
                         .with_context(|| format!("exporting {} to ONNX", model.display()))?;

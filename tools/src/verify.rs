@@ -26,10 +26,13 @@ pub enum Difference {
         /// `max_abs` divided by the largest `|peer|` (0 when the peer's output is all zero).
         max_rel: f64,
     },
-    /// Integer output: `histogram[k]` elements differ by exactly `k` steps.
+    /// Integer output, or a float output dequantized from int8: `histogram[k]` elements
+    /// differ by `k` quantization steps (rounded to the nearest step when dequantized).
     Quantized {
         /// Counts per step difference, up to the largest seen.
         histogram: Vec<usize>,
+        /// The step of a dequantized float output; `None` for an integer output.
+        step: Option<f64>,
     },
 }
 
@@ -48,7 +51,7 @@ impl OutputComparison {
     /// The largest difference in quantization steps (int8 outputs only).
     pub fn max_lsb(&self) -> Option<usize> {
         match &self.difference {
-            Difference::Quantized { histogram } => Some(histogram.len().saturating_sub(1)),
+            Difference::Quantized { histogram, .. } => Some(histogram.len().saturating_sub(1)),
             Difference::Float { .. } => None,
         }
     }
@@ -56,7 +59,7 @@ impl OutputComparison {
     /// The fraction of elements within `steps` quantization steps (int8 outputs only).
     pub fn within_lsb(&self, steps: usize) -> Option<f64> {
         match &self.difference {
-            Difference::Quantized { histogram } => {
+            Difference::Quantized { histogram, .. } => {
                 let near: usize = histogram.iter().take(steps + 1).sum();
                 Some(near as f64 / self.elements.max(1) as f64)
             }
@@ -74,6 +77,8 @@ pub struct VerifyReport {
     pub samples: usize,
     /// One entry per model output.
     pub outputs: Vec<OutputComparison>,
+    /// What a reader of the comparison should know (how the peer was run differently).
+    pub notes: Vec<String>,
 }
 
 /// When a comparison passes.
@@ -97,13 +102,57 @@ impl Default for Tolerance {
     }
 }
 
-/// Accumulates the differences of one output over samples.
+/// The int8 grid `(scale, zero point)` of each graph output that has one: an int8 output's
+/// own, or that of the int8 tensor a Dequantize op makes a float output from. Such an output
+/// can only take values on that grid, so it is compared in steps of it.
+fn output_grids(model: &loam::Model<'_>) -> Vec<Option<(f64, i32)>> {
+    let per_tensor = |t: loam::format::TensorRecord<'_>| match t.quantization {
+        loam::Quantization::PerTensor { scale, zero_point } => Some((f64::from(scale), zero_point)),
+        _ => None,
+    };
+    model
+        .outputs()
+        .iter()
+        .map(|id| {
+            let output = model.tensor(usize::from(id))?;
+            if output.dtype == loam::DType::I8 {
+                return per_tensor(output);
+            }
+            let producer = model.ops().find(|op| op.outputs.iter().any(|t| t == id))?;
+            if loam::ops::OpKind::from_code(producer.kind) != Some(loam::ops::OpKind::Dequantize) {
+                return None;
+            }
+            per_tensor(model.tensor(usize::from(producer.inputs.get(0)?))?)
+        })
+        .collect()
+}
+
+/// Accumulates the differences of one output over samples; `grid` is the output's int8
+/// grid, if it has one. An int8 output the peer gives as float (see
+/// [`ExportOptions::float_softmax_outputs`]) is dequantized on it and compared in its steps.
 fn accumulate(
     name: &str,
     acc: &mut Option<OutputComparison>,
     ours: &Array,
     theirs: &Array,
+    grid: Option<(f64, i32)>,
 ) -> Result<()> {
+    let dequantized;
+    let (ours, step) = match (&ours.data, &theirs.data, grid) {
+        (Data::I8(q), Data::F32(_), Some((scale, zero_point))) => {
+            dequantized = Array {
+                shape: ours.shape.clone(),
+                data: Data::F32(
+                    q.iter()
+                        .map(|&q| ((i32::from(q) - zero_point) as f64 * scale) as f32)
+                        .collect(),
+                ),
+            };
+            (&dequantized, Some(scale))
+        }
+        (Data::F32(_), _, Some((scale, _))) => (ours, Some(scale)),
+        _ => (ours, None),
+    };
     ensure!(
         ours.data.len() == theirs.data.len(),
         "output `{name}`: loam gives {} values, the peer {}",
@@ -113,12 +162,15 @@ fn accumulate(
     let entry = acc.get_or_insert_with(|| OutputComparison {
         name: name.to_string(),
         elements: 0,
-        difference: match ours.data {
-            Data::F32(_) => Difference::Float {
+        difference: match (&ours.data, step) {
+            (Data::F32(_), None) => Difference::Float {
                 max_abs: 0.0,
                 max_rel: 0.0,
             },
-            _ => Difference::Quantized { histogram: vec![] },
+            _ => Difference::Quantized {
+                histogram: vec![],
+                step,
+            },
         },
     });
     entry.elements += ours.data.len();
@@ -136,7 +188,7 @@ fn accumulate(
                 *max_rel = max_rel.max(worst / largest);
             }
         }
-        (Difference::Quantized { histogram }, _, _) => {
+        (Difference::Quantized { histogram, step }, _, _) => {
             let (a, b) = (ours.data.to_f64(), theirs.data.to_f64());
             ensure!(
                 ours.data.dtype() == theirs.data.dtype(),
@@ -144,8 +196,14 @@ fn accumulate(
                 ours.data.dtype(),
                 theirs.data.dtype()
             );
+            if a.iter().zip(&b).any(|(x, y)| x.is_nan() != y.is_nan()) {
+                bail!("output `{name}`: one runtime produced NaN where the other did not");
+            }
             for (x, y) in a.iter().zip(&b) {
-                let d = (x - y).abs() as usize;
+                let d = match step {
+                    Some(s) => ((x - y).abs() / *s).round() as usize,
+                    None => (x - y).abs() as usize,
+                };
                 if histogram.len() <= d {
                     histogram.resize(d + 1, 0);
                 }
@@ -165,10 +223,27 @@ fn accumulate(
 /// loam and through `peer`, and compares the outputs.
 pub fn verify(file: &ModelFile, peer: Peer, samples: &[Vec<Array>]) -> Result<VerifyReport> {
     let model = file.model()?;
-    let onnx = export_bytes(&model, ExportOptions::default())
+    // tract 0.23.9 fuses DequantizeLinear -> Softmax -> QuantizeLinear into an int8 softmax
+    // that ignores the output zero point (every probability off by up to 255 steps); it gets
+    // the softmax's float result instead, against which loam's int8 output is compared.
+    let float_softmax = peer == Peer::Tract && crate::onnx::quantizes_a_softmax(&model);
+    let options = ExportOptions {
+        float_softmax_outputs: float_softmax,
+        ..ExportOptions::default()
+    };
+    let onnx = export_bytes(&model, options)
         .with_context(|| format!("exporting {} to ONNX for {peer}", file.path.display()))?;
-    verify_against(file, peer, &onnx, samples)
-        .with_context(|| format!("comparing {} with {peer}", file.path.display()))
+    let mut report = verify_against(file, peer, &onnx, samples)
+        .with_context(|| format!("comparing {} with {peer}", file.path.display()))?;
+    if float_softmax {
+        report.notes.push(
+            "tract runs the model's softmax in float: its int8 softmax ignores the output zero \
+             point (tract 0.23.9), so loam's quantized probabilities are compared with the \
+             exact ones"
+                .to_string(),
+        );
+    }
+    Ok(report)
 }
 
 /// Like [`verify`], with the peer running `reference` (an ONNX model with the same inputs and
@@ -180,6 +255,7 @@ pub fn verify_against(
     samples: &[Vec<Array>],
 ) -> Result<VerifyReport> {
     let mut theirs = peer.load(reference).context("loading the ONNX model")?;
+    let grids = output_grids(&file.model()?);
     let mut acc: Vec<Option<OutputComparison>> = Vec::new();
     for inputs in samples {
         let ours = run(file, inputs)?;
@@ -192,14 +268,15 @@ pub fn verify_against(
             other.len()
         );
         acc.resize(ours.len(), None);
-        for ((o, t), a) in ours.iter().zip(&other).zip(&mut acc) {
-            accumulate(&o.name, a, &o.array, t)?;
+        for (i, ((o, t), a)) in ours.iter().zip(&other).zip(&mut acc).enumerate() {
+            accumulate(&o.name, a, &o.array, t, grids.get(i).copied().flatten())?;
         }
     }
     Ok(VerifyReport {
         peer,
         samples: samples.len(),
         outputs: acc.into_iter().flatten().collect(),
+        notes: Vec::new(),
     })
 }
 
@@ -240,15 +317,19 @@ impl VerifyReport {
                     "  {:<24} f32   {:>8} values  max abs {max_abs:.3e}  max rel {max_rel:.3e}\n",
                     o.name, o.elements
                 )),
-                Difference::Quantized { histogram } => {
+                Difference::Quantized { histogram, step } => {
                     let hist: Vec<String> = histogram
                         .iter()
                         .enumerate()
                         .filter(|&(_, &n)| n > 0)
                         .map(|(k, n)| format!("{k}:{n}"))
                         .collect();
+                    let (kind, unit) = match step {
+                        Some(step) => ("deq", format!(" of {step:.3e}")),
+                        None => ("int", String::new()),
+                    };
                     s.push_str(&format!(
-                        "  {:<24} int   {:>8} values  LSB histogram {}  ({:.2}% within 1 LSB)\n",
+                        "  {:<24} {kind}   {:>8} values  LSB histogram {}  ({:.2}% within 1 LSB{unit})\n",
                         o.name,
                         o.elements,
                         hist.join(" "),
@@ -256,6 +337,9 @@ impl VerifyReport {
                     ));
                 }
             }
+        }
+        for note in &self.notes {
+            s.push_str(&format!("  note: {note}\n"));
         }
         s
     }
@@ -270,11 +354,12 @@ impl VerifyReport {
                     "name": o.name, "elements": o.elements,
                     "max_abs": max_abs, "max_rel": max_rel,
                 }),
-                Difference::Quantized { histogram } => json!({
+                Difference::Quantized { histogram, step } => json!({
                     "name": o.name, "elements": o.elements,
-                    "lsb_histogram": histogram,
+                    "lsb_histogram": histogram, "step": step,
                 }),
             }).collect::<Vec<_>>(),
+            "notes": self.notes,
         })
     }
 }

@@ -50,6 +50,39 @@ pub struct ExportOptions {
     /// of loam's channels-last, so the ONNX file takes the same arrays as the user's original
     /// model. Off by default: then the ONNX file takes exactly the bytes the `.loam` takes.
     pub channels_first_io: bool,
+    /// Leave out the requantization of Softmax and LogSoftmax results (an int8 softmax, or
+    /// a Quantize of a float one, is replaced by the float probabilities, and such a graph
+    /// output is declared float): for a peer whose fused int8 softmax is wrong, as
+    /// tract 0.23.9's ignores the output zero point, so that what is compared is loam's int8
+    /// output against the exact float one.
+    pub float_softmax_outputs: bool,
+}
+
+/// Whether `model` quantizes a Softmax or LogSoftmax result (what
+/// [`ExportOptions::float_softmax_outputs`] changes).
+pub fn quantizes_a_softmax(model: &Model<'_>) -> bool {
+    model.ops().any(|op| match OpKind::from_code(op.kind) {
+        Some(OpKind::Quantize) => softmax_result(model, &op),
+        Some(OpKind::Softmax | OpKind::LogSoftmax) => op
+            .outputs
+            .get(0)
+            .and_then(|t| model.tensor(usize::from(t)))
+            .is_some_and(|t| t.dtype == DType::I8),
+        _ => false,
+    })
+}
+
+/// Whether `op`'s input 0 is the output of a Softmax or LogSoftmax.
+fn softmax_result(model: &Model<'_>, op: &loam::format::OpRecord<'_>) -> bool {
+    let Some(x) = op.inputs.get(0) else {
+        return false;
+    };
+    model.ops().any(|p| {
+        matches!(
+            OpKind::from_code(p.kind),
+            Some(OpKind::Softmax | OpKind::LogSoftmax)
+        ) && p.outputs.iter().any(|t| t == x)
+    })
 }
 
 /// Writes `model` as an ONNX model.
@@ -90,6 +123,10 @@ struct Exporter<'a, 'm> {
     native: HashMap<u16, Layout>,
     /// Scale and zero-point initializers of per-tensor quantized tensors.
     qparams: HashMap<u16, (String, String)>,
+    /// See [`ExportOptions::float_softmax_outputs`].
+    float_softmax_outputs: bool,
+    /// int8 tensors exported as their float values (softmax results, with that option).
+    floated: HashSet<u16>,
 }
 
 impl<'a, 'm> Exporter<'a, 'm> {
@@ -102,10 +139,13 @@ impl<'a, 'm> Exporter<'a, 'm> {
             real: HashMap::new(),
             native: HashMap::new(),
             qparams: HashMap::new(),
+            float_softmax_outputs: false,
+            floated: HashSet::new(),
         }
     }
 
     fn run(mut self, options: ExportOptions) -> Result<ModelProto> {
+        self.float_softmax_outputs = options.float_softmax_outputs;
         let model = self.model;
         let io_layout = |rec: &TensorRecord<'_>| {
             if options.channels_first_io && rec.shape.rank() == 4 {
@@ -169,7 +209,11 @@ impl<'a, 'm> Exporter<'a, 'm> {
         for id in model.outputs().iter() {
             let rec = self.record(id)?;
             let layout = io_layout(&rec);
-            let value = self.stored(id, layout)?;
+            let (value, dtype) = if self.floated.contains(&id) {
+                (self.real(id, layout)?, DType::F32)
+            } else {
+                (self.stored(id, layout)?, rec.dtype)
+            };
             if value != rec.name {
                 self.graph
                     .node
@@ -178,7 +222,7 @@ impl<'a, 'm> Exporter<'a, 'm> {
             let dims = layout_dims(&rec, layout);
             self.graph
                 .output
-                .push(value_info(rec.name, data_type(rec.dtype), &dims));
+                .push(value_info(rec.name, data_type(dtype), &dims));
         }
 
         let meta = model.metadata();
@@ -254,6 +298,19 @@ impl<'a, 'm> Exporter<'a, 'm> {
             return Ok(name.clone());
         }
         let rec = self.record(id)?;
+        if self.floated.contains(&id) {
+            // A consumer needs the int8 values after all: quantize the float ones.
+            let real = self.real(id, layout)?;
+            let (scale, zero_point) = self.qparams(id)?;
+            let q = self.add(
+                "QuantizeLinear",
+                rec.name,
+                &[&real, &scale, &zero_point],
+                vec![],
+            );
+            self.stored.insert((id, layout), q.clone());
+            return Ok(q);
+        }
         if !self.native.contains_key(&id) {
             let bytes = self
                 .model
@@ -376,6 +433,16 @@ impl<'a, 'm> Exporter<'a, 'm> {
         );
         self.qparams.insert(id, (s.clone(), z.clone()));
         Ok((s, z))
+    }
+
+    /// Makes the float `real` stand for int8 tensor `id` (see
+    /// [`ExportOptions::float_softmax_outputs`]); a consumer that needs its int8 values gets
+    /// them quantized from it.
+    fn float_instead(&mut self, id: u16, layout: Layout, real: String) -> Result<()> {
+        self.real.insert((id, layout), real);
+        self.native.insert(id, layout);
+        self.floated.insert(id);
+        Ok(())
     }
 
     /// Makes `real` (float, in `layout`) the value of tensor `id`: quantized first when the
@@ -863,12 +930,21 @@ impl<'a, 'm> Exporter<'a, 'm> {
                     xr = self.add("Mul", &format!("{name}_scaled"), &[&xr, &beta], vec![]);
                 }
                 let y = self.add(kind.name(), name, &[&xr], vec![("axis", Attr::Int(axis))]);
+                if self.float_softmax_outputs && self.record(output)?.dtype == DType::I8 {
+                    return self.float_instead(output, layout, y);
+                }
                 self.produce(output, layout, y)
             }
             OpKind::Quantize | OpKind::Dequantize => {
                 let x = input(0)?;
                 let layout = self.native_or_loam(x);
                 let xr = self.real(x, layout)?;
+                if kind == OpKind::Quantize
+                    && self.float_softmax_outputs
+                    && softmax_result(self.model, op)
+                {
+                    return self.float_instead(output, layout, xr);
+                }
                 self.produce(output, layout, xr)
             }
             other => bail!("{other} has no ONNX export yet"),
