@@ -332,6 +332,10 @@ enum Command {
         /// of on the model's own export.
         #[arg(long)]
         reference: Option<PathBuf>,
+        /// Also compare every op's result, in op order, to see where the runtimes start to
+        /// disagree (the peer runs the export with every result declared an output).
+        #[arg(long)]
+        per_layer: bool,
     },
     /// Fine-tune the last fully-connected layers of a model on NPY data with the runtime's
     /// on-device trainer (the arithmetic a board runs, bit for bit): accuracy before and
@@ -1002,7 +1006,12 @@ fn execute(command: Command) -> Result<ExitCode> {
             max_lsb,
             json,
             reference,
+            per_layer,
         } => {
+            anyhow::ensure!(
+                !(per_layer && reference.is_some()),
+                "--per-layer compares the model's own export; leave out --reference"
+            );
             let file = ModelFile::open(&model)?;
             let m = file.model()?;
             let sets = if data.is_empty() {
@@ -1030,17 +1039,38 @@ fn execute(command: Command) -> Result<ExitCode> {
                     })?
                 }
             };
-            let failures = report.failures(Tolerance {
+            let tolerance = Tolerance {
                 atol,
                 rtol,
                 max_lsb,
-            });
+            };
+            let failures = report.failures(tolerance);
+            let layers = if per_layer {
+                Some(loam_tools::verify::verify_per_layer(&file, against, &sets)?)
+            } else {
+                None
+            };
             if json {
                 let mut v = report.to_json();
                 v["passed"] = failures.is_empty().into();
+                if let Some(layers) = &layers {
+                    v["layers"] = layers
+                        .iter()
+                        .map(|l| {
+                            let mut c = loam_tools::verify::comparison_json(&l.comparison);
+                            c["op"] = l.op.into();
+                            c["kind"] = l.kind.clone().into();
+                            c
+                        })
+                        .collect::<Vec<_>>()
+                        .into();
+                }
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 print!("{}", report.to_text());
+                if let Some(layers) = &layers {
+                    print!("{}", loam_tools::verify::layers_text(layers, tolerance));
+                }
             }
             if !failures.is_empty() {
                 eprintln!("verify failed against {against}:");

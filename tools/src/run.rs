@@ -64,6 +64,60 @@ fn sample_count(inputs: &[Array], records: &[TensorRecord<'_>]) -> Result<(usize
     Ok((count.unwrap_or(1), stacked))
 }
 
+/// Runs one sample (`inputs` holding exactly one per graph input) op by op and returns the
+/// values of `tensors` (f32 or int8), each read right after the op that writes it: the memory
+/// plan reuses arena bytes, so they would not survive to the end of the run.
+pub fn run_layers(file: &ModelFile, inputs: &[Array], tensors: &[u16]) -> Result<Vec<Array>> {
+    let model = file.model()?;
+    let records = io_records(&model, false)?;
+    ensure!(
+        inputs.len() == records.len(),
+        "{} has {} input(s) but {} array(s) were given",
+        file.path.display(),
+        records.len(),
+        inputs.len()
+    );
+    let mut arena = vec![0u8; model.arena_size() + loam::format::ARENA_ALIGN];
+    let mut interpreter = Interpreter::new(&model, &mut arena)?;
+    for (i, (array, t)) in inputs.iter().zip(&records).enumerate() {
+        let bytes = sample_bytes(array, t, 0, t.shape.elements().unwrap_or(0))?;
+        interpreter.input_bytes_mut(i)?.copy_from_slice(&bytes);
+    }
+    let mut values: Vec<Option<Array>> = vec![None; tensors.len()];
+    for (index, op) in model.ops().enumerate() {
+        interpreter
+            .invoke_ops(index..index + 1)
+            .with_context(|| format!("running op {index} `{}`", op.name))?;
+        for written in op.outputs.iter() {
+            for (slot, _) in values
+                .iter_mut()
+                .zip(tensors)
+                .filter(|(_, t)| **t == written)
+            {
+                let record = model
+                    .tensor(usize::from(written))
+                    .context("an op writes a tensor the model does not have")?;
+                let bytes = interpreter.tensor_bytes(&record)?;
+                let data = match record.dtype {
+                    DType::F32 => Data::F32(bytemuck::pod_collect_to_vec(bytes)),
+                    DType::I8 => Data::I8(bytemuck::pod_collect_to_vec(bytes)),
+                    other => bail!(
+                        "tensor `{}` is {other}; layers compare f32 and int8",
+                        record.name
+                    ),
+                };
+                let shape = record.shape.dims().iter().map(|&d| d as usize).collect();
+                *slot = Some(Array { shape, data });
+            }
+        }
+    }
+    values
+        .into_iter()
+        .zip(tensors)
+        .map(|(v, t)| v.with_context(|| format!("no op writes tensor {t}")))
+        .collect()
+}
+
 /// The bytes of sample `s` of `array` as the model input `t` needs them: same element type,
 /// or f32 values quantized with the input's parameters.
 fn sample_bytes(

@@ -102,28 +102,31 @@ impl Default for Tolerance {
     }
 }
 
-/// The int8 grid `(scale, zero point)` of each graph output that has one: an int8 output's
-/// own, or that of the int8 tensor a Dequantize op makes a float output from. Such an output
-/// can only take values on that grid, so it is compared in steps of it.
-fn output_grids(model: &loam::Model<'_>) -> Vec<Option<(f64, i32)>> {
+/// The int8 grid `(scale, zero point)` of a tensor that has one: an int8 tensor's own, or
+/// that of the int8 tensor a Dequantize op makes a float one from. Such a tensor can only
+/// take values on that grid, so it is compared in steps of it.
+fn grid_of(model: &loam::Model<'_>, id: u16) -> Option<(f64, i32)> {
     let per_tensor = |t: loam::format::TensorRecord<'_>| match t.quantization {
         loam::Quantization::PerTensor { scale, zero_point } => Some((f64::from(scale), zero_point)),
         _ => None,
     };
+    let tensor = model.tensor(usize::from(id))?;
+    if tensor.dtype == loam::DType::I8 {
+        return per_tensor(tensor);
+    }
+    let producer = model.ops().find(|op| op.outputs.iter().any(|t| t == id))?;
+    if loam::ops::OpKind::from_code(producer.kind) != Some(loam::ops::OpKind::Dequantize) {
+        return None;
+    }
+    per_tensor(model.tensor(usize::from(producer.inputs.get(0)?))?)
+}
+
+/// [`grid_of`] each graph output.
+fn output_grids(model: &loam::Model<'_>) -> Vec<Option<(f64, i32)>> {
     model
         .outputs()
         .iter()
-        .map(|id| {
-            let output = model.tensor(usize::from(id))?;
-            if output.dtype == loam::DType::I8 {
-                return per_tensor(output);
-            }
-            let producer = model.ops().find(|op| op.outputs.iter().any(|t| t == id))?;
-            if loam::ops::OpKind::from_code(producer.kind) != Some(loam::ops::OpKind::Dequantize) {
-                return None;
-            }
-            per_tensor(model.tensor(usize::from(producer.inputs.get(0)?))?)
-        })
+        .map(|id| grid_of(model, id))
         .collect()
 }
 
@@ -280,6 +283,144 @@ pub fn verify_against(
     })
 }
 
+/// One comparison as JSON (`name`, `elements`, then `max_abs`/`max_rel` or
+/// `lsb_histogram`/`step`).
+pub fn comparison_json(o: &OutputComparison) -> serde_json::Value {
+    match &o.difference {
+        Difference::Float { max_abs, max_rel } => json!({
+            "name": o.name, "elements": o.elements,
+            "max_abs": max_abs, "max_rel": max_rel,
+        }),
+        Difference::Quantized { histogram, step } => json!({
+            "name": o.name, "elements": o.elements,
+            "lsb_histogram": histogram, "step": step,
+        }),
+    }
+}
+
+/// One op result compared by [`verify_per_layer`].
+#[derive(Debug, Clone)]
+pub struct LayerComparison {
+    /// The op that writes it.
+    pub op: usize,
+    /// The op's kind.
+    pub kind: String,
+    /// The comparison (named after the tensor).
+    pub comparison: OutputComparison,
+}
+
+/// Every op's result through loam (run op by op) and through `peer` (the model's export with
+/// every result declared an output), in op order: where two runtimes start to disagree.
+/// Declaring intermediate results outputs can keep a peer from fusing ops it would fuse
+/// otherwise, so its figures can differ slightly from a plain run's.
+pub fn verify_per_layer(
+    file: &ModelFile,
+    peer: Peer,
+    samples: &[Vec<Array>],
+) -> Result<Vec<LayerComparison>> {
+    let model = file.model()?;
+    let tensors = crate::onnx::exposed_tensors(&model);
+    let options = ExportOptions {
+        float_softmax_outputs: peer == Peer::Tract && crate::onnx::quantizes_a_softmax(&model),
+        expose_intermediates: true,
+        ..ExportOptions::default()
+    };
+    let onnx = export_bytes(&model, options)
+        .with_context(|| format!("exporting {} to ONNX for {peer}", file.path.display()))?;
+    let mut theirs = peer.load(&onnx).context("loading the ONNX model")?;
+    let names: Vec<String> = tensors
+        .iter()
+        .map(|&t| {
+            model
+                .tensor(usize::from(t))
+                .map_or("?", |r| r.name)
+                .to_string()
+        })
+        .collect();
+    let outputs = model.outputs().len();
+    let mut acc: Vec<Option<OutputComparison>> = vec![None; tensors.len()];
+    for inputs in samples {
+        let ours = crate::run::run_layers(file, inputs, &tensors)?;
+        theirs.set_inputs(inputs)?;
+        let other = theirs.outputs()?;
+        ensure!(
+            other.len() == outputs + tensors.len(),
+            "{peer} gave {} outputs for {} model outputs and {} layers",
+            other.len(),
+            outputs,
+            tensors.len()
+        );
+        for (k, ((o, t), a)) in ours.iter().zip(&other[outputs..]).zip(&mut acc).enumerate() {
+            accumulate(&names[k], a, o, t, grid_of(&model, tensors[k]))?;
+        }
+    }
+    let producers: Vec<(usize, String)> = tensors
+        .iter()
+        .map(|&t| {
+            model
+                .ops()
+                .enumerate()
+                .find(|(_, op)| op.outputs.iter().any(|o| o == t))
+                .map(|(i, op)| {
+                    let kind = loam::ops::OpKind::from_code(op.kind).map_or("?", |k| k.name());
+                    (i, kind.to_string())
+                })
+                .unwrap_or((usize::MAX, "?".into()))
+        })
+        .collect();
+    Ok(acc
+        .into_iter()
+        .zip(producers)
+        .filter_map(|(c, (op, kind))| {
+            c.map(|comparison| LayerComparison {
+                op,
+                kind,
+                comparison,
+            })
+        })
+        .collect())
+}
+
+/// The per-layer table `loam verify --per-layer` prints; the first layer beyond `tolerance`
+/// is marked.
+pub fn layers_text(layers: &[LayerComparison], tolerance: Tolerance) -> String {
+    let mut s = format!(
+        "per layer:\n  {:>3}  {:<18} {:<32} {}\n",
+        "#", "op", "result", "difference"
+    );
+    let mut marked = false;
+    for l in layers {
+        let o = &l.comparison;
+        let (text, beyond) = match &o.difference {
+            Difference::Float { max_abs, max_rel } => (
+                format!("max abs {max_abs:.3e}  max rel {max_rel:.3e}"),
+                *max_abs > tolerance.atol && *max_rel > tolerance.rtol,
+            ),
+            Difference::Quantized { .. } => {
+                let lsb = o.max_lsb().unwrap_or(0);
+                (
+                    format!(
+                        "up to {lsb} LSB, {:.2}% within 1",
+                        100.0 * o.within_lsb(1).unwrap_or(0.0)
+                    ),
+                    lsb > tolerance.max_lsb,
+                )
+            }
+        };
+        let mark = if beyond && !marked {
+            marked = true;
+            "  <- first beyond the tolerance"
+        } else {
+            ""
+        };
+        s.push_str(&format!(
+            "  {:>3}  {:<18} {:<32} {text}{mark}\n",
+            l.op, l.kind, o.name
+        ));
+    }
+    s
+}
+
 impl VerifyReport {
     /// The outputs beyond `tolerance`, described.
     pub fn failures(&self, tolerance: Tolerance) -> Vec<String> {
@@ -349,16 +490,7 @@ impl VerifyReport {
         json!({
             "peer": self.peer.name(),
             "samples": self.samples,
-            "outputs": self.outputs.iter().map(|o| match &o.difference {
-                Difference::Float { max_abs, max_rel } => json!({
-                    "name": o.name, "elements": o.elements,
-                    "max_abs": max_abs, "max_rel": max_rel,
-                }),
-                Difference::Quantized { histogram, step } => json!({
-                    "name": o.name, "elements": o.elements,
-                    "lsb_histogram": histogram, "step": step,
-                }),
-            }).collect::<Vec<_>>(),
+            "outputs": self.outputs.iter().map(comparison_json).collect::<Vec<_>>(),
             "notes": self.notes,
         })
     }

@@ -528,3 +528,53 @@ fn tract_int8_softmax_still_ignores_the_output_zero_point() {
         .unwrap();
     assert!(worst > 100, "tract now agrees within {worst} steps");
 }
+
+/// `loam verify --per-layer`: every op result of the PyTorch CNN, loam op by op against the
+/// peers running the export with every result declared an output. The int8 layers agree
+/// within a step on 99% of values (ONNX Runtime rounds requantization its own way), the
+/// float ones within float rounding.
+#[test]
+fn per_layer_verify_compares_every_op_result() {
+    use loam_tools::verify::{Difference, verify_per_layer};
+    for (fixture_name, peer) in [
+        ("pytorch-cnn-int8", Peer::OnnxRuntime),
+        ("pytorch-cnn-int8", Peer::Tract),
+        ("pytorch-cnn-f32", Peer::Tract),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../runtime/tests/data")
+            .join(format!("{fixture_name}.loam"));
+        let file = ModelFile::open(&path).unwrap();
+        let model = file.model().unwrap();
+        let samples: Vec<_> = (0..4)
+            .map(|seed| random_inputs(&model, 900 + seed).unwrap())
+            .collect();
+        let layers = verify_per_layer(&file, peer, &samples).unwrap();
+        assert_eq!(
+            layers.len(),
+            loam_tools::onnx::exposed_tensors(&model).len()
+        );
+        assert!(layers.windows(2).all(|w| w[0].op <= w[1].op));
+        for l in &layers {
+            match l.comparison.difference {
+                // An Add sums two inputs that may each be a step off: two steps, rarely.
+                Difference::Quantized { .. } => assert!(
+                    l.comparison.max_lsb().unwrap() <= 2
+                        && l.comparison.within_lsb(1).unwrap() >= 0.99,
+                    "{fixture_name} {peer}: {l:?}"
+                ),
+                // Downstream of int8 logits a float softmax inherits their one-step
+                // differences; in the float model every layer agrees to float rounding.
+                Difference::Float { max_rel, .. } => assert!(
+                    max_rel
+                        < if fixture_name.ends_with("f32") {
+                            1e-5
+                        } else {
+                            1e-2
+                        },
+                    "{fixture_name} {peer}: {l:?}"
+                ),
+            }
+        }
+    }
+}

@@ -56,6 +56,26 @@ pub struct ExportOptions {
     /// tract 0.23.9's ignores the output zero point, so that what is compared is loam's int8
     /// output against the exact float one.
     pub float_softmax_outputs: bool,
+    /// Also declare every op's result as a graph output, after the model's own, in
+    /// [`exposed_tensors`] order and loam's layout: what `loam verify --per-layer` compares.
+    pub expose_intermediates: bool,
+}
+
+/// The tensors [`ExportOptions::expose_intermediates`] adds as graph outputs: each op's f32
+/// or int8 outputs that are not graph outputs already, in op order.
+pub fn exposed_tensors(model: &Model<'_>) -> Vec<u16> {
+    let outputs: HashSet<u16> = model.outputs().iter().collect();
+    let mut seen = HashSet::new();
+    model
+        .ops()
+        .flat_map(|op| op.outputs.iter().collect::<Vec<_>>())
+        .filter(|&t| t != NO_TENSOR && !outputs.contains(&t) && seen.insert(t))
+        .filter(|&t| {
+            model
+                .tensor(usize::from(t))
+                .is_some_and(|r| matches!(r.dtype, DType::F32 | DType::I8))
+        })
+        .collect()
 }
 
 /// Whether `model` quantizes a Softmax or LogSoftmax result (what
@@ -223,6 +243,24 @@ impl<'a, 'm> Exporter<'a, 'm> {
             self.graph
                 .output
                 .push(value_info(rec.name, data_type(dtype), &dims));
+        }
+
+        if options.expose_intermediates {
+            for id in exposed_tensors(model) {
+                let rec = self.record(id)?;
+                let (value, dtype) = if self.floated.contains(&id) {
+                    (self.real(id, Layout::Loam)?, DType::F32)
+                } else {
+                    (self.stored(id, Layout::Loam)?, rec.dtype)
+                };
+                let name = self.fresh(&format!("{}.layer", rec.name));
+                self.graph
+                    .node
+                    .push(node("Identity", &name, &[&value], &[&name], vec![]));
+                self.graph
+                    .output
+                    .push(value_info(&name, data_type(dtype), &dims(&rec)));
+            }
         }
 
         let meta = model.metadata();

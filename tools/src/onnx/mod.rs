@@ -9,7 +9,7 @@ mod export;
 pub mod import;
 mod proto;
 
-pub use export::{ExportOptions, export, export_bytes, quantizes_a_softmax};
+pub use export::{ExportOptions, export, export_bytes, exposed_tensors, quantizes_a_softmax};
 pub use import::{CompatibilityReport, ImportOptions, Imported, import, import_bytes};
 
 /// The ONNX operator set exported graphs declare: 17 has every op loam exports with the
