@@ -6,6 +6,7 @@
 //! files written here are read back by the same definitions tract uses.
 
 mod export;
+pub mod fuzzing;
 pub mod import;
 mod proto;
 
