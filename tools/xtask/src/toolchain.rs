@@ -82,7 +82,8 @@ pub const CORTEX_M0: BareMetalTarget = BareMetalTarget {
     triple: "thumbv6m-none-eabi",
     board: "microbit (Cortex-M0)",
     // The learning demo trains the 9 KiB training plan here (a full last-layer update
-    // needs about 17.4 KiB with the stack; the micro:bit has 16).
+    // needs about 17.4 KiB with the stack; the micro:bit has 16). The PyTorch CNN's 48 KB
+    // arena does not fit at all.
     tests: &[
         "reference",
         "model",
@@ -90,7 +91,6 @@ pub const CORTEX_M0: BareMetalTarget = BareMetalTarget {
         "checkpoint",
         "finetune",
         "learn",
-        "pytorch",
     ],
 };
 
