@@ -78,7 +78,22 @@ pub fn import_bytes(bytes: &[u8], dir: Option<&str>, options: &ImportOptions) ->
 
     let mut notes = Vec::new();
     let inputs = input_shapes(graph, options, &mut notes)?;
-    let values = analyse(&proto, dir, &inputs)?;
+    // tract's shape and constant inference panics on some inconsistent files (an index past
+    // a constant's end, say: found by fuzzing); that is a malformed model, not a crash.
+    let values = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        analyse(&proto, dir, &inputs)
+    }))
+    .map_err(|payload| {
+        let why = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        anyhow::anyhow!(
+            "the model is inconsistent: tract stopped while inferring its shapes and \
+             constants ({why})"
+        )
+    })??;
 
     let mut problems = report::check(graph, opset, &values);
     let lowered = lower::lower(graph, opset, &values, &inputs, options, &mut notes);
