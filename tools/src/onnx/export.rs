@@ -339,13 +339,7 @@ impl<'a, 'm> Exporter<'a, 'm> {
         if self.floated.contains(&id) {
             // A consumer needs the int8 values after all: quantize the float ones.
             let real = self.real(id, layout)?;
-            let (scale, zero_point) = self.qparams(id)?;
-            let q = self.add(
-                "QuantizeLinear",
-                rec.name,
-                &[&real, &scale, &zero_point],
-                vec![],
-            );
+            let q = self.quantize_linear(id, rec.name, &real)?;
             self.stored.insert((id, layout), q.clone());
             return Ok(q);
         }
@@ -473,6 +467,12 @@ impl<'a, 'm> Exporter<'a, 'm> {
         Ok((s, z))
     }
 
+    /// A `QuantizeLinear` of `real` with per-tensor int8 tensor `id`'s scale and zero point.
+    fn quantize_linear(&mut self, id: u16, name: &str, real: &str) -> Result<String> {
+        let (scale, zero_point) = self.qparams(id)?;
+        Ok(self.add("QuantizeLinear", name, &[real, &scale, &zero_point], vec![]))
+    }
+
     /// Makes the float `real` stand for int8 tensor `id` (see
     /// [`ExportOptions::float_softmax_outputs`]); a consumer that needs its int8 values gets
     /// them quantized from it.
@@ -493,13 +493,7 @@ impl<'a, 'm> Exporter<'a, 'm> {
                 self.stored.insert((id, layout), real);
             }
             (DType::I8, Quantization::PerTensor { .. }) => {
-                let (scale, zero_point) = self.qparams(id)?;
-                let q = self.add(
-                    "QuantizeLinear",
-                    rec.name,
-                    &[&real, &scale, &zero_point],
-                    vec![],
-                );
+                let q = self.quantize_linear(id, rec.name, &real)?;
                 self.stored.insert((id, layout), q);
             }
             (dtype, quantization) => bail!(
