@@ -176,11 +176,42 @@ enum Command {
         #[arg(long = "network")]
         networks: Vec<String>,
     },
-    /// Re-quantize a run's int8 model from its float model with a chosen activation-range
-    /// calibration, and show accuracy before and after and each layer's SQNR.
+    /// Quantize a float model to int8 with a chosen activation-range calibration, and show
+    /// accuracy before and after and each layer's SQNR: a float `.onnx` or `.loam` file
+    /// (with --data and --output), or a project run's model (re-quantized in place).
     Quantize {
-        /// The run folder (default: the project's latest run).
+        /// A float `.onnx` or `.loam` model, or a run folder (default: the project's latest
+        /// run).
         run: Option<PathBuf>,
+        /// Calibration samples for a model file: a `.npy` array (one sample per row, in the
+        /// model input's layout) or any data set `loam train` reads.
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Class labels for `--data` when it is a `.npy` (or IDX) file, to report accuracy.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Separate samples to evaluate float against int8 on (default: the calibration data).
+        #[arg(long)]
+        eval: Option<PathBuf>,
+        /// Class labels for a `.npy` `--eval`.
+        #[arg(long)]
+        eval_labels: Option<PathBuf>,
+        /// The int8 `.loam` to write (model files only).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Also write the quantized model as a QDQ ONNX file (for ONNX Runtime or tract).
+        #[arg(long)]
+        onnx_output: Option<PathBuf>,
+        /// Keep this node in f32 (ONNX node name or output name; repeatable): mixed precision
+        /// for a layer the per-layer SQNR shows hurts.
+        #[arg(long = "keep-float")]
+        keep_float: Vec<String>,
+        /// The shape of an input the ONNX file leaves open, as `name=1,3,32,32` (repeatable).
+        #[arg(long = "input-shape", value_parser = parse_input_shape)]
+        input_shapes: Vec<(String, Vec<usize>)>,
+        /// Print the report as JSON (model files only).
+        #[arg(long)]
+        json: bool,
         /// The project file, to find the latest run.
         #[arg(long, default_value = "loam.toml")]
         project: PathBuf,
@@ -682,6 +713,15 @@ fn execute(command: Command) -> Result<ExitCode> {
         }
         Command::Quantize {
             run,
+            data,
+            labels,
+            eval,
+            eval_labels,
+            output,
+            onnx_output,
+            keep_float,
+            input_shapes,
+            json,
             project,
             calibration,
             percentile,
@@ -689,14 +729,60 @@ fn execute(command: Command) -> Result<ExitCode> {
             bias_correction,
         } => {
             use loam_tools::quantize::Calibration;
-            let run = match run {
-                Some(r) => r,
-                None => loam_tools::project::pipeline::latest_run_of(&project)?,
-            };
             let calibration = match calibration {
                 CalibrationChoice::MinMax => Calibration::MinMax,
                 CalibrationChoice::Percentile => Calibration::Percentile { percentile },
                 CalibrationChoice::Mse => Calibration::Mse,
+            };
+            if let Some(model) = run.as_ref().filter(|r| r.is_file()) {
+                let options = loam_tools::quantize::ModelQuantizeOptions {
+                    calibration,
+                    keep_float,
+                    bias_correction,
+                    import: ImportOptions {
+                        input_shapes: input_shapes.into_iter().collect(),
+                        ..ImportOptions::default()
+                    },
+                    ..Default::default()
+                };
+                let files = loam_tools::quantize::model::QuantizeFiles {
+                    model,
+                    data: data.as_deref().context(
+                        "quantizing a model file needs calibration samples: --data x.npy (or a data set)",
+                    )?,
+                    labels: labels.as_deref(),
+                    eval: eval.as_deref(),
+                    eval_labels: eval_labels.as_deref(),
+                    output: output
+                        .as_deref()
+                        .context("say where the int8 model goes: --output model-int8.loam")?,
+                    onnx_output: onnx_output.as_deref(),
+                    samples,
+                };
+                let report = loam_tools::quantize::model::quantize_files(&files, &options)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.to_text());
+                    println!("wrote {}", files.output.display());
+                    if let Some(o) = files.onnx_output {
+                        println!("wrote {}", o.display());
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            anyhow::ensure!(
+                data.is_none()
+                    && output.is_none()
+                    && onnx_output.is_none()
+                    && keep_float.is_empty()
+                    && eval.is_none(),
+                "--data, --eval, --output, --onnx-output and --keep-float go with a model file \
+                 (.onnx or .loam); a run folder is re-quantized from its own data"
+            );
+            let run = match run {
+                Some(r) => r,
+                None => loam_tools::project::pipeline::latest_run_of(&project)?,
             };
             let metrics = loam_tools::project::pipeline::quantize_run(
                 &run,

@@ -998,3 +998,109 @@ fn a_training_plan_is_chosen_stored_trained_and_brought_home() {
         assert!(!std::path::Path::new(&refused).exists());
     }
 }
+
+/// `loam quantize model.onnx --data x.npy --labels y.npy -o m.loam --onnx-output m.onnx`: a
+/// float ONNX model and NumPy calibration data in, an int8 `.loam` and its QDQ ONNX out, with
+/// accuracy before and after and the per-layer SQNR; a bad data file leaves no output.
+#[test]
+fn quantize_an_onnx_model_from_npy_samples() {
+    use loam_tools::npy::{self, Array, Data};
+
+    let dir = tempfile::tempdir().unwrap();
+    let digits = loam_tools::data::digits::bundled().unwrap();
+    let rows: Vec<usize> = (0..120).collect();
+    let sample = digits.subset(&rows);
+    let x = dir.path().join("x.npy");
+    let y = dir.path().join("y.npy");
+    npy::write(
+        &x,
+        &Array {
+            shape: vec![120, 8, 8, 1],
+            data: Data::F32(sample.features.clone()),
+        },
+    )
+    .unwrap();
+    let labels = sample
+        .classes()
+        .unwrap()
+        .iter()
+        .map(|&c| c as i32)
+        .collect();
+    npy::write(
+        &y,
+        &Array {
+            shape: vec![120],
+            data: Data::I32(labels),
+        },
+    )
+    .unwrap();
+    let onnx = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/digits/model.onnx");
+    let out_loam = dir.path().join("digits-int8.loam");
+    let out_onnx = dir.path().join("digits-int8.onnx");
+    let run = loam(&[
+        "quantize",
+        onnx,
+        "--data",
+        x.to_str().unwrap(),
+        "--labels",
+        y.to_str().unwrap(),
+        "-o",
+        out_loam.to_str().unwrap(),
+        "--onnx-output",
+        out_onnx.to_str().unwrap(),
+        "--calibration",
+        "percentile",
+    ]);
+    let said = text(&run);
+    assert!(run.status.success(), "{said}");
+    for expected in [
+        "percentile 99.99 on 120 samples",
+        "accuracy",
+        "per-layer SQNR",
+        "dense8",
+    ] {
+        assert!(said.contains(expected), "`{expected}` missing:\n{said}");
+    }
+    let inspect = loam(&["inspect", out_loam.to_str().unwrap()]);
+    assert!(
+        text(&inspect).contains("FullyConnected"),
+        "{}",
+        text(&inspect)
+    );
+    let verify = loam(&[
+        "verify",
+        out_loam.to_str().unwrap(),
+        "--against",
+        "onnxruntime",
+        "--reference",
+        out_onnx.to_str().unwrap(),
+        "--data",
+        x.to_str().unwrap(),
+    ]);
+    assert!(verify.status.success(), "{}", text(&verify));
+
+    // The wrong samples: the error names the file and the shapes; nothing is written.
+    let wrong = dir.path().join("wrong.npy");
+    npy::write(
+        &wrong,
+        &Array {
+            shape: vec![2, 5],
+            data: Data::F32(vec![0.0; 10]),
+        },
+    )
+    .unwrap();
+    let missing = dir.path().join("never.loam");
+    let run = loam(&[
+        "quantize",
+        onnx,
+        "--data",
+        wrong.to_str().unwrap(),
+        "-o",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success());
+    assert!(text(&run).contains("wrong"), "{}", text(&run));
+    assert!(!missing.exists());
+    let run = loam(&["quantize", onnx, "-o", missing.to_str().unwrap()]);
+    assert!(text(&run).contains("--data"), "{}", text(&run));
+}

@@ -8,7 +8,8 @@
 mod export;
 pub mod fuzzing;
 pub mod import;
-mod proto;
+pub(crate) mod proto;
+pub(crate) mod qdq;
 
 pub use export::{ExportOptions, export, export_bytes, exposed_tensors, quantizes_a_softmax};
 pub use import::{CompatibilityReport, ImportOptions, Imported, import, import_bytes};

@@ -12,7 +12,7 @@
 //! Before anything is written, [`report`] checks every node; all problems in the model come
 //! back in one [`CompatibilityReport`], so a user fixes them in one pass.
 
-mod attrs;
+pub(crate) mod attrs;
 mod lower;
 mod report;
 
@@ -117,7 +117,7 @@ pub fn import_bytes(bytes: &[u8], dir: Option<&str>, options: &ImportOptions) ->
 }
 
 /// The version of the default ONNX operator set the model uses, checked against [`OPSETS`].
-fn default_opset(proto: &pb::ModelProto) -> Result<i64> {
+pub(crate) fn default_opset(proto: &pb::ModelProto) -> Result<i64> {
     let version = proto
         .opset_import
         .iter()
@@ -147,7 +147,7 @@ fn within_limit(dims: &[usize]) -> bool {
 }
 
 /// The concrete shape of every graph input that is not an initializer.
-fn input_shapes(
+pub(crate) fn input_shapes(
     graph: &pb::GraphProto,
     options: &ImportOptions,
     notes: &mut Vec<String>,
@@ -225,12 +225,19 @@ fn element_type_name(code: i32) -> String {
 pub(crate) struct Values {
     /// Values computable at import time, by ONNX value name.
     constants: HashMap<String, Arc<Tensor>>,
+    /// Shapes known at import time, by ONNX value name.
+    shapes: HashMap<String, Vec<usize>>,
 }
 
 impl Values {
     /// The value of `name` if it is known before running the model.
     pub(crate) fn constant(&self, name: &str) -> Option<&Arc<Tensor>> {
         self.constants.get(name)
+    }
+
+    /// The shape of `name`, if inference fixed it.
+    pub(crate) fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.shapes.get(name).map(Vec::as_slice)
     }
 
     /// Whether every output of `node` is known before running the model, so the node needs
@@ -245,7 +252,7 @@ impl Values {
 
 /// Runs tract's inference over the graph with the inputs fixed to `inputs`, and collects
 /// every value it could compute.
-fn analyse(
+pub(crate) fn analyse(
     proto: &pb::ModelProto,
     dir: Option<&str>,
     inputs: &[(String, Vec<usize>)],
@@ -276,6 +283,7 @@ fn analyse(
     // compatibility report names the op itself.
     let _ = model.analyse(true);
     let mut constants = HashMap::new();
+    let mut shapes = HashMap::new();
     for (name, outlet) in &parsed.outlets_by_name {
         let Ok(fact) = model.outlet_fact(*outlet) else {
             continue;
@@ -283,10 +291,18 @@ fn analyse(
         if let Some(value) = fact.value.concretize() {
             constants.insert(name.clone(), value);
         }
+        if let Some(dims) = fact.shape.concretize()
+            && let Some(dims) = dims
+                .iter()
+                .map(|d| d.as_i64().and_then(|v| usize::try_from(v).ok()))
+                .collect()
+        {
+            shapes.insert(name.clone(), dims);
+        }
     }
     // Sources are never constants, whatever tract inferred about them.
     for (name, _) in inputs {
         constants.remove(name);
     }
-    Ok(Values { constants })
+    Ok(Values { constants, shapes })
 }

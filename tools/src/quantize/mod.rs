@@ -23,6 +23,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, Layer, Ranges};
 
+pub mod model;
+mod probe;
+
+pub use model::{
+    ModelQuantizeOptions, ModelQuantizeReport, QuantizedModel, quantize_loam, quantize_onnx,
+};
+
 /// How activation ranges are chosen from calibration data.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "method", rename_all = "kebab-case")]
