@@ -584,6 +584,14 @@ fn train_with_progress(
 }
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`loam inspect m.loam | head`)
+    // would panic; the default action ends the process quietly, as for any Unix tool.
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match execute(cli.command) {
         Ok(code) => code,

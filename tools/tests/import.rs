@@ -4,7 +4,10 @@
 //! activations), imported and run by loam against ONNX Runtime and tract running the original
 //! files; round trips through export; and the errors bad models get.
 //!
-//! The fixtures come from `tests/data/onnx/make_pytorch_cnn.py`. The peers need ONNX
+//! Also the QOperator form of the same quantization (`QLinearConv`, ONNX Runtime's `QGemm`,
+//! ...) and a small graph with the QOperator ops the CNN lacks.
+//!
+//! The fixtures come from `tests/data/onnx/make_pytorch_cnn.py` and `make_qoperator.py`. The peers need ONNX
 //! Runtime's shared library (`cargo xtask setup` installs it).
 
 use std::path::{Path, PathBuf};
@@ -577,4 +580,121 @@ fn per_layer_verify_compares_every_op_result() {
             }
         }
     }
+}
+
+/// The QOperator form (`QLinearConv`, ONNX Runtime's `QGemm`, `QLinearAdd`,
+/// `QLinearGlobalAveragePool`, `QLinearSoftmax`) imports into the same native int8 ops as the
+/// QDQ form, and the result matches ONNX Runtime running the original file within a step
+/// (exactly, on these inputs).
+#[test]
+fn the_pytorch_cnn_in_qoperator_form_runs_in_int8_like_onnxruntime() {
+    for name in ["pytorch-cnn.qop-int8.onnx", "pytorch-cnn.qop-uint8.onnx"] {
+        let imported = import(&fixture(name), &ImportOptions::default()).unwrap();
+        assert!(
+            imported.notes.iter().all(|n| !n.contains("runs in f32")),
+            "{name}: {:?}",
+            imported.notes
+        );
+        let file = ModelFile::from_bytes(name, &imported.built.bytes).unwrap();
+        let dtypes = op_dtypes(&file);
+        // Everything between the input's quantize and the output's dequantize is int8.
+        let inner = &dtypes[1..dtypes.len() - 1];
+        assert!(
+            inner.iter().all(|(_, t)| *t == DType::I8),
+            "{name}: {dtypes:?}"
+        );
+        let kinds: Vec<&str> = dtypes.iter().map(|(k, _)| k.as_str()).collect();
+        for kind in [
+            "Conv2d",
+            "DepthwiseConv2d",
+            "Add",
+            "GlobalAveragePool",
+            "FullyConnected",
+            "Softmax",
+        ] {
+            assert!(kinds.contains(&kind), "{name}: no {kind} in {kinds:?}");
+        }
+        let onnx = std::fs::read(fixture(name)).unwrap();
+        let (max, exact) = compare(&file, Peer::OnnxRuntime, &onnx);
+        println!("{name} vs onnxruntime: max abs {max:e}, {exact:.4} exact");
+        assert!(max <= PROBABILITY_STEP * 1.001, "{name}: max abs {max}");
+        assert!(exact >= 0.99, "{name}: only {exact} exact");
+    }
+}
+
+/// The other QOperator ops (`QLinearMatMul`, `QLinearMul`, `QLinearSigmoid`,
+/// `QLinearLeakyRelu`, `QLinearAveragePool`, `QLinearConcat`) import and run in int8. Against
+/// ONNX Runtime the logits differ by a few steps: loam's int8 average pool keeps its input's
+/// scale, so the requantization to the pool's own output scale rounds twice where ONNX
+/// Runtime rounds once, and the activations' tables round their own way; the squaring and the
+/// 256-long dot product add those up. The bound is what the same graph quantized in the QDQ
+/// form gets too.
+#[test]
+fn the_other_qoperator_ops_import() {
+    let name = "branches.qop-uint8.onnx";
+    let file = imported(name);
+    let dtypes = op_dtypes(&file);
+    for kind in [
+        "Conv2d",
+        "AveragePool2d",
+        "Sigmoid",
+        "LeakyRelu",
+        "Mul",
+        "FullyConnected",
+    ] {
+        assert!(
+            dtypes.iter().any(|(k, t)| k == kind && *t == DType::I8),
+            "{kind} is not int8: {dtypes:?}"
+        );
+    }
+    let onnx = std::fs::read(fixture(name)).unwrap();
+    let float = std::fs::read(fixture("branches.onnx")).unwrap();
+    let (max, exact) = compare(&file, Peer::OnnxRuntime, &onnx);
+    let (max_float, _) = compare(&file, Peer::OnnxRuntime, &float);
+    println!("{name} vs onnxruntime: max abs {max:e}, {exact:.4} exact; vs float {max_float:e}");
+    // Logit steps are 8.3e-3 here.
+    assert!(max <= 5.0 * 8.3e-3, "max abs {max}");
+    assert!(exact >= 0.2, "only {exact} exact");
+    // And the int8 model still computes the float one: within a tenth of the logits' range
+    // (255 steps, 2.1), after a squaring.
+    assert!(max_float <= 0.21, "against the float model: {max_float}");
+}
+
+/// A dynamically quantized model (ONNX Runtime's `quantize_dynamic`) is refused node by node
+/// with the way out; a QOperator node with channels-last data is named with what stops it.
+#[test]
+fn dynamic_quantization_and_channels_last_are_named() {
+    let e = import_error(&std::fs::read(fixture("branches.dynamic.onnx")).unwrap());
+    assert!(e.contains("4 problems"), "{e}");
+    for node in ["input_QuantizeLinear", "conv_quant", "fc_quant"] {
+        assert!(e.contains(node), "{node} missing: {e}");
+    }
+    assert!(
+        e.contains("dynamic quantization") && e.contains("loam quantize"),
+        "{e}"
+    );
+
+    let bytes = std::fs::read(fixture("pytorch-cnn.qop-uint8.onnx")).unwrap();
+    let mut model = pb::ModelProto::decode(bytes.as_slice()).unwrap();
+    let node = model
+        .graph
+        .as_mut()
+        .unwrap()
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == "QLinearGlobalAveragePool")
+        .unwrap();
+    node.attribute.retain(|a| a.name != "channels_last");
+    node.attribute.push(pb::AttributeProto {
+        name: "channels_last".into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: 1,
+        ..Default::default()
+    });
+    let name = node.name.clone();
+    let e = import_error(&model.encode_to_vec());
+    assert!(
+        e.contains("1 problem") && e.contains(&name) && e.contains("channels_last"),
+        "{e}"
+    );
 }

@@ -7,13 +7,15 @@
 //! a constant here and needs no loam op. The remaining nodes are lowered one by one in
 //! [`lower`]: BatchNorm folded into the convolution before it, ReLU/Clip fused into their
 //! producer, and `DequantizeLinear -> op -> QuantizeLinear` groups turned into native int8
-//! ops that keep the file's own integer weights.
+//! ops that keep the file's own integer weights. Models in the QOperator form (`QLinearConv`,
+//! ONNX Runtime's `QGemm`, ...) are first rewritten as those groups ([`qoperator`]).
 //!
 //! Before anything is written, [`report`] checks every node; all problems in the model come
 //! back in one [`CompatibilityReport`], so a user fixes them in one pass.
 
 pub(crate) mod attrs;
 mod lower;
+mod qoperator;
 mod report;
 
 use std::collections::HashMap;
@@ -70,6 +72,11 @@ pub fn import(path: &Path, options: &ImportOptions) -> Result<Imported> {
 pub fn import_bytes(bytes: &[u8], dir: Option<&str>, options: &ImportOptions) -> Result<Imported> {
     let proto = pb::ModelProto::decode(bytes)
         .map_err(|e| anyhow::anyhow!("not an ONNX model (the protobuf does not decode: {e})"))?;
+    let (proto, qoperator_problems) = if qoperator::has_qoperator_nodes(&proto) {
+        qoperator::expand(&proto)
+    } else {
+        (proto, Vec::new())
+    };
     let graph = proto
         .graph
         .as_ref()
@@ -96,6 +103,19 @@ pub fn import_bytes(bytes: &[u8], dir: Option<&str>, options: &ImportOptions) ->
     })??;
 
     let mut problems = report::check(graph, opset, &values);
+    if !qoperator_problems.is_empty() {
+        // A QOperator node left unexpanded is reported for what stopped it, not as an
+        // unknown op.
+        problems.retain(|p| qoperator_problems.iter().all(|(node, _)| *node != p.node));
+        for (node, what) in qoperator_problems.into_iter().rev() {
+            let op = graph
+                .node
+                .iter()
+                .find(|n| attrs::node_name(n) == node)
+                .map_or_else(String::new, |n| n.op_type.clone());
+            problems.insert(0, Problem { node, op, what });
+        }
+    }
     let lowered = lower::lower(graph, opset, &values, &inputs, options, &mut notes);
     let built = match lowered {
         Ok(built) if problems.is_empty() => built,

@@ -106,6 +106,15 @@ const SHAPE_OPS: &[&str] = &[
     "Unsqueeze",
 ];
 
+/// The ops of dynamically quantized models (ONNX Runtime's `quantize_dynamic`).
+const DYNAMIC_QUANTIZATION: &[&str] = &[
+    "DynamicQuantizeLinear",
+    "ConvInteger",
+    "MatMulInteger",
+    "DynamicQuantizeMatMul",
+    "DynamicQuantizeLSTM",
+];
+
 /// How a problem says that an input is not constant.
 const RUN_TIME: &str = "computed at run time";
 
@@ -148,8 +157,23 @@ fn check_one(
             what,
         })
     };
+    if DYNAMIC_QUANTIZATION.contains(&node.op_type.as_str()) {
+        problem(
+            "dynamic quantization (scales computed at run time) has no int8 kernel in loam, \
+             which runs statically quantized models; quantize the float model with \
+             `loam quantize` (or ONNX Runtime's quantize_static)"
+                .into(),
+        );
+        return;
+    }
     if !standard {
-        problem("not a standard ONNX op; loam imports the default domain only".into());
+        problem(
+            "not a standard ONNX op; loam imports the default domain (and ONNX Runtime's \
+             QOperator ops: QGemm, QLinearAdd, QLinearMul, QLinearConcat, \
+             QLinearGlobalAveragePool, QLinearAveragePool, QLinearSigmoid, QLinearLeakyRelu, \
+             QLinearSoftmax)"
+                .into(),
+        );
         return;
     }
     if downstream && SHAPE_OPS.contains(&node.op_type.as_str()) {
