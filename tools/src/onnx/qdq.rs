@@ -17,7 +17,6 @@ use loam::ops::softmax::{LOG_SOFTMAX_OUTPUT, SOFTMAX_OUTPUT};
 use loam::quant::QuantParams;
 use tract_onnx::pb::tensor_proto::DataType;
 use tract_onnx::pb::{GraphProto, ModelProto, NodeProto};
-use tract_onnx::prelude::Tensor;
 
 use super::import::Values;
 use super::import::attrs::{self, input, node_name};
@@ -26,20 +25,6 @@ use super::proto::{self, Attr};
 /// The first default-domain opset whose `DequantizeLinear` takes one scale per channel; older
 /// models get one weight scale per tensor.
 const PER_AXIS_OPSET: i64 = 13;
-
-fn tensor_f32(t: &Tensor) -> Result<Vec<f32>> {
-    let t = t.cast_to::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    Ok(t.to_plain_array_view::<f32>()
-        .map_err(|e| anyhow::anyhow!("{e:?}"))?
-        .iter()
-        .copied()
-        .collect())
-}
-
-fn constant_f32(values: &Values, name: &str) -> Option<(Vec<f32>, Vec<usize>)> {
-    let t = values.constant(name)?;
-    Some((tensor_f32(t).ok()?, t.shape().to_vec()))
-}
 
 /// Folds each BatchNormalization whose input a convolution alone produces into that
 /// convolution's weights and bias, and turns each other BatchNormalization of an image into a
@@ -77,7 +62,7 @@ pub(crate) fn fold_batch_norms(model: &ModelProto, values: &Values) -> Result<Mo
         let affine = (1..=4)
             .map(|i| {
                 input(bn, i)
-                    .and_then(|n| constant_f32(values, n))
+                    .and_then(|n| values.constant_f32(n))
                     .map(|c| c.0)
             })
             .collect::<Option<Vec<_>>>();
@@ -113,13 +98,14 @@ pub(crate) fn fold_batch_norms(model: &ModelProto, values: &Values) -> Result<Mo
         });
         if let Some(p) = conv {
             let conv = &graph.node[p];
-            let (mut weights, dims) = constant_f32(values, input(conv, 1).unwrap_or_default())
+            let (mut weights, dims) = values
+                .constant_f32(input(conv, 1).unwrap_or_default())
                 .context("convolution weight")?;
             if dims.first() != Some(&channels) {
                 continue;
             }
             let mut bias = match input(conv, 2) {
-                Some(b) => constant_f32(values, b).context("convolution bias")?.0,
+                Some(b) => values.constant_f32(b).context("convolution bias")?.0,
                 None => vec![0.0; channels],
             };
             if bias.len() != channels {
@@ -567,7 +553,7 @@ pub(crate) fn quantize_weight(
 ) -> Result<QuantizedWeight> {
     let node = &graph.node[weight.node];
     let name = input(node, weight.input).unwrap_or_default();
-    let (real, dims) = constant_f32(values, name).with_context(|| {
+    let (real, dims) = values.constant_f32(name).with_context(|| {
         format!(
             "node `{}`: weight `{name}` is not a constant",
             node_name(node)
@@ -590,7 +576,8 @@ pub(crate) fn quantize_weight(
     let bias = match (weight.bias.and_then(|b| input(node, b)), bias_override) {
         (_, Some(real)) => Some(real.to_vec()),
         (Some(b), None) => Some(
-            constant_f32(values, b)
+            values
+                .constant_f32(b)
                 .with_context(|| {
                     format!("node `{}`: bias `{b}` is not a constant", node_name(node))
                 })?

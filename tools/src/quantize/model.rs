@@ -527,15 +527,10 @@ fn bias_correction(
     }
     let mut bias = match w.bias.and_then(|b| import::attrs::input(node, b)) {
         Some(b) => {
-            let t = values
-                .constant(b)
-                .with_context(|| format!("bias `{b}` is not a constant"))?;
-            let t = t.cast_to::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-            t.to_plain_array_view::<f32>()
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?
-                .iter()
-                .copied()
-                .collect::<Vec<f32>>()
+            values
+                .constant_f32(b)
+                .with_context(|| format!("bias `{b}` is not a constant"))?
+                .0
         }
         None => vec![0.0; channels],
     };

@@ -67,14 +67,7 @@ impl Probe {
             .map_err(|e| anyhow!("tract: {e:?}"))?;
         outputs
             .iter()
-            .map(|t| {
-                let t = t.cast_to::<f32>().map_err(|e| anyhow!("tract: {e:?}"))?;
-                Ok(t.to_plain_array_view::<f32>()
-                    .map_err(|e| anyhow!("tract: {e:?}"))?
-                    .iter()
-                    .copied()
-                    .collect())
-            })
+            .map(|t| crate::onnx::import::tensor_f32(t).map_err(|e| anyhow!("tract: {e}")))
             .collect()
     }
 }

@@ -33,7 +33,7 @@ use tract_onnx::prelude::{DatumType, Tensor};
 
 use super::attrs::{self, input, node_name};
 use super::report::Problem;
-use super::{ImportOptions, MAX_ELEMENTS, Values, within_limit};
+use super::{ImportOptions, MAX_ELEMENTS, Values, tensor_f32, within_limit};
 
 /// How loam holds a value relative to its ONNX shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,18 +301,6 @@ fn build_err(e: impl std::fmt::Display) -> String {
 
 fn dims_of(t: &Tensor) -> Vec<usize> {
     t.shape().to_vec()
-}
-
-fn tensor_f32(t: &Tensor) -> Lowered<Vec<f32>> {
-    let cast = t
-        .cast_to::<f32>()
-        .map_err(|e| format!("a constant does not convert to float: {e}"))?;
-    Ok(cast
-        .to_plain_array_view::<f32>()
-        .map_err(|e| e.to_string())?
-        .iter()
-        .copied()
-        .collect())
 }
 
 fn tensor_i64(t: &Tensor) -> Lowered<Vec<i64>> {

@@ -255,6 +255,12 @@ impl Values {
         self.constants.get(name)
     }
 
+    /// The value of `name` as floats with its dimensions, if it is a constant that converts.
+    pub(crate) fn constant_f32(&self, name: &str) -> Option<(Vec<f32>, Vec<usize>)> {
+        let t = self.constant(name)?;
+        Some((tensor_f32(t).ok()?, t.shape().to_vec()))
+    }
+
     /// The shape of `name`, if inference fixed it.
     pub(crate) fn shape(&self, name: &str) -> Option<&[usize]> {
         self.shapes.get(name).map(Vec::as_slice)
@@ -268,6 +274,19 @@ impl Values {
             .filter(|o| !o.is_empty())
             .all(|o| self.constant(o).is_some())
     }
+}
+
+/// A constant's values as floats, whatever its element type.
+pub(crate) fn tensor_f32(t: &Tensor) -> Result<Vec<f32>, String> {
+    let cast = t
+        .cast_to::<f32>()
+        .map_err(|e| format!("a constant does not convert to float: {e}"))?;
+    Ok(cast
+        .to_plain_array_view::<f32>()
+        .map_err(|e| e.to_string())?
+        .iter()
+        .copied()
+        .collect())
 }
 
 /// Runs tract's inference over the graph with the inputs fixed to `inputs`, and collects
