@@ -152,6 +152,37 @@ impl QuantizedMultiplier {
     }
 }
 
+impl QuantizedMultiplier {
+    /// Largest shift a 16x8 layer's multiplier may have: [`QuantizedMultiplier::apply_wide`]
+    /// shifts right by `15 - shift`, which must stay positive (TFLite checks `shift < 8`).
+    pub const MAX_WIDE_SHIFT: i32 = 7;
+
+    /// Scales a 64-bit accumulator of a 16x8 layer (int16 activations, int8 weights): TFLite's
+    /// `MultiplyByQuantizedMultiplier(int64_t, ...)`, which rounds the Q31 multiplier to 15
+    /// bits and shifts once with round-half-up, so `x` of up to 2^47 in magnitude cannot
+    /// overflow. The shift must be at most [`QuantizedMultiplier::MAX_WIDE_SHIFT`] (layer
+    /// validation checks it); larger accumulators wrap instead of trapping, and a result
+    /// outside `i32` is truncated as the C reference's cast does.
+    #[inline]
+    pub const fn apply_wide(self, x: i64) -> i32 {
+        let reduced: i64 = if self.multiplier < 0x7FFF_0000 {
+            ((self.multiplier + (1 << 15)) >> 16) as i64
+        } else {
+            0x7FFF
+        };
+        let shift = if self.shift > Self::MAX_WIDE_SHIFT {
+            Self::MAX_WIDE_SHIFT
+        } else {
+            self.shift
+        };
+        let total_shift = (15 - shift) as u32;
+        let rounded = x
+            .wrapping_mul(reduced)
+            .wrapping_add(1i64 << (total_shift - 1));
+        (rounded >> total_shift) as i32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +218,44 @@ mod tests {
         fn from_real_round_trips(real in 1e-9f64..1e9) {
             let m = QuantizedMultiplier::from_real(real).unwrap();
             prop_assert!(((m.to_real() - real) / real).abs() <= 1.0 / (1u64 << 30) as f64);
+        }
+
+        /// `apply_wide` against exact rational arithmetic on TFLite's definition:
+        /// floor((x * reduced + 2^(t-1)) / 2^t) with t = 15 - shift.
+        #[test]
+        fn apply_wide_matches_exact_model(
+            base in any::<i32>(),
+            spread in 0u32..=16,
+            real in 1e-9f64..2.0,
+        ) {
+            // Accumulators up to 2^47 against multipliers small enough to keep the result
+            // in range, as in a real layer.
+            let x = i64::from(base) << spread;
+            let m = QuantizedMultiplier::from_real(real / f64::from(1u32 << spread)).unwrap();
+            prop_assume!(m.shift() <= QuantizedMultiplier::MAX_WIDE_SHIFT);
+            let reduced = if m.multiplier() < 0x7FFF_0000 {
+                (i128::from(m.multiplier()) + (1 << 15)) >> 16
+            } else {
+                0x7FFF
+            };
+            let t = 15 - m.shift();
+            let exact = (i128::from(x) * reduced + (1i128 << (t - 1))).div_euclid(1i128 << t);
+            prop_assume!(exact >= i128::from(i32::MIN) && exact <= i128::from(i32::MAX));
+            prop_assert_eq!(i128::from(m.apply_wide(x)), exact);
+        }
+
+        /// The 15-bit multiplier costs at most one step besides the rounding, over the outputs
+        /// an int16 layer can produce.
+        #[test]
+        fn apply_wide_is_within_two_of_real_product(
+            base in -(1i64 << 15)..(1i64 << 15),
+            spread in 0u32..=24,
+            real in 1e-3f64..1.0,
+        ) {
+            let x = base << spread;
+            let m = QuantizedMultiplier::from_real(real / f64::from(1u32 << spread)).unwrap();
+            let exact = libm::round(x as f64 * m.to_real());
+            prop_assert!((f64::from(m.apply_wide(x)) - exact).abs() <= 2.0);
         }
 
         #[test]

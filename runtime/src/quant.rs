@@ -57,6 +57,20 @@ impl QuantParams {
         Self::from_range(min, max, -128, 127)
     }
 
+    /// Symmetric int16 parameters covering `[min, max]` (TFLite's 16x8 scheme: zero point 0,
+    /// `scale = max(|min|, |max|) / 32767`).
+    pub fn i16_from_range(min: f32, max: f32) -> QuantParams {
+        let bound = libm::fabsf(min).max(libm::fabsf(max));
+        QuantParams {
+            scale: if bound > 0.0 && bound.is_finite() {
+                bound / 32767.0
+            } else {
+                1.0
+            },
+            zero_point: 0,
+        }
+    }
+
     /// `round(x / scale) + zero_point` clamped to `qmin..=qmax` (ties away from zero, as
     /// TFLite's reference `Quantize`).
     pub fn quantize(&self, x: f32, qmin: i32, qmax: i32) -> i32 {

@@ -21,6 +21,11 @@
 //!   self-check records (a digest; the float outputs themselves); written by
 //!   `LOAM_WRITE_FIXTURES=pytorch-cnn cargo test -p loam-tools --test import`.
 //!
+//! - `int16-layers.loam` is a small network of 16x8 layers (int16 activations, int8 weights:
+//!   convolution, depthwise convolution, fully connected; format 1.2), with the CRC-32 of its
+//!   outputs on x86_64 for a seeded input; every target must reproduce it bit for bit. Written
+//!   by the first runtime with 16x8 layers, it is also the 1.2 compatibility file.
+//!
 //! To write a fixture that is missing (or, after an intended change to int8 arithmetic, to
 //! rewrite the int8 zoo): `LOAM_WRITE_FIXTURES=1 cargo test -p loam --test fixtures`, or
 //! `LOAM_WRITE_FIXTURES=int8-zoo` to overwrite that one.
@@ -40,6 +45,7 @@ const FINETUNE_INT8: &[u8] = include_bytes!("data/finetune-int8.loam");
 const FINETUNE_PLAN: &[u8] = include_bytes!("data/finetune-plan.loam");
 const PYTORCH_CNN: &[u8] = include_bytes!("data/pytorch-cnn-int8.loam");
 const PYTORCH_CNN_F32: &[u8] = include_bytes!("data/pytorch-cnn-f32.loam");
+const INT16_LAYERS: &[u8] = include_bytes!("data/int16-layers.loam");
 const FINETUNE_SEED: u32 = 0x7a11;
 const FINETUNE_STEPS: u32 = 100;
 const SEED: u32 = 0x1007;
@@ -319,6 +325,149 @@ fn int8_input(b: &mut ModelBuilder, name: &str) -> TensorId {
     .unwrap()
 }
 
+/// The arithmetic [`layered_network`] is built in.
+#[derive(Clone, Copy, PartialEq)]
+enum Precision {
+    F32,
+    I8,
+    I16,
+}
+
+/// Conv 3x3 (12) + ReLU, depthwise 3x3 + ReLU6, fully connected (10), on an 8x8x3 image,
+/// in `precision` with the same weights. `ranges` (the largest magnitude of the conv,
+/// depthwise and FC outputs, from the float network) set the integer networks' output
+/// parameters; the float network exposes those three values as outputs too.
+fn layered_network(precision: Precision, ranges: [f32; 3]) -> ModelBuilder {
+    let mut w = Weights(0x16);
+    let conv_w = w.take(12 * 3 * 3 * 3, 0.4);
+    let conv_b = w.take(12, 0.1);
+    let dw_w = w.take(3 * 3 * 12, 0.5);
+    let dw_b = w.take(12, 0.1);
+    let fc_w = w.take(10 * 8 * 8 * 12, 0.05);
+    let fc_b = w.take(10, 0.1);
+    let mut b = ModelBuilder::new(match precision {
+        Precision::F32 => "layers-f32",
+        Precision::I8 => "layers-i8",
+        Precision::I16 => "int16-layers",
+    });
+    b.metadata.description =
+        "16x8 convolution, depthwise and fully connected layers (test fixture)".into();
+    let x = b
+        .tensor("x", DType::F32, &[1, 8, 8, 3], QuantSpec::None)
+        .unwrap();
+    b.input(x);
+    let (conv, dw) = (
+        ConvSpec::new(12, 3).same(8, 8),
+        ConvSpec::new(12, 3).same(8, 8),
+    );
+    let relu6 = FusedActivation { min: 0.0, max: 6.0 };
+    let params = |range: f32| match precision {
+        Precision::I16 => QuantParams::i16_from_range(-range, range),
+        _ => QuantParams::i8_from_range(-range, range),
+    };
+    let dtype = if precision == Precision::I16 {
+        DType::I16
+    } else {
+        DType::I8
+    };
+    let out = match precision {
+        Precision::F32 => {
+            let c = b
+                .conv2d_f32(
+                    "conv",
+                    x,
+                    conv,
+                    &conv_w,
+                    Some(&conv_b),
+                    FusedActivation::RELU,
+                )
+                .unwrap();
+            let d = b
+                .depthwise_conv2d_f32("dw", c, dw, &dw_w, Some(&dw_b), relu6)
+                .unwrap();
+            let flat = b.reshape("flat", d, &[1, 8 * 8 * 12]).unwrap();
+            let f = b
+                .fully_connected_f32("fc", flat, &fc_w, Some(&fc_b), FusedActivation::NONE)
+                .unwrap();
+            b.output(c);
+            b.output(d);
+            f
+        }
+        Precision::I8 | Precision::I16 => {
+            let q = b.quantize("x.q", x, params(1.0), dtype).unwrap();
+            let (c, d, f) = if precision == Precision::I16 {
+                let c = b
+                    .conv2d_i16(
+                        "conv",
+                        q,
+                        conv,
+                        &conv_w,
+                        Some(&conv_b),
+                        params(ranges[0]),
+                        FusedActivation::RELU,
+                    )
+                    .unwrap();
+                let d = b
+                    .depthwise_conv2d_i16("dw", c, dw, &dw_w, Some(&dw_b), params(ranges[1]), relu6)
+                    .unwrap();
+                let flat = b.reshape("flat", d, &[1, 8 * 8 * 12]).unwrap();
+                let f = b
+                    .fully_connected_i16(
+                        "fc",
+                        flat,
+                        &fc_w,
+                        Some(&fc_b),
+                        params(ranges[2]),
+                        FusedActivation::NONE,
+                    )
+                    .unwrap();
+                (c, d, f)
+            } else {
+                let c = b
+                    .conv2d_i8(
+                        "conv",
+                        q,
+                        conv,
+                        &conv_w,
+                        Some(&conv_b),
+                        params(ranges[0]),
+                        FusedActivation::RELU,
+                    )
+                    .unwrap();
+                let d = b
+                    .depthwise_conv2d_i8("dw", c, dw, &dw_w, Some(&dw_b), params(ranges[1]), relu6)
+                    .unwrap();
+                let flat = b.reshape("flat", d, &[1, 8 * 8 * 12]).unwrap();
+                let f = b
+                    .fully_connected_i8(
+                        "fc",
+                        flat,
+                        &fc_w,
+                        Some(&fc_b),
+                        params(ranges[2]),
+                        FusedActivation::NONE,
+                    )
+                    .unwrap();
+                (c, d, f)
+            };
+            let _ = (c, d);
+            b.dequantize("y", f).unwrap()
+        }
+    };
+    b.output(out);
+    b
+}
+
+/// The largest magnitude of the float network's conv, depthwise and FC outputs on the
+/// seeded input.
+fn layered_ranges() -> [f32; 3] {
+    let float = layered_network(Precision::F32, [1.0; 3]).build().unwrap();
+    let outputs = run(&float.bytes, SEED);
+    // Outputs: conv, dw, fc.
+    let peak = |bytes: &[u8]| f32s(bytes).iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    [peak(&outputs[0]), peak(&outputs[1]), peak(&outputs[2])]
+}
+
 fn int8_zoo() -> ModelBuilder {
     let mut b = ModelBuilder::new("int8-zoo");
     b.metadata.description =
@@ -461,6 +610,16 @@ fn write_fixtures_when_asked() {
         ));
         save("finetune-plan", &with_plan(&b.build().unwrap().bytes));
     }
+    if write_requested("int16-layers") {
+        let mut b = layered_network(Precision::I16, layered_ranges());
+        let first = b.build().unwrap();
+        let d = digest(&run(&first.bytes, SEED));
+        b.metadata.constants.push((
+            SELFCHECK_CONSTANT.into(),
+            selfcheck_values(SEED, d).to_vec(),
+        ));
+        save("int16-layers", &b.build().unwrap().bytes);
+    }
     if write_requested("format-1.0") {
         let mut b = format_1_0();
         let first = b.build().unwrap();
@@ -566,6 +725,73 @@ fn the_int8_zoo_is_bit_exact_on_this_target() {
     );
     // Small enough for the 16 KiB Cortex-M0 board.
     assert!(model.arena_size() < 4096, "arena {}", model.arena_size());
+}
+
+/// This target computes the 16x8 fixture's outputs bit for bit as the x86_64 host that wrote
+/// it; the file is format 1.2, and what the builder writes today is the same file.
+#[test]
+fn the_int16_layers_are_bit_exact_on_this_target() {
+    let aligned = AlignedBytes::new(INT16_LAYERS);
+    let model = Model::from_bytes(&aligned).unwrap();
+    assert_eq!(
+        model.format_version(),
+        (FORMAT_MAJOR, loam::format::MINOR_INT16_LAYERS)
+    );
+    model.check_plan().unwrap();
+    let mut arena = vec![0u8; model.arena_size() + 16];
+    let check = check_model(&model, &mut arena).unwrap();
+    assert!(
+        check.passed(),
+        "digest {:#010x}, recorded {:#010x}",
+        check.digest,
+        check.expected
+    );
+    let kinds: Vec<(u16, DType)> = model
+        .ops()
+        .map(|op| {
+            let out = model
+                .tensor(usize::from(op.outputs.get(0).unwrap()))
+                .unwrap();
+            (op.kind, out.dtype)
+        })
+        .collect();
+    for kind in [
+        OpKind::Conv2d,
+        OpKind::DepthwiseConv2d,
+        OpKind::FullyConnected,
+    ] {
+        assert!(kinds.contains(&(kind.code(), DType::I16)), "{kinds:?}");
+    }
+}
+
+/// What 16x8 layers are for: the same network with int16 activations is far closer to the
+/// float one than with int8 (each bit is about 6 dB), at the same int8 weights.
+#[test]
+fn int16_layers_are_far_closer_to_float_than_int8() {
+    let ranges = layered_ranges();
+    let outputs = |p: Precision| {
+        let built = layered_network(p, ranges).build().unwrap();
+        let out = run(&built.bytes, SEED);
+        f32s(out.last().unwrap())
+    };
+    let float = outputs(Precision::F32);
+    let sqnr = |q: &[f32]| {
+        let signal: f64 = float.iter().map(|v| f64::from(*v).powi(2)).sum();
+        let noise: f64 = float
+            .iter()
+            .zip(q)
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum();
+        10.0 * (signal / noise).log10()
+    };
+    let (i8_db, i16_db) = (
+        sqnr(&outputs(Precision::I8)),
+        sqnr(&outputs(Precision::I16)),
+    );
+    println!("output SQNR against float: int8 {i8_db:.1} dB, 16x8 {i16_db:.1} dB");
+    assert!(i8_db > 20.0, "int8 {i8_db}");
+    // The weights stay int8, so their rounding bounds both; activations gain the rest.
+    assert!(i16_db > i8_db + 6.0, "int8 {i8_db} dB, 16x8 {i16_db} dB");
 }
 
 /// The float PyTorch CNN imported by `loam import`: this target's outputs are within 1e-5 +

@@ -30,10 +30,14 @@ pub const MAGIC: [u8; 4] = *b"LOAM";
 pub const FORMAT_MAJOR: u16 = 1;
 /// The newest minor version this runtime writes and fully understands. Files of any minor
 /// version of [`FORMAT_MAJOR`] load when they only use what this runtime knows.
-pub const FORMAT_MINOR: u16 = 1;
+pub const FORMAT_MINOR: u16 = 2;
 /// The minor version that added the trailing [`TrainingPlan`] header field. Writers use the
 /// lowest minor version that expresses a file, so a model without a plan stays 1.0.
 pub const MINOR_TRAINING_PLAN: u16 = 1;
+/// The minor version that added 16x8 weighted layers (int16 activations, int8 weights); it
+/// adds no header field. A file with such a layer is 1.2 (an older reader refuses the layer,
+/// naming the op, as it does any element type it does not know there).
+pub const MINOR_INT16_LAYERS: u16 = 2;
 /// Size of the fixed preamble.
 pub const PREAMBLE_LEN: usize = 32;
 /// The blob's offset in the file is a multiple of this, so weights keep their alignment.
@@ -162,7 +166,7 @@ fn read_header(
     let (header, rest) = postcard::take_from_bytes::<Header<'_>>(bytes).map_err(|_| MALFORMED)?;
     let (training, rest) = postcard::take_from_bytes::<Option<TrainingPlan<'_>>>(rest)
         .map_err(|_| LoadError::Header("the training plan does not decode"))?;
-    if minor == FORMAT_MINOR && !rest.is_empty() {
+    if minor <= FORMAT_MINOR && !rest.is_empty() {
         return Err(LoadError::Header("bytes after the last field"));
     }
     Ok((header, training))

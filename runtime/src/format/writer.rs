@@ -606,15 +606,23 @@ impl ModelBuilder {
             inputs: TensorIds(&inputs),
             outputs: TensorIds(&outputs),
         };
-        let header = encode(&header);
+        let mut header = encode(&header);
+        // The lowest minor version that expresses the file: the builder writes no training
+        // plan (see `with_training_plan`), so its files load in every 1.x reader unless they
+        // have 16x8 layers, which 1.2 added.
+        let minor = if self.has_int16_layers() {
+            // A 1.1+ header carries the (absent) training plan.
+            header.extend_from_slice(&encode(&None::<super::TrainingPlan<'_>>));
+            super::MINOR_INT16_LAYERS
+        } else {
+            0
+        };
         let blob_offset = (PREAMBLE_LEN + header.len()).div_ceil(BLOB_ALIGN) * BLOB_ALIGN;
         let file_len = blob_offset + blob.len();
         let too_large = |x: usize| u32::try_from(x).map_err(|_| BuildError::TooLarge);
         let mut preamble = Preamble {
             major: FORMAT_MAJOR,
-            // The lowest minor version that expresses the file: the builder writes no
-            // training plan (see `with_training_plan`), so its files load in every 1.x reader.
-            minor: 0,
+            minor,
             file_len: too_large(file_len)?,
             header_len: too_large(header.len())?,
             blob_offset: too_large(blob_offset)?,
@@ -630,6 +638,24 @@ impl ModelBuilder {
         preamble.crc32 = checksum(&file);
         file[..PREAMBLE_LEN].copy_from_slice(&preamble.to_bytes());
         Ok((file, arena_size))
+    }
+}
+
+impl ModelBuilder {
+    /// Whether a weighted layer runs on int16 activations (format 1.2).
+    fn has_int16_layers(&self) -> bool {
+        self.ops.iter().any(|op| {
+            matches!(
+                op.kind,
+                OpKind::FullyConnected | OpKind::Conv2d | OpKind::DepthwiseConv2d
+            ) && op
+                .inputs
+                .first()
+                .copied()
+                .flatten()
+                .and_then(|id| self.dtype(id))
+                == Some(DType::I16)
+        })
     }
 }
 
@@ -765,6 +791,12 @@ pub fn with_training_plan(
         .collect::<Result<Vec<_>, BuildError>>()?;
     let (index, bytes) = table(&records);
     let mut header = encode(model.header());
+    // The file keeps what its layers need (1.2 for 16x8 layers); the plan needs 1.1.
+    let layers_minor = if model.preamble().minor >= super::MINOR_INT16_LAYERS {
+        super::MINOR_INT16_LAYERS
+    } else {
+        0
+    };
     let minor = if let Some(plan) = plan {
         let training = super::TrainingPlan {
             layers: Table {
@@ -774,9 +806,12 @@ pub fn with_training_plan(
             weights: plan.weights,
         };
         header.extend_from_slice(&encode(&Some(training)));
-        super::MINOR_TRAINING_PLAN
+        layers_minor.max(super::MINOR_TRAINING_PLAN)
     } else {
-        0
+        if layers_minor > 0 {
+            header.extend_from_slice(&encode(&None::<super::TrainingPlan<'_>>));
+        }
+        layers_minor
     };
     let blob = model.blob();
     let blob_offset = (PREAMBLE_LEN + header.len()).div_ceil(BLOB_ALIGN) * BLOB_ALIGN;

@@ -88,6 +88,67 @@ impl<'a> RequantizeParams<'a> {
     }
 }
 
+/// Quantization of a 16x8 weighted layer, TFLite's int16-activation scheme: symmetric int16
+/// activations (zero point 0), symmetric int8 weights (per output channel or per tensor), an
+/// int32 bias, a 64-bit accumulator and [`QuantizedMultiplier::apply_wide`]. TFLite stores the
+/// bias as int64; loam's builder checks that it fits int32, which holds for every layer whose
+/// bias is smaller than `2^31` accumulator steps.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Requantize16Params<'a> {
+    /// `input_scale * weight_scale[o] / output_scale`, one per output channel or one for all,
+    /// each with a shift of at most [`QuantizedMultiplier::MAX_WIDE_SHIFT`].
+    pub multipliers: &'a [QuantizedMultiplier],
+    /// Lower clamp of the fused activation (`-32768` for none, 0 for ReLU).
+    pub activation_min: i16,
+    /// Upper clamp of the fused activation (`32767` for none).
+    pub activation_max: i16,
+}
+
+impl Requantize16Params<'_> {
+    /// The multiplier for output channel `o`.
+    #[inline]
+    pub fn multiplier(&self, o: usize) -> QuantizedMultiplier {
+        if self.multipliers.len() == 1 {
+            self.multipliers[0]
+        } else {
+            self.multipliers[o]
+        }
+    }
+
+    /// Requantizes an accumulator of channel `o` to the clamped int16 output.
+    #[inline]
+    pub fn output(&self, acc: i64, o: usize) -> i16 {
+        self.multiplier(o).apply_wide(acc).clamp(
+            i32::from(self.activation_min),
+            i32::from(self.activation_max),
+        ) as i16
+    }
+
+    /// Checks the multiplier count and shifts and the clamp range against `channels`.
+    pub fn validate(&self, channels: usize) -> Result<(), Error> {
+        let m = self.multipliers.len();
+        if m != 1 && m != channels {
+            return Err(Error::ShapeMismatch {
+                operand: crate::error::Operand::Multipliers,
+                expected: channels,
+                actual: m,
+            });
+        }
+        if self
+            .multipliers
+            .iter()
+            .any(|m| m.shift() > QuantizedMultiplier::MAX_WIDE_SHIFT)
+        {
+            return Err(Error::InvalidQuantization(QuantField::Scale));
+        }
+        if self.activation_min > self.activation_max {
+            return Err(Error::InvalidQuantization(QuantField::ActivationRange));
+        }
+        Ok(())
+    }
+}
+
 /// Requantization of an int8 layer, read from its operands.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct I8Requant<'m> {
@@ -185,6 +246,44 @@ pub(crate) fn check_operands(
                 ));
             }
         }
+        DType::I16 => {
+            weights.expect_dtype(&[DType::I8])?;
+            output.expect_dtype(&[DType::I16])?;
+            for operand in [&input, &output] {
+                let (_, zero_point) = operand.per_tensor()?;
+                if zero_point != 0 {
+                    return Err(OpProblem::Quantization(
+                        operand.slot,
+                        "int16 activations are symmetric (zero point 0)",
+                    ));
+                }
+            }
+            node.check_weight_quantization(&weights, weight_axis)?;
+            if let Some(bias) = node.optional_input(2)? {
+                bias.expect_dtype(&[DType::I32])?;
+                node.constant::<i32>(&bias)?;
+                bias.shape_if(
+                    bias.record.shape.is(&[channels]),
+                    "bias needs one value per output channel",
+                )?;
+            }
+            let m = node.input(3)?;
+            let raw = node.constant::<i32>(&m)?;
+            m.shape_if(
+                m.record.shape.is(&[channels, 2]) || m.record.shape.is(&[1, 2]),
+                "multipliers are [channels, 2] or [1, 2] (multiplier, shift) pairs",
+            )?;
+            let wide = QuantizedMultiplier::slice_from_raw(raw).is_some_and(|ms| {
+                ms.iter()
+                    .all(|m| m.shift() <= QuantizedMultiplier::MAX_WIDE_SHIFT)
+            });
+            if !wide {
+                return Err(OpProblem::Quantization(
+                    m.slot,
+                    "a multiplier or shift is out of range for a 16x8 layer (shift above 7)",
+                ));
+            }
+        }
         _ => return Err(OpProblem::DType(input.slot)),
     }
     Ok(())
@@ -248,6 +347,31 @@ pub(crate) fn i8_requant<'m>(
     })
 }
 
+/// The clamp range of a fused activation on an int16 output.
+pub(crate) fn i16_activation(output: &Operand<'_>, activation: FusedActivation) -> (i16, i16) {
+    let (scale, zero_point) = output.per_tensor().unwrap_or((1.0, 0));
+    let (lo, hi) = activation.quantized(scale, zero_point, -32768, 32767);
+    (lo as i16, hi as i16)
+}
+
+/// Reads a 16x8 layer's requantization operands at run time.
+pub(crate) fn i16_requant<'m>(
+    ctx: &Ctx<'m, '_>,
+    output: &Operand<'m>,
+    activation: FusedActivation,
+) -> Result<Requantize16Params<'m>, Error> {
+    let node = &ctx.node;
+    let m = node.input(3).map_err(|_| Error::CorruptModel)?;
+    let raw = node.constant::<i32>(&m).map_err(|_| Error::CorruptModel)?;
+    let multipliers = QuantizedMultiplier::slice_from_raw(raw).ok_or(Error::CorruptModel)?;
+    let (activation_min, activation_max) = i16_activation(output, activation);
+    Ok(Requantize16Params {
+        multipliers,
+        activation_min,
+        activation_max,
+    })
+}
+
 /// A constant bias operand (input 2), if present.
 pub(crate) fn bias<'m, T: crate::tensor::Element>(
     ctx: &Ctx<'m, '_>,
@@ -297,13 +421,22 @@ pub(crate) mod build {
             weights: QuantizedWeights<'a>,
             output: QuantParams,
         },
+        /// f32 weights quantized symmetrically per output channel, the bias to int32 in the
+        /// accumulator's scale; a 16x8 layer (int16 input and `output`, zero points 0).
+        I16 {
+            weights: &'a [f32],
+            bias: Option<&'a [f32]>,
+            output: QuantParams,
+        },
     }
 
     impl Precision<'_> {
         /// How many weights there are.
         pub(crate) fn weight_count(&self) -> usize {
             match self {
-                Precision::F32 { weights, .. } | Precision::I8 { weights, .. } => weights.len(),
+                Precision::F32 { weights, .. }
+                | Precision::I8 { weights, .. }
+                | Precision::I16 { weights, .. } => weights.len(),
                 Precision::Quantized { weights, .. } => weights.values.len(),
             }
         }
@@ -336,6 +469,11 @@ pub(crate) mod build {
                     weights,
                     bias,
                     output,
+                }
+                | Precision::I16 {
+                    weights,
+                    bias,
+                    output,
                 } => {
                     // The input's scale sets the bias scale; it must be int8 per tensor.
                     let input_q = b
@@ -346,15 +484,31 @@ pub(crate) mod build {
                     let (qw, scales) =
                         quant::quantize_weights_per_channel(weights, channels, channel_last);
                     let bias_q = bias.map(|v| quant::quantize_bias(v, input_q.scale, &scales));
+                    if let (Some(real), Some(q)) = (bias, &bias_q) {
+                        // An int16 input's scale is small enough that a large bias can leave
+                        // int32 in the accumulator's scale; saturating would be silent.
+                        let saturated = q.iter().zip(real).zip(&scales).any(|((&q, &r), &s)| {
+                            (q == i32::MAX || q == i32::MIN)
+                                && (f64::from(r) / (f64::from(input_q.scale) * f64::from(s))).abs()
+                                    > f64::from(i32::MAX)
+                        });
+                        if saturated {
+                            return Err(BuildError::DataLength(self.constant_name("bias")));
+                        }
+                    }
                     let weights = QuantizedWeights {
                         values: &qw,
                         scales: &scales,
                         bias: bias_q.as_deref(),
                     };
-                    self.append_quantized(b, weights, output)
+                    let dtype = match self.precision {
+                        Precision::I16 { .. } => DType::I16,
+                        _ => DType::I8,
+                    };
+                    self.append_quantized(b, weights, output, dtype)
                 }
                 Precision::Quantized { weights, output } => {
-                    self.append_quantized(b, weights, output)
+                    self.append_quantized(b, weights, output, DType::I8)
                 }
             }
         }
@@ -392,13 +546,15 @@ pub(crate) mod build {
             Ok(out)
         }
 
-        /// The int8 layer with integer weights, and the multipliers as TFLite computes them.
-        /// The input must be int8 with per-tensor quantization.
+        /// The integer layer (int8, or 16x8 with `dtype` I16) with integer weights, and the
+        /// multipliers as TFLite computes them. The input must have per-tensor quantization
+        /// and the output's element type.
         fn append_quantized(
             &self,
             b: &mut ModelBuilder,
             weights: QuantizedWeights<'_>,
             output: QuantParams,
+            dtype: DType,
         ) -> Result<TensorId, BuildError> {
             let input_q = b
                 .per_tensor(self.input)
@@ -431,7 +587,7 @@ pub(crate) mod build {
             )?;
             let out = b.tensor(
                 self.name,
-                DType::I8,
+                dtype,
                 self.output_dims,
                 QuantSpec::PerTensor {
                     scale: output.scale,

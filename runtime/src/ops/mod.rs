@@ -27,7 +27,7 @@ pub(crate) mod node;
 #[cfg(test)]
 pub(crate) mod testing;
 
-pub use layer::RequantizeParams;
+pub use layer::{Requantize16Params, RequantizeParams};
 pub(crate) use node::{Ctx, Node, Operand};
 
 use serde::{Deserialize, Serialize};
@@ -261,6 +261,9 @@ pub fn kernel_name(kind: OpKind, dtype: crate::tensor::DType) -> &'static str {
     use crate::tensor::DType;
     match (kind, dtype) {
         (OpKind::FullyConnected, DType::I8) => best_name(fully_connected::I8_KERNELS),
+        (OpKind::FullyConnected, DType::I16) => best_name(fully_connected::I16_KERNELS),
+        (OpKind::Conv2d, DType::I16) => best_name(conv2d::I16_KERNELS),
+        (OpKind::DepthwiseConv2d, DType::I16) => best_name(depthwise_conv2d::I16_KERNELS),
         (OpKind::FullyConnected, DType::F32) => best_name(fully_connected::F32_KERNELS),
         (OpKind::Conv2d, DType::I8) => best_name(conv2d::I8_KERNELS),
         (OpKind::Conv2d, DType::F32) => best_name(conv2d::F32_KERNELS),

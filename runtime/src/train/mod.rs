@@ -724,9 +724,14 @@ fn dequantize(tensor: &TensorRecord<'_>, bytes: &[u8], out: &mut [f32]) -> Resul
                 *v = scale * (i32::from(q as i8) - zero_point) as f32;
             }
         }
+        (DType::I16, Quantization::PerTensor { scale, zero_point }) => {
+            for (v, q) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *v = scale * (i32::from(i16::from_le_bytes([q[0], q[1]])) - zero_point) as f32;
+            }
+        }
         _ => {
             return Err(TrainError::NoTrainableHead(
-                "the first trained layer's input is neither f32 nor per-tensor int8",
+                "the first trained layer's input is neither f32 nor per-tensor int8 or int16",
             ));
         }
     }

@@ -780,3 +780,90 @@ fn stochastic_rounding_is_unbiased_and_keeps_integers() {
         }));
     }
 }
+
+/// A head of 16x8 layers (int16 activations, int8 weights) trains like an int8 one: the
+/// int16 boundary is read in real units, the loss falls, and the trained weights patched
+/// into the model compute what the trainer predicts.
+#[test]
+fn a_head_of_int16_layers_trains_and_comes_home() {
+    use crate::quant::QuantParams;
+    let mut b = ModelBuilder::new("int16-head");
+    let x = b
+        .tensor("x", DType::F32, &[1, 16], QuantSpec::None)
+        .unwrap();
+    b.input(x);
+    let q = b
+        .quantize("x.q", x, QuantParams::i16_from_range(-1.0, 1.0), DType::I16)
+        .unwrap();
+    let mut rng = crate::selftest::SplitMix64(5);
+    let mut weights = |n: usize, scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| ((rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale)
+            .collect()
+    };
+    let (w1, b1, w2, b2) = (
+        weights(24 * 16, 0.5),
+        weights(24, 0.1),
+        weights(4 * 24, 0.5),
+        weights(4, 0.1),
+    );
+    let h = b
+        .fully_connected_i16(
+            "fc1",
+            q,
+            &w1,
+            Some(&b1),
+            QuantParams::i16_from_range(-4.0, 4.0),
+            FusedActivation::RELU,
+        )
+        .unwrap();
+    let y = b
+        .fully_connected_i16(
+            "fc2",
+            h,
+            &w2,
+            Some(&b2),
+            QuantParams::i16_from_range(-8.0, 8.0),
+            FusedActivation::NONE,
+        )
+        .unwrap();
+    let out = b.dequantize("y", y).unwrap();
+    b.output(out);
+    let bytes = AlignedBytes::new(&b.build().unwrap().bytes);
+    let model = Model::from_bytes(&bytes).unwrap();
+    let (mut arena, mut state) = buffers(&model, &CHECK_CONFIG);
+    let payload: Vec<u8> = {
+        let mut t = Trainer::new(&model, &mut arena, &mut state, CHECK_CONFIG).unwrap();
+        let run = check::train_seeded_into(&mut t, 3, 1200).unwrap();
+        assert!(run.last_loss < 0.8 * run.first_loss, "{run:?}");
+        t.checkpoint().concat()
+    };
+    let mut trainer = Trainer::new(&model, &mut arena, &mut state, CHECK_CONFIG).unwrap();
+    trainer.restore(&payload).unwrap();
+    let (patched, changes) = export::patch_model(&bytes, trainer.trained_layers()).unwrap();
+    assert_eq!(changes.len(), 2);
+    let patched = AlignedBytes::new(&patched);
+    let patched_model = Model::from_bytes(&patched).unwrap();
+    assert_eq!(
+        patched_model.format_version().1,
+        crate::format::MINOR_INT16_LAYERS
+    );
+    let mut run_arena = vec![0u8; model.arena_size() + 16];
+    let mut interpreter = Interpreter::new(&patched_model, &mut run_arena).unwrap();
+    let best = |v: &[f32]| {
+        v.iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap()
+            .0
+    };
+    let mut agree = 0;
+    for i in 0..50 {
+        let x = sample(300 + i);
+        let logits = trainer.predict(&x).unwrap().to_vec();
+        interpreter.input_mut::<f32>(0).unwrap().copy_from_slice(&x);
+        interpreter.invoke().unwrap();
+        agree += usize::from(best(interpreter.output::<f32>(0).unwrap()) == best(&logits));
+    }
+    assert!(agree >= 48, "{agree} of 50 agree");
+}

@@ -260,6 +260,52 @@ impl Conv2dI8<'_> {
     }
 }
 
+/// The operands of a 16x8 convolution: int16 activations (zero point 0), int8 filter.
+#[derive(Debug)]
+pub struct Conv2dI16<'a> {
+    /// Dimensions.
+    pub geometry: ConvGeometry,
+    /// Requantization.
+    pub params: crate::ops::Requantize16Params<'a>,
+    /// `[batch][in_h][in_w][in_c]`.
+    pub input: &'a [i16],
+    /// `[out_c][k_h][k_w][in_c / groups]`.
+    pub filter: &'a [i8],
+    /// `[out_c]` in the accumulator's scale, or `None`.
+    pub bias: Option<&'a [i32]>,
+}
+
+impl Conv2dI16<'_> {
+    /// Checks every length and parameter, so kernels can index without further checks.
+    pub fn validate(&self, output: &[i16]) -> Result<(), Error> {
+        let g = &self.geometry;
+        g.check_lengths(
+            self.input.len(),
+            (g.out_channels * g.patch_len(), self.filter.len()),
+            output.len(),
+            self.bias.map(<[i32]>::len),
+        )?;
+        self.params.validate(g.out_channels)
+    }
+}
+
+type I16Kernel = fn(&Conv2dI16<'_>, &mut [i16]);
+
+/// The 16x8 kernels of this build: the reference only, so far.
+pub(crate) const I16_KERNELS: &[Kernel<I16Kernel>] = &[Kernel {
+    name: "reference",
+    isa: Isa::Portable,
+    run: reference::conv2d_i16,
+}];
+
+/// Runs a 16x8 convolution with the fastest kernel this build has, after validating the
+/// operands. Every kernel gives exactly the values of [`reference::conv2d_i16`].
+pub fn conv2d_i16(op: &Conv2dI16<'_>, output: &mut [i16]) -> Result<(), Error> {
+    op.validate(output)?;
+    (best(I16_KERNELS))(op, output);
+    Ok(())
+}
+
 /// The operands of a float convolution.
 #[derive(Debug, Clone, Copy)]
 pub struct Conv2dF32<'a> {
@@ -572,7 +618,9 @@ pub(crate) fn check(node: &Node<'_>) -> Result<(), OpProblem> {
     a.activation.check()?;
     let operands = LayerOperands::read(node)?;
     let g = geometry(&operands, &a)?;
-    let dtype = operands.input.expect_dtype(&[DType::F32, DType::I8])?;
+    let dtype = operands
+        .input
+        .expect_dtype(&[DType::F32, DType::I8, DType::I16])?;
     layer::check_operands(node, &operands, dtype, g.out_channels, 0)
 }
 
@@ -582,6 +630,8 @@ pub(crate) fn scratch_bytes(node: &Node<'_>) -> Result<usize, OpProblem> {
     let g = geometry(&operands, &a)?;
     let element = match operands.input.record.dtype {
         DType::I8 => 2,
+        // The 16x8 reference gathers nothing.
+        DType::I16 => 0,
         _ => 4,
     };
     Ok(scratch_len(&g) * element)
@@ -627,6 +677,17 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
             let (out, scratch) =
                 unsafe { (ctx.write::<i8>(&output)?, scratch_view::<i16>(ctx, temp)?) };
             conv2d_i8(&op, out, scratch)
+        }
+        DType::I16 => {
+            let op = Conv2dI16 {
+                geometry,
+                params: layer::i16_requant(ctx, &output, a.activation)?,
+                input: ctx.read(&input)?,
+                filter: node.constant(&filter).map_err(corrupt)?,
+                bias: layer::bias(ctx)?,
+            };
+            // SAFETY: validation keeps the output clear of every other operand.
+            conv2d_i16(&op, unsafe { ctx.write::<i16>(&output)? })
         }
         _ => Err(Error::CorruptModel),
     }
@@ -808,6 +869,27 @@ mod build {
             let precision = Precision::F32 {
                 weights: filter,
                 bias,
+            };
+            append(self, name, input, spec, activation, precision)
+        }
+
+        /// Appends a 16x8 convolution from float weights (quantized per output channel):
+        /// `input` is int16 with zero point 0, as is `output`.
+        #[allow(clippy::too_many_arguments)]
+        pub fn conv2d_i16(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            spec: ConvSpec,
+            filter: &[f32],
+            bias: Option<&[f32]>,
+            output: QuantParams,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let precision = Precision::I16 {
+                weights: filter,
+                bias,
+                output,
             };
             append(self, name, input, spec, activation, precision)
         }

@@ -476,3 +476,169 @@ fn one_conv_models_run_and_bad_ones_are_refused() {
         other => panic!("expected a filter shape error, got {other:?}"),
     }
 }
+
+/// A random 16x8 convolution: full-range int16 input, multipliers with the small shifts
+/// TFLite's 16x8 kernels allow, and an int32 bias.
+/// Geometry, multipliers, clamp, input, filter and bias of a 16x8 convolution.
+type I16Problem = (
+    ConvGeometry,
+    Vec<QuantizedMultiplier>,
+    (i16, i16),
+    Vec<i16>,
+    Vec<i8>,
+    Option<Vec<i32>>,
+);
+
+fn i16_problem() -> impl Strategy<Value = I16Problem> {
+    geometry().prop_flat_map(|g| {
+        (
+            Just(g),
+            prop::collection::vec(1e-7f64..1e-3, g.out_channels),
+            (any::<i16>(), any::<i16>()),
+            prop::collection::vec(any::<i16>(), g.input_len().unwrap()),
+            i8s(g.out_channels * g.patch_len()),
+            prop::option::of(prop::collection::vec(
+                -(1i32 << 24)..(1 << 24),
+                g.out_channels,
+            )),
+        )
+            .prop_map(|(g, reals, (a, b), input, filter, bias)| {
+                let m = reals
+                    .into_iter()
+                    .map(|r| QuantizedMultiplier::from_real(r).unwrap())
+                    .collect();
+                (g, m, (a.min(b), a.max(b)), input, filter, bias)
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// The 16x8 reference agrees with the independent padded formulation (zero point 0)
+    /// requantized by TFLite's 64-bit rule, bit for bit, and within two steps of exact real
+    /// arithmetic (the 15-bit multiplier costs one).
+    #[test]
+    fn i16_reference_matches_padded_formulation(
+        (g, multipliers, activation, input, filter, bias) in i16_problem()
+    ) {
+        let op = Conv2dI16 {
+            geometry: g,
+            params: crate::ops::Requantize16Params {
+                multipliers: &multipliers,
+                activation_min: activation.0,
+                activation_max: activation.1,
+            },
+            input: &input,
+            filter: &filter,
+            bias: bias.as_deref(),
+        };
+        let mut out = vec![0i16; g.output_len().unwrap()];
+        conv2d_i16(&op, &mut out).unwrap();
+        let mut i = 0;
+        for b in 0..g.batch {
+            for oy in 0..g.out_height {
+                for ox in 0..g.out_width {
+                    for oc in 0..g.out_channels {
+                        let acc = padded_accumulator_i16(&op, b, oy, ox, oc);
+                        let m = op.params.multiplier(oc);
+                        let (lo, hi) = (i32::from(activation.0), i32::from(activation.1));
+                        let want = m.apply_wide(acc).clamp(lo, hi) as i16;
+                        prop_assert_eq!(out[i], want, "pixel ({}, {}, {}) channel {}", b, oy, ox, oc);
+                        let real = (acc as f64 * m.to_real()).round().clamp(f64::from(lo), f64::from(hi));
+                        prop_assert!((f64::from(out[i]) - real).abs() <= 2.0);
+                        i += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// [`padded_accumulator`] for a 16x8 problem (zero point 0).
+fn padded_accumulator_i16(op: &Conv2dI16<'_>, b: usize, oy: usize, ox: usize, oc: usize) -> i64 {
+    let g = &op.geometry;
+    let (cg, og) = (g.group_in_channels(), g.group_out_channels());
+    let group = oc / og;
+    let mut acc = op.bias.map_or(0, |bias| i64::from(bias[oc]));
+    for ky in 0..g.kernel_height {
+        for kx in 0..g.kernel_width {
+            let y = (oy * g.stride_height + ky * g.dilation_height) as i64 - g.pad_top as i64;
+            let x = (ox * g.stride_width + kx * g.dilation_width) as i64 - g.pad_left as i64;
+            if y < 0 || x < 0 || y as usize >= g.in_height || x as usize >= g.in_width {
+                continue;
+            }
+            for c in 0..cg {
+                let i = ((b * g.in_height + y as usize) * g.in_width + x as usize) * g.in_channels
+                    + group * cg
+                    + c;
+                let w = op.filter[((oc * g.kernel_height + ky) * g.kernel_width + kx) * cg + c];
+                acc += i64::from(op.input[i]) * i64::from(w);
+            }
+        }
+    }
+    acc
+}
+
+/// A 16x8 layer saturates at the int16 bounds and clamps to its fused activation; a shift
+/// above 7 is refused.
+#[test]
+fn i16_saturates_clamps_and_refuses_large_shifts() {
+    let g = ConvGeometry {
+        batch: 1,
+        in_height: 1,
+        in_width: 1,
+        in_channels: 4,
+        out_height: 1,
+        out_width: 1,
+        out_channels: 2,
+        kernel_height: 1,
+        kernel_width: 1,
+        stride_height: 1,
+        stride_width: 1,
+        dilation_height: 1,
+        dilation_width: 1,
+        pad_top: 0,
+        pad_left: 0,
+        groups: 1,
+    };
+    let input = [i16::MAX, i16::MAX, i16::MIN, i16::MAX];
+    let filter = [127i8, 127, -128, 127, -128, -128, 127, -128];
+    let m = [QuantizedMultiplier::from_real(0.5).unwrap()];
+    let op = Conv2dI16 {
+        geometry: g,
+        params: crate::ops::Requantize16Params {
+            multipliers: &m,
+            activation_min: i16::MIN,
+            activation_max: i16::MAX,
+        },
+        input: &input,
+        filter: &filter,
+        bias: None,
+    };
+    let mut out = [0i16; 2];
+    conv2d_i16(&op, &mut out).unwrap();
+    assert_eq!(out, [i16::MAX, i16::MIN]);
+    let relu = Conv2dI16 {
+        params: crate::ops::Requantize16Params {
+            activation_min: 0,
+            ..op.params
+        },
+        ..op
+    };
+    conv2d_i16(&relu, &mut out).unwrap();
+    assert_eq!(out, [i16::MAX, 0]);
+    let big = [QuantizedMultiplier::from_real(300.0).unwrap()];
+    assert!(big[0].shift() > QuantizedMultiplier::MAX_WIDE_SHIFT);
+    let op = Conv2dI16 {
+        params: crate::ops::Requantize16Params {
+            multipliers: &big,
+            ..op.params
+        },
+        ..op
+    };
+    assert_eq!(
+        conv2d_i16(&op, &mut out),
+        Err(Error::InvalidQuantization(crate::error::QuantField::Scale))
+    );
+}

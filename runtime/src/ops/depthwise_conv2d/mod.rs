@@ -84,6 +84,58 @@ impl DepthwiseConv2dI8<'_> {
     }
 }
 
+/// The operands of a 16x8 depthwise convolution: int16 activations (zero point 0), int8
+/// filter.
+#[derive(Debug)]
+pub struct DepthwiseConv2dI16<'a> {
+    /// Dimensions.
+    pub geometry: ConvGeometry,
+    /// Requantization.
+    pub params: crate::ops::Requantize16Params<'a>,
+    /// `[batch][in_h][in_w][in_c]`.
+    pub input: &'a [i16],
+    /// `[k_h][k_w][out_c]`.
+    pub filter: &'a [i8],
+    /// `[out_c]`, or `None`.
+    pub bias: Option<&'a [i32]>,
+}
+
+impl DepthwiseConv2dI16<'_> {
+    /// Checks every length and parameter.
+    pub fn validate(&self, output: &[i16]) -> Result<(), Error> {
+        let g = &self.geometry;
+        validate_geometry(g)?;
+        g.check_lengths(
+            self.input.len(),
+            (
+                g.kernel_height * g.kernel_width * g.out_channels,
+                self.filter.len(),
+            ),
+            output.len(),
+            self.bias.map(<[i32]>::len),
+        )?;
+        self.params.validate(g.out_channels)
+    }
+}
+
+type I16Kernel = fn(&DepthwiseConv2dI16<'_>, &mut [i16]);
+
+/// The 16x8 kernels of this build: the reference only, so far.
+pub(crate) const I16_KERNELS: &[Kernel<I16Kernel>] = &[Kernel {
+    name: "reference",
+    isa: Isa::Portable,
+    run: reference::depthwise_conv2d_i16,
+}];
+
+/// Runs a 16x8 depthwise convolution with the fastest kernel this build has, after
+/// validating the operands. Every kernel gives exactly the values of
+/// [`reference::depthwise_conv2d_i16`].
+pub fn depthwise_conv2d_i16(op: &DepthwiseConv2dI16<'_>, output: &mut [i16]) -> Result<(), Error> {
+    op.validate(output)?;
+    (best(I16_KERNELS))(op, output);
+    Ok(())
+}
+
 /// The operands of a float depthwise convolution.
 #[derive(Debug, Clone, Copy)]
 pub struct DepthwiseConv2dF32<'a> {
@@ -265,7 +317,9 @@ pub(crate) fn check(node: &Node<'_>) -> Result<(), OpProblem> {
     a.activation.check()?;
     let operands = LayerOperands::read(node)?;
     let g = geometry(&operands, &a)?;
-    let dtype = operands.input.expect_dtype(&[DType::F32, DType::I8])?;
+    let dtype = operands
+        .input
+        .expect_dtype(&[DType::F32, DType::I8, DType::I16])?;
     layer::check_operands(node, &operands, dtype, g.out_channels, 3)
 }
 
@@ -307,6 +361,17 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
             };
             // SAFETY: validation keeps the output clear of every input.
             depthwise_conv2d_i8(&op, unsafe { ctx.write(&output)? })
+        }
+        DType::I16 => {
+            let op = DepthwiseConv2dI16 {
+                geometry,
+                params: layer::i16_requant(ctx, &output, a.activation)?,
+                input: ctx.read(&input)?,
+                filter: node.constant(&filter).map_err(corrupt)?,
+                bias: layer::bias(ctx)?,
+            };
+            // SAFETY: validation keeps the output clear of every input.
+            depthwise_conv2d_i16(&op, unsafe { ctx.write(&output)? })
         }
         _ => Err(Error::CorruptModel),
     }
@@ -391,6 +456,27 @@ mod build {
             let precision = Precision::F32 {
                 weights: filter,
                 bias,
+            };
+            append(self, name, input, spec, activation, precision)
+        }
+
+        /// Appends a 16x8 depthwise convolution from float weights (quantized per output
+        /// channel): `input` is int16 with zero point 0, as is `output`.
+        #[allow(clippy::too_many_arguments)]
+        pub fn depthwise_conv2d_i16(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            spec: ConvSpec,
+            filter: &[f32],
+            bias: Option<&[f32]>,
+            output: QuantParams,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let precision = Precision::I16 {
+                weights: filter,
+                bias,
+                output,
             };
             append(self, name, input, spec, activation, precision)
         }

@@ -115,6 +115,52 @@ pub fn fully_connected_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) -> Resul
     Ok(())
 }
 
+/// The operands of a 16x8 fully-connected call: int16 activations, int8 weights.
+#[derive(Debug)]
+pub struct FullyConnectedI16<'a> {
+    /// Layer dimensions.
+    pub shape: FullyConnectedShape,
+    /// Quantization parameters.
+    pub params: crate::ops::Requantize16Params<'a>,
+    /// `[batch][in_features]` activations (zero point 0).
+    pub input: &'a [i16],
+    /// `[out_features][in_features]` weights.
+    pub weights: &'a [i8],
+    /// `[out_features]` bias in the accumulator's scale, or `None`.
+    pub bias: Option<&'a [i32]>,
+}
+
+impl FullyConnectedI16<'_> {
+    /// Checks every length and quantization parameter against the shape.
+    pub fn validate(&self, output: &[i16]) -> Result<(), Error> {
+        self.shape.check_lengths(
+            self.input.len(),
+            self.weights.len(),
+            output.len(),
+            self.bias.map(<[i32]>::len),
+        )?;
+        self.params.validate(self.shape.out_features)
+    }
+}
+
+/// Runs a 16x8 fully-connected layer with the fastest kernel this build has, after
+/// validating the operands. Every kernel gives exactly the values of
+/// [`reference::fully_connected_i16`].
+pub fn fully_connected_i16(op: &FullyConnectedI16<'_>, output: &mut [i16]) -> Result<(), Error> {
+    op.validate(output)?;
+    (best(I16_KERNELS))(op, output);
+    Ok(())
+}
+
+type I16Kernel = fn(&FullyConnectedI16<'_>, &mut [i16]);
+
+/// The 16x8 kernels of this build: the reference only, so far.
+pub(crate) const I16_KERNELS: &[Kernel<I16Kernel>] = &[Kernel {
+    name: "reference",
+    isa: Isa::Portable,
+    run: reference::fully_connected_i16,
+}];
+
 type I8Kernel = fn(&FullyConnectedI8<'_>, &mut [i8]);
 type F32Kernel = fn(&FullyConnectedF32<'_>, &mut [f32]);
 
@@ -254,7 +300,9 @@ pub(crate) fn check(node: &Node<'_>) -> Result<(), OpProblem> {
     attributes.activation.check()?;
     let operands = LayerOperands::read(node)?;
     let shape = geometry(&operands)?;
-    let dtype = operands.input.expect_dtype(&[DType::F32, DType::I8])?;
+    let dtype = operands
+        .input
+        .expect_dtype(&[DType::F32, DType::I8, DType::I16])?;
     layer::check_operands(node, &operands, dtype, shape.out_features, 0)
 }
 
@@ -292,6 +340,17 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
             };
             // SAFETY: validation keeps the output clear of every input.
             fully_connected_i8(&op, unsafe { ctx.write(&output)? })
+        }
+        DType::I16 => {
+            let op = FullyConnectedI16 {
+                shape,
+                params: layer::i16_requant(ctx, &output, attributes.activation)?,
+                input: ctx.read(&input)?,
+                weights: node.constant(&weights).map_err(corrupt)?,
+                bias: layer::bias(ctx)?,
+            };
+            // SAFETY: validation keeps the output clear of every input.
+            fully_connected_i16(&op, unsafe { ctx.write(&output)? })
         }
         _ => Err(Error::CorruptModel),
     }
@@ -364,6 +423,25 @@ mod build {
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
             let precision = Precision::F32 { weights, bias };
+            append(self, name, input, activation, precision)
+        }
+
+        /// Appends a 16x8 fully-connected layer from float weights (quantized per output
+        /// feature): `input` is int16 with zero point 0, as is `output`.
+        pub fn fully_connected_i16(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            weights: &[f32],
+            bias: Option<&[f32]>,
+            output: QuantParams,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let precision = Precision::I16 {
+                weights,
+                bias,
+                output,
+            };
             append(self, name, input, activation, precision)
         }
 

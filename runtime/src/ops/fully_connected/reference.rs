@@ -1,7 +1,7 @@
 //! The portable reference kernel: plain loops, the definition every fast path must reproduce
 //! bit for bit. Kept simple on purpose.
 
-use super::FullyConnectedI8;
+use super::{FullyConnectedI8, FullyConnectedI16};
 
 /// TFLite's reference int8 fully-connected (`reference_integer_ops::FullyConnected`, with the
 /// per-channel multipliers of its per-channel variant).
@@ -29,6 +29,29 @@ pub fn fully_connected_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
                 .saturating_add(p.output_zero_point);
             output[b * s.out_features + o] =
                 scaled.clamp(i32::from(p.activation_min), i32::from(p.activation_max)) as i8;
+        }
+    }
+}
+
+/// TFLite's reference 16x8 fully-connected (`reference_integer_ops::FullyConnected` for int16
+/// activations): no zero points, a 64-bit accumulator, the 64-bit multiplier.
+///
+/// The operands must have passed [`FullyConnectedI16::validate`]; lengths are not rechecked.
+pub fn fully_connected_i16(op: &FullyConnectedI16<'_>, output: &mut [i16]) {
+    let s = op.shape;
+    debug_assert!(op.validate(output).is_ok());
+    for b in 0..s.batch {
+        let row = &op.input[b * s.in_features..(b + 1) * s.in_features];
+        for o in 0..s.out_features {
+            let weights = &op.weights[o * s.in_features..(o + 1) * s.in_features];
+            let mut acc: i64 = 0;
+            for (&x, &w) in row.iter().zip(weights) {
+                acc = acc.wrapping_add(i64::from(x) * i64::from(w));
+            }
+            if let Some(bias) = op.bias {
+                acc = acc.wrapping_add(i64::from(bias[o]));
+            }
+            output[b * s.out_features + o] = op.params.output(acc, o);
         }
     }
 }

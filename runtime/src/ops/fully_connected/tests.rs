@@ -441,3 +441,57 @@ fn a_one_layer_model_runs_like_the_kernel() {
         assert!((real - w).abs() < 4.0 * out_q.scale + 0.02, "{w} vs {real}");
     }
 }
+
+proptest! {
+    /// The 16x8 reference agrees bit for bit with the 64-bit TFLite requantization of an
+    /// accumulator summed in the other order in i128, and within two steps of exact real
+    /// arithmetic.
+    #[test]
+    fn i16_reference_matches_independent_model(
+        (batch, n, o, input, weights, bias, reals, (a, b)) in (1usize..4, 1usize..300, 1usize..20)
+            .prop_flat_map(|(batch, n, o)| (
+                Just(batch),
+                Just(n),
+                Just(o),
+                prop::collection::vec(any::<i16>(), batch * n),
+                prop::collection::vec(any::<i8>(), o * n),
+                prop::option::of(prop::collection::vec(-(1i32 << 24)..(1 << 24), o)),
+                prop::collection::vec(1e-7f64..1e-3, 1..=o),
+                (any::<i16>(), any::<i16>()),
+            ))
+    ) {
+        // One multiplier for all, or one per output.
+        let reals = if reals.len() == o { reals } else { reals[..1].to_vec() };
+        let multipliers: Vec<QuantizedMultiplier> = reals
+            .into_iter()
+            .map(|r| QuantizedMultiplier::from_real(r).unwrap())
+            .collect();
+        let (lo, hi) = (a.min(b), a.max(b));
+        let op = FullyConnectedI16 {
+            shape: FullyConnectedShape { batch, in_features: n, out_features: o },
+            params: crate::ops::Requantize16Params {
+                multipliers: &multipliers,
+                activation_min: lo,
+                activation_max: hi,
+            },
+            input: &input,
+            weights: &weights,
+            bias: bias.as_deref(),
+        };
+        let mut out = vec![0i16; batch * o];
+        fully_connected_i16(&op, &mut out).unwrap();
+        for r in 0..batch {
+            for c in 0..o {
+                let mut acc: i128 = bias.as_ref().map_or(0, |b| i128::from(b[c]));
+                for k in (0..n).rev() {
+                    acc += i128::from(input[r * n + k]) * i128::from(weights[c * n + k]);
+                }
+                let m = op.params.multiplier(c);
+                let want = m.apply_wide(acc as i64).clamp(i32::from(lo), i32::from(hi)) as i16;
+                prop_assert_eq!(out[r * o + c], want);
+                let real = (acc as f64 * m.to_real()).round().clamp(f64::from(lo), f64::from(hi));
+                prop_assert!((f64::from(out[r * o + c]) - real).abs() <= 2.0);
+            }
+        }
+    }
+}
