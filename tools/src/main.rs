@@ -206,6 +206,10 @@ enum Command {
         /// for a layer the per-layer SQNR shows hurts.
         #[arg(long = "keep-float")]
         keep_float: Vec<String>,
+        /// Run this Conv, Gemm or MatMul node with int16 activations and int8 weights (ONNX
+        /// node name or output name; repeatable): a 16x8 layer for one int8 leaves too coarse.
+        #[arg(long = "int16")]
+        int16: Vec<String>,
         /// The shape of an input the ONNX file leaves open, as `name=1,3,32,32` (repeatable).
         #[arg(long = "input-shape", value_parser = parse_input_shape)]
         input_shapes: Vec<(String, Vec<usize>)>,
@@ -728,6 +732,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             output,
             onnx_output,
             keep_float,
+            int16,
             input_shapes,
             json,
             project,
@@ -746,6 +751,7 @@ fn execute(command: Command) -> Result<ExitCode> {
                 let options = loam_tools::quantize::ModelQuantizeOptions {
                     calibration,
                     keep_float,
+                    int16,
                     bias_correction,
                     import: ImportOptions {
                         input_shapes: input_shapes.into_iter().collect(),
@@ -784,8 +790,9 @@ fn execute(command: Command) -> Result<ExitCode> {
                     && output.is_none()
                     && onnx_output.is_none()
                     && keep_float.is_empty()
+                    && int16.is_empty()
                     && eval.is_none(),
-                "--data, --eval, --output, --onnx-output and --keep-float go with a model file \
+                "--data, --eval, --output, --onnx-output, --keep-float and --int16 go with a model file \
                  (.onnx or .loam); a run folder is re-quantized from its own data"
             );
             let run = match run {

@@ -421,6 +421,12 @@ pub(crate) mod build {
             weights: QuantizedWeights<'a>,
             output: QuantParams,
         },
+        /// Integer weights kept as given; a 16x8 layer (int16 input and `output`, zero
+        /// points 0).
+        Quantized16 {
+            weights: QuantizedWeights<'a>,
+            output: QuantParams,
+        },
         /// f32 weights quantized symmetrically per output channel, the bias to int32 in the
         /// accumulator's scale; a 16x8 layer (int16 input and `output`, zero points 0).
         I16 {
@@ -437,7 +443,9 @@ pub(crate) mod build {
                 Precision::F32 { weights, .. }
                 | Precision::I8 { weights, .. }
                 | Precision::I16 { weights, .. } => weights.len(),
-                Precision::Quantized { weights, .. } => weights.values.len(),
+                Precision::Quantized { weights, .. } | Precision::Quantized16 { weights, .. } => {
+                    weights.values.len()
+                }
             }
         }
     }
@@ -509,6 +517,9 @@ pub(crate) mod build {
                 }
                 Precision::Quantized { weights, output } => {
                     self.append_quantized(b, weights, output, DType::I8)
+                }
+                Precision::Quantized16 { weights, output } => {
+                    self.append_quantized(b, weights, output, DType::I16)
                 }
             }
         }

@@ -301,6 +301,14 @@ pub(crate) struct Point {
     pub fixed: Option<QuantParams>,
     /// Whether it is a graph input (which keeps its name for the float value).
     pub is_input: bool,
+    /// int16 (symmetric) rather than int8: a value a 16x8 layer reads or writes.
+    pub wide: bool,
+    /// For a conversion (a value another point already quantizes in the other width), the
+    /// one node that reads this copy.
+    pub reader: Option<usize>,
+    /// The base of the names of its quantize/dequantize nodes and parameters: the value's
+    /// name, or `<value>.int16` / `<value>.int8` for a conversion.
+    pub stem: String,
 }
 
 /// A constant weight quantized per output channel.
@@ -354,7 +362,12 @@ fn find(groups: &mut [usize], mut p: usize) -> usize {
 /// Chooses the values to quantize in `graph` (whose BatchNorms are folded): every value an
 /// int8-capable node reads at run time and every value it writes (after the ReLU or Clip it
 /// absorbs), unless the node is named in `keep_float` (by node name or output name).
-pub(crate) fn plan(graph: &GraphProto, values: &Values, keep_float: &[String]) -> Result<Plan> {
+pub(crate) fn plan(
+    graph: &GraphProto,
+    values: &Values,
+    keep_float: &[String],
+    int16: &[String],
+) -> Result<Plan> {
     if let Some(n) = graph
         .node
         .iter()
@@ -417,13 +430,27 @@ pub(crate) fn plan(graph: &GraphProto, values: &Values, keep_float: &[String]) -
     // The point whose parameters each quantized value has.
     let mut source: HashMap<String, usize> = HashMap::new();
     let mut fused: HashSet<usize> = HashSet::new();
-    let add_point = |plan: &mut Plan, tensor: &str, fixed: Option<QuantParams>| -> usize {
+    let wide_names: HashSet<&str> = int16.iter().map(String::as_str).collect();
+    let mut wide_matched: HashSet<String> = HashSet::new();
+    let add_point = |plan: &mut Plan,
+                     tensor: &str,
+                     fixed: Option<QuantParams>,
+                     wide: bool,
+                     reader: Option<usize>|
+     -> usize {
         let node = producer.get(tensor);
+        let stem = match reader {
+            None => tensor.to_string(),
+            Some(_) => format!("{tensor}.{}", if wide { "int16" } else { "int8" }),
+        };
         plan.points.push(Point {
             tensor: tensor.to_string(),
             producer: node.map_or_else(|| tensor.to_string(), |n| node_name(n)),
             fixed,
-            is_input: node.is_none(),
+            is_input: node.is_none() && reader.is_none(),
+            wide,
+            reader,
+            stem,
         });
         let p = plan.points.len() - 1;
         plan.groups.push(p);
@@ -467,7 +494,12 @@ pub(crate) fn plan(graph: &GraphProto, values: &Values, keep_float: &[String]) -
                 let Some(out) = node.output.first() else {
                     continue;
                 };
-                let p = add_point(&mut plan, out, None);
+                // int8 and int16 values do not mix: such a node runs in float.
+                let wide = plan.points[sources[0]].wide;
+                if sources.iter().any(|&s| plan.points[s].wide != wide) {
+                    continue;
+                }
+                let p = add_point(&mut plan, out, None, wide, None);
                 for s in sources {
                     let (a, b) = (find(&mut plan.groups, s), find(&mut plan.groups, p));
                     plan.groups[b] = a;
@@ -480,11 +512,37 @@ pub(crate) fn plan(graph: &GraphProto, values: &Values, keep_float: &[String]) -
                 fuses_activation,
                 fixed,
             } => {
-                for t in &runtime {
-                    if !source.contains_key(*t) {
-                        let p = add_point(&mut plan, t, None);
-                        source.insert(t.to_string(), p);
+                let mut wide = false;
+                for name in std::iter::once(node.name.as_str())
+                    .chain(node.output.iter().map(String::as_str))
+                {
+                    if wide_names.contains(name) {
+                        wide_matched.insert(name.to_string());
+                        wide = true;
                     }
+                }
+                if wide && weight.is_none() {
+                    bail!(
+                        "--int16 names `{}` ({}): only Conv, Gemm and MatMul layers with \
+                         constant weights run with int16 activations",
+                        node_name(node),
+                        node.op_type
+                    );
+                }
+                // The point each runtime input is read through: its own, or a conversion to
+                // this node's width.
+                let mut reads = Vec::new();
+                for t in &runtime {
+                    let p = match source.get(*t) {
+                        Some(&p) if plan.points[p].wide == wide => p,
+                        Some(_) => add_point(&mut plan, t, None, wide, Some(i)),
+                        None => {
+                            let p = add_point(&mut plan, t, None, wide, None);
+                            source.insert(t.to_string(), p);
+                            p
+                        }
+                    };
+                    reads.push(p);
                 }
                 let Some(mut out) = node.output.first().cloned() else {
                     continue;
@@ -496,10 +554,10 @@ pub(crate) fn plan(graph: &GraphProto, values: &Values, keep_float: &[String]) -
                     fused.insert(c);
                     out = graph.node[c].output[0].clone();
                 }
-                let p = add_point(&mut plan, &out, fixed);
+                let p = add_point(&mut plan, &out, fixed, wide, None);
                 source.insert(out, p);
                 if let Some((input, axis)) = weight
-                    && let Some(&input_point) = runtime.first().and_then(|t| source.get(*t))
+                    && let Some(&input_point) = reads.first()
                 {
                     plan.weights.push(Weight {
                         node: i,
@@ -511,6 +569,18 @@ pub(crate) fn plan(graph: &GraphProto, values: &Values, keep_float: &[String]) -
                 }
             }
         }
+    }
+    let unmatched: Vec<&str> = int16
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !wide_matched.contains(*k))
+        .collect();
+    if !unmatched.is_empty() {
+        bail!(
+            "--int16 names no quantized Conv, Gemm or MatMul node (or its output): {} (see \
+             `loam inspect` or the ONNX graph for the names)",
+            unmatched.join(", ")
+        );
     }
     let unmatched: Vec<&str> = keep_float
         .iter()
@@ -597,7 +667,12 @@ pub(crate) fn quantize_weight(
     })
 }
 
-fn scalar_params(graph: &mut GraphProto, stem: &str, p: QuantParams) -> (String, String) {
+fn scalar_params(
+    graph: &mut GraphProto,
+    stem: &str,
+    p: QuantParams,
+    wide: bool,
+) -> (String, String) {
     let scale = format!("{stem}.scale");
     let zero_point = format!("{stem}.zero_point");
     graph.initializer.push(proto::tensor(
@@ -606,13 +681,34 @@ fn scalar_params(graph: &mut GraphProto, stem: &str, p: QuantParams) -> (String,
         &[],
         proto::raw(&[p.scale]),
     ));
-    graph.initializer.push(proto::tensor(
-        &zero_point,
-        DataType::Int8,
-        &[],
-        proto::raw(&[p.zero_point as i8]),
-    ));
+    let zero = if wide {
+        proto::tensor(
+            &zero_point,
+            DataType::Int16,
+            &[],
+            proto::raw(&[p.zero_point as i16]),
+        )
+    } else {
+        proto::tensor(
+            &zero_point,
+            DataType::Int8,
+            &[],
+            proto::raw(&[p.zero_point as i8]),
+        )
+    };
+    graph.initializer.push(zero);
     (scale, zero_point)
+}
+
+/// How [`insert`] writes an int16 quantize/dequantize pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Int16Form {
+    /// `QuantizeLinear`/`DequantizeLinear` with an int16 zero point: what the importer
+    /// lowers, and standard ONNX from opset 21.
+    QuantizeLinear,
+    /// The same arithmetic in float ops (divide, round half to even, clip, multiply), for
+    /// runtimes without int16 quantization (tract, which observes the graph here).
+    FakeQuant,
 }
 
 fn dequantize_constant(
@@ -676,6 +772,7 @@ pub(crate) fn insert(
     plan: &Plan,
     params: &[QuantParams],
     weights: &[QuantizedWeight],
+    int16_form: Int16Form,
 ) -> Result<ModelProto> {
     let mut model = model.clone();
     let graph = model
@@ -737,26 +834,73 @@ pub(crate) fn insert(
 
     let mut at: HashMap<&str, usize> = HashMap::new();
     for (p, point) in plan.points.iter().enumerate() {
-        at.insert(point.tensor.as_str(), p);
+        if point.reader.is_none() {
+            at.insert(point.tensor.as_str(), p);
+        }
     }
-    let pair = |graph: &mut GraphProto, p: usize, from: &str, to: &str| -> Result<[NodeProto; 2]> {
-        let tensor = &plan.points[p].tensor;
-        let quantized = format!("{tensor}.quantized");
+    let pair = |graph: &mut GraphProto, p: usize, from: &str, to: &str| -> Result<Vec<NodeProto>> {
+        let point = &plan.points[p];
+        let stem = &point.stem;
+        let quantized = format!("{stem}.quantized");
         if taken.contains(&quantized) {
             bail!("the model already has a value named `{quantized}`");
         }
-        let (scale, zero_point) = scalar_params(graph, tensor, params[p]);
-        Ok([
+        if point.wide && int16_form == Int16Form::FakeQuant {
+            let (scale, lo, hi) = (
+                format!("{stem}.scale"),
+                format!("{stem}.lowest"),
+                format!("{stem}.highest"),
+            );
+            for (name, v) in [(&scale, params[p].scale), (&lo, -32768.0), (&hi, 32767.0)] {
+                graph
+                    .initializer
+                    .push(proto::tensor(name, DataType::Float, &[], proto::raw(&[v])));
+            }
+            let steps = format!("{stem}.steps");
+            let rounded = format!("{stem}.rounded");
+            return Ok(vec![
+                proto::node(
+                    "Div",
+                    &format!("{stem}.divide"),
+                    &[from, &scale],
+                    &[&steps],
+                    Vec::new(),
+                ),
+                proto::node(
+                    "Round",
+                    &format!("{stem}.round"),
+                    &[&steps],
+                    &[&rounded],
+                    Vec::new(),
+                ),
+                proto::node(
+                    "Clip",
+                    &format!("{stem}.clip"),
+                    &[&rounded, &lo, &hi],
+                    &[&quantized],
+                    Vec::new(),
+                ),
+                proto::node(
+                    "Mul",
+                    &format!("{stem}.rescale"),
+                    &[&quantized, &scale],
+                    &[to],
+                    Vec::new(),
+                ),
+            ]);
+        }
+        let (scale, zero_point) = scalar_params(graph, stem, params[p], point.wide);
+        Ok(vec![
             proto::node(
                 "QuantizeLinear",
-                &format!("{tensor}.quantize"),
+                &format!("{stem}.quantize"),
                 &[from, &scale, &zero_point],
                 &[&quantized],
                 Vec::new(),
             ),
             proto::node(
                 "DequantizeLinear",
-                &format!("{tensor}.dequantize"),
+                &format!("{stem}.dequantize"),
                 &[&quantized, &scale, &zero_point],
                 &[to],
                 Vec::new(),
@@ -768,7 +912,7 @@ pub(crate) fn insert(
     let mut rewired: HashMap<String, String> = HashMap::new();
     let mut out_nodes = Vec::with_capacity(nodes.len() * 2);
     for (p, point) in plan.points.iter().enumerate() {
-        if graph_inputs.contains(&point.tensor) {
+        if point.reader.is_none() && graph_inputs.contains(&point.tensor) {
             let to = format!("{}.dequantized", point.tensor);
             out_nodes.extend(pair(graph, p, &point.tensor, &to)?);
             rewired.insert(point.tensor.clone(), to);
@@ -797,6 +941,23 @@ pub(crate) fn insert(
                 *name = r.clone();
             } else if let Some(r) = rewired.get(name.as_str()) {
                 *name = r.clone();
+            }
+        }
+        // Conversions to this node's width, read by it alone.
+        for (p, point) in plan.points.iter().enumerate() {
+            if point.reader != Some(i) {
+                continue;
+            }
+            let current = rewired
+                .get(&point.tensor)
+                .cloned()
+                .unwrap_or_else(|| point.tensor.clone());
+            let to = format!("{}.dequantized", point.stem);
+            out_nodes.extend(pair(graph, p, &current, &to)?);
+            for name in node.input.iter_mut() {
+                if *name == current {
+                    *name = to.clone();
+                }
             }
         }
         let mut pairs = Vec::new();
@@ -918,7 +1079,7 @@ mod tests {
         let inputs = vec![("x".to_string(), vec![1, 2, 3, 3])];
         let values = crate::onnx::import::analyse(&model, None, &inputs).unwrap();
         let keep: Vec<String> = keep.iter().map(|k| k.to_string()).collect();
-        let plan = plan(model.graph.as_ref().unwrap(), &values, &keep).unwrap();
+        let plan = plan(model.graph.as_ref().unwrap(), &values, &keep, &[]).unwrap();
         (model, values, plan)
     }
 
@@ -968,9 +1129,73 @@ mod tests {
             branchy().graph.as_ref().unwrap(),
             &planned(&[]).1,
             &["nope".to_string()],
+            &[],
         )
         .unwrap_err();
         assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn int16_layers_get_int16_values_and_conversions_where_widths_meet() {
+        let model = branchy();
+        let inputs = vec![("x".to_string(), vec![1, 2, 3, 3])];
+        let values = crate::onnx::import::analyse(&model, None, &inputs).unwrap();
+        let graph = model.graph.as_ref().unwrap();
+        let plan = plan(graph, &values, &[], &["a".to_string()]).unwrap();
+        let described: Vec<(&str, bool, Option<usize>)> = plan
+            .points
+            .iter()
+            .map(|p| (p.stem.as_str(), p.wide, p.reader))
+            .collect();
+        // Conv a (16x8) quantizes the input to int16; conv b (int8) reads an int8 copy; the
+        // Concat of an int16 and an int8 value runs in float.
+        assert_eq!(
+            described,
+            [
+                ("x", true, None),
+                ("ra", true, None),
+                ("x.int8", false, Some(2)),
+                ("yb", false, None),
+                ("e", false, None),
+                ("p", false, None),
+                ("out", false, None),
+            ]
+        );
+        let params: Vec<QuantParams> = plan
+            .points
+            .iter()
+            .map(|p| {
+                if p.wide {
+                    QuantParams::i16_from_range(-1.0, 1.0)
+                } else {
+                    QuantParams::i8_from_range(-1.0, 1.0)
+                }
+            })
+            .collect();
+        let weights: Vec<QuantizedWeight> = plan
+            .weights
+            .iter()
+            .map(|w| quantize_weight(graph, &values, w, None, 0.01, true).unwrap())
+            .collect();
+        let qdq = insert(&model, &plan, &params, &weights, Int16Form::QuantizeLinear).unwrap();
+        let g = qdq.graph.unwrap();
+        let b = g.node.iter().find(|n| n.name == "b").unwrap();
+        assert_eq!(b.input[0], "x.int8.dequantized");
+        let zero = g
+            .initializer
+            .iter()
+            .find(|t| t.name == "x.zero_point")
+            .unwrap();
+        assert_eq!(zero.data_type, DataType::Int16 as i32);
+        // tract's view: the same arithmetic in float ops, no int16 quantize left.
+        let fake = insert(&model, &plan, &params, &weights, Int16Form::FakeQuant).unwrap();
+        let fake = fake.graph.unwrap();
+        assert!(fake.node.iter().any(|n| n.op_type == "Round"));
+        assert!(
+            fake.initializer
+                .iter()
+                .all(|t| t.data_type != DataType::Int16 as i32)
+        );
     }
 
     #[test]
@@ -985,7 +1210,7 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        let out = insert(&model, &plan, &params, &weights).unwrap();
+        let out = insert(&model, &plan, &params, &weights, Int16Form::QuantizeLinear).unwrap();
         let graph = out.graph.unwrap();
         let producer = |name: &str| {
             graph

@@ -35,6 +35,9 @@ pub struct ModelQuantizeOptions {
     pub calibration: Calibration,
     /// Nodes (by node name or output name) to keep in f32.
     pub keep_float: Vec<String>,
+    /// Conv, Gemm or MatMul nodes (by node name or output name) to run as 16x8 layers: int16
+    /// activations in and out, int8 weights.
+    pub int16: Vec<String>,
     /// Move each int8 layer's bias by the mean error its int8 weights and inputs cause.
     pub bias_correction: bool,
     /// Input shapes and the model name, as for `loam import`.
@@ -49,6 +52,7 @@ impl Default for ModelQuantizeOptions {
         ModelQuantizeOptions {
             calibration: Calibration::Mse,
             keep_float: Vec::new(),
+            int16: Vec::new(),
             bias_correction: false,
             import: ImportOptions::default(),
             layer_report_samples: 64,
@@ -104,6 +108,8 @@ pub struct ModelQuantizeReport {
     pub quantized_values: usize,
     /// Layers whose weights are int8.
     pub int8_weight_layers: usize,
+    /// Of those, the 16x8 layers (int16 activations).
+    pub int16_layers: usize,
     /// Nodes left in f32, with why.
     pub float_nodes: Vec<FloatNode>,
     /// The importer's notes on the quantized model.
@@ -128,8 +134,9 @@ pub struct ModelQuantizeReport {
 pub struct QuantizedModel {
     /// The int8 `.loam`.
     pub built: Built,
-    /// The same model as a QDQ ONNX file.
-    pub onnx: Vec<u8>,
+    /// The same model as a QDQ ONNX file (`None` when it has int16 values and the model's
+    /// opset is older than 21, which has no int16 quantize).
+    pub onnx: Option<Vec<u8>>,
     /// What was done and measured.
     pub report: ModelQuantizeReport,
 }
@@ -217,36 +224,58 @@ pub fn quantize_onnx(
         .graph
         .as_ref()
         .context("the ONNX model has no graph")?;
-    let plan = qdq::plan(folded_graph, &values, &options.keep_float)?;
+    let plan = qdq::plan(folded_graph, &values, &options.keep_float, &options.int16)?;
 
     // Calibration: every value to quantize, over every sample.
     let samples = samples_for(calibration, dims)?;
-    let observed: Vec<usize> = (0..plan.points.len())
-        .filter(|&p| plan.points[p].fixed.is_none())
-        .collect();
-    let names: Vec<String> = observed
+    let mut names: Vec<String> = plan
+        .points
         .iter()
-        .map(|&p| plan.points[p].tensor.clone())
+        .filter(|p| p.fixed.is_none())
+        .map(|p| p.tensor.clone())
         .collect();
+    names.sort();
+    names.dedup();
     let mut probe = Probe::load(&folded_bytes, input, dims, &names)?;
-    let mut seen: Vec<Vec<f32>> = vec![Vec::new(); plan.points.len()];
+    let mut seen: HashMap<&str, Vec<f32>> = HashMap::new();
     for sample in &samples {
-        for (&p, v) in observed.iter().zip(probe.run(sample)?) {
-            seen[p].extend(v);
+        for (name, v) in names.iter().zip(probe.run(sample)?) {
+            seen.entry(name.as_str()).or_default().extend(v);
         }
     }
     let mut params = vec![QuantParams::i8_from_range(0.0, 0.0); plan.points.len()];
     for members in plan.members().values() {
         let fixed = members.iter().find_map(|&p| plan.points[p].fixed);
+        let wide = plan.points[members[0]].wide;
         let p = match fixed {
             Some(f) => f,
             None => {
-                let mut all: Vec<f32> = members.iter().flat_map(|&p| seen[p].clone()).collect();
+                let mut tensors: Vec<&str> = members
+                    .iter()
+                    .map(|&p| plan.points[p].tensor.as_str())
+                    .collect();
+                tensors.sort_unstable();
+                tensors.dedup();
+                let mut all: Vec<f32> = tensors
+                    .iter()
+                    .flat_map(|t| seen.get(t).cloned().unwrap_or_default())
+                    .collect();
                 if all.is_empty() {
                     all.push(0.0);
                 }
-                let (lo, hi) = range(&mut all, options.calibration);
-                QuantParams::i8_from_range(lo, hi)
+                if wide {
+                    // 65,536 steps leave clipping nothing to win: the least-error range of
+                    // an int16 value is its whole range.
+                    let method = match options.calibration {
+                        Calibration::Mse => Calibration::MinMax,
+                        other => other,
+                    };
+                    let (lo, hi) = range(&mut all, method);
+                    QuantParams::i16_from_range(lo, hi)
+                } else {
+                    let (lo, hi) = range(&mut all, options.calibration);
+                    QuantParams::i8_from_range(lo, hi)
+                }
             }
         };
         for &m in members {
@@ -258,41 +287,42 @@ pub fn quantize_onnx(
     let per_axis = qdq::per_axis(opset);
     // The QDQ graph with the biases in `overrides` (real values, by weight index) in place of
     // the file's.
-    let build = |overrides: &HashMap<usize, Vec<f32>>| -> Result<pb::ModelProto> {
-        let mut plan = plan.clone();
-        for (k, w) in plan.weights.iter_mut().enumerate() {
-            let node = &folded_graph.node[w.node];
-            if overrides.contains_key(&k)
-                && w.bias.is_none()
-                && import::attrs::input(node, 2).is_none()
-            {
-                w.bias = Some(2);
+    let build =
+        |overrides: &HashMap<usize, Vec<f32>>, form: qdq::Int16Form| -> Result<pb::ModelProto> {
+            let mut plan = plan.clone();
+            for (k, w) in plan.weights.iter_mut().enumerate() {
+                let node = &folded_graph.node[w.node];
+                if overrides.contains_key(&k)
+                    && w.bias.is_none()
+                    && import::attrs::input(node, 2).is_none()
+                {
+                    w.bias = Some(2);
+                }
             }
-        }
-        let weights = plan
-            .weights
-            .iter()
-            .enumerate()
-            .map(|(k, w)| {
-                qdq::quantize_weight(
-                    folded_graph,
-                    &values,
-                    w,
-                    overrides.get(&k).map(Vec::as_slice),
-                    params[w.input_point].scale,
-                    per_axis,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
-        qdq::insert(&folded, &plan, &params, &weights)
-    };
+            let weights = plan
+                .weights
+                .iter()
+                .enumerate()
+                .map(|(k, w)| {
+                    qdq::quantize_weight(
+                        folded_graph,
+                        &values,
+                        w,
+                        overrides.get(&k).map(Vec::as_slice),
+                        params[w.input_point].scale,
+                        per_axis,
+                    )
+                })
+                .collect::<Result<Vec<_>>>()?;
+            qdq::insert(&folded, &plan, &params, &weights, form)
+        };
     let mut overrides = HashMap::new();
     let mut bias_shifts = Vec::new();
     if options.bias_correction {
         // One layer at a time in graph order, each measured with the layers before it
         // already corrected, so no error is corrected twice.
         for k in 0..plan.weights.len() {
-            let current = build(&overrides)?.encode_to_vec();
+            let current = build(&overrides, qdq::Int16Form::FakeQuant)?.encode_to_vec();
             if let Some((bias, shift)) = bias_correction(
                 &folded_bytes,
                 &current,
@@ -308,8 +338,14 @@ pub fn quantize_onnx(
             }
         }
     }
-    let qdq_model = build(&overrides)?;
-    let qdq_bytes = qdq_model.encode_to_vec();
+    let qdq_bytes = build(&overrides, qdq::Int16Form::QuantizeLinear)?.encode_to_vec();
+    let any_wide = plan.points.iter().any(|p| p.wide);
+    // tract observes the int16 values through their float form.
+    let probe_bytes = if any_wide {
+        build(&overrides, qdq::Int16Form::FakeQuant)?.encode_to_vec()
+    } else {
+        qdq_bytes.clone()
+    };
     let quantized = import::import_bytes(&qdq_bytes, None, &options.import)
         .context("importing the quantized graph")?;
 
@@ -350,7 +386,7 @@ pub fn quantize_onnx(
 
     // Per-layer error: each quantized value in the QDQ model against the float model.
     let layer_points: Vec<usize> = (0..plan.points.len())
-        .filter(|&p| !plan.points[p].is_input)
+        .filter(|&p| !plan.points[p].is_input && plan.points[p].reader.is_none())
         .collect();
     let names: Vec<String> = layer_points
         .iter()
@@ -362,7 +398,7 @@ pub fn quantize_onnx(
         .map(|n| qdq::dequantized_name(&graph_outputs, n))
         .collect();
     let mut float_probe = Probe::load(&folded_bytes, input, dims, &names)?;
-    let mut int8_probe = Probe::load(&qdq_bytes, input, dims, &dequantized)?;
+    let mut int8_probe = Probe::load(&probe_bytes, input, dims, &dequantized)?;
     let mut sums = vec![(0.0f64, 0.0f64); names.len()];
     for sample in eval_samples
         .iter()
@@ -381,10 +417,27 @@ pub fn quantize_onnx(
         .iter()
         .zip(&sums)
         .map(|(&p, &(signal, noise))| LayerError {
-            name: format!("{} ({})", plan.points[p].producer, plan.points[p].tensor),
+            name: format!(
+                "{} ({}{})",
+                plan.points[p].producer,
+                plan.points[p].tensor,
+                if plan.points[p].wide { ", int16" } else { "" }
+            ),
             sqnr_db: sqnr_db(signal, noise),
         })
         .collect();
+    let mut notes = quantized.notes.clone();
+    // Standard ONNX quantizes to int16 from opset 21; an older model's QDQ file would not
+    // load in ONNX Runtime.
+    let onnx = if any_wide && opset < 21 {
+        notes.push(format!(
+            "no QDQ ONNX file: the model's opset {opset} has no int16 QuantizeLinear (opset 21 \
+             has); export the float model at opset 21 to get one"
+        ));
+        None
+    } else {
+        Some(qdq_bytes)
+    };
 
     let float_model = float_file.model()?;
     let int8_model = int8_file.model()?;
@@ -393,6 +446,11 @@ pub fn quantize_onnx(
         calibration_samples: samples.len(),
         quantized_values: plan.points.len(),
         int8_weight_layers: plan.weights.len(),
+        int16_layers: plan
+            .weights
+            .iter()
+            .filter(|w| plan.points[w.input_point].wide)
+            .count(),
         float_nodes: plan
             .float_nodes
             .iter()
@@ -401,7 +459,7 @@ pub fn quantize_onnx(
                 why: why.clone(),
             })
             .collect(),
-        notes: quantized.notes.clone(),
+        notes,
         layers,
         bias_correction: bias_shifts,
         evaluation,
@@ -412,7 +470,7 @@ pub fn quantize_onnx(
     };
     Ok(QuantizedModel {
         built: quantized.built,
-        onnx: qdq_bytes,
+        onnx,
         report,
     })
 }
@@ -612,9 +670,23 @@ pub fn quantize_files(
         quantize_onnx(&bytes, &calibration, evaluation.as_ref(), options)
     }
     .with_context(|| format!("quantizing {}", files.model.display()))?;
+    // Both files or neither.
+    let onnx = match files.onnx_output {
+        Some(path) => Some((
+            path,
+            quantized.onnx.as_ref().with_context(|| {
+                format!(
+                    "cannot write {} (nothing was written): {}",
+                    path.display(),
+                    quantized.report.notes.last().map_or("", String::as_str)
+                )
+            })?,
+        )),
+        None => None,
+    };
     crate::model_file::write_atomically(files.output, &quantized.built.bytes)?;
-    if let Some(path) = files.onnx_output {
-        crate::model_file::write_atomically(path, &quantized.onnx)?;
+    if let Some((path, bytes)) = onnx {
+        crate::model_file::write_atomically(path, bytes)?;
     }
     Ok(quantized.report)
 }
@@ -627,11 +699,13 @@ impl ModelQuantizeReport {
         let e = &self.evaluation;
         let _ = writeln!(
             s,
-            "calibration: {} on {} samples; {} values quantized, {} layers with int8 weights",
+            "calibration: {} on {} samples; {} values quantized, {} layers with int8 weights \
+             ({} of them 16x8: int16 activations)",
             self.calibration,
             self.calibration_samples,
             self.quantized_values,
-            self.int8_weight_layers
+            self.int8_weight_layers,
+            self.int16_layers
         );
         let on = if e.on_calibration_data {
             "the calibration samples"

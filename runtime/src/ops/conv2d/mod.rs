@@ -873,6 +873,21 @@ mod build {
             append(self, name, input, spec, activation, precision)
         }
 
+        /// Appends a 16x8 convolution whose weights are integers already (as for
+        /// [`ModelBuilder::conv2d_i8_quantized`]), kept bit for bit.
+        pub fn conv2d_i16_quantized(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            spec: ConvSpec,
+            weights: QuantizedWeights<'_>,
+            output: QuantParams,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let precision = Precision::Quantized16 { weights, output };
+            append(self, name, input, spec, activation, precision)
+        }
+
         /// Appends a 16x8 convolution from float weights (quantized per output channel):
         /// `input` is int16 with zero point 0, as is `output`.
         #[allow(clippy::too_many_arguments)]

@@ -460,6 +460,21 @@ mod build {
             append(self, name, input, spec, activation, precision)
         }
 
+        /// Appends a 16x8 depthwise convolution whose weights are integers already (as for
+        /// [`ModelBuilder::depthwise_conv2d_i8_quantized`]), kept bit for bit.
+        pub fn depthwise_conv2d_i16_quantized(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            spec: ConvSpec,
+            weights: QuantizedWeights<'_>,
+            output: QuantParams,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let precision = Precision::Quantized16 { weights, output };
+            append(self, name, input, spec, activation, precision)
+        }
+
         /// Appends a 16x8 depthwise convolution from float weights (quantized per output
         /// channel): `input` is int16 with zero point 0, as is `output`.
         #[allow(clippy::too_many_arguments)]

@@ -426,6 +426,20 @@ mod build {
             append(self, name, input, activation, precision)
         }
 
+        /// Appends a 16x8 fully-connected layer whose weights are integers already (as for
+        /// [`ModelBuilder::fully_connected_i8_quantized`]), kept bit for bit.
+        pub fn fully_connected_i16_quantized(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            weights: QuantizedWeights<'_>,
+            output: QuantParams,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let precision = Precision::Quantized16 { weights, output };
+            append(self, name, input, activation, precision)
+        }
+
         /// Appends a 16x8 fully-connected layer from float weights (quantized per output
         /// feature): `input` is int16 with zero point 0, as is `output`.
         pub fn fully_connected_i16(

@@ -380,6 +380,38 @@ fn check_i8_activation(activation: (i8, i8)) -> Result<(), Error> {
     Ok(())
 }
 
+/// int16 max pooling (input and output share their quantization), then the clamp; the
+/// reference only.
+pub fn max_pool2d_i16(
+    geometry: &Pool2dGeometry,
+    activation: (i16, i16),
+    input: &[i16],
+    output: &mut [i16],
+) -> Result<(), Error> {
+    geometry.validate(input.len(), output.len())?;
+    if activation.0 > activation.1 {
+        return Err(Error::InvalidQuantization(QuantField::ActivationRange));
+    }
+    reference::max_pool2d_i16(geometry, activation, input, output);
+    Ok(())
+}
+
+/// int16 average pooling (input and output share their quantization), then the clamp; the
+/// reference only.
+pub fn average_pool2d_i16(
+    geometry: &Pool2dGeometry,
+    activation: (i16, i16),
+    input: &[i16],
+    output: &mut [i16],
+) -> Result<(), Error> {
+    geometry.validate(input.len(), output.len())?;
+    if activation.0 > activation.1 {
+        return Err(Error::InvalidQuantization(QuantField::ActivationRange));
+    }
+    reference::average_pool2d_i16(geometry, activation, input, output);
+    Ok(())
+}
+
 /// int8 max pooling (input and output share their quantization), then the clamp
 /// `activation = (min, max)`. Every kernel gives the bytes of [`reference::max_pool2d_i8`].
 pub fn max_pool2d_i8(
@@ -521,7 +553,11 @@ pub(crate) fn check(kind: OpKind, node: &Node<'_>) -> Result<(), OpProblem> {
     node.arity((1, 1), 1)?;
     let input = node.input(0)?;
     let output = node.output(0)?;
-    let dtype = input.expect_dtype(&[DType::F32, DType::I8])?;
+    let dtype = if kind == OpKind::GlobalAveragePool {
+        input.expect_dtype(&[DType::F32, DType::I8])?
+    } else {
+        input.expect_dtype(&[DType::F32, DType::I8, DType::I16])?
+    };
     output.expect_dtype(&[dtype])?;
     if kind == OpKind::GlobalAveragePool {
         let attributes: GlobalAveragePoolAttributes = node.attributes()?;
@@ -542,7 +578,7 @@ pub(crate) fn check(kind: OpKind, node: &Node<'_>) -> Result<(), OpProblem> {
     let attributes: Pool2dAttributes = node.attributes()?;
     attributes.activation.check()?;
     geometry(node, &attributes)?;
-    if dtype == DType::I8 {
+    if dtype != DType::F32 {
         let q = input.per_tensor()?;
         if output.per_tensor()? != q {
             return Err(OpProblem::Quantization(
@@ -607,6 +643,17 @@ pub(crate) fn run(kind: OpKind, ctx: &Ctx<'_, '_>) -> Result<(), Error> {
                 max_pool2d_i8(&g, activation, x, y)
             } else {
                 average_pool2d_i8(&g, activation, x, y)
+            }
+        }
+        DType::I16 => {
+            let activation = layer::i16_activation(&output, attributes.activation);
+            let x = ctx.read(&input)?;
+            // SAFETY: validation keeps the output clear of the input.
+            let y = unsafe { ctx.write(&output)? };
+            if max {
+                max_pool2d_i16(&g, activation, x, y)
+            } else {
+                average_pool2d_i16(&g, activation, x, y)
             }
         }
         _ => Err(Error::CorruptModel),

@@ -147,6 +147,55 @@ pub fn average_pool2d_i8(
     });
 }
 
+/// TFLite's 16-bit `reference_integer_ops::MaxPool16`: as [`max_pool2d_i8`] on int16 values.
+pub fn max_pool2d_i16(
+    g: &Pool2dGeometry,
+    activation: (i16, i16),
+    input: &[i16],
+    output: &mut [i16],
+) {
+    let mut out = output.iter_mut();
+    for_each_window(g, |(b, (y0, y1), (x0, x1), c)| {
+        if let Some(o) = out.next() {
+            let mut max = i16::MIN;
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    max = max.max(input[at(g, b, y, x, c)]);
+                }
+            }
+            *o = max.max(activation.0).min(activation.1);
+        }
+    });
+}
+
+/// TFLite's 16-bit `reference_integer_ops::AveragePool16`: the window's sum (in i64, which a
+/// window of up to 2^23 int16 values cannot overflow), the rounded average, the clamp.
+pub fn average_pool2d_i16(
+    g: &Pool2dGeometry,
+    activation: (i16, i16),
+    input: &[i16],
+    output: &mut [i16],
+) {
+    let mut out = output.iter_mut();
+    for_each_window(g, |(b, (y0, y1), (x0, x1), c)| {
+        if let Some(o) = out.next() {
+            let mut sum: i64 = 0;
+            for y in y0..y1 {
+                for x in x0..x1 {
+                    sum += i64::from(input[at(g, b, y, x, c)]);
+                }
+            }
+            let count = ((y1 - y0) * (x1 - x0)).max(1) as i64;
+            let average = if sum > 0 {
+                (sum + count / 2) / count
+            } else {
+                (sum - count / 2) / count
+            };
+            *o = average.clamp(i64::from(activation.0), i64::from(activation.1)) as i16;
+        }
+    });
+}
+
 /// TFLite's float `reference_ops::MaxPool`: the largest value (NaN inputs are skipped, as
 /// `std::max` skips them), then the clamp.
 pub fn max_pool2d_f32(

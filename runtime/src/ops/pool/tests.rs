@@ -678,12 +678,24 @@ fn check_rejects_bad_models() {
         )),
         OpProblem::Attribute("stride")
     );
-    // int16 is not pooled.
-    assert_eq!(
+    // int16 pools like int8: one quantization in and out.
+    assert!(model(DType::I16, spec(0), spec(0), &[1, 3, 3, 3], attrs([0; 4])).is_ok());
+    assert!(matches!(
         op_problem(model(
             DType::I16,
             spec(0),
-            spec(0),
+            spec(1),
+            &[1, 3, 3, 3],
+            attrs([0; 4])
+        )),
+        OpProblem::Quantization(..)
+    ));
+    // An int32 tensor is not pooled.
+    assert_eq!(
+        op_problem(model(
+            DType::I32,
+            QuantSpec::None,
+            QuantSpec::None,
             &[1, 3, 3, 3],
             attrs([0; 4])
         )),
@@ -724,4 +736,57 @@ fn check_rejects_bad_models() {
         op_problem(b.build()),
         OpProblem::Shape(Slot::Output(0), _)
     ));
+}
+
+proptest! {
+    /// int16 pooling against an independent model: the window walked from the output
+    /// coordinates, the average rounded half away from zero in exact arithmetic.
+    #[test]
+    fn i16_pooling_matches_an_independent_model(
+        (h, w, c) in (1usize..7, 1usize..7, 1usize..5),
+        (kh, kw, sh, sw) in (1usize..4, 1usize..4, 1usize..3, 1usize..3),
+        seed in any::<u64>(),
+        (a, b) in (any::<i16>(), any::<i16>()),
+    ) {
+        prop_assume!(kh <= h && kw <= w);
+        let g = Pool2dGeometry {
+            batch: 1,
+            height: h,
+            width: w,
+            channels: c,
+            kernel: (kh, kw),
+            stride: (sh, sw),
+            padding: Padding2d { top: 0, left: 0, bottom: 0, right: 0 },
+        };
+        let mut state = seed;
+        let input: Vec<i16> = (0..h * w * c)
+            .map(|_| {
+                state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (state >> 48) as i16
+            })
+            .collect();
+        let (lo, hi) = (a.min(b), a.max(b));
+        let (oh, ow) = g.output_size().unwrap();
+        let mut max = vec![0i16; oh * ow * c];
+        let mut average = vec![0i16; oh * ow * c];
+        max_pool2d_i16(&g, (lo, hi), &input, &mut max).unwrap();
+        average_pool2d_i16(&g, (lo, hi), &input, &mut average).unwrap();
+        for oy in 0..oh {
+            for ox in 0..ow {
+                for ch in 0..c {
+                    let window: Vec<i64> = (0..kh)
+                        .flat_map(|ky| (0..kw).map(move |kx| (oy * sh + ky, ox * sw + kx)))
+                        .map(|(y, x)| i64::from(input[(y * w + x) * c + ch]))
+                        .collect();
+                    let i = (oy * ow + ox) * c + ch;
+                    let want_max = window.iter().copied().max().unwrap().clamp(lo.into(), hi.into());
+                    prop_assert_eq!(i64::from(max[i]), want_max);
+                    let n = window.len() as f64;
+                    let mean = window.iter().sum::<i64>() as f64 / n;
+                    let rounded = (mean.abs() + 0.5).floor().copysign(mean) as i64;
+                    prop_assert_eq!(i64::from(average[i]), rounded.clamp(lo.into(), hi.into()));
+                }
+            }
+        }
+    }
 }

@@ -49,6 +49,14 @@ const NCHW_OF_NHWC: [usize; 4] = [0, 2, 3, 1];
 /// ONNX dimension `j` of a channels-last value is loam dimension `NHWC_OF_NCHW[j]`.
 const NHWC_OF_NCHW: [usize; 4] = [0, 3, 1, 2];
 
+/// The integer type of a quantize or dequantize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bits {
+    U8,
+    I8,
+    I16,
+}
+
 /// What a runtime loam tensor stands for.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Repr {
@@ -59,12 +67,17 @@ enum Repr {
     Int8(QuantParams),
     /// A float ONNX value that is exactly the dequantization of this int8 tensor.
     Dequantized(QuantParams),
+    /// An int16 ONNX value (a `QuantizeLinear` with an int16 zero point).
+    Int16(QuantParams),
+    /// A float ONNX value that is exactly the dequantization of this int16 tensor; only 16x8
+    /// layers read it as it is, other ops dequantize it.
+    Dequantized16(QuantParams),
 }
 
 impl Repr {
     fn params(self) -> Option<QuantParams> {
         match self {
-            Repr::Float => None,
+            Repr::Float | Repr::Int16(_) | Repr::Dequantized16(_) => None,
             Repr::Int8(p) | Repr::Dequantized(p) => Some(p),
         }
     }
@@ -136,8 +149,10 @@ struct Tail {
     batch_norm: Option<(usize, Vec<f32>, Vec<f32>)>,
     /// A ReLU or Clip after it (or after the BatchNorm).
     activation: Option<(usize, FusedActivation)>,
-    /// The `QuantizeLinear` that ends the chain.
+    /// The int8 `QuantizeLinear` that ends the chain.
     quantize: Option<(usize, QuantParams)>,
+    /// The int16 `QuantizeLinear` that ends the chain instead.
+    quantize16: Option<(usize, QuantParams)>,
 }
 
 /// Which ops before the quantize a [`Tail`] may take.
@@ -471,15 +486,19 @@ impl Lowerer<'_, '_> {
 
     /// The `QuantizeLinear`/`DequantizeLinear` parameters of `node` as int8 parameters, and
     /// whether the integer side is uint8.
-    fn q_params(&self, node: &NodeProto) -> Lowered<(Vec<f32>, Vec<i32>, bool)> {
+    fn q_params(&self, node: &NodeProto) -> Lowered<(Vec<f32>, Vec<i32>, Bits)> {
         let (scales, _, _) = self.constant(node, 1)?;
-        let (zero_points, unsigned) = match input(node, 2) {
-            None => (vec![0], true),
+        let (zero_points, bits) = match input(node, 2) {
+            None => (vec![0], Bits::U8),
             Some(_) => match self.input_value(node, 2)? {
                 Value::Const(t) => {
-                    let unsigned = t.datum_type() == DatumType::U8;
+                    let bits = match t.datum_type() {
+                        DatumType::U8 => Bits::U8,
+                        DatumType::I16 => Bits::I16,
+                        _ => Bits::I8,
+                    };
                     let z = tensor_i64(&t)?.into_iter().map(|z| z as i32).collect();
-                    (z, unsigned)
+                    (z, bits)
                 }
                 _ => return Err("the zero point must be a constant".into()),
             },
@@ -494,19 +513,29 @@ impl Lowerer<'_, '_> {
                 zero_points.len()
             ));
         }
-        Ok((scales, zero_points, unsigned))
+        Ok((scales, zero_points, bits))
     }
 
-    fn per_tensor_params(&self, node: &NodeProto) -> Lowered<QuantParams> {
-        let (scales, zps, unsigned) = self.q_params(node)?;
+    /// The per-tensor parameters of an activation's quantize or dequantize (uint8 ones moved
+    /// to int8), and whether the integers are int16.
+    fn per_tensor_params(&self, node: &NodeProto) -> Lowered<(QuantParams, bool)> {
+        let (scales, zps, bits) = self.q_params(node)?;
         if scales.len() != 1 || zps.len() != 1 {
             return Err("per-axis quantization of an activation is not supported".into());
         }
-        let shift = if unsigned { 128 } else { 0 };
-        Ok(QuantParams {
+        let shift = if bits == Bits::U8 { 128 } else { 0 };
+        let p = QuantParams {
             scale: scales[0],
             zero_point: zps[0] - shift,
-        })
+        };
+        if bits == Bits::I16 && p.zero_point != 0 {
+            return Err(format!(
+                "an int16 activation with zero point {}; loam's int16 activations are symmetric \
+                 (zero point 0)",
+                p.zero_point
+            ));
+        }
+        Ok((p, bits == Bits::I16))
     }
 
     // ----- fusion -------------------------------------------------------------------------
@@ -576,9 +605,13 @@ impl Lowerer<'_, '_> {
         if let Some((i, node)) = self.single_consumer(&current)
             && node.op_type == "QuantizeLinear"
             && input(node, 0) == Some(current.as_str())
-            && let Ok(p) = self.per_tensor_params(node)
+            && let Ok((p, wide)) = self.per_tensor_params(node)
         {
-            tail.quantize = Some((i, p));
+            if wide {
+                tail.quantize16 = Some((i, p));
+            } else {
+                tail.quantize = Some((i, p));
+            }
         }
         tail
     }
@@ -619,6 +652,30 @@ impl Lowerer<'_, '_> {
         self.set_runtime(&float_name, id, layout, Repr::Dequantized(params));
         let q_out = self.graph.node[q].output[0].clone();
         self.set_runtime(&q_out, id, layout, Repr::Int8(params));
+    }
+
+    /// Records a 16x8 op's output `id`, which stands for the tail's int16 value.
+    fn finish_int16(&mut self, out: &str, tail: &Tail, id: TensorId, layout: Layout) {
+        let Some((q, params)) = tail.quantize16 else {
+            return;
+        };
+        if let Some((i, _)) = tail.activation {
+            self.fused.insert(i);
+        }
+        self.fused.insert(q);
+        let float_name = self.tail_float_name(out, tail);
+        self.set_runtime(&float_name, id, layout, Repr::Dequantized16(params));
+        let q_out = self.graph.node[q].output[0].clone();
+        self.set_runtime(&q_out, id, layout, Repr::Int16(params));
+    }
+
+    /// The int16 input and output parameters if `x` is int16 and the tail ends in an int16
+    /// quantize: a 16x8 layer.
+    fn int16_route(x: &Runtime, tail: &Tail) -> Option<(QuantParams, QuantParams)> {
+        match (x.repr, tail.quantize16, &tail.batch_norm) {
+            (Repr::Dequantized16(pin), Some((_, pout)), None) => Some((pin, pout)),
+            _ => None,
+        }
     }
 
     /// The int8 output parameters if `x` is int8 and the tail ends in a quantize.
@@ -797,6 +854,32 @@ impl Lowerer<'_, '_> {
                 activation: true,
             },
         );
+        if let (Some((pin, pout)), Some(q)) = (Self::int16_route(&x, &tail), &wq) {
+            if let Some((ints, scales)) = q.int8_along(0, wd[0]) {
+                let values = permute(&ints, &wd, &perm).0;
+                let bias = self.int8_bias(node, 2, pin.scale, &scales)?;
+                let weights = QuantizedWeights {
+                    values: &values,
+                    scales: &scales,
+                    bias: bias.as_deref(),
+                };
+                let act = tail.activation();
+                let id = if depthwise {
+                    self.b
+                        .depthwise_conv2d_i16_quantized(out, x.id, spec, weights, pout, act)
+                } else {
+                    self.b
+                        .conv2d_i16_quantized(out, x.id, spec, weights, pout, act)
+                }
+                .map_err(build_err)?;
+                self.finish_int16(out, &tail, id, Layout::ChannelsLast);
+                return Ok(());
+            }
+            self.note(
+                node,
+                "runs in f32: its weights are not int8 with one scale per output channel",
+            );
+        }
         if let (Some((pin, pout)), Some(q)) = (Self::int8_route(&x, &tail), &wq) {
             if let Some((ints, scales)) = q.int8_along(0, wd[0]) {
                 let values = permute(&ints, &wd, &perm).0;
@@ -939,6 +1022,35 @@ impl Lowerer<'_, '_> {
         };
         let bias_input = if gemm { 2 } else { usize::MAX };
         let tail = self.tail(out, Fold::ACTIVATION);
+        if let (Some((pin, pout)), Some(q)) = (Self::int16_route(&x, &tail), &bq)
+            && alpha == 1.0
+            && beta == 1.0
+        {
+            let axis = if trans_b { 0 } else { 1 };
+            if let Some((ints, scales)) = q.int8_along(axis, features_out) {
+                let values = if trans_b {
+                    ints
+                } else {
+                    permute(&ints, &bd, &[1, 0]).0
+                };
+                let bias = self.int8_bias(node, bias_input, pin.scale, &scales)?;
+                let weights = QuantizedWeights {
+                    values: &values,
+                    scales: &scales,
+                    bias: bias.as_deref(),
+                };
+                let id = self
+                    .b
+                    .fully_connected_i16_quantized(out, x.id, weights, pout, tail.activation())
+                    .map_err(build_err)?;
+                self.finish_int16(out, &tail, id, Layout::Plain);
+                return Ok(());
+            }
+            self.note(
+                node,
+                "runs in f32: its weights are not int8 with one scale per output feature",
+            );
+        }
         if let (Some((pin, pout)), Some(q)) = (Self::int8_route(&x, &tail), &bq)
             && alpha == 1.0
             && beta == 1.0
@@ -1594,17 +1706,19 @@ impl Lowerer<'_, '_> {
 
     fn quantize(&mut self, node: &NodeProto, out: &str) -> Lowered<()> {
         let x = self.runtime(node, 0)?;
-        let p = self.per_tensor_params(node)?;
-        if x.repr == Repr::Dequantized(p) {
-            self.set_runtime(out, x.id, x.layout, Repr::Int8(p));
+        let (p, wide) = self.per_tensor_params(node)?;
+        let (same, int, dtype) = if wide {
+            (Repr::Dequantized16(p), Repr::Int16(p), DType::I16)
+        } else {
+            (Repr::Dequantized(p), Repr::Int8(p), DType::I8)
+        };
+        if x.repr == same {
+            self.set_runtime(out, x.id, x.layout, int);
             return Ok(());
         }
         let f = self.float(x)?;
-        let id = self
-            .b
-            .quantize(out, f.id, p, DType::I8)
-            .map_err(build_err)?;
-        self.set_runtime(out, id, x.layout, Repr::Int8(p));
+        let id = self.b.quantize(out, f.id, p, dtype).map_err(build_err)?;
+        self.set_runtime(out, id, x.layout, int);
         Ok(())
     }
 
@@ -1652,13 +1766,17 @@ impl Lowerer<'_, '_> {
                 Ok(())
             }
             Value::Runtime(r) => {
-                let p = self.per_tensor_params(node)?;
+                let (p, _) = self.per_tensor_params(node)?;
                 match r.repr {
                     Repr::Int8(q) if q == p => {
                         self.set_runtime(out, r.id, r.layout, Repr::Dequantized(p));
                         Ok(())
                     }
-                    Repr::Int8(_) => Err(
+                    Repr::Int16(q) if q == p => {
+                        self.set_runtime(out, r.id, r.layout, Repr::Dequantized16(p));
+                        Ok(())
+                    }
+                    Repr::Int8(_) | Repr::Int16(_) => Err(
                         "DequantizeLinear with parameters other than its QuantizeLinear's".into(),
                     ),
                     _ => Err("DequantizeLinear of a float value".into()),
@@ -1678,7 +1796,7 @@ impl Lowerer<'_, '_> {
         let mut id = r.id;
         if r.layout == Layout::ChannelsLast {
             let perm = NHWC_OF_NCHW;
-            let target = if matches!(r.repr, Repr::Dequantized(_)) {
+            let target = if matches!(r.repr, Repr::Dequantized(_) | Repr::Dequantized16(_)) {
                 format!("{name}.nchw")
             } else {
                 name.to_string()
@@ -1690,7 +1808,7 @@ impl Lowerer<'_, '_> {
             }
             .map_err(build_err)?;
         }
-        if matches!(r.repr, Repr::Dequantized(_)) {
+        if matches!(r.repr, Repr::Dequantized(_) | Repr::Dequantized16(_)) {
             id = self.b.dequantize(name, id).map_err(build_err)?;
         }
         self.b.output(id);

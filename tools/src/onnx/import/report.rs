@@ -314,11 +314,15 @@ fn check_node(node: &NodeProto, opset: i64, values: &Values) -> Vec<String> {
             let zero_point = input(node, 2).and_then(|z| values.constant(z));
             if let Some(z) = zero_point {
                 use tract_onnx::prelude::DatumType;
-                let ok = matches!(z.datum_type(), DatumType::I8 | DatumType::U8)
-                    || (node.op_type == "DequantizeLinear" && z.datum_type() == DatumType::I32);
+                let ok = matches!(
+                    z.datum_type(),
+                    DatumType::I8 | DatumType::U8 | DatumType::I16
+                ) || (node.op_type == "DequantizeLinear"
+                    && z.datum_type() == DatumType::I32);
                 if !ok {
                     out.push(format!(
-                        "{:?} quantization; loam imports int8 and uint8 (and int32 biases)",
+                        "{:?} quantization; loam imports int8, uint8 and int16 (and int32 \
+                         biases)",
                         z.datum_type()
                     ));
                 }
