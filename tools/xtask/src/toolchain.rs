@@ -74,6 +74,7 @@ pub const CORTEX_M4F: BareMetalTarget = BareMetalTarget {
         "finetune",
         "learn",
         "pytorch",
+        "int16",
     ],
 };
 
@@ -91,6 +92,7 @@ pub const CORTEX_M0: BareMetalTarget = BareMetalTarget {
         "checkpoint",
         "finetune",
         "learn",
+        "int16",
     ],
 };
 
