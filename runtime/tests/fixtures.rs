@@ -714,15 +714,7 @@ fn the_first_format_version_still_loads_and_runs() {
 fn the_int8_zoo_is_bit_exact_on_this_target() {
     let aligned = AlignedBytes::new(INT8_ZOO);
     let model = Model::from_bytes(&aligned).unwrap();
-    model.check_plan().unwrap();
-    let mut arena = vec![0u8; loam::format::arena_size(INT8_ZOO) + 16];
-    let check = check_model(&model, &mut arena).unwrap();
-    assert!(
-        check.passed(),
-        "digest {:#010x}, recorded {:#010x}",
-        check.digest,
-        check.expected
-    );
+    assert_reproduces_the_recorded_digest(&model);
     // Small enough for the 16 KiB Cortex-M0 board.
     assert!(model.arena_size() < 4096, "arena {}", model.arena_size());
 }
@@ -737,15 +729,7 @@ fn the_int16_layers_are_bit_exact_on_this_target() {
         model.format_version(),
         (FORMAT_MAJOR, loam::format::MINOR_INT16_LAYERS)
     );
-    model.check_plan().unwrap();
-    let mut arena = vec![0u8; model.arena_size() + 16];
-    let check = check_model(&model, &mut arena).unwrap();
-    assert!(
-        check.passed(),
-        "digest {:#010x}, recorded {:#010x}",
-        check.digest,
-        check.expected
-    );
+    assert_reproduces_the_recorded_digest(&model);
     let kinds: Vec<(u16, DType)> = model
         .ops()
         .map(|op| {
@@ -811,12 +795,19 @@ fn the_imported_float_pytorch_cnn_computes_what_the_host_did() {
 fn the_imported_pytorch_cnn_is_bit_exact_on_this_target() {
     let aligned = AlignedBytes::new(PYTORCH_CNN);
     let model = Model::from_bytes(&aligned).unwrap();
+    assert_reproduces_the_recorded_digest(&model);
+}
+
+/// Checks the plan, runs the model's self-check record (its seeded inputs) and asserts the
+/// outputs' CRC-32 is the one the x86_64 host recorded.
+fn assert_reproduces_the_recorded_digest(model: &Model<'_>) {
     model.check_plan().unwrap();
     let mut arena = vec![0u8; model.arena_size() + 16];
-    let check = check_model(&model, &mut arena).unwrap();
+    let check = check_model(model, &mut arena).unwrap();
     assert!(
         check.passed(),
-        "digest {:#010x}, recorded {:#010x}",
+        "{}: digest {:#010x}, recorded {:#010x}",
+        model.metadata().name,
         check.digest,
         check.expected
     );

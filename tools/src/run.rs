@@ -101,8 +101,9 @@ pub fn run_layers(file: &ModelFile, inputs: &[Array], tensors: &[u16]) -> Result
                 let data = match record.dtype {
                     DType::F32 => Data::F32(bytemuck::pod_collect_to_vec(bytes)),
                     DType::I8 => Data::I8(bytemuck::pod_collect_to_vec(bytes)),
+                    DType::I16 => Data::I16(bytemuck::pod_collect_to_vec(bytes)),
                     other => bail!(
-                        "tensor `{}` is {other}; layers compare f32 and int8",
+                        "tensor `{}` is {other}; layers compare f32, int8 and int16",
                         record.name
                     ),
                 };

@@ -43,6 +43,11 @@ use loam::{DType, Model, Quantization};
 use super::proto::{Attr, data_type, node, permute, raw, tensor, value_info};
 use super::{IR_VERSION, OPSET};
 
+/// The opset of exports with int16 tensors: the first with int16 `QuantizeLinear`.
+const INT16_OPSET: i64 = 21;
+/// The IR version matching [`INT16_OPSET`].
+const INT16_IR_VERSION: i64 = 10;
+
 /// How the exported graph meets its caller.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExportOptions {
@@ -73,7 +78,7 @@ pub fn exposed_tensors(model: &Model<'_>) -> Vec<u16> {
         .filter(|&t| {
             model
                 .tensor(usize::from(t))
-                .is_some_and(|r| matches!(r.dtype, DType::F32 | DType::I8))
+                .is_some_and(|r| matches!(r.dtype, DType::F32 | DType::I8 | DType::I16))
         })
         .collect()
 }
@@ -183,8 +188,8 @@ impl<'a, 'm> Exporter<'a, 'm> {
             let layout = io_layout(&rec);
             let dims = layout_dims(&rec, layout);
             ensure!(
-                matches!(rec.dtype, DType::F32 | DType::I8),
-                "input `{}` is {}; ONNX export takes f32 and int8 inputs",
+                matches!(rec.dtype, DType::F32 | DType::I8 | DType::I16),
+                "input `{}` is {}; ONNX export takes f32, int8 and int16 inputs",
                 rec.name,
                 rec.dtype
             );
@@ -276,11 +281,21 @@ impl<'a, 'm> Exporter<'a, 'm> {
         };
         prop("loam.version", meta.version.to_string());
         prop("loam.labels", model.labels().collect::<Vec<_>>().join("\n"));
+        // int16 quantization is standard ONNX from opset 21 (IR version 10); every other op
+        // written here means the same there.
+        let wide = (0..model.tensor_count())
+            .filter_map(|i| model.tensor(i))
+            .any(|t| t.dtype == DType::I16);
+        let (ir_version, opset) = if wide {
+            (INT16_IR_VERSION, INT16_OPSET)
+        } else {
+            (IR_VERSION, OPSET)
+        };
         Ok(ModelProto {
-            ir_version: IR_VERSION,
+            ir_version,
             opset_import: vec![OperatorSetIdProto {
                 domain: String::new(),
-                version: OPSET,
+                version: opset,
             }],
             producer_name: "loam".into(),
             producer_version: env!("CARGO_PKG_VERSION").into(),
@@ -387,7 +402,7 @@ impl<'a, 'm> Exporter<'a, 'm> {
         let stored = self.stored(id, layout)?;
         let out = match (rec.dtype, rec.quantization) {
             (DType::F32, _) => stored,
-            (DType::I8, Quantization::PerTensor { .. }) => {
+            (DType::I8 | DType::I16, Quantization::PerTensor { .. }) => {
                 let (scale, zero_point) = self.qparams(id)?;
                 self.add(
                     "DequantizeLinear",
@@ -449,20 +464,31 @@ impl<'a, 'm> Exporter<'a, 'm> {
         let Quantization::PerTensor { scale, zero_point } = rec.quantization else {
             bail!("tensor `{}` is not quantized per tensor", rec.name);
         };
-        let zero_point = i8::try_from(zero_point)
-            .with_context(|| format!("zero point of `{}` is outside int8", rec.name))?;
         let s = self.initializer(
             &format!("{}_scale", rec.name),
             DataType::Float,
             &[],
             raw(&[scale]),
         );
-        let z = self.initializer(
-            &format!("{}_zero_point", rec.name),
-            DataType::Int8,
-            &[],
-            raw(&[zero_point]),
-        );
+        let z = if rec.dtype == DType::I16 {
+            let zero_point = i16::try_from(zero_point)
+                .with_context(|| format!("zero point of `{}` is outside int16", rec.name))?;
+            self.initializer(
+                &format!("{}_zero_point", rec.name),
+                DataType::Int16,
+                &[],
+                raw(&[zero_point]),
+            )
+        } else {
+            let zero_point = i8::try_from(zero_point)
+                .with_context(|| format!("zero point of `{}` is outside int8", rec.name))?;
+            self.initializer(
+                &format!("{}_zero_point", rec.name),
+                DataType::Int8,
+                &[],
+                raw(&[zero_point]),
+            )
+        };
         self.qparams.insert(id, (s.clone(), z.clone()));
         Ok((s, z))
     }
@@ -492,13 +518,13 @@ impl<'a, 'm> Exporter<'a, 'm> {
                 self.real.insert((id, layout), real.clone());
                 self.stored.insert((id, layout), real);
             }
-            (DType::I8, Quantization::PerTensor { .. }) => {
+            (DType::I8 | DType::I16, Quantization::PerTensor { .. }) => {
                 let q = self.quantize_linear(id, rec.name, &real)?;
                 self.stored.insert((id, layout), q);
             }
             (dtype, quantization) => bail!(
                 "output `{}` is {dtype} with {quantization:?}; ONNX export handles f32 and \
-                 per-tensor int8 activations",
+                 per-tensor int8 and int16 activations",
                 rec.name
             ),
         }
@@ -510,8 +536,8 @@ impl<'a, 'm> Exporter<'a, 'm> {
     fn produce_stored(&mut self, id: u16, layout: Layout, stored: String) -> Result<()> {
         let rec = self.record(id)?;
         ensure!(
-            matches!(rec.dtype, DType::F32 | DType::I8),
-            "tensor `{}` is {}; ONNX export handles f32 and int8",
+            matches!(rec.dtype, DType::F32 | DType::I8 | DType::I16),
+            "tensor `{}` is {}; ONNX export handles f32, int8 and int16",
             rec.name,
             rec.dtype
         );

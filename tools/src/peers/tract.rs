@@ -19,7 +19,7 @@ impl TractModel {
             .model_for_read(&mut &onnx[..])
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
-            .map_err(|e| anyhow!("tract refused the model: {e:?}"))?;
+            .map_err(|e| anyhow!("tract refused the model: {e:#}"))?;
         let state = plan.spawn().map_err(|e| anyhow!("tract: {e:?}"))?;
         Ok(TractModel {
             state,
