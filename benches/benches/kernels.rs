@@ -9,7 +9,7 @@ use loam::fixed_point::QuantizedMultiplier;
 use loam::ops::RequantizeParams;
 use loam::ops::conv2d::{self, Conv2dF32, Conv2dI8, ConvGeometry, output_size};
 use loam::ops::depthwise_conv2d::{self, DepthwiseConv2dI8};
-use loam::ops::fully_connected::{self, FullyConnectedI8, FullyConnectedShape};
+use loam::ops::fully_connected::{self, FullyConnectedI8, FullyConnectedI16, FullyConnectedShape};
 
 fn pattern(len: usize, seed: usize) -> Vec<i8> {
     (0..len)
@@ -105,6 +105,47 @@ fn fully_connected(c: &mut Criterion) {
                 )
             })
         });
+    }
+    group.finish();
+}
+
+/// 16x8 fully connected (int16 activations, int8 weights): each kernel this CPU runs, on the
+/// same shapes as the int8 group.
+fn fully_connected_16x8(c: &mut Criterion) {
+    let mut group = c.benchmark_group("fully_connected_i16");
+    for (batch, in_features, out_features) in [(1, 64, 32), (1, 640, 128), (1, 1024, 12)] {
+        let shape = FullyConnectedShape {
+            batch,
+            in_features,
+            out_features,
+        };
+        let input: Vec<i16> = (0..batch * in_features)
+            .map(|i| ((i * 7919) % 65536) as u16 as i16)
+            .collect();
+        let weights = pattern(in_features * out_features, 2);
+        let bias: Vec<i32> = (0..out_features as i32).map(|o| o * 1000 - 5000).collect();
+        let m: Vec<QuantizedMultiplier> = (0..out_features)
+            .map(|o| QuantizedMultiplier::from_real(1e-5 + o as f64 * 1e-8).unwrap())
+            .collect();
+        let op = FullyConnectedI16 {
+            shape,
+            params: loam::ops::Requantize16Params {
+                multipliers: &m,
+                activation_min: i16::MIN,
+                activation_max: i16::MAX,
+            },
+            input: &input,
+            weights: &weights,
+            bias: Some(&bias),
+        };
+        let mut output = vec![0i16; batch * out_features];
+        group.throughput(Throughput::Elements(shape.macs() as u64));
+        let id = format!("{batch}x{in_features}x{out_features}");
+        for (kernel, run) in fully_connected::i16_kernels() {
+            group.bench_function(BenchmarkId::new(kernel, &id), |b| {
+                b.iter(|| run(black_box(&op), black_box(&mut output)))
+            });
+        }
     }
     group.finish();
 }
@@ -211,5 +252,11 @@ fn depthwise(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fully_connected, convolution, depthwise);
+criterion_group!(
+    benches,
+    fully_connected,
+    fully_connected_16x8,
+    convolution,
+    depthwise
+);
 criterion_main!(benches);

@@ -152,14 +152,33 @@ pub fn fully_connected_i16(op: &FullyConnectedI16<'_>, output: &mut [i16]) -> Re
     Ok(())
 }
 
-type I16Kernel = fn(&FullyConnectedI16<'_>, &mut [i16]);
+/// A 16x8 fully-connected kernel over validated operands.
+pub type I16Kernel = fn(&FullyConnectedI16<'_>, &mut [i16]);
 
-/// The 16x8 kernels of this build: the reference only, so far.
-pub(crate) const I16_KERNELS: &[Kernel<I16Kernel>] = &[Kernel {
-    name: "reference",
-    isa: Isa::Portable,
-    run: reference::fully_connected_i16,
-}];
+/// The 16x8 kernels of this build, reference first.
+pub(crate) const I16_KERNELS: &[Kernel<I16Kernel>] = &[
+    Kernel {
+        name: "reference",
+        isa: Isa::Portable,
+        run: reference::fully_connected_i16,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx2",
+        isa: Isa::Avx2,
+        run: x86::fully_connected_i16,
+    },
+];
+
+/// The 16x8 kernels this CPU can run, by name (reference first), for benchmarks that set
+/// kernels side by side.
+#[doc(hidden)]
+pub fn i16_kernels() -> impl Iterator<Item = (&'static str, I16Kernel)> {
+    I16_KERNELS
+        .iter()
+        .filter(|k| k.isa.available())
+        .map(|k| (k.name, k.run))
+}
 
 type I8Kernel = fn(&FullyConnectedI8<'_>, &mut [i8]);
 type F32Kernel = fn(&FullyConnectedF32<'_>, &mut [f32]);

@@ -448,7 +448,7 @@ proptest! {
     /// arithmetic.
     #[test]
     fn i16_reference_matches_independent_model(
-        (batch, n, o, input, weights, bias, reals, (a, b)) in (1usize..4, 1usize..300, 1usize..20)
+        (batch, n, o, input, weights, bias, reals, (a, b)) in (1usize..4, 1usize..2600, 1usize..12)
             .prop_flat_map(|(batch, n, o)| (
                 Just(batch),
                 Just(n),
@@ -480,6 +480,16 @@ proptest! {
         };
         let mut out = vec![0i16; batch * o];
         fully_connected_i16(&op, &mut out).unwrap();
+        // Every 16x8 kernel this CPU runs gives the reference's values.
+        crate::ops::testing::compare_kernels(
+            I16_KERNELS,
+            |k| {
+                let mut got = vec![0i16; batch * o];
+                k(&op, &mut got);
+                got
+            },
+            crate::ops::testing::exact,
+        )?;
         for r in 0..batch {
             for c in 0..o {
                 let mut acc: i128 = bias.as_ref().map_or(0, |b| i128::from(b[c]));
@@ -492,6 +502,42 @@ proptest! {
                 let real = (acc as f64 * m.to_real()).round().clamp(f64::from(lo), f64::from(hi));
                 prop_assert!((f64::from(out[r * o + c]) - real).abs() <= 2.0);
             }
+        }
+    }
+}
+
+/// The largest products, long enough that an i32 accumulator would overflow many times over
+/// (4096 * 2^22 = 2^34): every 16x8 kernel keeps the reference's exact sum.
+#[test]
+fn i16_extremes_do_not_overflow_any_kernel() {
+    let n = 4096;
+    let input = vec![i16::MIN; n];
+    let weights: Vec<i8> = (0..2 * n).map(|i| if i < n { -128 } else { 127 }).collect();
+    let m = [QuantizedMultiplier::from_real(1.0 / f64::from(1u32 << 20)).unwrap()];
+    let op = FullyConnectedI16 {
+        shape: FullyConnectedShape {
+            batch: 1,
+            in_features: n,
+            out_features: 2,
+        },
+        params: crate::ops::Requantize16Params {
+            multipliers: &m,
+            activation_min: i16::MIN,
+            activation_max: i16::MAX,
+        },
+        input: &input,
+        weights: &weights,
+        bias: None,
+    };
+    let mut want = [0i16; 2];
+    reference::fully_connected_i16(&op, &mut want);
+    // 2^34 / 2^20 = 16384 and -(2^15 * 127 * 4096) / 2^20 = -16256.
+    assert_eq!(want, [16384, -16256]);
+    for k in I16_KERNELS {
+        if k.isa.available() {
+            let mut got = [0i16; 2];
+            (k.run)(&op, &mut got);
+            assert_eq!(got, want, "kernel {}", k.name);
         }
     }
 }

@@ -12,7 +12,7 @@
 
 use core::arch::x86_64::*;
 
-use super::{FullyConnectedF32, FullyConnectedI8};
+use super::{FullyConnectedF32, FullyConnectedI8, FullyConnectedI16};
 use crate::isa::Isa;
 use crate::ops::conv2d::x86::reduce4x2;
 use crate::ops::requantize::x86::requantize_row;
@@ -62,6 +62,80 @@ pub(crate) fn fully_connected_f32(op: &FullyConnectedF32<'_>, output: &mut [f32]
         unsafe { fully_connected_f32_avx2(op, output) }
     } else {
         super::reference::fully_connected_f32(op, output)
+    }
+}
+
+/// The AVX2 16x8 kernel; falls back to the reference where AVX2 is missing.
+pub(crate) fn fully_connected_i16(op: &FullyConnectedI16<'_>, output: &mut [i16]) {
+    if Isa::Avx2.available() {
+        // SAFETY: AVX2 is available (checked just above).
+        unsafe { fully_connected_i16_avx2(op, output) }
+    } else {
+        super::reference::fully_connected_i16(op, output)
+    }
+}
+
+/// 16-element chunks summed in i32 lanes before they are widened into the i64 total: each
+/// `vpmaddwd` lane is at most 2 * 2^15 * 2^7 = 2^23 in magnitude, so 2^7 of them stay below
+/// 2^30 and no lane can overflow.
+const I16_CHUNKS_PER_FLUSH: usize = 128;
+
+/// Sum of four i64 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn hsum_epi64(v: __m256i) -> i64 {
+    // SAFETY: the caller guarantees AVX2.
+    unsafe {
+        let s = _mm_add_epi64(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+        _mm_cvtsi128_si64(s).wrapping_add(_mm_extract_epi64::<1>(s))
+    }
+}
+
+/// 16x8 dot products with `vpmaddwd` (int16 activations times int8 weights widened to
+/// int16): exact pair sums in i32 lanes, widened into i64 every [`I16_CHUNKS_PER_FLUSH`]
+/// chunks. Integer sums are exact in any order, so the accumulator is the reference's.
+///
+/// `op` must have passed `validate(output)`.
+#[target_feature(enable = "avx2")]
+unsafe fn fully_connected_i16_avx2(op: &FullyConnectedI16<'_>, output: &mut [i16]) {
+    let s = op.shape;
+    let n = s.in_features;
+    let whole = n / 16 * 16;
+    for b in 0..s.batch {
+        let row = &op.input[b * n..(b + 1) * n];
+        for o in 0..s.out_features {
+            let weights = &op.weights[o * n..(o + 1) * n];
+            // SAFETY: AVX2 is available (caller); each load reads 16 elements at `i` with
+            // `i + 16 <= whole <= n`, inside rows of exactly `n` elements.
+            let mut acc = unsafe {
+                let mut total = _mm256_setzero_si256();
+                let mut lanes = _mm256_setzero_si256();
+                let mut chunks = 0;
+                let mut i = 0;
+                while i < whole {
+                    let x = _mm256_loadu_si256(row.as_ptr().add(i).cast());
+                    let w = load_i8x16(weights.as_ptr().add(i));
+                    lanes = _mm256_add_epi32(lanes, _mm256_madd_epi16(x, w));
+                    chunks += 1;
+                    i += 16;
+                    if chunks == I16_CHUNKS_PER_FLUSH || i == whole {
+                        let lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(lanes));
+                        let hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256::<1>(lanes));
+                        total = _mm256_add_epi64(total, _mm256_add_epi64(lo, hi));
+                        lanes = _mm256_setzero_si256();
+                        chunks = 0;
+                    }
+                }
+                hsum_epi64(total)
+            };
+            for (&x, &w) in row[whole..].iter().zip(&weights[whole..]) {
+                acc = acc.wrapping_add(i64::from(x) * i64::from(w));
+            }
+            if let Some(bias) = op.bias {
+                acc = acc.wrapping_add(i64::from(bias[o]));
+            }
+            output[b * s.out_features + o] = op.params.output(acc, o);
+        }
     }
 }
 
