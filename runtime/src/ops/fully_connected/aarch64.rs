@@ -15,7 +15,7 @@
 
 use core::arch::aarch64::*;
 
-use super::{FullyConnectedF32, FullyConnectedI8};
+use super::{FullyConnectedF32, FullyConnectedI8, FullyConnectedI16};
 use crate::isa::Isa;
 
 /// `acc + sum of four-byte groups of a * b` per lane: the SDOT instruction. Written with
@@ -51,6 +51,49 @@ pub(crate) fn fully_connected_i8_dotprod(op: &FullyConnectedI8<'_>, output: &mut
         unsafe { i8_dotprod(op, output) }
     } else {
         fully_connected_i8_neon(op, output)
+    }
+}
+
+/// The NEON 16x8 kernel: int16 activations times int8 weights widened to i16 (`smull`), the
+/// i32 products (each at most 2^22 in magnitude) added pairwise into i64 lanes (`sadalp`), so
+/// no lane can overflow and the sum is the reference's exactly.
+pub(crate) fn fully_connected_i16_neon(op: &FullyConnectedI16<'_>, output: &mut [i16]) {
+    // SAFETY: NEON is part of every aarch64 target.
+    unsafe { i16_neon(op, output) }
+}
+
+/// `op` must have passed `validate(output)`.
+#[target_feature(enable = "neon")]
+unsafe fn i16_neon(op: &FullyConnectedI16<'_>, output: &mut [i16]) {
+    let s = op.shape;
+    let n = s.in_features;
+    let whole = n / 8 * 8;
+    for b in 0..s.batch {
+        let row = &op.input[b * n..(b + 1) * n];
+        for o in 0..s.out_features {
+            let weights = &op.weights[o * n..(o + 1) * n];
+            // SAFETY: NEON is available; each load reads 8 elements at `i` with
+            // `i + 8 <= whole <= n`, inside rows of exactly `n` elements.
+            let mut acc = unsafe {
+                let mut total = vdupq_n_s64(0);
+                let mut i = 0;
+                while i < whole {
+                    let x = vld1q_s16(row.as_ptr().add(i));
+                    let w = vmovl_s8(vld1_s8(weights.as_ptr().add(i)));
+                    total = vpadalq_s32(total, vmull_s16(vget_low_s16(x), vget_low_s16(w)));
+                    total = vpadalq_s32(total, vmull_high_s16(x, w));
+                    i += 8;
+                }
+                vgetq_lane_s64::<0>(total).wrapping_add(vgetq_lane_s64::<1>(total))
+            };
+            for (&x, &w) in row[whole..].iter().zip(&weights[whole..]) {
+                acc = acc.wrapping_add(i64::from(x) * i64::from(w));
+            }
+            if let Some(bias) = op.bias {
+                acc = acc.wrapping_add(i64::from(bias[o]));
+            }
+            output[b * s.out_features + o] = op.params.output(acc, o);
+        }
     }
 }
 

@@ -168,6 +168,12 @@ pub(crate) const I16_KERNELS: &[Kernel<I16Kernel>] = &[
         isa: Isa::Avx2,
         run: x86::fully_connected_i16,
     },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::fully_connected_i16_neon,
+    },
 ];
 
 /// The 16x8 kernels this CPU can run, by name (reference first), for benchmarks that set
