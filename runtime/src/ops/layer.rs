@@ -219,39 +219,13 @@ pub(crate) fn check_operands(
                 });
             }
         }
-        DType::I8 => {
+        DType::I8 | DType::I16 => {
+            let wide = dtype == DType::I16;
             weights.expect_dtype(&[DType::I8])?;
-            output.expect_dtype(&[DType::I8])?;
-            input.per_tensor()?;
-            output.per_tensor()?;
-            node.check_weight_quantization(&weights, weight_axis)?;
-            if let Some(bias) = node.optional_input(2)? {
-                bias.expect_dtype(&[DType::I32])?;
-                node.constant::<i32>(&bias)?;
-                bias.shape_if(
-                    bias.record.shape.is(&[channels]),
-                    "bias needs one value per output channel",
-                )?;
-            }
-            let m = node.input(3)?;
-            let raw = node.constant::<i32>(&m)?;
-            m.shape_if(
-                m.record.shape.is(&[channels, 2]) || m.record.shape.is(&[1, 2]),
-                "multipliers are [channels, 2] or [1, 2] (multiplier, shift) pairs",
-            )?;
-            if QuantizedMultiplier::slice_from_raw(raw).is_none() {
-                return Err(OpProblem::Quantization(
-                    m.slot,
-                    "a multiplier or shift is out of range",
-                ));
-            }
-        }
-        DType::I16 => {
-            weights.expect_dtype(&[DType::I8])?;
-            output.expect_dtype(&[DType::I16])?;
+            output.expect_dtype(&[dtype])?;
             for operand in [&input, &output] {
                 let (_, zero_point) = operand.per_tensor()?;
-                if zero_point != 0 {
+                if wide && zero_point != 0 {
                     return Err(OpProblem::Quantization(
                         operand.slot,
                         "int16 activations are symmetric (zero point 0)",
@@ -273,15 +247,25 @@ pub(crate) fn check_operands(
                 m.record.shape.is(&[channels, 2]) || m.record.shape.is(&[1, 2]),
                 "multipliers are [channels, 2] or [1, 2] (multiplier, shift) pairs",
             )?;
-            let wide = QuantizedMultiplier::slice_from_raw(raw).is_some_and(|ms| {
-                ms.iter()
-                    .all(|m| m.shift() <= QuantizedMultiplier::MAX_WIDE_SHIFT)
-            });
-            if !wide {
-                return Err(OpProblem::Quantization(
-                    m.slot,
-                    "a multiplier or shift is out of range for a 16x8 layer (shift above 7)",
-                ));
+            match QuantizedMultiplier::slice_from_raw(raw) {
+                None => {
+                    return Err(OpProblem::Quantization(
+                        m.slot,
+                        "a multiplier or shift is out of range",
+                    ));
+                }
+                Some(ms)
+                    if wide
+                        && ms
+                            .iter()
+                            .any(|m| m.shift() > QuantizedMultiplier::MAX_WIDE_SHIFT) =>
+                {
+                    return Err(OpProblem::Quantization(
+                        m.slot,
+                        "a shift above 7, which a 16x8 layer cannot apply",
+                    ));
+                }
+                Some(_) => {}
             }
         }
         _ => return Err(OpProblem::DType(input.slot)),

@@ -641,22 +641,14 @@ impl Lowerer<'_, '_> {
 
     /// Records an int8 op's output `id`, which stands for the tail's quantized value.
     fn finish_int8(&mut self, out: &str, tail: &Tail, id: TensorId, layout: Layout) {
-        let Some((q, params)) = tail.quantize else {
-            return;
-        };
-        if let Some((i, _)) = tail.activation {
-            self.fused.insert(i);
-        }
-        self.fused.insert(q);
-        let float_name = self.tail_float_name(out, tail);
-        self.set_runtime(&float_name, id, layout, Repr::Dequantized(params));
-        let q_out = self.graph.node[q].output[0].clone();
-        self.set_runtime(&q_out, id, layout, Repr::Int8(params));
+        self.finish_integer(out, tail, id, layout, false);
     }
 
-    /// Records a 16x8 op's output `id`, which stands for the tail's int16 value.
-    fn finish_int16(&mut self, out: &str, tail: &Tail, id: TensorId, layout: Layout) {
-        let Some((q, params)) = tail.quantize16 else {
+    /// Records an integer op's output `id`, which stands for the tail's int8 (or, `wide`,
+    /// int16) value.
+    fn finish_integer(&mut self, out: &str, tail: &Tail, id: TensorId, layout: Layout, wide: bool) {
+        let quantize = if wide { tail.quantize16 } else { tail.quantize };
+        let Some((q, params)) = quantize else {
             return;
         };
         if let Some((i, _)) = tail.activation {
@@ -664,9 +656,22 @@ impl Lowerer<'_, '_> {
         }
         self.fused.insert(q);
         let float_name = self.tail_float_name(out, tail);
-        self.set_runtime(&float_name, id, layout, Repr::Dequantized16(params));
+        let (dequantized, int) = if wide {
+            (Repr::Dequantized16(params), Repr::Int16(params))
+        } else {
+            (Repr::Dequantized(params), Repr::Int8(params))
+        };
+        self.set_runtime(&float_name, id, layout, dequantized);
         let q_out = self.graph.node[q].output[0].clone();
-        self.set_runtime(&q_out, id, layout, Repr::Int16(params));
+        self.set_runtime(&q_out, id, layout, int);
+    }
+
+    /// The route of a weighted layer whose input and output are both quantized: its input and
+    /// output parameters, and whether they are int16 (a 16x8 layer) rather than int8.
+    fn integer_route(x: &Runtime, tail: &Tail) -> Option<((QuantParams, QuantParams), bool)> {
+        Self::int16_route(x, tail)
+            .map(|r| (r, true))
+            .or_else(|| Self::int8_route(x, tail).map(|r| (r, false)))
     }
 
     /// The int16 input and output parameters if `x` is int16 and the tail ends in an int16
@@ -854,7 +859,7 @@ impl Lowerer<'_, '_> {
                 activation: true,
             },
         );
-        if let (Some((pin, pout)), Some(q)) = (Self::int16_route(&x, &tail), &wq) {
+        if let (Some(((pin, pout), wide)), Some(q)) = (Self::integer_route(&x, &tail), &wq) {
             if let Some((ints, scales)) = q.int8_along(0, wd[0]) {
                 let values = permute(&ints, &wd, &perm).0;
                 let bias = self.int8_bias(node, 2, pin.scale, &scales)?;
@@ -864,41 +869,19 @@ impl Lowerer<'_, '_> {
                     bias: bias.as_deref(),
                 };
                 let act = tail.activation();
-                let id = if depthwise {
-                    self.b
-                        .depthwise_conv2d_i16_quantized(out, x.id, spec, weights, pout, act)
-                } else {
-                    self.b
-                        .conv2d_i16_quantized(out, x.id, spec, weights, pout, act)
+                let b = &mut self.b;
+                let id = match (depthwise, wide) {
+                    (true, true) => {
+                        b.depthwise_conv2d_i16_quantized(out, x.id, spec, weights, pout, act)
+                    }
+                    (true, false) => {
+                        b.depthwise_conv2d_i8_quantized(out, x.id, spec, weights, pout, act)
+                    }
+                    (false, true) => b.conv2d_i16_quantized(out, x.id, spec, weights, pout, act),
+                    (false, false) => b.conv2d_i8_quantized(out, x.id, spec, weights, pout, act),
                 }
                 .map_err(build_err)?;
-                self.finish_int16(out, &tail, id, Layout::ChannelsLast);
-                return Ok(());
-            }
-            self.note(
-                node,
-                "runs in f32: its weights are not int8 with one scale per output channel",
-            );
-        }
-        if let (Some((pin, pout)), Some(q)) = (Self::int8_route(&x, &tail), &wq) {
-            if let Some((ints, scales)) = q.int8_along(0, wd[0]) {
-                let values = permute(&ints, &wd, &perm).0;
-                let bias = self.int8_bias(node, 2, pin.scale, &scales)?;
-                let weights = QuantizedWeights {
-                    values: &values,
-                    scales: &scales,
-                    bias: bias.as_deref(),
-                };
-                let act = tail.activation();
-                let id = if depthwise {
-                    self.b
-                        .depthwise_conv2d_i8_quantized(out, x.id, spec, weights, pout, act)
-                } else {
-                    self.b
-                        .conv2d_i8_quantized(out, x.id, spec, weights, pout, act)
-                }
-                .map_err(build_err)?;
-                self.finish_int8(out, &tail, id, Layout::ChannelsLast);
+                self.finish_integer(out, &tail, id, Layout::ChannelsLast, wide);
                 return Ok(());
             }
             self.note(
@@ -1022,7 +1005,7 @@ impl Lowerer<'_, '_> {
         };
         let bias_input = if gemm { 2 } else { usize::MAX };
         let tail = self.tail(out, Fold::ACTIVATION);
-        if let (Some((pin, pout)), Some(q)) = (Self::int16_route(&x, &tail), &bq)
+        if let (Some(((pin, pout), wide)), Some(q)) = (Self::integer_route(&x, &tail), &bq)
             && alpha == 1.0
             && beta == 1.0
         {
@@ -1039,40 +1022,16 @@ impl Lowerer<'_, '_> {
                     scales: &scales,
                     bias: bias.as_deref(),
                 };
-                let id = self
-                    .b
-                    .fully_connected_i16_quantized(out, x.id, weights, pout, tail.activation())
-                    .map_err(build_err)?;
-                self.finish_int16(out, &tail, id, Layout::Plain);
-                return Ok(());
-            }
-            self.note(
-                node,
-                "runs in f32: its weights are not int8 with one scale per output feature",
-            );
-        }
-        if let (Some((pin, pout)), Some(q)) = (Self::int8_route(&x, &tail), &bq)
-            && alpha == 1.0
-            && beta == 1.0
-        {
-            let axis = if trans_b { 0 } else { 1 };
-            if let Some((ints, scales)) = q.int8_along(axis, features_out) {
-                let values = if trans_b {
-                    ints
+                let act = tail.activation();
+                let id = if wide {
+                    self.b
+                        .fully_connected_i16_quantized(out, x.id, weights, pout, act)
                 } else {
-                    permute(&ints, &bd, &[1, 0]).0
-                };
-                let bias = self.int8_bias(node, bias_input, pin.scale, &scales)?;
-                let weights = QuantizedWeights {
-                    values: &values,
-                    scales: &scales,
-                    bias: bias.as_deref(),
-                };
-                let id = self
-                    .b
-                    .fully_connected_i8_quantized(out, x.id, weights, pout, tail.activation())
-                    .map_err(build_err)?;
-                self.finish_int8(out, &tail, id, Layout::Plain);
+                    self.b
+                        .fully_connected_i8_quantized(out, x.id, weights, pout, act)
+                }
+                .map_err(build_err)?;
+                self.finish_integer(out, &tail, id, Layout::Plain, wide);
                 return Ok(());
             }
             self.note(
