@@ -226,11 +226,8 @@ fn accumulate(
 /// loam and through `peer`, and compares the outputs.
 pub fn verify(file: &ModelFile, peer: Peer, samples: &[Vec<Array>]) -> Result<VerifyReport> {
     let model = file.model()?;
-    let int16 = (0..model.tensor_count())
-        .filter_map(|i| model.tensor(i))
-        .any(|t| t.dtype == loam::DType::I16);
     ensure!(
-        !(int16 && peer == Peer::Tract),
+        !(peer == Peer::Tract && crate::onnx::has_int16_tensors(&model)),
         "{} has int16 tensors (16x8 layers), and tract 0.23.9 has no int16 QuantizeLinear; \
          verify it against onnxruntime",
         file.path.display()

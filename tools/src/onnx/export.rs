@@ -83,6 +83,14 @@ pub fn exposed_tensors(model: &Model<'_>) -> Vec<u16> {
         .collect()
 }
 
+/// Whether `model` has int16 tensors (16x8 layers): its export needs opset 21, and tract
+/// cannot run it.
+pub fn has_int16_tensors(model: &Model<'_>) -> bool {
+    (0..model.tensor_count())
+        .filter_map(|i| model.tensor(i))
+        .any(|t| t.dtype == DType::I16)
+}
+
 /// Whether `model` quantizes a Softmax or LogSoftmax result (what
 /// [`ExportOptions::float_softmax_outputs`] changes).
 pub fn quantizes_a_softmax(model: &Model<'_>) -> bool {
@@ -283,9 +291,7 @@ impl<'a, 'm> Exporter<'a, 'm> {
         prop("loam.labels", model.labels().collect::<Vec<_>>().join("\n"));
         // int16 quantization is standard ONNX from opset 21 (IR version 10); every other op
         // written here means the same there.
-        let wide = (0..model.tensor_count())
-            .filter_map(|i| model.tensor(i))
-            .any(|t| t.dtype == DType::I16);
+        let wide = has_int16_tensors(model);
         let (ir_version, opset) = if wide {
             (INT16_IR_VERSION, INT16_OPSET)
         } else {

@@ -11,7 +11,9 @@ pub mod import;
 pub(crate) mod proto;
 pub(crate) mod qdq;
 
-pub use export::{ExportOptions, export, export_bytes, exposed_tensors, quantizes_a_softmax};
+pub use export::{
+    ExportOptions, export, export_bytes, exposed_tensors, has_int16_tensors, quantizes_a_softmax,
+};
 pub use import::{CompatibilityReport, ImportOptions, Imported, import, import_bytes};
 
 /// The ONNX operator set exported graphs declare: 17 has every op loam exports with the

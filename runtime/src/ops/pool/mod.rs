@@ -373,7 +373,7 @@ pub(crate) const GLOBAL_F32_KERNELS: &[Kernel<GlobalF32Kernel>] = &[
     },
 ];
 
-fn check_i8_activation(activation: (i8, i8)) -> Result<(), Error> {
+fn check_activation<T: PartialOrd>(activation: (T, T)) -> Result<(), Error> {
     if activation.0 > activation.1 {
         return Err(Error::InvalidQuantization(QuantField::ActivationRange));
     }
@@ -389,9 +389,7 @@ pub fn max_pool2d_i16(
     output: &mut [i16],
 ) -> Result<(), Error> {
     geometry.validate(input.len(), output.len())?;
-    if activation.0 > activation.1 {
-        return Err(Error::InvalidQuantization(QuantField::ActivationRange));
-    }
+    check_activation(activation)?;
     reference::max_pool2d_i16(geometry, activation, input, output);
     Ok(())
 }
@@ -405,9 +403,7 @@ pub fn average_pool2d_i16(
     output: &mut [i16],
 ) -> Result<(), Error> {
     geometry.validate(input.len(), output.len())?;
-    if activation.0 > activation.1 {
-        return Err(Error::InvalidQuantization(QuantField::ActivationRange));
-    }
+    check_activation(activation)?;
     reference::average_pool2d_i16(geometry, activation, input, output);
     Ok(())
 }
@@ -421,7 +417,7 @@ pub fn max_pool2d_i8(
     output: &mut [i8],
 ) -> Result<(), Error> {
     geometry.validate(input.len(), output.len())?;
-    check_i8_activation(activation)?;
+    check_activation(activation)?;
     (best(MAX_I8_KERNELS))(geometry, activation, input, output);
     Ok(())
 }
@@ -449,7 +445,7 @@ pub fn average_pool2d_i8(
     output: &mut [i8],
 ) -> Result<(), Error> {
     geometry.validate(input.len(), output.len())?;
-    check_i8_activation(activation)?;
+    check_activation(activation)?;
     (best(AVERAGE_I8_KERNELS))(geometry, activation, input, output);
     Ok(())
 }
