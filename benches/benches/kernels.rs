@@ -97,14 +97,12 @@ fn fully_connected(c: &mut Criterion) {
                 fully_connected::fully_connected_i8(black_box(&op), black_box(&mut output)).unwrap()
             })
         });
-        group.bench_function(BenchmarkId::new("reference", &id), |b| {
-            b.iter(|| {
-                fully_connected::reference::fully_connected_i8(
-                    black_box(&op),
-                    black_box(&mut output),
-                )
-            })
-        });
+        // Every kernel this CPU runs, side by side (the dispatch picks among them).
+        for (kernel, run) in fully_connected::i8_kernels() {
+            group.bench_function(BenchmarkId::new(kernel, &id), |b| {
+                b.iter(|| run(black_box(&op), black_box(&mut output)))
+            });
+        }
     }
     group.finish();
 }

@@ -16,6 +16,8 @@ pub enum Isa {
     Portable,
     /// x86_64 with AVX2 and FMA.
     Avx2,
+    /// x86_64 with AVX-512 (F, BW) and its VNNI byte dot products (`vpdpbusd`), plus BMI2.
+    Avx512Vnni,
     /// aarch64 Advanced SIMD (every aarch64 CPU).
     Neon,
     /// aarch64 with the Armv8.2 SDOT dot-product instructions.
@@ -27,9 +29,10 @@ pub enum Isa {
 
 impl Isa {
     /// Every family, in order of preference from least to most specific.
-    pub const ALL: [Isa; 5] = [
+    pub const ALL: [Isa; 6] = [
         Isa::Portable,
         Isa::Avx2,
+        Isa::Avx512Vnni,
         Isa::Neon,
         Isa::DotProd,
         Isa::ArmDsp,
@@ -40,6 +43,7 @@ impl Isa {
         match self {
             Isa::Portable => "portable",
             Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512vnni",
             Isa::Neon => "neon",
             Isa::DotProd => "dotprod",
             Isa::ArmDsp => "dsp",
@@ -52,6 +56,7 @@ impl Isa {
         match self {
             Isa::Portable => true,
             Isa::Avx2 => avx2_fma(),
+            Isa::Avx512Vnni => avx512_vnni(),
             Isa::Neon => cfg!(target_arch = "aarch64"),
             Isa::DotProd => dotprod(),
             Isa::ArmDsp => arm_dsp(),
@@ -71,6 +76,27 @@ fn avx2_fma() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
+        false
+    }
+}
+
+#[inline]
+fn avx512_vnni() -> bool {
+    #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
+    {
+        // The kernels are inline assembly (the AVX-512 intrinsics need Rust 1.89; the crate
+        // supports 1.85), so every extension they use is asked for here. The detection
+        // also checks that the OS saves the 512-bit state.
+        avx2_fma()
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vnni")
+            && std::is_x86_feature_detected!("bmi2")
+    }
+    #[cfg(not(all(target_arch = "x86_64", any(feature = "std", test))))]
+    {
+        // Bare-metal x86 is not a target loam serves; without an OS to ask, the kernels
+        // stay off rather than rely on unstable target-feature names.
         false
     }
 }

@@ -22,6 +22,8 @@ pub(crate) mod requantize;
 pub mod reshape;
 pub mod softmax;
 pub mod transpose;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_vnni;
 
 pub(crate) mod node;
 #[cfg(test)]

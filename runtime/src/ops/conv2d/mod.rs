@@ -16,6 +16,8 @@ pub mod reference;
 mod tests;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_vnni;
 
 use serde::{Deserialize, Serialize};
 
@@ -448,6 +450,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         name: "avx2",
         isa: Isa::Avx2,
         run: x86::conv2d_i8,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx512vnni",
+        isa: Isa::Avx512Vnni,
+        run: x86_vnni::conv2d_i8,
     },
     #[cfg(target_arch = "aarch64")]
     Kernel {

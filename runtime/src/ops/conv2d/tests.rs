@@ -260,7 +260,8 @@ fn fixed_geometry(
 }
 
 /// Named edge cases: 1x1 images, padding larger than the kernel, pointwise layers of every
-/// width around the vector sizes, odd channel counts, and zero points at both extremes.
+/// width around the vector sizes, odd channel counts, layers too large for packing, and zero
+/// points at both extremes.
 #[test]
 fn edge_cases_match_the_reference() {
     let cases = [
@@ -274,6 +275,12 @@ fn edge_cases_match_the_reference() {
         fixed_geometry(3, 3, 17, 8, 3, 1, [1; 4], 1),
         fixed_geometry(6, 6, 12, 6, 3, 1, [1; 4], 3),
         fixed_geometry(4, 1, 32, 32, 1, 2, [0; 4], 1),
+        // Layers too large for the AVX-512 VNNI kernels' packed weights, which take their
+        // unpacked paths: patches over 1024 bytes, then too many channels of 306 bytes,
+        // then a pointwise layer wider than 1024 channels.
+        fixed_geometry(3, 3, 130, 6, 3, 1, [1; 4], 1),
+        fixed_geometry(3, 3, 34, 120, 3, 1, [1; 4], 1),
+        fixed_geometry(2, 2, 1100, 5, 1, 1, [0; 4], 1),
     ];
     for g in cases {
         for &(izp, ozp) in &[(-128, 127), (127, -128), (3, -5)] {

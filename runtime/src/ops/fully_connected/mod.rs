@@ -11,6 +11,8 @@ pub(crate) mod arm;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_vnni;
 
 use serde::{Deserialize, Serialize};
 
@@ -186,7 +188,18 @@ pub fn i16_kernels() -> impl Iterator<Item = (&'static str, I16Kernel)> {
         .map(|k| (k.name, k.run))
 }
 
-type I8Kernel = fn(&FullyConnectedI8<'_>, &mut [i8]);
+/// An int8 fully-connected kernel over validated operands.
+pub type I8Kernel = fn(&FullyConnectedI8<'_>, &mut [i8]);
+
+/// The int8 kernels this CPU can run, by name (reference first), for benchmarks that set
+/// kernels side by side.
+#[doc(hidden)]
+pub fn i8_kernels() -> impl Iterator<Item = (&'static str, I8Kernel)> {
+    I8_KERNELS
+        .iter()
+        .filter(|k| k.isa.available())
+        .map(|k| (k.name, k.run))
+}
 type F32Kernel = fn(&FullyConnectedF32<'_>, &mut [f32]);
 
 /// The int8 kernels of this build, reference first. Each takes validated operands.
@@ -201,6 +214,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         name: "avx2",
         isa: Isa::Avx2,
         run: x86::fully_connected_i8,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx512vnni",
+        isa: Isa::Avx512Vnni,
+        run: x86_vnni::fully_connected_i8,
     },
     #[cfg(target_arch = "aarch64")]
     Kernel {
