@@ -16,6 +16,9 @@
 
 use core::arch::asm;
 
+use crate::ops::RequantizeParams;
+use crate::ops::requantize::x86::requantize_row;
+
 /// `dots[r]` and `dots[4 + r]`: weight row `r` dotted with activation rows 0 and 1 (read as
 /// `x + 128`); `dots[8 + r]`: the sum of weight row `r`.
 pub(crate) type Dots = [i32; 12];
@@ -262,6 +265,7 @@ impl PackedWeights {
 /// kernel never reads past a row.
 pub(crate) struct TileRows<'a> {
     rows: [&'a [i8]; TILE_ROWS],
+    count: usize,
     whole: usize,
     tails: [u32; TILE_ROWS],
     /// `128 * sum(x)` of each row: what reading `w` as `w + 128` adds to its sums.
@@ -277,6 +281,7 @@ impl<'a> TileRows<'a> {
         let first = rows.first().copied().unwrap_or(&[]);
         let mut tile = TileRows {
             rows: [first; TILE_ROWS],
+            count: rows.len().min(TILE_ROWS),
             whole,
             tails: [0; TILE_ROWS],
             terms: [0; TILE_ROWS],
@@ -396,6 +401,60 @@ pub(crate) unsafe fn gemm_tile(
         );
     }
     out
+}
+
+/// Where a tile's outputs go: its row `r`, channel `c` of the packed weights, is
+/// `output[(first_row + r) * row_stride + first_channel + c]`, and `first_channel + c` is
+/// the channel whose bias and multiplier apply.
+pub(crate) struct TileOutput {
+    pub first_row: usize,
+    pub row_stride: usize,
+    pub first_channel: usize,
+}
+
+/// Runs `rows` against every panel of `weights` ([`gemm_tile`]), centers the sums and
+/// requantizes them into `output` 64 channels at a time.
+///
+/// # Safety
+/// AVX-512 VNNI (and so AVX2) must be available; `params`, `bias` and `output` must be a
+/// validated layer's, with `at` inside its output and channels.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn gemm_requantize(
+    rows: &TileRows<'_>,
+    weights: &PackedWeights,
+    params: &RequantizeParams<'_>,
+    bias: Option<&[i32]>,
+    output: &mut [i8],
+    at: TileOutput,
+) {
+    const BLOCK: usize = 64;
+    let mut acc = [[0i32; BLOCK]; TILE_ROWS];
+    let mut first_panel = 0;
+    while first_panel < weights.panels() {
+        let panels = (weights.panels() - first_panel).min(BLOCK / PANEL);
+        let mut len = 0;
+        for panel in first_panel..first_panel + panels {
+            // SAFETY: AVX-512 VNNI is available (caller).
+            let raw = unsafe { gemm_tile(rows, weights, panel) };
+            let weight_terms = weights.weight_terms(panel);
+            let offset = (panel - first_panel) * PANEL;
+            for (r, raw) in raw.iter().enumerate().take(rows.count) {
+                let acc = &mut acc[r][offset..offset + weight_terms.len()];
+                for ((a, &raw), &w) in acc.iter_mut().zip(raw).zip(weight_terms) {
+                    *a = raw.wrapping_sub(rows.terms[r]).wrapping_sub(w);
+                }
+            }
+            len = offset + weight_terms.len();
+        }
+        let channel = at.first_channel + first_panel * PANEL;
+        for (r, acc) in acc.iter().enumerate().take(rows.count) {
+            let out = &mut output[(at.first_row + r) * at.row_stride + channel..][..len];
+            // SAFETY: AVX2 is available (caller); `len` accumulators for channels
+            // `channel..channel + len`, inside the validated bias and multipliers.
+            unsafe { requantize_row(params, &acc[..len], bias, channel, out) };
+        }
+        first_panel += panels;
+    }
 }
 
 /// `sum((x - zp) * w)` for each of the eight dot products in `dots`, from the `x + 128` form

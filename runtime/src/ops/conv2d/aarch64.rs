@@ -19,30 +19,11 @@ use crate::isa::Isa;
 use crate::ops::fully_connected::aarch64::{
     fully_connected_f32_neon, fully_connected_i8_dotprod, fully_connected_i8_neon, sdot,
 };
-use crate::ops::fully_connected::{FullyConnectedF32, FullyConnectedI8, FullyConnectedShape};
-
-fn pointwise_shape(g: &ConvGeometry) -> FullyConnectedShape {
-    FullyConnectedShape {
-        batch: g.batch * g.in_height * g.in_width,
-        in_features: g.in_channels,
-        out_features: g.out_channels,
-    }
-}
-
-fn as_fc<'a>(op: &Conv2dI8<'a>) -> FullyConnectedI8<'a> {
-    FullyConnectedI8 {
-        shape: pointwise_shape(&op.geometry),
-        params: op.params,
-        input: op.input,
-        weights: op.filter,
-        bias: op.bias,
-    }
-}
 
 /// The NEON int8 kernel.
 pub(super) fn conv2d_i8_neon(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
     if op.geometry.is_pointwise() {
-        return fully_connected_i8_neon(&as_fc(op), output);
+        return fully_connected_i8_neon(&op.as_fully_connected(), output);
     }
     // SAFETY: NEON is part of every aarch64 target.
     unsafe { i8_neon(op, output, scratch) }
@@ -54,7 +35,7 @@ pub(super) fn conv2d_i8_dotprod(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &
         return conv2d_i8_neon(op, output, scratch);
     }
     if op.geometry.is_pointwise() {
-        return fully_connected_i8_dotprod(&as_fc(op), output);
+        return fully_connected_i8_dotprod(&op.as_fully_connected(), output);
     }
     // The int8 patches take half the i16 scratch.
     let bytes: &mut [i8] = bytemuck::cast_slice_mut(scratch);
@@ -66,18 +47,15 @@ pub(super) fn conv2d_i8_dotprod(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &
 pub(super) fn conv2d_f32_neon(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) {
     let g = &op.geometry;
     if g.is_pointwise() {
-        let fc = FullyConnectedF32 {
-            shape: pointwise_shape(g),
-            input: op.input,
-            weights: op.filter,
-            bias: op.bias,
-            activation: op.activation,
-        };
-        return fully_connected_f32_neon(&fc, output);
+        return fully_connected_f32_neon(&op.as_fully_connected(), output);
     }
     // SAFETY: NEON is part of every aarch64 target.
     unsafe { f32_neon(op, output, scratch) }
 }
+
+/// Two patches dotted with four filter rows: `(patch0, patch1, first_channel, rows)` to
+/// `[row][pixel]` accumulators.
+type DotPair<'a, P, A> = dyn FnMut(&[P], &[P], usize, usize) -> [[A; 2]; 4] + 'a;
 
 /// Runs `dot` over pixel pairs and four-row filter blocks, writing each result through
 /// `emit(pixel, channel, accumulator)`.
@@ -85,7 +63,7 @@ fn drive<P: Copy + Default, A: Copy>(
     g: &ConvGeometry,
     scratch: &mut [P],
     gather_patch: &mut dyn FnMut(usize, usize, &mut [P]),
-    dot: &mut dyn FnMut(&[P], &[P], usize, usize) -> [[A; 2]; 4],
+    dot: &mut DotPair<'_, P, A>,
     emit: &mut dyn FnMut(usize, usize, A),
 ) {
     let k = g.patch_len();

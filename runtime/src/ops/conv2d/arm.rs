@@ -8,24 +8,12 @@
 use super::{Conv2dI8, ConvGeometry, gather_patch};
 use crate::ops::arm_dsp::{smlad, sxtb16, sxtb16_ror8, word_i8, word_i16};
 use crate::ops::fully_connected::arm::fully_connected_i8_dsp;
-use crate::ops::fully_connected::{FullyConnectedI8, FullyConnectedShape};
 
 /// The DSP int8 kernel.
 pub(super) fn conv2d_i8_dsp(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
     let g = &op.geometry;
     if g.is_pointwise() {
-        let fc = FullyConnectedI8 {
-            shape: FullyConnectedShape {
-                batch: g.batch * g.in_height * g.in_width,
-                in_features: g.in_channels,
-                out_features: g.out_channels,
-            },
-            params: op.params,
-            input: op.input,
-            weights: op.filter,
-            bias: op.bias,
-        };
-        return fully_connected_i8_dsp(&fc, output);
+        return fully_connected_i8_dsp(&op.as_fully_connected(), output);
     }
     let k = g.patch_len();
     let body = k / 4 * 4;

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, OpProblem, Operand};
 use crate::isa::{Isa, Kernel, best};
+use crate::ops::fully_connected::{FullyConnectedF32, FullyConnectedI8, FullyConnectedShape};
 use crate::ops::layer::{self, LayerOperands, check_len};
 use crate::ops::{Ctx, FusedActivation, Node, RequantizeParams, Tolerance};
 use crate::tensor::DType;
@@ -120,6 +121,21 @@ impl ConvGeometry {
     /// Multiply-accumulates one call performs.
     pub fn macs(&self) -> usize {
         self.batch * self.out_height * self.out_width * self.out_channels * self.patch_len()
+    }
+
+    /// The fully-connected layer over the pixels a [pointwise](Self::is_pointwise)
+    /// convolution is.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
+        allow(dead_code)
+    )]
+    #[cfg_attr(all(target_arch = "arm", not(loam_arm_dsp)), allow(dead_code))]
+    pub(crate) fn pointwise_shape(&self) -> FullyConnectedShape {
+        FullyConnectedShape {
+            batch: self.batch * self.in_height * self.in_width,
+            in_features: self.in_channels,
+            out_features: self.out_channels,
+        }
     }
 
     /// Whether this is a pointwise convolution: a fully-connected layer over the pixels.
@@ -334,6 +350,42 @@ impl Conv2dF32<'_> {
             self.bias.map(<[f32]>::len),
         )?;
         layer::check_f32_clamp(self.activation)
+    }
+}
+
+impl<'a> Conv2dI8<'a> {
+    /// This [pointwise](ConvGeometry::is_pointwise) convolution as the fully-connected
+    /// layer over its pixels, which the fast paths run it as.
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
+        allow(dead_code)
+    )]
+    #[cfg_attr(all(target_arch = "arm", not(loam_arm_dsp)), allow(dead_code))]
+    pub(crate) fn as_fully_connected(&self) -> FullyConnectedI8<'a> {
+        FullyConnectedI8 {
+            shape: self.geometry.pointwise_shape(),
+            params: self.params,
+            input: self.input,
+            weights: self.filter,
+            bias: self.bias,
+        }
+    }
+}
+
+impl<'a> Conv2dF32<'a> {
+    /// Float counterpart of [`Conv2dI8::as_fully_connected`].
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
+    pub(crate) fn as_fully_connected(&self) -> FullyConnectedF32<'a> {
+        FullyConnectedF32 {
+            shape: self.geometry.pointwise_shape(),
+            input: self.input,
+            weights: self.filter,
+            bias: self.bias,
+            activation: self.activation,
+        }
     }
 }
 

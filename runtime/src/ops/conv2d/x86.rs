@@ -16,9 +16,9 @@
 
 use core::arch::x86_64::*;
 
-use super::{Conv2dF32, Conv2dI8, ConvGeometry, PATCH_PAD, gather_patch, gather_patch_runs};
+use super::{Conv2dF32, Conv2dI8, PATCH_PAD, gather_patch, gather_patch_runs};
 use crate::isa::Isa;
-use crate::ops::fully_connected::{self, FullyConnectedF32, FullyConnectedI8, FullyConnectedShape};
+use crate::ops::fully_connected;
 use crate::ops::requantize::x86::requantize_row;
 
 /// Output channels accumulated before a vectorized requantization pass.
@@ -30,14 +30,7 @@ pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16
         return super::reference::conv2d_i8(op, output, scratch);
     }
     if op.geometry.is_pointwise() {
-        let fc = FullyConnectedI8 {
-            shape: pointwise_shape(&op.geometry),
-            params: op.params,
-            input: op.input,
-            weights: op.filter,
-            bias: op.bias,
-        };
-        return fully_connected::x86::fully_connected_i8(&fc, output);
+        return fully_connected::x86::fully_connected_i8(&op.as_fully_connected(), output);
     }
     // SAFETY: AVX2 and FMA are available (checked above).
     unsafe { conv2d_i8_avx2(op, output, scratch) }
@@ -49,26 +42,10 @@ pub(super) fn conv2d_f32(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [
         return super::reference::conv2d_f32(op, output, scratch);
     }
     if op.geometry.is_pointwise() {
-        let fc = FullyConnectedF32 {
-            shape: pointwise_shape(&op.geometry),
-            input: op.input,
-            weights: op.filter,
-            bias: op.bias,
-            activation: op.activation,
-        };
-        return fully_connected::x86::fully_connected_f32(&fc, output);
+        return fully_connected::x86::fully_connected_f32(&op.as_fully_connected(), output);
     }
     // SAFETY: AVX2 and FMA are available (checked above).
     unsafe { conv2d_f32_avx2(op, output, scratch) }
-}
-
-/// A pointwise convolution as a fully-connected layer over its pixels.
-fn pointwise_shape(g: &ConvGeometry) -> FullyConnectedShape {
-    FullyConnectedShape {
-        batch: g.batch * g.in_height * g.in_width,
-        in_features: g.in_channels,
-        out_features: g.out_channels,
-    }
 }
 
 /// Widens `src` to `x - zp` in i16 into `dst` (same length), sixteen at a time.

@@ -7,10 +7,11 @@
 
 use super::{Conv2dI8, ConvGeometry, gather_patch_runs};
 use crate::isa::Isa;
-use crate::ops::fully_connected::{FullyConnectedI8, FullyConnectedShape, x86_vnni};
+use crate::ops::fully_connected::x86_vnni;
 use crate::ops::requantize::x86::requantize_row;
 use crate::ops::x86_vnni::{
-    MAX_GEMM_DEPTH, PANEL, PackedWeights, TILE_ROWS, TileRows, centered, dot4x2, gemm_tile,
+    MAX_GEMM_DEPTH, PackedWeights, TILE_ROWS, TileOutput, TileRows, centered, dot4x2,
+    gemm_requantize,
 };
 
 /// Output channels accumulated before a vectorized requantization pass.
@@ -23,18 +24,7 @@ pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16
     }
     let g = &op.geometry;
     if g.is_pointwise() {
-        let fc = FullyConnectedI8 {
-            shape: FullyConnectedShape {
-                batch: g.batch * g.in_height * g.in_width,
-                in_features: g.in_channels,
-                out_features: g.out_channels,
-            },
-            params: op.params,
-            input: op.input,
-            weights: op.filter,
-            bias: op.bias,
-        };
-        return x86_vnni::fully_connected_i8(&fc, output);
+        return x86_vnni::fully_connected_i8(&op.as_fully_connected(), output);
     }
     // The scratch holds two i16 patches with slack, so at least 4k bytes: two byte patches
     // fit with room to spare.
@@ -64,8 +54,6 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8])
     let mut packed = PackedWeights::new();
     // Eight gathered patches; on the stack, since a file's scratch sizes cannot grow.
     let mut patches = [0i8; TILE_ROWS * MAX_GEMM_DEPTH];
-    let mut acc = [[0i32; BLOCK]; TILE_ROWS];
-    let panels_per_block = BLOCK / PANEL;
     for group in 0..g.groups {
         let first = group * cg_out;
         packed.pack(&op.filter[first * k..(first + cg_out) * k], k, cg_out, zp);
@@ -82,33 +70,14 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8])
                 *slot = patch;
             }
             let rows = TileRows::new(&slices[..tile_rows], k);
-            let row_terms = rows.terms;
-            let mut first_panel = 0;
-            while first_panel < packed.panels() {
-                let panels = (packed.panels() - first_panel).min(panels_per_block);
-                let mut len = 0;
-                for panel in first_panel..first_panel + panels {
-                    // SAFETY: AVX-512 VNNI is available (caller).
-                    let raw = unsafe { gemm_tile(&rows, &packed, panel) };
-                    let weight_terms = packed.weight_terms(panel);
-                    let at = (panel - first_panel) * PANEL;
-                    for (r, raw) in raw.iter().enumerate().take(tile_rows) {
-                        let acc = &mut acc[r][at..at + weight_terms.len()];
-                        for ((a, &raw), &w) in acc.iter_mut().zip(raw).zip(weight_terms) {
-                            *a = raw.wrapping_sub(row_terms[r]).wrapping_sub(w);
-                        }
-                    }
-                    len = at + weight_terms.len();
-                }
-                let block = first + first_panel * PANEL;
-                for (r, acc) in acc.iter().enumerate().take(tile_rows) {
-                    let out = &mut output[(p0 + r) * oc_total + block..][..len];
-                    // SAFETY: AVX2 is available (caller); `len` accumulators for channels
-                    // `block..block + len`, inside the validated bias and multipliers.
-                    unsafe { requantize_row(&op.params, &acc[..len], op.bias, block, out) };
-                }
-                first_panel += panels;
-            }
+            let at = TileOutput {
+                first_row: p0,
+                row_stride: oc_total,
+                first_channel: first,
+            };
+            // SAFETY: AVX-512 VNNI is available (caller); the tile's pixels and the group's
+            // channels are inside the validated layer.
+            unsafe { gemm_requantize(&rows, &packed, &op.params, op.bias, output, at) };
             p0 += tile_rows;
         }
     }

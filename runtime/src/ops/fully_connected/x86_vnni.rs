@@ -10,7 +10,7 @@ use crate::isa::Isa;
 use crate::ops::RequantizeParams;
 use crate::ops::requantize::x86::requantize_row;
 use crate::ops::x86_vnni::{
-    PANEL, PackedWeights, TILE_ROWS, TileRows, centered, dot4x2, gemm_tile,
+    PackedWeights, TILE_ROWS, TileOutput, TileRows, centered, dot4x2, gemm_requantize,
 };
 
 /// Rows from which packing the weights pays (measured: `cargo bench -p loam-benches --bench
@@ -110,9 +110,6 @@ unsafe fn gemm_i8(
     let zp = params.input_zero_point;
     let mut packed = PackedWeights::new();
     packed.pack(weights, k, channels, zp);
-    // Each tile row's accumulators for a block of channels, requantized a block at a time.
-    let mut acc = [[0i32; BLOCK]; TILE_ROWS];
-    let panels_per_block = BLOCK / PANEL;
     for (t, tile) in input.chunks(TILE_ROWS * k).enumerate() {
         let mut slices: [&[i8]; TILE_ROWS] = [&[]; TILE_ROWS];
         let mut tile_rows = 0;
@@ -121,32 +118,13 @@ unsafe fn gemm_i8(
             tile_rows += 1;
         }
         let rows = TileRows::new(&slices[..tile_rows], k);
-        let row_terms = rows.terms;
-        let mut first_panel = 0;
-        while first_panel < packed.panels() {
-            let panels = (packed.panels() - first_panel).min(panels_per_block);
-            let block = first_panel * PANEL;
-            let mut len = 0;
-            for panel in first_panel..first_panel + panels {
-                // SAFETY: AVX-512 VNNI is available (caller).
-                let raw = unsafe { gemm_tile(&rows, &packed, panel) };
-                let weight_terms = packed.weight_terms(panel);
-                let at = (panel - first_panel) * PANEL;
-                for (r, raw) in raw.iter().enumerate().take(tile_rows) {
-                    let acc = &mut acc[r][at..at + weight_terms.len()];
-                    for ((a, &raw), &w) in acc.iter_mut().zip(raw).zip(weight_terms) {
-                        *a = raw.wrapping_sub(row_terms[r]).wrapping_sub(w);
-                    }
-                }
-                len = at + weight_terms.len();
-            }
-            for (r, acc) in acc.iter().enumerate().take(tile_rows) {
-                let out = &mut output[(t * TILE_ROWS + r) * channels + block..][..len];
-                // SAFETY: AVX2 is available (caller); `len` accumulators for channels
-                // `block..block + len`, inside the validated bias and multipliers.
-                unsafe { requantize_row(params, &acc[..len], bias, block, out) };
-            }
-            first_panel += panels;
-        }
+        let at = TileOutput {
+            first_row: t * TILE_ROWS,
+            row_stride: channels,
+            first_channel: 0,
+        };
+        // SAFETY: AVX-512 VNNI is available (caller); the tile's rows and channels are
+        // inside the validated layer.
+        unsafe { gemm_requantize(&rows, &packed, params, bias, output, at) };
     }
 }

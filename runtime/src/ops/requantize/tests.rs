@@ -4,9 +4,9 @@ use std::vec::Vec;
 use proptest::prelude::*;
 
 use super::*;
-use crate::fixed_point::{
-    QuantizedMultiplier, rounding_divide_by_pot, saturating_rounding_doubling_high_mul,
-};
+use crate::fixed_point::QuantizedMultiplier;
+#[cfg(target_arch = "x86_64")]
+use crate::fixed_point::{rounding_divide_by_pot, saturating_rounding_doubling_high_mul};
 
 fn acc_value() -> impl Strategy<Value = i32> {
     prop_oneof![
@@ -67,6 +67,7 @@ proptest! {
     }
 
     /// The vector fixed-point primitives agree with the scalar ones lane by lane.
+    #[cfg(target_arch = "x86_64")]
     #[test]
     fn vector_primitives_match_the_scalar(
         a in prop::collection::vec(acc_value(), 8),
