@@ -14,6 +14,31 @@
 //! float average pooling included (the window is still summed in row-major order, and the sum
 //! divided, not multiplied by a reciprocal).
 
+/// Runs `$body` for every output pixel of `$g` with `$win` bound to its window (channel 0)
+/// and `$out` to its `channels` outputs, for the fast paths. A macro rather than a closure,
+/// so the body is compiled with the enclosing function's target features on every
+/// supported compiler.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+macro_rules! for_each_pixel {
+    ($g:expr, $output:expr, |$win:ident, $out:ident| $body:block) => {
+        if let Ok((oh, ow)) = $g.output_size() {
+            let mut pixels = $output.chunks_exact_mut($g.channels);
+            for b in 0..$g.batch {
+                for oy in 0..oh {
+                    let rows = $g.rows(oy);
+                    for ox in 0..ow {
+                        let cols = $g.cols(ox);
+                        let $win: reference::Window = (b, rows, cols, 0);
+                        if let Some($out) = pixels.next() $body
+                    }
+                }
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -296,6 +321,12 @@ pub(crate) const MAX_I8_KERNELS: &[Kernel<PoolI8Kernel>] = &[
         isa: Isa::Avx2,
         run: x86::max_pool2d_i8,
     },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::max_pool2d_i8,
+    },
 ];
 
 /// Float max pooling kernels, reference first.
@@ -310,6 +341,12 @@ pub(crate) const MAX_F32_KERNELS: &[Kernel<PoolF32Kernel>] = &[
         name: "avx2",
         isa: Isa::Avx2,
         run: x86::max_pool2d_f32,
+    },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::max_pool2d_f32,
     },
 ];
 
@@ -326,6 +363,12 @@ pub(crate) const AVERAGE_I8_KERNELS: &[Kernel<PoolI8Kernel>] = &[
         isa: Isa::Avx2,
         run: x86::average_pool2d_i8,
     },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::average_pool2d_i8,
+    },
 ];
 
 /// Float average pooling kernels, reference first.
@@ -340,6 +383,12 @@ pub(crate) const AVERAGE_F32_KERNELS: &[Kernel<PoolF32Kernel>] = &[
         name: "avx2",
         isa: Isa::Avx2,
         run: x86::average_pool2d_f32,
+    },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::average_pool2d_f32,
     },
 ];
 
@@ -356,6 +405,12 @@ pub(crate) const GLOBAL_I8_KERNELS: &[Kernel<GlobalI8Kernel>] = &[
         isa: Isa::Avx2,
         run: x86::global_average_pool_i8,
     },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::global_average_pool_i8,
+    },
 ];
 
 /// Float global average kernels, reference first.
@@ -371,7 +426,27 @@ pub(crate) const GLOBAL_F32_KERNELS: &[Kernel<GlobalF32Kernel>] = &[
         isa: Isa::Avx2,
         run: x86::global_average_pool_f32,
     },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::global_average_pool_f32,
+    },
 ];
+
+/// The `channels` inputs of pixel `(b, y, x)`.
+#[inline(always)]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn pixel<'a, T>(g: &Pool2dGeometry, input: &'a [T], b: usize, y: usize, x: usize) -> &'a [T] {
+    &input[reference::at(g, b, y, x, 0)..][..g.channels]
+}
+
+/// `window` with its channel set to `c`.
+#[inline(always)]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn channel(window: reference::Window, c: usize) -> reference::Window {
+    (window.0, window.1, window.2, c)
+}
 
 fn check_activation<T: PartialOrd>(activation: (T, T)) -> Result<(), Error> {
     if activation.0 > activation.1 {

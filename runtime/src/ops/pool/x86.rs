@@ -21,7 +21,7 @@
 use core::arch::x86_64::*;
 
 use super::reference;
-use super::{GlobalAveragePoolI8Params, GlobalPoolShape, Pool2dGeometry};
+use super::{GlobalAveragePoolI8Params, GlobalPoolShape, Pool2dGeometry, channel, pixel};
 use crate::isa::Isa;
 
 macro_rules! dispatch {
@@ -68,39 +68,6 @@ dispatch!(
     global_average_pool_f32, global_average_pool_f32_avx2,
     (s: &GlobalPoolShape, input: &[f32], output: &mut [f32])
 );
-
-/// Runs `$body` for every output pixel of `$g` with `$win` bound to its window (channel 0)
-/// and `$out` to its `channels` outputs. A macro rather than a closure, so the body is
-/// compiled with the enclosing function's target features on every supported compiler.
-macro_rules! for_each_pixel {
-    ($g:expr, $output:expr, |$win:ident, $out:ident| $body:block) => {
-        if let Ok((oh, ow)) = $g.output_size() {
-            let mut pixels = $output.chunks_exact_mut($g.channels);
-            for b in 0..$g.batch {
-                for oy in 0..oh {
-                    let rows = $g.rows(oy);
-                    for ox in 0..ow {
-                        let cols = $g.cols(ox);
-                        let $win: reference::Window = (b, rows, cols, 0);
-                        if let Some($out) = pixels.next() $body
-                    }
-                }
-            }
-        }
-    };
-}
-
-/// The `channels` inputs of pixel `(b, y, x)`.
-#[inline(always)]
-fn pixel<'a, T>(g: &Pool2dGeometry, input: &'a [T], b: usize, y: usize, x: usize) -> &'a [T] {
-    &input[reference::at(g, b, y, x, 0)..][..g.channels]
-}
-
-/// `window` with its channel set to `c`.
-#[inline(always)]
-fn channel(window: reference::Window, c: usize) -> reference::Window {
-    (window.0, window.1, window.2, c)
-}
 
 #[target_feature(enable = "avx2")]
 unsafe fn max_pool2d_i8_avx2(
