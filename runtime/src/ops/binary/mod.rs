@@ -13,6 +13,8 @@
 //! The output may share storage with either input when the shapes are equal (the op computes
 //! in place); the kernels then read that operand from the output buffer ([`Source::Output`]).
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -247,7 +249,10 @@ impl BinaryShape {
     /// The output as rows for the fast paths: dimensions of size 1 dropped and neighbours
     /// that broadcast alike merged, so that each row is a run where each operand either
     /// advances one element per output element or repeats one value.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    #[cfg_attr(
+        not(any(target_arch = "x86_64", target_arch = "aarch64")),
+        allow(dead_code)
+    )]
     pub(crate) fn rows(&self) -> Rows {
         let mut dims = [1usize; MAX_RANK];
         // (a repeats, b repeats) along each merged dimension.
@@ -309,8 +314,11 @@ impl BinaryShape {
 
 /// The output of a binary op as `count` rows of `len` elements; see [`BinaryShape::rows`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-// Only the x86 fast paths walk rows so far; other ISAs use the reference.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+// Only the x86 and aarch64 fast paths walk rows; other ISAs use the reference.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub(crate) struct Rows {
     outer: [usize; MAX_RANK - 1],
     a_stride: [usize; MAX_RANK - 1],
@@ -325,7 +333,10 @@ pub(crate) struct Rows {
     pub b_advances: bool,
 }
 
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 impl Rows {
     /// `(a offset, b offset, output offset)` of each row in order.
     pub fn iter(&self) -> RowIter {
@@ -340,8 +351,11 @@ impl Rows {
 }
 
 /// Iterator over a [`Rows`]' starting offsets.
-// Only the x86 fast paths walk rows so far; other ISAs use the reference.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+// Only the x86 and aarch64 fast paths walk rows; other ISAs use the reference.
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    allow(dead_code)
+)]
 pub(crate) struct RowIter {
     rows: Rows,
     index: [usize; MAX_RANK - 1],
@@ -372,6 +386,39 @@ impl Iterator for RowIter {
             self.index[d] = 0;
         }
         Some(item)
+    }
+}
+
+/// Where a row reads an operand from.
+#[derive(Clone, Copy)]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+enum Arg<'a, T> {
+    /// A run of the row's length that advances with the output.
+    Slice(&'a [T]),
+    /// One value repeated along the row.
+    Scalar(T),
+    /// The output row itself (the op computes in place).
+    Out,
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+impl<'a, T: Copy> Arg<'a, T> {
+    fn new(src: Source<'a, T>, offset: usize, advances: bool, len: usize) -> Arg<'a, T> {
+        match src {
+            // Validation only lets an operand covering the whole output be read in place,
+            // and such an operand always advances, at the output's own offset.
+            Source::Output => Arg::Out,
+            Source::Slice(s) if advances => Arg::Slice(&s[offset..offset + len]),
+            Source::Slice(s) => Arg::Scalar(s[offset]),
+        }
+    }
+
+    fn get(self, i: usize, out: &[T]) -> T {
+        match self {
+            Arg::Slice(s) => s[i],
+            Arg::Scalar(x) => x,
+            Arg::Out => out[i],
+        }
     }
 }
 
@@ -553,6 +600,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         isa: Isa::Avx2,
         run: x86::binary_i8,
     },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::binary_i8,
+    },
 ];
 
 /// The float kernels of this build, reference first.
@@ -567,6 +620,12 @@ pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
         name: "avx2",
         isa: Isa::Avx2,
         run: x86::binary_f32,
+    },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::binary_f32,
     },
 ];
 

@@ -957,3 +957,37 @@ fn int8_models_run_like_the_kernel() {
         );
     }
 }
+
+/// A NaN result passes every kernel's clamp unchanged, as it passes the reference's
+/// compare-and-select, in the vector body and in the tail.
+#[test]
+fn nan_passes_the_clamp_in_every_kernel() {
+    let a = vec![f32::NAN, 1.0, -9.0, 9.0, f32::NAN, 0.5, -0.0, 7.0, f32::NAN];
+    let p = F32Problem {
+        geometry: Geometry {
+            a: vec![a.len()],
+            b: vec![a.len()],
+            in_place: InPlace::No,
+        },
+        op: BinaryOp::Add,
+        activation: (-3.0, 6.0),
+        b: vec![0.0; a.len()],
+        a,
+    };
+    let want = run_f32(F32_KERNELS[0].run, &p);
+    for k in F32_KERNELS.iter().filter(|k| k.isa.available()) {
+        let got = run_f32(k.run, &p);
+        for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+            assert!(
+                w.to_bits() == g.to_bits() || (w.is_nan() && g.is_nan()),
+                "kernel {}: element {i}: want {w}, got {g}",
+                k.name
+            );
+        }
+        assert!(
+            got[0].is_nan() && got[4].is_nan() && got[8].is_nan(),
+            "kernel {}",
+            k.name
+        );
+    }
+}

@@ -16,40 +16,9 @@
 
 use core::arch::x86_64::*;
 
-use super::{BinaryF32, BinaryI8, BinaryI8Params, BinaryOp, Source, reference};
+use super::{Arg, BinaryF32, BinaryI8, BinaryI8Params, BinaryOp, reference};
 use crate::fixed_point::QuantizedMultiplier;
 use crate::isa::Isa;
-
-/// Where a row reads an operand from.
-#[derive(Clone, Copy)]
-enum Arg<'a, T> {
-    /// A run of the row's length that advances with the output.
-    Slice(&'a [T]),
-    /// One value repeated along the row.
-    Scalar(T),
-    /// The output row itself (the op computes in place).
-    Out,
-}
-
-impl<'a, T: Copy> Arg<'a, T> {
-    fn new(src: Source<'a, T>, offset: usize, advances: bool, len: usize) -> Arg<'a, T> {
-        match src {
-            // Validation only lets an operand covering the whole output be read in place,
-            // and such an operand always advances, at the output's own offset.
-            Source::Output => Arg::Out,
-            Source::Slice(s) if advances => Arg::Slice(&s[offset..offset + len]),
-            Source::Slice(s) => Arg::Scalar(s[offset]),
-        }
-    }
-
-    fn get(self, i: usize, out: &[T]) -> T {
-        match self {
-            Arg::Slice(s) => s[i],
-            Arg::Scalar(x) => x,
-            Arg::Out => out[i],
-        }
-    }
-}
 
 /// The AVX2 int8 kernel; falls back to the reference where AVX2 is missing.
 pub(super) fn binary_i8(op: &BinaryI8<'_>, output: &mut [i8]) {
