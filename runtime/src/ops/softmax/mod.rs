@@ -13,6 +13,8 @@
 //! `PreprocessLogSoftmaxScalingExp` and `CalculateInputRadius`, computed by the builder
 //! ([`SoftmaxQuant`]) and stored in the attributes.
 
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
 pub(crate) mod gemmlowp;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
@@ -244,6 +246,12 @@ pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
         name: "avx2",
         isa: Isa::Avx2,
         run: x86::softmax_f32,
+    },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::softmax_f32,
     },
 ];
 
