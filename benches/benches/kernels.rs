@@ -7,7 +7,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use loam::fixed_point::QuantizedMultiplier;
 use loam::ops::RequantizeParams;
-use loam::ops::conv2d::{self, Conv2dF32, Conv2dI8, ConvGeometry, output_size};
+use loam::ops::conv2d::{self, Conv2dF32, Conv2dI8, Conv2dI16, ConvGeometry, output_size};
 use loam::ops::depthwise_conv2d::{self, DepthwiseConv2dI8};
 use loam::ops::fully_connected::{self, FullyConnectedI8, FullyConnectedI16, FullyConnectedShape};
 
@@ -148,6 +148,44 @@ fn fully_connected_16x8(c: &mut Criterion) {
     group.finish();
 }
 
+/// 16x8 convolutions (int16 activations, int8 weights): each kernel this CPU runs, on a
+/// ResNet-8 3x3 layer and DS-CNN's pointwise layer.
+fn convolution_16x8(c: &mut Criterion) {
+    let mut group = c.benchmark_group("conv2d_i16");
+    let cases = [
+        ("resnet-3x3", geometry((16, 16), 32, 32, (3, 3), 1, 1)),
+        ("dscnn-1x1", geometry((25, 5), 64, 64, (1, 1), 1, 1)),
+    ];
+    for (name, g) in cases {
+        let input: Vec<i16> = (0..g.input_len().unwrap())
+            .map(|i| ((i * 7919) % 65536) as u16 as i16)
+            .collect();
+        let filter = pattern(g.out_channels * g.patch_len(), 4);
+        let m: Vec<QuantizedMultiplier> = (0..g.out_channels)
+            .map(|o| QuantizedMultiplier::from_real(1e-5 + o as f64 * 1e-8).unwrap())
+            .collect();
+        let op = Conv2dI16 {
+            geometry: g,
+            params: loam::ops::Requantize16Params {
+                multipliers: &m,
+                activation_min: i16::MIN,
+                activation_max: i16::MAX,
+            },
+            input: &input,
+            filter: &filter,
+            bias: None,
+        };
+        let mut output = vec![0i16; g.output_len().unwrap()];
+        group.throughput(Throughput::Elements(g.macs() as u64));
+        for (kernel, run) in conv2d::i16_kernels() {
+            group.bench_function(BenchmarkId::new(kernel, name), |b| {
+                b.iter(|| run(black_box(&op), black_box(&mut output)))
+            });
+        }
+    }
+    group.finish();
+}
+
 fn convolution(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv2d");
     // DS-CNN's first layer and a pointwise layer, a ResNet-8 3x3 layer, MobileNet-0.25's
@@ -254,6 +292,7 @@ criterion_group!(
     benches,
     fully_connected,
     fully_connected_16x8,
+    convolution_16x8,
     convolution,
     depthwise
 );

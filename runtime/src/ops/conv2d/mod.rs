@@ -23,7 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, OpProblem, Operand};
 use crate::isa::{Isa, Kernel, best};
-use crate::ops::fully_connected::{FullyConnectedF32, FullyConnectedI8, FullyConnectedShape};
+use crate::ops::fully_connected::{
+    self, FullyConnectedF32, FullyConnectedI8, FullyConnectedI16, FullyConnectedShape,
+};
 use crate::ops::layer::{self, LayerOperands, check_len};
 use crate::ops::{Ctx, FusedActivation, Node, RequantizeParams, Tolerance};
 use crate::tensor::DType;
@@ -307,14 +309,91 @@ impl Conv2dI16<'_> {
     }
 }
 
-type I16Kernel = fn(&Conv2dI16<'_>, &mut [i16]);
+/// A 16x8 convolution kernel over validated operands.
+pub type I16Kernel = fn(&Conv2dI16<'_>, &mut [i16]);
 
-/// The 16x8 kernels of this build: the reference only, so far.
-pub(crate) const I16_KERNELS: &[Kernel<I16Kernel>] = &[Kernel {
-    name: "reference",
-    isa: Isa::Portable,
-    run: reference::conv2d_i16,
-}];
+/// The 16x8 kernels of this build, reference first.
+pub(crate) const I16_KERNELS: &[Kernel<I16Kernel>] = &[
+    Kernel {
+        name: "reference",
+        isa: Isa::Portable,
+        run: reference::conv2d_i16,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx2",
+        isa: Isa::Avx2,
+        run: |op, output| conv2d_i16_by_rows(op, output, fully_connected::x86::fully_connected_i16),
+    },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: |op, output| {
+            conv2d_i16_by_rows(
+                op,
+                output,
+                fully_connected::aarch64::fully_connected_i16_neon,
+            )
+        },
+    },
+];
+
+/// The 16x8 kernels this CPU can run, by name (reference first), for benchmarks that set
+/// kernels side by side. Each expects a validated operation.
+#[doc(hidden)]
+pub fn i16_kernels() -> impl Iterator<Item = (&'static str, I16Kernel)> {
+    I16_KERNELS
+        .iter()
+        .filter(|k| k.isa.available())
+        .map(|k| (k.name, k.run))
+}
+
+/// The longest patch the 16x8 fast paths gather, on the stack: 16x8 layers have no scratch
+/// in the file, and a file's scratch sizes cannot grow (FORMAT.md).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const MAX_I16_STACK_PATCH: usize = 2048;
+
+/// A 16x8 convolution through the 16x8 fully-connected kernel `fc`: a pointwise layer as one
+/// fully-connected layer over its pixels, others a pixel at a time, the patch gathered on
+/// the stack (0, the activations' zero point, in the padding) and dotted with every filter
+/// row. Grouped layers and patches longer than [`MAX_I16_STACK_PATCH`] take the reference.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn conv2d_i16_by_rows(op: &Conv2dI16<'_>, output: &mut [i16], fc: fully_connected::I16Kernel) {
+    let g = &op.geometry;
+    if g.is_pointwise() {
+        let pixels = FullyConnectedI16 {
+            shape: g.pointwise_shape(),
+            params: op.params,
+            input: op.input,
+            weights: op.filter,
+            bias: op.bias,
+        };
+        return fc(&pixels, output);
+    }
+    let k = g.patch_len();
+    if g.groups != 1 || k > MAX_I16_STACK_PATCH {
+        return reference::conv2d_i16(op, output);
+    }
+    let mut patch = [0i16; MAX_I16_STACK_PATCH];
+    let patch = &mut patch[..k];
+    let shape = FullyConnectedShape {
+        batch: 1,
+        in_features: k,
+        out_features: g.out_channels,
+    };
+    for (p, out) in output.chunks_exact_mut(g.out_channels).enumerate() {
+        gather_patch(g, op.input, p, 0, patch, 0i16, |x| x);
+        let row = FullyConnectedI16 {
+            shape,
+            params: op.params,
+            input: patch,
+            weights: op.filter,
+            bias: op.bias,
+        };
+        fc(&row, out);
+    }
+}
 
 /// Runs a 16x8 convolution with the fastest kernel this build has, after validating the
 /// operands. Every kernel gives exactly the values of [`reference::conv2d_i16`].

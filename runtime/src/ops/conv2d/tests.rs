@@ -522,6 +522,30 @@ fn i16_problem() -> impl Strategy<Value = I16Problem> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
+    /// Every 16x8 kernel gives the reference's values.
+    #[test]
+    fn every_i16_kernel_matches_the_reference(
+        (g, multipliers, activation, input, filter, bias) in i16_problem()
+    ) {
+        let op = Conv2dI16 {
+            geometry: g,
+            params: crate::ops::Requantize16Params {
+                multipliers: &multipliers,
+                activation_min: activation.0,
+                activation_max: activation.1,
+            },
+            input: &input,
+            filter: &filter,
+            bias: bias.as_deref(),
+        };
+        op.validate(&vec![0i16; g.output_len().unwrap()]).unwrap();
+        compare_kernels(I16_KERNELS, |k| {
+            let mut out = vec![0i16; g.output_len().unwrap()];
+            k(&op, &mut out);
+            out
+        }, exact)?;
+    }
+
     /// The 16x8 reference agrees with the independent padded formulation (zero point 0)
     /// requantized by TFLite's 64-bit rule, bit for bit, and within two steps of exact real
     /// arithmetic (the 15-bit multiplier costs one).
