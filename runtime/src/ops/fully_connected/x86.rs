@@ -147,7 +147,7 @@ const BLOCK: usize = 64;
 ///
 /// `op` must have passed `validate(output)`.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn fully_connected_i8_avx2(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
+pub(super) unsafe fn fully_connected_i8_avx2(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
     // SAFETY: AVX2 is available (caller); loads read 16 bytes at `i` with `i + 16 <= n` from
     // rows of exactly `n` elements.
     unsafe {

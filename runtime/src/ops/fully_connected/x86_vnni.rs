@@ -13,6 +13,11 @@ use crate::ops::x86_vnni::{
     PackedWeights, TILE_ROWS, TileOutput, TileRows, centered, dot4x2, gemm_requantize,
 };
 
+/// Below this many inputs, a few rows are faster through the AVX2 kernel: one 64-byte step
+/// does not pay for the weight sums and the reductions (measured: `cargo bench -p
+/// loam-benches --bench kernels -- fully_connected_i8`, 1x64x32).
+const SHORT_ROW: usize = 128;
+
 /// Rows from which packing the weights pays (measured: `cargo bench -p loam-benches --bench
 /// kernels -- fully_connected_i8`).
 const GEMM_MIN_ROWS: usize = 4;
@@ -49,6 +54,10 @@ unsafe fn fully_connected_i8_vnni(op: &FullyConnectedI8<'_>, output: &mut [i8]) 
                 output,
             )
         };
+    }
+    if n < SHORT_ROW {
+        // SAFETY: AVX2 is available (caller).
+        return unsafe { super::x86::fully_connected_i8_avx2(op, output) };
     }
     let zp = op.params.input_zero_point;
     let mut acc0 = [0i32; BLOCK];
