@@ -53,6 +53,30 @@ pub(crate) fn sxtab16_ror8(a: u32, x: u32) -> u32 {
     out
 }
 
+/// The per-byte signed maximum of `a` and `b`: `ssub8` sets each byte lane's GE flag where
+/// `a - b >= 0`, then `sel` takes `a`'s byte there and `b`'s elsewhere.
+#[inline(always)]
+pub(crate) fn max_i8x4(a: u32, b: u32) -> u32 {
+    let out: u32;
+    // SAFETY: as above; the GE flags the pair sets are read by `sel` inside the same block
+    // (so no `preserves_flags`).
+    unsafe {
+        asm!("ssub8 {o}, {a}, {b}", "sel {o}, {a}, {b}", o = out(reg) out, a = in(reg) a, b = in(reg) b, options(pure, nomem, nostack))
+    };
+    out
+}
+
+/// The per-byte signed minimum of `a` and `b`.
+#[inline(always)]
+pub(crate) fn min_i8x4(a: u32, b: u32) -> u32 {
+    let out: u32;
+    // SAFETY: as in `max_i8x4`.
+    unsafe {
+        asm!("ssub8 {o}, {a}, {b}", "sel {o}, {b}, {a}", o = out(reg) out, a = in(reg) a, b = in(reg) b, options(pure, nomem, nostack))
+    };
+    out
+}
+
 /// `acc + a.lo * b.lo + a.hi * b.hi` (signed 16-bit lanes), wrapping.
 #[inline(always)]
 pub(crate) fn smlad(a: u32, b: u32, acc: i32) -> i32 {

@@ -23,9 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, OpProblem, Operand};
 use crate::isa::{Isa, Kernel, best};
-use crate::ops::fully_connected::{
-    self, FullyConnectedF32, FullyConnectedI8, FullyConnectedI16, FullyConnectedShape,
-};
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+use crate::ops::fully_connected::{self, FullyConnectedI16};
+use crate::ops::fully_connected::{FullyConnectedF32, FullyConnectedI8, FullyConnectedShape};
 use crate::ops::layer::{self, LayerOperands, check_len};
 use crate::ops::{Ctx, FusedActivation, Node, RequantizeParams, Tolerance};
 use crate::tensor::DType;

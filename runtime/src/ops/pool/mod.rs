@@ -18,7 +18,11 @@
 /// and `$out` to its `channels` outputs, for the fast paths. A macro rather than a closure,
 /// so the body is compiled with the enclosing function's target features on every
 /// supported compiler.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    all(target_arch = "arm", loam_arm_dsp)
+))]
 macro_rules! for_each_pixel {
     ($g:expr, $output:expr, |$win:ident, $out:ident| $body:block) => {
         if let Ok((oh, ow)) = $g.output_size() {
@@ -39,6 +43,8 @@ macro_rules! for_each_pixel {
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+#[cfg(all(target_arch = "arm", loam_arm_dsp))]
+mod arm;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -327,6 +333,12 @@ pub(crate) const MAX_I8_KERNELS: &[Kernel<PoolI8Kernel>] = &[
         isa: Isa::Neon,
         run: aarch64::max_pool2d_i8,
     },
+    #[cfg(all(target_arch = "arm", loam_arm_dsp))]
+    Kernel {
+        name: "dsp",
+        isa: Isa::ArmDsp,
+        run: arm::max_pool2d_i8_dsp,
+    },
 ];
 
 /// Float max pooling kernels, reference first.
@@ -436,14 +448,22 @@ pub(crate) const GLOBAL_F32_KERNELS: &[Kernel<GlobalF32Kernel>] = &[
 
 /// The `channels` inputs of pixel `(b, y, x)`.
 #[inline(always)]
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    all(target_arch = "arm", loam_arm_dsp)
+))]
 fn pixel<'a, T>(g: &Pool2dGeometry, input: &'a [T], b: usize, y: usize, x: usize) -> &'a [T] {
     &input[reference::at(g, b, y, x, 0)..][..g.channels]
 }
 
 /// `window` with its channel set to `c`.
 #[inline(always)]
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(
+    target_arch = "x86_64",
+    target_arch = "aarch64",
+    all(target_arch = "arm", loam_arm_dsp)
+))]
 fn channel(window: reference::Window, c: usize) -> reference::Window {
     (window.0, window.1, window.2, c)
 }
