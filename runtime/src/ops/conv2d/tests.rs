@@ -519,25 +519,32 @@ fn i16_problem() -> impl Strategy<Value = I16Problem> {
     })
 }
 
+/// The operation of a 16x8 problem.
+fn i16_op(p: &I16Problem) -> Conv2dI16<'_> {
+    let (g, multipliers, activation, input, filter, bias) = p;
+    Conv2dI16 {
+        geometry: *g,
+        params: crate::ops::Requantize16Params {
+            multipliers,
+            activation_min: activation.0,
+            activation_max: activation.1,
+        },
+        input,
+        filter,
+        bias: bias.as_deref(),
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
     /// Every 16x8 kernel gives the reference's values.
     #[test]
     fn every_i16_kernel_matches_the_reference(
-        (g, multipliers, activation, input, filter, bias) in i16_problem()
+        p in i16_problem()
     ) {
-        let op = Conv2dI16 {
-            geometry: g,
-            params: crate::ops::Requantize16Params {
-                multipliers: &multipliers,
-                activation_min: activation.0,
-                activation_max: activation.1,
-            },
-            input: &input,
-            filter: &filter,
-            bias: bias.as_deref(),
-        };
+        let g = p.0;
+        let op = i16_op(&p);
         op.validate(&vec![0i16; g.output_len().unwrap()]).unwrap();
         compare_kernels(I16_KERNELS, |k| {
             let mut out = vec![0i16; g.output_len().unwrap()];
@@ -551,19 +558,10 @@ proptest! {
     /// arithmetic (the 15-bit multiplier costs one).
     #[test]
     fn i16_reference_matches_padded_formulation(
-        (g, multipliers, activation, input, filter, bias) in i16_problem()
+        p in i16_problem()
     ) {
-        let op = Conv2dI16 {
-            geometry: g,
-            params: crate::ops::Requantize16Params {
-                multipliers: &multipliers,
-                activation_min: activation.0,
-                activation_max: activation.1,
-            },
-            input: &input,
-            filter: &filter,
-            bias: bias.as_deref(),
-        };
+        let (g, _, activation, ..) = p;
+        let op = i16_op(&p);
         let mut out = vec![0i16; g.output_len().unwrap()];
         conv2d_i16(&op, &mut out).unwrap();
         let mut i = 0;
