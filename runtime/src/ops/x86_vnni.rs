@@ -1,15 +1,19 @@
-//! The AVX-512 VNNI micro-kernel the int8 convolution and fully-connected fast paths share:
-//! two activation rows dotted with four int8 weight rows, 64 bytes per step with `vpdpbusd`.
+//! The AVX-512 VNNI micro-kernels the int8 convolution and fully-connected fast paths share:
+//! [`gemm_tile`], eight activation rows against sixteen packed output channels (channels in
+//! lanes, one `vpdpbusd` per row and four inputs), and [`dot4x2`], two activation rows
+//! dotted with four weight rows 64 bytes per step, for single rows and layers too large to
+//! pack.
 //!
 //! Written as inline assembly because the AVX-512 intrinsics and target features are stable
 //! only from Rust 1.89, while the crate supports 1.85; the assembler takes the instructions
 //! regardless, and [`Isa::Avx512Vnni`](crate::isa::Isa::Avx512Vnni) asks the CPU (and OS) for
 //! every extension used here before a kernel may run it.
 //!
-//! `vpdpbusd` multiplies unsigned bytes by signed bytes. An activation `x` is read as
-//! `u = x ^ 0x80 = x + 128` (0..=255), so with `z = 128 + input_zero_point`
-//! `sum((x - zp) * w) = sum(u * w) - z * sum(w)`. The kernel returns both sums; the caller
-//! forms the difference. Every step is exact modulo 2^32 (`vpdpbusd` wraps, it does not
+//! `vpdpbusd` multiplies unsigned bytes by signed bytes. [`dot4x2`] reads an activation `x`
+//! as `u = x ^ 0x80 = x + 128` (0..=255), so with `z = 128 + input_zero_point`
+//! `sum((x - zp) * w) = sum(u * w) - z * sum(w)`; it returns both sums and the caller forms
+//! the difference. [`gemm_tile`] reads the weights as `w + 128` instead, and the caller
+//! subtracts `128 * sum(x) + zp * sum(w)`. Every step is exact modulo 2^32 (`vpdpbusd` wraps, it does not
 //! saturate), like the reference's wrapping i32 accumulator, so the result is bit-exact.
 //! Taps in a convolution's padding hold `zp` itself, so they contribute `(z - z) * w = 0`,
 //! exactly the reference's skipped taps.
@@ -276,7 +280,11 @@ impl<'a> TileRows<'a> {
     /// The rows of `rows` (1 to [`TILE_ROWS`] slices of at least `k` bytes; `k` is capped
     /// at the shortest); missing rows repeat the first, and their sums are not used.
     pub(crate) fn new(rows: &[&'a [i8]], k: usize) -> Self {
-        let k = rows.iter().map(|r| r.len()).fold(k, usize::min);
+        // No rows, no depth: the kernel then reads nothing.
+        let k = rows
+            .iter()
+            .map(|r| r.len())
+            .fold(if rows.is_empty() { 0 } else { k }, usize::min);
         let whole = k / 4 * 4;
         let first = rows.first().copied().unwrap_or(&[]);
         let mut tile = TileRows {
