@@ -277,34 +277,33 @@ pub(crate) struct TileRows<'a> {
 }
 
 impl<'a> TileRows<'a> {
-    /// The rows of `rows` (1 to [`TILE_ROWS`] slices of at least `k` bytes; `k` is capped
-    /// at the shortest); missing rows repeat the first, and their sums are not used.
-    pub(crate) fn new(rows: &[&'a [i8]], k: usize) -> Self {
+    /// The rows of `tile`, consecutive rows of `k` bytes (at most [`TILE_ROWS`] of them are
+    /// taken, a partial last row is ignored); missing rows repeat the first, and their sums
+    /// are not used.
+    pub(crate) fn new(tile: &'a [i8], k: usize) -> Self {
         // No rows, no depth: the kernel then reads nothing.
-        let k = rows
-            .iter()
-            .map(|r| r.len())
-            .fold(if rows.is_empty() { 0 } else { k }, usize::min);
+        let count = tile.len().checked_div(k).unwrap_or(0).min(TILE_ROWS);
+        let k = if count == 0 { 0 } else { k };
         let whole = k / 4 * 4;
-        let first = rows.first().copied().unwrap_or(&[]);
-        let mut tile = TileRows {
-            rows: [first; TILE_ROWS],
-            count: rows.len().min(TILE_ROWS),
+        let mut tile_rows = TileRows {
+            rows: [&tile[..k]; TILE_ROWS],
+            count,
             whole,
             tails: [0; TILE_ROWS],
             terms: [0; TILE_ROWS],
         };
-        for (r, row) in rows.iter().take(TILE_ROWS).enumerate() {
+        for r in 0..count {
+            let row = &tile[r * k..(r + 1) * k];
             let mut tail = [0u8; 4];
-            for (t, &x) in tail.iter_mut().zip(&row[whole..k]) {
+            for (t, &x) in tail.iter_mut().zip(&row[whole..]) {
                 *t = x as u8;
             }
-            tile.rows[r] = row;
-            tile.tails[r] = u32::from_le_bytes(tail);
-            let sum: i32 = row[..k].iter().map(|&x| i32::from(x)).sum();
-            tile.terms[r] = sum.wrapping_mul(128);
+            tile_rows.rows[r] = row;
+            tile_rows.tails[r] = u32::from_le_bytes(tail);
+            let sum: i32 = row.iter().map(|&x| i32::from(x)).sum();
+            tile_rows.terms[r] = sum.wrapping_mul(128);
         }
-        tile
+        tile_rows
     }
 }
 
@@ -462,6 +461,68 @@ pub(crate) unsafe fn gemm_requantize(
             unsafe { requantize_row(params, &acc[..len], bias, channel, out) };
         }
         first_panel += panels;
+    }
+}
+
+/// Two activation rows against the weight rows `first..first + out.0.len()` of `weights`
+/// (rows as long as `x`'s) with [`dot4x2`], centered and requantized 64 channels at a time
+/// into `out.0` and, when there is a second row, `out.1`; without one, `x[1]` repeats
+/// `x[0]` and its sums go unused.
+///
+/// # Safety
+/// AVX-512 VNNI (and so AVX2) must be available; `params`, `bias` and `weights` must be a
+/// validated layer's, covering those channels.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_pair_requantize(
+    x: [&[i8]; 2],
+    weights: &[i8],
+    first: usize,
+    params: &RequantizeParams<'_>,
+    bias: Option<&[i32]>,
+    out: (&mut [i8], Option<&mut [i8]>),
+) {
+    const BLOCK: usize = 64;
+    let k = x[0].len();
+    let (out0, mut out1) = out;
+    let count = out0.len();
+    let mut acc0 = [0i32; BLOCK];
+    let mut acc1 = [0i32; BLOCK];
+    let mut block = 0;
+    while block < count {
+        let len = (count - block).min(BLOCK);
+        let mut o = block;
+        while o < block + len {
+            let rows = (block + len - o).min(4);
+            let w: [&[i8]; 4] =
+                core::array::from_fn(|r| &weights[(first + o + r.min(rows - 1)) * k..][..k]);
+            // SAFETY: AVX-512 VNNI is available (caller).
+            let sums = centered(&unsafe { dot4x2(x, w) }, params.input_zero_point);
+            acc0[o - block..o - block + rows].copy_from_slice(&sums[..rows]);
+            acc1[o - block..o - block + rows].copy_from_slice(&sums[4..4 + rows]);
+            o += rows;
+        }
+        let channel = first + block;
+        // SAFETY: AVX2 is available (caller); `len` accumulators for channels
+        // `channel..channel + len`, inside the validated bias and multipliers.
+        unsafe {
+            requantize_row(
+                params,
+                &acc0[..len],
+                bias,
+                channel,
+                &mut out0[block..][..len],
+            );
+            if let Some(out1) = out1.as_deref_mut() {
+                requantize_row(
+                    params,
+                    &acc1[..len],
+                    bias,
+                    channel,
+                    &mut out1[block..][..len],
+                );
+            }
+        }
+        block += len;
     }
 }
 

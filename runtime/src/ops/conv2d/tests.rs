@@ -276,8 +276,8 @@ fn edge_cases_match_the_reference() {
         fixed_geometry(6, 6, 12, 6, 3, 1, [1; 4], 3),
         fixed_geometry(4, 1, 32, 32, 1, 2, [0; 4], 1),
         // Layers too large for the AVX-512 VNNI kernels' packed weights, which take their
-        // unpacked paths: patches over 1024 bytes, then too many channels of 306 bytes,
-        // then a pointwise layer wider than 1024 channels.
+        // unpacked paths: patches over 1024 bytes, then
+        // too many channels of 306 bytes, then a pointwise layer wider than 1024 channels.
         fixed_geometry(3, 3, 130, 6, 3, 1, [1; 4], 1),
         fixed_geometry(3, 3, 34, 120, 3, 1, [1; 4], 1),
         fixed_geometry(2, 2, 1100, 5, 1, 1, [0; 4], 1),
@@ -310,6 +310,50 @@ fn edge_cases_match_the_reference() {
             }
         }
     }
+}
+
+/// A grouped layer whose patches are too long for the AVX-512 VNNI packing, with varied
+/// values that do not saturate: each group must meet its own filter rows, bias and
+/// multipliers on the unpacked path, as in the reference.
+#[test]
+fn large_grouped_layers_match_the_reference() {
+    let g = fixed_geometry(3, 3, 262, 6, 3, 1, [1; 4], 2);
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut byte = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as i8
+    };
+    let input: Vec<i8> = (0..g.input_len().unwrap()).map(|_| byte()).collect();
+    let filter: Vec<i8> = (0..g.out_channels * g.patch_len())
+        .map(|_| byte())
+        .collect();
+    let bias: Vec<i32> = (0..g.out_channels as i32)
+        .map(|o| o * 7919 - 20000)
+        .collect();
+    let m: Vec<QuantizedMultiplier> = (0..g.out_channels)
+        .map(|o| QuantizedMultiplier::from_real(1e-4 * (1.0 + o as f64 / 4.0)).unwrap())
+        .collect();
+    let op = Conv2dI8 {
+        geometry: g,
+        params: RequantizeParams {
+            input_zero_point: 3,
+            output_zero_point: -5,
+            multipliers: &m,
+            activation_min: -128,
+            activation_max: 127,
+        },
+        input: &input,
+        filter: &filter,
+        bias: Some(&bias),
+    };
+    let want = run_i8(I8_KERNELS[0].run, &op);
+    assert!(
+        want.iter().any(|&v| v != -128 && v != 127),
+        "the outputs must not all saturate, or the test could not tell the groups apart"
+    );
+    compare_kernels(I8_KERNELS, |k| run_i8(k, &op), exact).unwrap();
 }
 
 #[test]

@@ -8,14 +8,10 @@
 use super::{Conv2dI8, ConvGeometry, gather_patch_runs};
 use crate::isa::Isa;
 use crate::ops::fully_connected::x86_vnni;
-use crate::ops::requantize::x86::requantize_row;
 use crate::ops::x86_vnni::{
-    MAX_GEMM_DEPTH, PackedWeights, TILE_ROWS, TileOutput, TileRows, centered, dot4x2,
+    MAX_GEMM_DEPTH, PackedWeights, TILE_ROWS, TileOutput, TileRows, dot_pair_requantize,
     gemm_requantize,
 };
-
-/// Output channels accumulated before a vectorized requantization pass.
-const BLOCK: usize = 64;
 
 /// The VNNI int8 kernel; the AVX2 kernel where AVX-512 VNNI is missing.
 pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
@@ -26,19 +22,19 @@ pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16
     if g.is_pointwise() {
         return x86_vnni::fully_connected_i8(&op.as_fully_connected(), output);
     }
-    // The scratch holds two i16 patches with slack, so at least 4k bytes: two byte patches
-    // fit with room to spare.
-    let bytes: &mut [i8] = bytemuck::cast_slice_mut(scratch);
     if PackedWeights::fits(g.patch_len(), g.group_out_channels()) {
         // SAFETY: AVX-512 VNNI, and with it AVX2, are available (checked above).
         return unsafe { conv2d_i8_gemm(op, g, output) };
     }
+    // The scratch holds two i16 patches with slack, so at least 4k bytes: two byte patches
+    // fit with room to spare.
+    let bytes: &mut [i8] = bytemuck::cast_slice_mut(scratch);
     // SAFETY: AVX-512 VNNI, and with it AVX2, are available (checked above).
     unsafe { conv2d_i8_vnni(op, g, output, bytes) }
 }
 
 /// Im2col into tiles of eight pixels, against the group's weights packed once: channels in
-/// lanes, no reductions (see [`gemm_tile`]).
+/// lanes, no reductions (see [`gemm_requantize`]).
 ///
 /// # Safety
 /// AVX-512 VNNI (and so AVX2) must be available; `op` must have passed validation and its
@@ -65,11 +61,7 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8])
                     d.copy_from_slice(src)
                 });
             }
-            let mut slices: [&[i8]; TILE_ROWS] = [&[]; TILE_ROWS];
-            for (slot, patch) in slices.iter_mut().zip(patches.chunks_exact(k)) {
-                *slot = patch;
-            }
-            let rows = TileRows::new(&slices[..tile_rows], k);
+            let rows = TileRows::new(&patches[..tile_rows * k], k);
             let at = TileOutput {
                 first_row: p0,
                 row_stride: oc_total,
@@ -106,8 +98,6 @@ unsafe fn conv2d_i8_vnni(
             d.copy_from_slice(src)
         });
     };
-    let mut acc0 = [0i32; BLOCK];
-    let mut acc1 = [0i32; BLOCK];
     let mut p = 0;
     while p < pixels {
         let pair = p + 1 < pixels;
@@ -119,35 +109,21 @@ unsafe fn conv2d_i8_vnni(
                 patch1.copy_from_slice(patch0);
             }
             let first = group * cg_out;
-            let mut block = first;
-            while block < first + cg_out {
-                let len = (first + cg_out - block).min(BLOCK);
-                let mut oc = block;
-                while oc < block + len {
-                    let rows = (block + len - oc).min(4);
-                    let row = |r: usize| {
-                        let o = oc + r.min(rows - 1);
-                        &op.filter[o * k..(o + 1) * k]
-                    };
-                    let w = [row(0), row(1), row(2), row(3)];
-                    // SAFETY: AVX-512 VNNI is available (caller).
-                    let sums = centered(&unsafe { dot4x2([patch0, patch1], w) }, zp);
-                    acc0[oc - block..oc - block + rows].copy_from_slice(&sums[..rows]);
-                    acc1[oc - block..oc - block + rows].copy_from_slice(&sums[4..4 + rows]);
-                    oc += rows;
-                }
-                // SAFETY: AVX2 is available (caller); `len` accumulators for channels
-                // `block..block + len`, inside the validated bias and multipliers.
-                unsafe {
-                    let out = &mut output[p * oc_total + block..][..len];
-                    requantize_row(&op.params, &acc0[..len], op.bias, block, out);
-                    if pair {
-                        let out = &mut output[(p + 1) * oc_total + block..][..len];
-                        requantize_row(&op.params, &acc1[..len], op.bias, block, out);
-                    }
-                }
-                block += len;
-            }
+            // Pixel p's outputs end where pixel p + 1's begin.
+            let (before, after) = output.split_at_mut((p + 1) * oc_total);
+            let out0 = &mut before[p * oc_total + first..][..cg_out];
+            let out1 = pair.then(|| &mut after[first..first + cg_out]);
+            // SAFETY: AVX-512 VNNI is available (caller); the layer is validated.
+            unsafe {
+                dot_pair_requantize(
+                    [patch0, patch1],
+                    op.filter,
+                    first,
+                    &op.params,
+                    op.bias,
+                    (out0, out1),
+                )
+            };
         }
         p += 2;
     }
