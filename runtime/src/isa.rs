@@ -141,6 +141,17 @@ pub(crate) struct Kernel<F> {
     pub run: F,
 }
 
+/// The kernels of `table` this CPU can run, by name (reference first), for the benchmarks
+/// that set kernels side by side.
+pub(crate) fn runnable<F: Copy>(
+    table: &'static [Kernel<F>],
+) -> impl Iterator<Item = (&'static str, F)> {
+    table
+        .iter()
+        .filter(|k| k.isa.available())
+        .map(|k| (k.name, k.run))
+}
+
 /// The name of the kernel [`best`] picks from `table`.
 pub(crate) fn best_name<F>(table: &[Kernel<F>]) -> &'static str {
     let mut chosen = table[0].name;

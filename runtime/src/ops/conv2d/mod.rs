@@ -343,10 +343,7 @@ pub(crate) const I16_KERNELS: &[Kernel<I16Kernel>] = &[
 /// kernels side by side. Each expects a validated operation.
 #[doc(hidden)]
 pub fn i16_kernels() -> impl Iterator<Item = (&'static str, I16Kernel)> {
-    I16_KERNELS
-        .iter()
-        .filter(|k| k.isa.available())
-        .map(|k| (k.name, k.run))
+    crate::isa::runnable(I16_KERNELS)
 }
 
 /// The longest patch the 16x8 fast paths gather, on the stack: 16x8 layers have no scratch
@@ -634,10 +631,7 @@ pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
 /// expects a validated operation.
 #[doc(hidden)]
 pub fn i8_kernels() -> impl Iterator<Item = (&'static str, I8Kernel)> {
-    I8_KERNELS
-        .iter()
-        .filter(|k| k.isa.available())
-        .map(|k| (k.name, k.run))
+    crate::isa::runnable(I8_KERNELS)
 }
 
 /// How far a float fast path may drift from the reference (a reordered dot product).

@@ -182,10 +182,7 @@ pub(crate) const I16_KERNELS: &[Kernel<I16Kernel>] = &[
 /// kernels side by side.
 #[doc(hidden)]
 pub fn i16_kernels() -> impl Iterator<Item = (&'static str, I16Kernel)> {
-    I16_KERNELS
-        .iter()
-        .filter(|k| k.isa.available())
-        .map(|k| (k.name, k.run))
+    crate::isa::runnable(I16_KERNELS)
 }
 
 /// An int8 fully-connected kernel over validated operands.
@@ -195,10 +192,7 @@ pub type I8Kernel = fn(&FullyConnectedI8<'_>, &mut [i8]);
 /// kernels side by side.
 #[doc(hidden)]
 pub fn i8_kernels() -> impl Iterator<Item = (&'static str, I8Kernel)> {
-    I8_KERNELS
-        .iter()
-        .filter(|k| k.isa.available())
-        .map(|k| (k.name, k.run))
+    crate::isa::runnable(I8_KERNELS)
 }
 type F32Kernel = fn(&FullyConnectedF32<'_>, &mut [f32]);
 
