@@ -25,17 +25,21 @@ pub enum Isa {
     /// 32-bit Arm with the DSP extension's SIMD multiply-accumulates (SMLAD, SXTB16):
     /// Cortex-M4/M7/M33 and every Armv7-A core.
     ArmDsp,
+    /// 32-bit Arm (Armv7-A, or an Armv8 core in 32-bit mode) with Advanced SIMD, on Linux or
+    /// Android, where the kernel's HWCAP reports it.
+    Neon32,
 }
 
 impl Isa {
     /// Every family, in order of preference from least to most specific.
-    pub const ALL: [Isa; 6] = [
+    pub const ALL: [Isa; 7] = [
         Isa::Portable,
         Isa::Avx2,
         Isa::Avx512Vnni,
         Isa::Neon,
         Isa::DotProd,
         Isa::ArmDsp,
+        Isa::Neon32,
     ];
 
     /// The name used in reports and in `LOAM_EXPECT_ISA`.
@@ -47,6 +51,7 @@ impl Isa {
             Isa::Neon => "neon",
             Isa::DotProd => "dotprod",
             Isa::ArmDsp => "dsp",
+            Isa::Neon32 => "neon32",
         }
     }
 
@@ -60,6 +65,7 @@ impl Isa {
             Isa::Neon => cfg!(target_arch = "aarch64"),
             Isa::DotProd => dotprod(),
             Isa::ArmDsp => arm_dsp(),
+            Isa::Neon32 => neon32(),
         }
     }
 }
@@ -123,6 +129,29 @@ fn arm_dsp() -> bool {
     // v7E-M and later do. Stable Rust does not expose Arm target features to `cfg`, so build.rs
     // decides from the target name: a compile-time fact either way.
     cfg!(all(target_arch = "arm", loam_arm_dsp))
+}
+
+#[inline]
+fn neon32() -> bool {
+    #[cfg(all(target_arch = "arm", loam_arm_neon, any(feature = "std", test)))]
+    {
+        // `is_arm_feature_detected!` is unstable, so ask the kernel directly: bit 12 of
+        // AT_HWCAP (16) is HWCAP_NEON on 32-bit Arm Linux and Android. glibc and bionic answer
+        // from a copy made at start-up, so this is cheap enough to ask per call.
+        const AT_HWCAP: core::ffi::c_ulong = 16;
+        const HWCAP_NEON: core::ffi::c_ulong = 1 << 12;
+        unsafe extern "C" {
+            fn getauxval(kind: core::ffi::c_ulong) -> core::ffi::c_ulong;
+        }
+        // SAFETY: getauxval has no preconditions; it returns 0 for a missing entry.
+        unsafe { getauxval(AT_HWCAP) & HWCAP_NEON != 0 }
+    }
+    #[cfg(not(all(target_arch = "arm", loam_arm_neon, any(feature = "std", test))))]
+    {
+        // Without an OS to ask there is no stable way to know (32-bit Arm target features
+        // are not visible to `cfg` on stable), so the NEON kernels stay off.
+        false
+    }
 }
 
 /// The names of the families this build and CPU can run, for reports.

@@ -9,6 +9,8 @@
 pub mod activation;
 #[cfg(all(target_arch = "arm", loam_arm_dsp))]
 pub(crate) mod arm_dsp;
+#[cfg(all(target_arch = "arm", loam_arm_neon))]
+pub(crate) mod arm_neon;
 pub mod binary;
 pub mod concat;
 pub mod conv2d;

@@ -58,7 +58,8 @@ fn expected_isa(target: &LinuxTarget) -> &'static str {
         // qemu-aarch64's default CPU (`max`) has the Armv8.2 dot product, as the Pi 5 does.
         "dotprod"
     } else {
-        "dsp"
+        // Every Pi that runs 32-bit Linux has NEON, as qemu-arm's default CPU does.
+        "neon32"
     }
 }
 

@@ -14,7 +14,7 @@
 
 use core::arch::aarch64::*;
 
-use super::{Conv2dF32, Conv2dI8, ConvGeometry, gather_patch};
+use super::{Conv2dF32, Conv2dI8, drive, gather_patch};
 use crate::isa::Isa;
 use crate::ops::fully_connected::aarch64::{
     fully_connected_f32_neon, fully_connected_i8_dotprod, fully_connected_i8_neon, sdot,
@@ -53,52 +53,6 @@ pub(super) fn conv2d_f32_neon(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &
     unsafe { f32_neon(op, output, scratch) }
 }
 
-/// Two patches dotted with four filter rows: `(patch0, patch1, first_channel, rows)` to
-/// `[row][pixel]` accumulators.
-type DotPair<'a, P, A> = dyn FnMut(&[P], &[P], usize, usize) -> [[A; 2]; 4] + 'a;
-
-/// Runs `dot` over pixel pairs and four-row filter blocks, writing each result through
-/// `emit(pixel, channel, accumulator)`.
-fn drive<P: Copy + Default, A: Copy>(
-    g: &ConvGeometry,
-    scratch: &mut [P],
-    gather_patch: &mut dyn FnMut(usize, usize, &mut [P]),
-    dot: &mut DotPair<'_, P, A>,
-    emit: &mut dyn FnMut(usize, usize, A),
-) {
-    let k = g.patch_len();
-    let cg_out = g.group_out_channels();
-    let pixels = g.batch * g.out_height * g.out_width;
-    let (patch0, rest) = scratch.split_at_mut(k);
-    let patch1 = &mut rest[..k];
-    let mut p = 0;
-    while p < pixels {
-        let pair = p + 1 < pixels;
-        for group in 0..g.groups {
-            gather_patch(p, group, patch0);
-            if pair {
-                gather_patch(p + 1, group, patch1);
-            } else {
-                patch1.copy_from_slice(patch0);
-            }
-            let first = group * cg_out;
-            let mut oc = first;
-            while oc < first + cg_out {
-                let rows = (first + cg_out - oc).min(4);
-                let sums = dot(patch0, patch1, oc, rows);
-                for (r, sum) in sums.iter().enumerate().take(rows) {
-                    emit(p, oc + r, sum[0]);
-                    if pair {
-                        emit(p + 1, oc + r, sum[1]);
-                    }
-                }
-                oc += rows;
-            }
-        }
-        p += 2;
-    }
-}
-
 #[target_feature(enable = "neon")]
 unsafe fn i8_neon(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
     // SAFETY: NEON is present (caller); loads read 8 elements at `i` with `i + 8 <= k` from
@@ -106,13 +60,9 @@ unsafe fn i8_neon(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
     unsafe {
         let g = &op.geometry;
         let k = g.patch_len();
-        let zp = op.params.input_zero_point;
         let chunks = k / 8;
-        let mut gather_patch = |p: usize, group: usize, dst: &mut [i16]| {
-            gather_patch(g, op.input, p, group, dst, 0i16, |x: i8| {
-                i16::from(x) - zp as i16
-            })
-        };
+        let mut gather_patch =
+            |p: usize, group: usize, dst: &mut [i16]| op.gather_centered(p, group, dst);
         let mut dot = |p0: &[i16], p1: &[i16], oc: usize, rows: usize| -> [[i32; 2]; 4] {
             let w: [&[i8]; 4] =
                 core::array::from_fn(|r| &op.filter[(oc + r.min(rows - 1)) * k..][..k]);
@@ -141,11 +91,7 @@ unsafe fn i8_neon(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
             }
             out
         };
-        let oc_total = g.out_channels;
-        let mut emit = |p: usize, o: usize, acc: i32| {
-            let acc = acc.wrapping_add(op.bias.map_or(0, |b| b[o]));
-            output[p * oc_total + o] = op.params.output(acc, o);
-        };
+        let mut emit = |p: usize, o: usize, acc: i32| op.store(output, p, o, acc);
         drive(g, scratch, &mut gather_patch, &mut dot, &mut emit);
     }
 }
@@ -194,11 +140,7 @@ unsafe fn i8_dotprod(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i8]) {
             }
             out
         };
-        let oc_total = g.out_channels;
-        let mut emit = |p: usize, o: usize, acc: i32| {
-            let acc = acc.wrapping_add(op.bias.map_or(0, |b| b[o]));
-            output[p * oc_total + o] = op.params.output(acc, o);
-        };
+        let mut emit = |p: usize, o: usize, acc: i32| op.store(output, p, o, acc);
         drive(g, scratch, &mut gather_patch, &mut dot, &mut emit);
     }
 }
@@ -211,7 +153,6 @@ unsafe fn f32_neon(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) 
         let g = &op.geometry;
         let k = g.patch_len();
         let chunks = k / 4;
-        let (lo, hi) = op.activation;
         let mut gather_patch = |p: usize, group: usize, dst: &mut [f32]| {
             gather_patch(g, op.input, p, group, dst, 0.0f32, |x: f32| x)
         };
@@ -240,11 +181,7 @@ unsafe fn f32_neon(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) 
             }
             out
         };
-        let oc_total = g.out_channels;
-        let mut emit = |p: usize, o: usize, acc: f32| {
-            let v = acc + op.bias.map_or(0.0, |b| b[o]);
-            output[p * oc_total + o] = v.max(lo).min(hi);
-        };
+        let mut emit = |p: usize, o: usize, acc: f32| op.store(output, p, o, acc);
         drive(g, scratch, &mut gather_patch, &mut dot, &mut emit);
     }
 }

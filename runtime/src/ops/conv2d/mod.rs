@@ -11,6 +11,8 @@
 mod aarch64;
 #[cfg(all(target_arch = "arm", loam_arm_dsp))]
 mod arm;
+#[cfg(all(target_arch = "arm", loam_arm_neon))]
+mod arm_neon;
 pub mod reference;
 #[cfg(test)]
 mod tests;
@@ -446,9 +448,35 @@ impl<'a> Conv2dI8<'a> {
             bias: self.bias,
         }
     }
+
+    /// Gathers pixel `p`'s patch of `group` as `x - zp` in i16, 0 in the padding: the form
+    /// the Arm SIMD kernels multiply exactly.
+    #[cfg(any(target_arch = "aarch64", loam_arm_neon))]
+    pub(crate) fn gather_centered(&self, p: usize, group: usize, dst: &mut [i16]) {
+        let zp = self.params.input_zero_point as i16;
+        gather_patch(&self.geometry, self.input, p, group, dst, 0, |x: i8| {
+            i16::from(x) - zp
+        });
+    }
+
+    /// Adds channel `o`'s bias to the accumulator `acc`, requantizes it, and stores it as
+    /// pixel `p`'s output.
+    #[cfg(any(target_arch = "aarch64", loam_arm_neon))]
+    pub(crate) fn store(&self, output: &mut [i8], p: usize, o: usize, acc: i32) {
+        let acc = acc.wrapping_add(self.bias.map_or(0, |b| b[o]));
+        output[p * self.geometry.out_channels + o] = self.params.output(acc, o);
+    }
 }
 
 impl<'a> Conv2dF32<'a> {
+    /// Float counterpart of [`Conv2dI8::store`]: bias and clamp.
+    #[cfg(any(target_arch = "aarch64", loam_arm_neon))]
+    pub(crate) fn store(&self, output: &mut [f32], p: usize, o: usize, acc: f32) {
+        let (lo, hi) = self.activation;
+        let v = acc + self.bias.map_or(0.0, |b| b[o]);
+        output[p * self.geometry.out_channels + o] = v.max(lo).min(hi);
+    }
+
     /// Float counterpart of [`Conv2dI8::as_fully_connected`].
     #[cfg_attr(
         not(any(target_arch = "x86_64", target_arch = "aarch64")),
@@ -491,6 +519,55 @@ pub(crate) fn gather_patch<T: Copy, U: Copy>(
             *d = convert(x);
         }
     });
+}
+
+/// Two patches dotted with four filter rows: `(patch0, patch1, first_channel, rows)` to
+/// `[row][pixel]` accumulators.
+#[cfg(any(target_arch = "aarch64", loam_arm_neon))]
+pub(crate) type DotPair<'a, P, A> = dyn FnMut(&[P], &[P], usize, usize) -> [[A; 2]; 4] + 'a;
+
+/// Runs `dot` over pixel pairs and four-row filter blocks, writing each result through
+/// `emit(pixel, channel, accumulator)`: the loop the Arm SIMD kernels share. The scratch
+/// holds the two patches.
+#[cfg(any(target_arch = "aarch64", loam_arm_neon))]
+pub(crate) fn drive<P: Copy + Default, A: Copy>(
+    g: &ConvGeometry,
+    scratch: &mut [P],
+    gather_patch: &mut dyn FnMut(usize, usize, &mut [P]),
+    dot: &mut DotPair<'_, P, A>,
+    emit: &mut dyn FnMut(usize, usize, A),
+) {
+    let k = g.patch_len();
+    let cg_out = g.group_out_channels();
+    let pixels = g.batch * g.out_height * g.out_width;
+    let (patch0, rest) = scratch.split_at_mut(k);
+    let patch1 = &mut rest[..k];
+    let mut p = 0;
+    while p < pixels {
+        let pair = p + 1 < pixels;
+        for group in 0..g.groups {
+            gather_patch(p, group, patch0);
+            if pair {
+                gather_patch(p + 1, group, patch1);
+            } else {
+                patch1.copy_from_slice(patch0);
+            }
+            let first = group * cg_out;
+            let mut oc = first;
+            while oc < first + cg_out {
+                let rows = (first + cg_out - oc).min(4);
+                let sums = dot(patch0, patch1, oc, rows);
+                for (r, sum) in sums.iter().enumerate().take(rows) {
+                    emit(p, oc + r, sum[0]);
+                    if pair {
+                        emit(p + 1, oc + r, sum[1]);
+                    }
+                }
+                oc += rows;
+            }
+        }
+        p += 2;
+    }
 }
 
 /// [`gather_patch`] with the conversion done a run at a time: `copy(src, dst)` converts one
@@ -603,6 +680,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         isa: Isa::ArmDsp,
         run: arm::conv2d_i8_dsp,
     },
+    #[cfg(all(target_arch = "arm", loam_arm_neon))]
+    Kernel {
+        name: "neon32",
+        isa: Isa::Neon32,
+        run: arm_neon::conv2d_i8,
+    },
 ];
 
 /// The float kernels of this build, reference first.
@@ -623,6 +706,12 @@ pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
         name: "neon",
         isa: Isa::Neon,
         run: aarch64::conv2d_f32_neon,
+    },
+    #[cfg(all(target_arch = "arm", loam_arm_neon))]
+    Kernel {
+        name: "neon32",
+        isa: Isa::Neon32,
+        run: arm_neon::conv2d_f32,
     },
 ];
 

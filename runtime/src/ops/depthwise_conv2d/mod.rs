@@ -10,6 +10,8 @@
 mod aarch64;
 #[cfg(all(target_arch = "arm", loam_arm_dsp))]
 mod arm;
+#[cfg(all(target_arch = "arm", loam_arm_neon))]
+mod arm_neon;
 pub mod reference;
 #[cfg(test)]
 mod tests;
@@ -42,6 +44,56 @@ pub struct DepthwiseConv2dAttributes {
 
 /// Checks a depthwise geometry: groups equal the input channels and the output channels are
 /// a multiple of them.
+/// Calls `visit(pixel, b, oy, ox)` for every output pixel in order (`pixel` counts them), and
+/// within it `tap(input_pixel, tap)` through the [`Window`] it is given: the walk every
+/// channel-vectorized kernel shares.
+#[cfg(loam_arm_neon)]
+pub(crate) fn for_each_window(g: &ConvGeometry, mut visit: impl FnMut(usize, Window<'_>)) {
+    let mut pixel = 0;
+    for b in 0..g.batch {
+        for oy in 0..g.out_height {
+            for ox in 0..g.out_width {
+                visit(pixel, Window { g, b, oy, ox });
+                pixel += 1;
+            }
+        }
+    }
+}
+
+/// One output pixel's receptive field.
+#[cfg(loam_arm_neon)]
+#[derive(Clone, Copy)]
+pub(crate) struct Window<'g> {
+    g: &'g ConvGeometry,
+    b: usize,
+    oy: usize,
+    ox: usize,
+}
+
+#[cfg(loam_arm_neon)]
+impl Window<'_> {
+    /// Calls `tap(input_pixel, tap)` for every tap inside the image (the padding
+    /// contributes nothing): `input_pixel` indexes the input's pixels, `tap` the filter's.
+    #[inline(always)]
+    pub(crate) fn taps(self, mut tap: impl FnMut(usize, usize)) {
+        let g = self.g;
+        for ky in 0..g.kernel_height {
+            let Some(iy) = g.input_row(self.oy, ky) else {
+                continue;
+            };
+            for kx in 0..g.kernel_width {
+                let Some(ix) = g.input_col(self.ox, kx) else {
+                    continue;
+                };
+                tap(
+                    (self.b * g.in_height + iy) * g.in_width + ix,
+                    ky * g.kernel_width + kx,
+                );
+            }
+        }
+    }
+}
+
 fn validate_geometry(g: &ConvGeometry) -> Result<(), Error> {
     g.validate()?;
     if g.groups != g.in_channels {
@@ -197,6 +249,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         isa: Isa::ArmDsp,
         run: arm::depthwise_conv2d_i8_dsp,
     },
+    #[cfg(all(target_arch = "arm", loam_arm_neon))]
+    Kernel {
+        name: "neon32",
+        isa: Isa::Neon32,
+        run: arm_neon::depthwise_conv2d_i8,
+    },
 ];
 
 /// The float kernels of this build, reference first.
@@ -217,6 +275,12 @@ pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
         name: "neon",
         isa: Isa::Neon,
         run: aarch64::depthwise_conv2d_f32_neon,
+    },
+    #[cfg(all(target_arch = "arm", loam_arm_neon))]
+    Kernel {
+        name: "neon32",
+        isa: Isa::Neon32,
+        run: arm_neon::depthwise_conv2d_f32,
     },
 ];
 

@@ -15,7 +15,9 @@
 
 use core::arch::aarch64::*;
 
-use super::{FullyConnectedF32, FullyConnectedI8, FullyConnectedI16};
+use super::{
+    FullyConnectedF32, FullyConnectedI8, FullyConnectedI16, finish_rows_f32, finish_rows_i8,
+};
 use crate::isa::Isa;
 
 /// `acc + sum of four-byte groups of a * b` per lane: the SDOT instruction. Written with
@@ -103,31 +105,6 @@ pub(crate) fn fully_connected_f32_neon(op: &FullyConnectedF32<'_>, output: &mut 
     unsafe { f32_neon(op, output) }
 }
 
-/// Finishes four rows: scalar tails, bias, requantization.
-fn finish_i8(
-    op: &FullyConnectedI8<'_>,
-    row: &[i8],
-    o: usize,
-    rows: usize,
-    start: usize,
-    sums: [i32; 4],
-    out: &mut [i8],
-) {
-    let n = op.shape.in_features;
-    let p = &op.params;
-    for (r, &sum) in sums.iter().enumerate().take(rows) {
-        let w = &op.weights[(o + r) * n..(o + r + 1) * n];
-        let mut acc = sum;
-        for i in start..n {
-            acc = acc.wrapping_add((i32::from(row[i]) - p.input_zero_point) * i32::from(w[i]));
-        }
-        if let Some(bias) = op.bias {
-            acc = acc.wrapping_add(bias[o + r]);
-        }
-        out[o + r] = p.output(acc, o + r);
-    }
-}
-
 #[target_feature(enable = "neon")]
 unsafe fn i8_neon(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
     // SAFETY: NEON is present (caller); every load below reads 8 bytes at an index `i` with
@@ -156,7 +133,7 @@ unsafe fn i8_neon(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
                     }
                 }
                 let sums = acc.map(|a| vaddvq_s32(a));
-                finish_i8(op, row, o, rows, chunks * 8, sums, out);
+                finish_rows_i8(op, row, o, rows, chunks * 8, sums, out);
                 o += rows;
             }
         }
@@ -195,7 +172,7 @@ unsafe fn i8_dotprod(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
                 let sums: [i32; 4] = core::array::from_fn(|r| {
                     vaddvq_s32(dot[r]).wrapping_sub(zp.wrapping_mul(vaddvq_s32(wsum[r])))
                 });
-                finish_i8(op, row, o, rows, chunks * 16, sums, out);
+                finish_rows_i8(op, row, o, rows, chunks * 16, sums, out);
                 o += rows;
             }
         }
@@ -210,7 +187,6 @@ unsafe fn f32_neon(op: &FullyConnectedF32<'_>, output: &mut [f32]) {
         let s = op.shape;
         let n = s.in_features;
         let chunks = n / 4;
-        let (lo, hi) = op.activation;
         for b in 0..s.batch {
             let row = &op.input[b * n..(b + 1) * n];
             let out = &mut output[b * s.out_features..(b + 1) * s.out_features];
@@ -227,16 +203,8 @@ unsafe fn f32_neon(op: &FullyConnectedF32<'_>, output: &mut [f32]) {
                         acc[r] = vfmaq_f32(acc[r], x, vld1q_f32(w[r].as_ptr().add(i)));
                     }
                 }
-                for r in 0..rows {
-                    let mut sum = vaddvq_f32(acc[r]);
-                    for i in chunks * 4..n {
-                        sum += row[i] * w[r][i];
-                    }
-                    if let Some(bias) = op.bias {
-                        sum += bias[o + r];
-                    }
-                    out[o + r] = sum.max(lo).min(hi);
-                }
+                let sums = acc.map(|a| vaddvq_f32(a));
+                finish_rows_f32(op, row, o, rows, chunks * 4, sums, out);
                 o += rows;
             }
         }

@@ -8,6 +8,8 @@
 pub(crate) mod aarch64;
 #[cfg(all(target_arch = "arm", loam_arm_dsp))]
 pub(crate) mod arm;
+#[cfg(all(target_arch = "arm", loam_arm_neon))]
+pub(crate) mod arm_neon;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
@@ -157,6 +159,59 @@ pub fn fully_connected_i16(op: &FullyConnectedI16<'_>, output: &mut [i16]) -> Re
 /// A 16x8 fully-connected kernel over validated operands.
 pub type I16Kernel = fn(&FullyConnectedI16<'_>, &mut [i16]);
 
+/// Finishes up to four output rows of a SIMD kernel that summed the first `start` inputs
+/// (`sums`): the scalar tail, the bias and the requantization, written to `out[o..o + rows]`.
+#[cfg(any(target_arch = "aarch64", loam_arm_neon))]
+pub(crate) fn finish_rows_i8(
+    op: &FullyConnectedI8<'_>,
+    row: &[i8],
+    o: usize,
+    rows: usize,
+    start: usize,
+    sums: [i32; 4],
+    out: &mut [i8],
+) {
+    let n = op.shape.in_features;
+    let p = &op.params;
+    for (r, &sum) in sums.iter().enumerate().take(rows) {
+        let w = &op.weights[(o + r) * n..(o + r + 1) * n];
+        let mut acc = sum;
+        for i in start..n {
+            acc = acc.wrapping_add((i32::from(row[i]) - p.input_zero_point) * i32::from(w[i]));
+        }
+        if let Some(bias) = op.bias {
+            acc = acc.wrapping_add(bias[o + r]);
+        }
+        out[o + r] = p.output(acc, o + r);
+    }
+}
+
+/// The float counterpart of [`finish_rows_i8`]: tail, bias and clamp.
+#[cfg(any(target_arch = "aarch64", loam_arm_neon))]
+pub(crate) fn finish_rows_f32(
+    op: &FullyConnectedF32<'_>,
+    row: &[f32],
+    o: usize,
+    rows: usize,
+    start: usize,
+    sums: [f32; 4],
+    out: &mut [f32],
+) {
+    let n = op.shape.in_features;
+    let (lo, hi) = op.activation;
+    for (r, &sum) in sums.iter().enumerate().take(rows) {
+        let w = &op.weights[(o + r) * n..(o + r + 1) * n];
+        let mut acc = sum;
+        for i in start..n {
+            acc += row[i] * w[i];
+        }
+        if let Some(bias) = op.bias {
+            acc += bias[o + r];
+        }
+        out[o + r] = acc.max(lo).min(hi);
+    }
+}
+
 /// The 16x8 kernels of this build, reference first.
 pub(crate) const I16_KERNELS: &[Kernel<I16Kernel>] = &[
     Kernel {
@@ -233,6 +288,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         isa: Isa::ArmDsp,
         run: arm::fully_connected_i8_dsp,
     },
+    #[cfg(all(target_arch = "arm", loam_arm_neon))]
+    Kernel {
+        name: "neon32",
+        isa: Isa::Neon32,
+        run: arm_neon::fully_connected_i8,
+    },
 ];
 
 /// The float kernels of this build, reference first.
@@ -253,6 +314,12 @@ pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
         name: "neon",
         isa: Isa::Neon,
         run: aarch64::fully_connected_f32_neon,
+    },
+    #[cfg(all(target_arch = "arm", loam_arm_neon))]
+    Kernel {
+        name: "neon32",
+        isa: Isa::Neon32,
+        run: arm_neon::fully_connected_f32,
     },
 ];
 
