@@ -274,6 +274,210 @@ pub(crate) unsafe fn mla_f32x8(acc: &mut Lanes8, x: &[f32; 8], w: &[f32; 8]) {
     }
 }
 
+/// `acc[l] = max(acc[l], x[l])` for sixteen int8 channels, `acc` held in q2 (d4-d5).
+///
+/// # Safety
+/// The CPU must have NEON.
+#[inline(always)]
+pub(crate) unsafe fn max_i8x16(acc: &mut [u64; 2], x: &[i8; 16]) {
+    let [a0, a1] = acc;
+    // SAFETY: NEON is present (caller); the block reads sixteen bytes from `x`.
+    unsafe {
+        asm!(
+            ".fpu neon",
+            "vld1.8 {{d0, d1}}, [{x}]",
+            "vmax.s8 q2, q2, q0",
+            x = in(reg) x.as_ptr(),
+            inout("d4") *a0,
+            inout("d5") *a1,
+            out("d0") _, out("d1") _,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+}
+
+/// The parameters of an int8 Add/Sub/Mul as the lanes of d8-d15, where [`binary_i8_quads`]
+/// keeps them: a vector of one lane is one `vdup.32` away, and the multipliers are used as
+/// `vqrdmulh` scalars.
+#[repr(C, align(8))]
+pub(crate) struct BinaryConsts([i32; 16]);
+
+impl BinaryConsts {
+    /// The lanes for `p`. A multiplier is its left shift, its negated right shift (for
+    /// `vrshl`) and its Q31 value.
+    pub(crate) fn new(p: &crate::ops::binary::BinaryI8Params) -> BinaryConsts {
+        let shifts = |m: crate::fixed_point::QuantizedMultiplier| {
+            [m.shift().max(0), -((-m.shift()).clamp(0, 31))]
+        };
+        let [l1, r1] = shifts(p.input1_multiplier);
+        let [l2, r2] = shifts(p.input2_multiplier);
+        let [lout, rout] = shifts(p.output_multiplier);
+        BinaryConsts([
+            p.input1_zero_point,              // d8[0]
+            p.input2_zero_point,              // d8[1]
+            p.left_shift as i32,              // d9[0]
+            p.output_zero_point,              // d9[1]
+            l1,                               // d10[0]
+            r1,                               // d10[1]
+            l2,                               // d11[0]
+            r2,                               // d11[1]
+            lout,                             // d12[0]
+            rout,                             // d12[1]
+            p.input1_multiplier.multiplier(), // d13[0]
+            p.input2_multiplier.multiplier(), // d13[1]
+            p.output_multiplier.multiplier(), // d14[0]
+            p.activation_min.into(),          // d14[1]
+            p.activation_max.into(),          // d15[0]
+            0,                                // d15[1]
+        ])
+    }
+}
+
+/// One int8 binary row, four elements per iteration: both operands loaded (a stride of 0
+/// repeats a four-byte splat), widened to i32, `$inputs` brings them to the combining scale
+/// in q0 and q1, `$combine` leaves the raw result in q0, and the output requantization
+/// (multiplier, saturating zero point, clamp) narrows it back to four bytes.
+///
+/// `QuantizedMultiplier::apply` on q0 (or q1) is `vshl` by the left shift, `vqrdmulh`
+/// (gemmlowp's `SaturatingRoundingDoublingHighMul` exactly), then the rounding right shift
+/// `vrshl` after subtracting one from negative values (the fixup that makes ties round away
+/// from zero, as the scalar does). So every lane equals the reference bit for bit.
+macro_rules! binary_i8_loop {
+    (inputs: [$($inputs:literal),*], combine: $combine:literal, $($operands:tt)*) => {
+        asm!(
+            ".fpu neon",
+            "vld1.32 {{d8, d9, d10, d11}}, [{consts}]!",
+            "vld1.32 {{d12, d13, d14, d15}}, [{consts}]",
+            "2:",
+            "vld1.32 {{d0[0]}}, [{a}], {a_stride}",
+            "vld1.32 {{d2[0]}}, [{b}], {b_stride}",
+            "vmovl.s8 q0, d0",
+            "vmovl.s8 q1, d2",
+            "vmovl.s16 q0, d0",
+            "vmovl.s16 q1, d2",
+            "vdup.32 q2, d8[0]",
+            "vsub.i32 q0, q0, q2",
+            "vdup.32 q2, d8[1]",
+            "vsub.i32 q1, q1, q2",
+            $($inputs,)*
+            $combine,
+            // The output multiplier.
+            "vdup.32 q2, d12[0]",
+            "vshl.s32 q0, q0, q2",
+            "vqrdmulh.s32 q0, q0, d14[0]",
+            "vdup.32 q2, d12[1]",
+            "vand q3, q0, q2",
+            "vshr.s32 q3, q3, #31",
+            "vqadd.s32 q0, q0, q3",
+            "vrshl.s32 q0, q0, q2",
+            "vdup.32 q2, d9[1]",
+            "vqadd.s32 q0, q0, q2",
+            "vdup.32 q2, d14[1]",
+            "vmax.s32 q0, q0, q2",
+            "vdup.32 q2, d15[0]",
+            "vmin.s32 q0, q0, q2",
+            // In int8 range after the clamp, so both narrowings are exact.
+            "vmovn.i32 d0, q0",
+            "vmovn.i16 d0, q0",
+            "vst1.32 {{d0[0]}}, [{out}]!",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            $($operands)*
+            out("d0") _, out("d1") _, out("d2") _, out("d3") _,
+            out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+            out("d8") _, out("d9") _, out("d10") _, out("d11") _,
+            out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+            options(nostack),
+        )
+    };
+}
+
+/// What an int8 binary row computes, for [`binary_i8_quads`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BinaryKind {
+    /// Both inputs rescaled, then added.
+    Add,
+    /// Both inputs rescaled, then subtracted.
+    Sub,
+    /// The centered inputs multiplied.
+    Mul,
+}
+
+/// Computes `quads` groups of four int8 outputs at `out`, reading four bytes of each operand
+/// per group and advancing it by its stride (4, or 0 for a repeated four-byte splat).
+///
+/// # Safety
+/// The CPU must have NEON; `a` and `b` must be readable for `4 + stride * (quads - 1)` bytes
+/// and `out` writable for `4 * quads`. An operand may be `out` itself (an in-place op): each
+/// group is read before it is written.
+pub(crate) unsafe fn binary_i8_quads(
+    consts: &BinaryConsts,
+    kind: BinaryKind,
+    (a, a_stride): (*const i8, usize),
+    (b, b_stride): (*const i8, usize),
+    out: *mut i8,
+    quads: usize,
+) {
+    if quads == 0 {
+        return;
+    }
+    // Rescaling of Add and Sub: the left shift of both inputs, then each one's multiplier.
+    macro_rules! rescaled {
+        ($combine:literal) => {
+            binary_i8_loop!(
+                inputs: [
+                    "vdup.32 q2, d9[0]",
+                    "vshl.s32 q0, q0, q2",
+                    "vshl.s32 q1, q1, q2",
+                    "vdup.32 q2, d10[0]",
+                    "vshl.s32 q0, q0, q2",
+                    "vqrdmulh.s32 q0, q0, d13[0]",
+                    "vdup.32 q2, d10[1]",
+                    "vand q3, q0, q2",
+                    "vshr.s32 q3, q3, #31",
+                    "vqadd.s32 q0, q0, q3",
+                    "vrshl.s32 q0, q0, q2",
+                    "vdup.32 q2, d11[0]",
+                    "vshl.s32 q1, q1, q2",
+                    "vqrdmulh.s32 q1, q1, d13[1]",
+                    "vdup.32 q2, d11[1]",
+                    "vand q3, q1, q2",
+                    "vshr.s32 q3, q3, #31",
+                    "vqadd.s32 q1, q1, q3",
+                    "vrshl.s32 q1, q1, q2"
+                ],
+                combine: $combine,
+                consts = inout(reg) consts.0.as_ptr() => _,
+                a = inout(reg) a => _,
+                b = inout(reg) b => _,
+                a_stride = in(reg) a_stride,
+                b_stride = in(reg) b_stride,
+                out = inout(reg) out => _,
+                n = inout(reg) quads => _,
+            )
+        };
+    }
+    // SAFETY: NEON is present and the pointers cover what the loop reads and writes
+    // (caller); the constants are the 64 bytes of `consts`.
+    unsafe {
+        match kind {
+            BinaryKind::Add => rescaled!("vadd.i32 q0, q0, q1"),
+            BinaryKind::Sub => rescaled!("vsub.i32 q0, q0, q1"),
+            BinaryKind::Mul => binary_i8_loop!(
+                inputs: [],
+                combine: "vmul.i32 q0, q0, q1",
+                consts = inout(reg) consts.0.as_ptr() => _,
+                a = inout(reg) a => _,
+                b = inout(reg) b => _,
+                a_stride = in(reg) a_stride,
+                b_stride = in(reg) b_stride,
+                out = inout(reg) out => _,
+                n = inout(reg) quads => _,
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::vec::Vec;
@@ -324,7 +528,8 @@ mod tests {
             prop_assert_eq!(unsafe { dot_f32_rows4(&xf, rows_f) }, want_f);
         }
 
-        /// The depthwise tap kernels against plain per-lane sums over several taps.
+        /// The window kernels (depthwise taps, pooling maxima) against plain per-lane sums and
+        /// maxima over several taps.
         #[test]
         fn tap_kernels_match_plain_sums(
             taps in proptest::collection::vec((any::<[i8; 8]>(), any::<[i8; 8]>()), 1..12),
@@ -349,6 +554,18 @@ mod tests {
             }
             prop_assert_eq!(acc.i32s(), want);
             prop_assert_eq!(acc_f.f32s(), want_f);
+            let mut max = [u64::from_le_bytes([0x80; 8]); 2];
+            let mut want_max = [i8::MIN; 16];
+            for pair in taps.chunks_exact(2) {
+                let x: [i8; 16] = core::array::from_fn(|l| pair[l / 8].0[l % 8]);
+                // SAFETY: as above.
+                unsafe { max_i8x16(&mut max, &x) };
+                for l in 0..16 {
+                    want_max[l] = want_max[l].max(x[l]);
+                }
+            }
+            let got: [i8; 16] = core::array::from_fn(|l| (max[l / 8] >> (8 * (l % 8))) as u8 as i8);
+            prop_assert_eq!(got, want_max);
         }
     }
 }

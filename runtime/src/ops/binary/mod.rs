@@ -15,6 +15,8 @@
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+#[cfg(all(target_arch = "arm", loam_arm_neon))]
+mod arm_neon;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -314,9 +316,9 @@ impl BinaryShape {
 
 /// The output of a binary op as `count` rows of `len` elements; see [`BinaryShape::rows`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-// Only the x86 and aarch64 fast paths walk rows; other ISAs use the reference.
+// Only the x86, aarch64 and 32-bit NEON fast paths walk rows; other ISAs use the reference.
 #[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    not(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon)),
     allow(dead_code)
 )]
 pub(crate) struct Rows {
@@ -334,7 +336,7 @@ pub(crate) struct Rows {
 }
 
 #[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    not(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon)),
     allow(dead_code)
 )]
 impl Rows {
@@ -351,9 +353,9 @@ impl Rows {
 }
 
 /// Iterator over a [`Rows`]' starting offsets.
-// Only the x86 and aarch64 fast paths walk rows; other ISAs use the reference.
+// Only the x86, aarch64 and 32-bit NEON fast paths walk rows; other ISAs use the reference.
 #[cfg_attr(
-    not(any(target_arch = "x86_64", target_arch = "aarch64")),
+    not(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon)),
     allow(dead_code)
 )]
 pub(crate) struct RowIter {
@@ -391,7 +393,7 @@ impl Iterator for RowIter {
 
 /// Where a row reads an operand from.
 #[derive(Clone, Copy)]
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
 enum Arg<'a, T> {
     /// A run of the row's length that advances with the output.
     Slice(&'a [T]),
@@ -401,7 +403,7 @@ enum Arg<'a, T> {
     Out,
 }
 
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
 impl<'a, T: Copy> Arg<'a, T> {
     fn new(src: Source<'a, T>, offset: usize, advances: bool, len: usize) -> Arg<'a, T> {
         match src {
@@ -605,6 +607,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         name: "neon",
         isa: Isa::Neon,
         run: aarch64::binary_i8,
+    },
+    #[cfg(all(target_arch = "arm", loam_arm_neon))]
+    Kernel {
+        name: "neon32",
+        isa: Isa::Neon32,
+        run: arm_neon::binary_i8,
     },
 ];
 

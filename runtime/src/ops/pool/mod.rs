@@ -45,6 +45,8 @@ macro_rules! for_each_pixel {
 mod aarch64;
 #[cfg(all(target_arch = "arm", loam_arm_dsp))]
 mod arm;
+#[cfg(all(target_arch = "arm", loam_arm_neon))]
+mod arm_neon;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -339,6 +341,12 @@ pub(crate) const MAX_I8_KERNELS: &[Kernel<PoolI8Kernel>] = &[
         isa: Isa::ArmDsp,
         run: arm::max_pool2d_i8_dsp,
     },
+    #[cfg(all(target_arch = "arm", loam_arm_neon))]
+    Kernel {
+        name: "neon32",
+        isa: Isa::Neon32,
+        run: arm_neon::max_pool2d_i8,
+    },
 ];
 
 /// Float max pooling kernels, reference first.
@@ -381,6 +389,12 @@ pub(crate) const AVERAGE_I8_KERNELS: &[Kernel<PoolI8Kernel>] = &[
         isa: Isa::Neon,
         run: aarch64::average_pool2d_i8,
     },
+    #[cfg(all(target_arch = "arm", loam_arm_neon))]
+    Kernel {
+        name: "neon32",
+        isa: Isa::Neon32,
+        run: arm_neon::average_pool2d_i8,
+    },
 ];
 
 /// Float average pooling kernels, reference first.
@@ -422,6 +436,12 @@ pub(crate) const GLOBAL_I8_KERNELS: &[Kernel<GlobalI8Kernel>] = &[
         name: "neon",
         isa: Isa::Neon,
         run: aarch64::global_average_pool_i8,
+    },
+    #[cfg(all(target_arch = "arm", loam_arm_neon))]
+    Kernel {
+        name: "neon32",
+        isa: Isa::Neon32,
+        run: arm_neon::global_average_pool_i8,
     },
 ];
 
