@@ -10,6 +10,7 @@ use loam::ops::RequantizeParams;
 use loam::ops::conv2d::{self, Conv2dF32, Conv2dI8, Conv2dI16, ConvGeometry, output_size};
 use loam::ops::depthwise_conv2d::{self, DepthwiseConv2dI8};
 use loam::ops::fully_connected::{self, FullyConnectedI8, FullyConnectedI16, FullyConnectedShape};
+use loam::ops::softmax::{self, SoftmaxI8, SoftmaxQuant, SoftmaxShape};
 
 fn pattern(len: usize, seed: usize) -> Vec<i8> {
     (0..len)
@@ -288,12 +289,48 @@ fn depthwise(c: &mut Criterion) {
     group.finish();
 }
 
+/// int8 softmax: every kernel side by side; criterion's "elements" here are output values.
+fn softmax_int8(c: &mut Criterion) {
+    let mut group = c.benchmark_group("softmax_i8");
+    // A classifier's logits (one short row, wide spread), keyword-spotting-sized rows, a
+    // vocabulary-sized row, and attention-like rows.
+    let cases = [
+        ("1x10", 1, 10, false),
+        ("49x12-log", 49, 12, true),
+        ("1x1000", 1, 1000, false),
+        ("64x64", 64, 64, false),
+    ];
+    for (name, rows, depth, log) in cases {
+        let input = pattern(rows * depth, 7);
+        let params = if log {
+            SoftmaxQuant::log_softmax(1.0, 0.1).unwrap()
+        } else {
+            SoftmaxQuant::softmax(1.0, 0.1).unwrap()
+        };
+        let op = SoftmaxI8 {
+            shape: SoftmaxShape { rows, depth },
+            log,
+            params,
+            input: &input,
+        };
+        let mut output = vec![0i8; input.len()];
+        group.throughput(Throughput::Elements((rows * depth) as u64));
+        for (kernel, run) in softmax::i8_kernels() {
+            group.bench_function(BenchmarkId::new(kernel, name), |b| {
+                b.iter(|| run(black_box(&op), black_box(&mut output)))
+            });
+        }
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     fully_connected,
     fully_connected_16x8,
     convolution_16x8,
     convolution,
-    depthwise
+    depthwise,
+    softmax_int8
 );
 criterion_main!(benches);

@@ -282,6 +282,7 @@ pub fn kernel_name(kind: OpKind, dtype: crate::tensor::DType) -> &'static str {
         (OpKind::GlobalAveragePool, DType::I8) => best_name(pool::GLOBAL_I8_KERNELS),
         (OpKind::GlobalAveragePool, DType::F32) => best_name(pool::GLOBAL_F32_KERNELS),
         (OpKind::Softmax | OpKind::LogSoftmax, DType::F32) => best_name(softmax::F32_KERNELS),
+        (OpKind::Softmax | OpKind::LogSoftmax, DType::I8) => best_name(softmax::I8_KERNELS),
         (OpKind::Quantize, DType::I8) => best_name(quantize::QUANTIZE_I8_KERNELS),
         (OpKind::Quantize, DType::I16) => best_name(quantize::QUANTIZE_I16_KERNELS),
         (OpKind::Dequantize, DType::I8) => best_name(quantize::DEQUANTIZE_I8_KERNELS),

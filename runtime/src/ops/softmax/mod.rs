@@ -16,6 +16,7 @@
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
 pub(crate) mod gemmlowp;
+mod lookup;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -273,16 +274,46 @@ pub fn softmax_f32(op: &SoftmaxF32<'_>, output: &mut [f32]) -> Result<(), Error>
     Ok(())
 }
 
-/// Runs int8 softmax or log-softmax (TFLite's reference arithmetic) after validating the
-/// operands.
+/// Runs int8 softmax or log-softmax (TFLite's reference arithmetic) with the fastest kernel
+/// this build has, after validating the operands. Every kernel gives exactly the bytes of
+/// [`reference::softmax_i8`] or [`reference::log_softmax_i8`].
 pub fn softmax_i8(op: &SoftmaxI8<'_>, output: &mut [i8]) -> Result<(), Error> {
     op.validate(output)?;
+    (best(I8_KERNELS))(op, output);
+    Ok(())
+}
+
+/// An int8 softmax kernel (softmax or log-softmax, as the operands say).
+#[doc(hidden)]
+pub type I8Kernel = fn(&SoftmaxI8<'_>, &mut [i8]);
+
+/// The reference kernels as one [`I8Kernel`].
+fn reference_i8(op: &SoftmaxI8<'_>, output: &mut [i8]) {
     if op.log {
         reference::log_softmax_i8(op, output);
     } else {
         reference::softmax_i8(op, output);
     }
-    Ok(())
+}
+
+/// The int8 kernels of this build, reference first.
+pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
+    Kernel {
+        name: "reference",
+        isa: Isa::Portable,
+        run: reference_i8,
+    },
+    Kernel {
+        name: "lookup",
+        isa: Isa::Portable,
+        run: lookup::softmax_i8,
+    },
+];
+
+/// The int8 kernels this CPU can run, by name (reference first), for the benchmarks.
+#[doc(hidden)]
+pub fn i8_kernels() -> impl Iterator<Item = (&'static str, I8Kernel)> {
+    crate::isa::runnable(I8_KERNELS)
 }
 
 /// The output quantization int8 softmax produces: scale 1/256, zero point -128.

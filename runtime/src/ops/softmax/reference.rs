@@ -62,6 +62,24 @@ fn row_max(row: &[i8]) -> i32 {
     i32::from(row.iter().copied().max().unwrap_or(i8::MIN))
 }
 
+/// The exponential int8 softmax takes of a difference from the row maximum (`diff <= 0`,
+/// at least `diff_min`), in Q0.31: gemmlowp's `exp_on_negative_values` of the difference
+/// scaled to Q5.26.
+#[inline]
+pub(super) fn softmax_exp(diff: i32, input: QuantizedMultiplier) -> i32 {
+    exp_on_negative_values(
+        scale_diff(diff, input),
+        SoftmaxQuant::SCALED_DIFF_INTEGER_BITS,
+    )
+}
+
+/// The exponential int8 log-softmax takes (`MultiplyByQuantizedMultiplier` with a
+/// non-negative shift, then the same `exp_on_negative_values`).
+#[inline]
+pub(super) fn log_softmax_exp(diff: i32, input: QuantizedMultiplier) -> i32 {
+    exp_on_negative_values(input.apply(diff), SoftmaxQuant::SCALED_DIFF_INTEGER_BITS)
+}
+
 /// int8 softmax exactly as TFLite's `reference_ops::Softmax` with int8 input and output:
 /// per row, the sum of gemmlowp `exp_on_negative_values` of the scaled differences in Q12.19,
 /// its reciprocal (`GetReciprocal`), and each output
@@ -71,40 +89,48 @@ fn row_max(row: &[i8]) -> i32 {
 /// The operands must have passed [`SoftmaxI8::validate`]; lengths are not rechecked.
 pub fn softmax_i8(op: &SoftmaxI8<'_>, output: &mut [i8]) {
     debug_assert!(op.validate(output).is_ok());
-    let p = &op.params;
-    let Some(input) = p.input() else {
+    let Some(input) = op.params.input() else {
         return;
     };
     let depth = op.shape.depth;
-    let bits = SoftmaxQuant::SCALED_DIFF_INTEGER_BITS;
-    let accumulation = SoftmaxQuant::ACCUMULATION_INTEGER_BITS;
     for (row, out) in op
         .input
         .chunks_exact(depth)
         .zip(output.chunks_exact_mut(depth))
     {
-        let max = row_max(row);
-        let mut sum_of_exps = 0i32;
-        for &x in row {
-            let diff = i32::from(x) - max;
-            if diff >= p.diff_min {
-                let exp = exp_on_negative_values(scale_diff(diff, input), bits);
-                sum_of_exps = sum_of_exps.wrapping_add(rescale(exp, 0, accumulation));
-            }
+        softmax_row(&op.params, row, out, |diff| softmax_exp(diff, input));
+    }
+}
+
+/// One row of [`softmax_i8`], with `exp(diff)` (called only for `diff >= diff_min`) given:
+/// the fast paths differ from the reference only in where that value comes from.
+#[inline]
+pub(super) fn softmax_row(
+    p: &SoftmaxQuant,
+    row: &[i8],
+    out: &mut [i8],
+    mut exp: impl FnMut(i32) -> i32,
+) {
+    let accumulation = SoftmaxQuant::ACCUMULATION_INTEGER_BITS;
+    let max = row_max(row);
+    let mut sum_of_exps = 0i32;
+    for &x in row {
+        let diff = i32::from(x) - max;
+        if diff >= p.diff_min {
+            sum_of_exps = sum_of_exps.wrapping_add(rescale(exp(diff), 0, accumulation));
         }
-        let (shifted_scale, num_bits_over_unit) = get_reciprocal(sum_of_exps, accumulation);
-        // `num_bits_over_unit + 31 - 8`; a real sum (at least exp(0) = 1) keeps it in range.
-        let exponent = (num_bits_over_unit + 31 - 8).clamp(0, 31) as u32;
-        for (o, &x) in out.iter_mut().zip(row) {
-            let diff = i32::from(x) - max;
-            *o = if diff >= p.diff_min {
-                let exp = exp_on_negative_values(scale_diff(diff, input), bits);
-                let unsat = rounding_divide_by_pot(mul(shifted_scale, exp), exponent);
-                unsat.wrapping_add(-128).clamp(-128, 127) as i8
-            } else {
-                -128
-            };
-        }
+    }
+    let (shifted_scale, num_bits_over_unit) = get_reciprocal(sum_of_exps, accumulation);
+    // `num_bits_over_unit + 31 - 8`; a real sum (at least exp(0) = 1) keeps it in range.
+    let exponent = (num_bits_over_unit + 31 - 8).clamp(0, 31) as u32;
+    for (o, &x) in out.iter_mut().zip(row) {
+        let diff = i32::from(x) - max;
+        *o = if diff >= p.diff_min {
+            let unsat = rounding_divide_by_pot(mul(shifted_scale, exp(diff)), exponent);
+            unsat.wrapping_add(-128).clamp(-128, 127) as i8
+        } else {
+            -128
+        };
     }
 }
 
@@ -116,51 +142,62 @@ pub fn softmax_i8(op: &SoftmaxI8<'_>, output: &mut [i8]) {
 /// The operands must have passed [`SoftmaxI8::validate`]; lengths are not rechecked.
 pub fn log_softmax_i8(op: &SoftmaxI8<'_>, output: &mut [i8]) {
     debug_assert!(op.validate(output).is_ok());
-    const OUTPUT_ZERO_POINT: i32 = 127;
-    const OUTPUT_INTEGER_BITS: i32 = 4;
-    let p = &op.params;
-    let (Some(input), Some(reverse)) = (p.input(), p.reverse()) else {
+    let Some(input) = op.params.input() else {
         return;
     };
     let depth = op.shape.depth;
-    let bits = SoftmaxQuant::SCALED_DIFF_INTEGER_BITS;
-    let accumulation = SoftmaxQuant::ACCUMULATION_INTEGER_BITS;
     for (row, out) in op
         .input
         .chunks_exact(depth)
         .zip(output.chunks_exact_mut(depth))
     {
-        let max = row_max(row);
-        let mut sum_of_exps = 0i32;
-        for &x in row {
-            let diff = i32::from(x) - max;
-            if diff >= p.diff_min {
-                // `MultiplyByQuantizedMultiplier` with a non-negative shift.
-                let exp = exp_on_negative_values(input.apply(diff), bits);
-                sum_of_exps = sum_of_exps.wrapping_add(rescale(exp, 0, accumulation));
-            }
+        log_softmax_row(&op.params, row, out, |diff| log_softmax_exp(diff, input));
+    }
+}
+
+/// One row of [`log_softmax_i8`], with `exp(diff)` (called only for `diff >= diff_min`)
+/// given, as in [`softmax_row`].
+#[inline]
+pub(super) fn log_softmax_row(
+    p: &SoftmaxQuant,
+    row: &[i8],
+    out: &mut [i8],
+    mut exp: impl FnMut(i32) -> i32,
+) {
+    const OUTPUT_ZERO_POINT: i32 = 127;
+    const OUTPUT_INTEGER_BITS: i32 = 4;
+    let (Some(input), Some(reverse)) = (p.input(), p.reverse()) else {
+        return;
+    };
+    let bits = SoftmaxQuant::SCALED_DIFF_INTEGER_BITS;
+    let accumulation = SoftmaxQuant::ACCUMULATION_INTEGER_BITS;
+    let max = row_max(row);
+    let mut sum_of_exps = 0i32;
+    for &x in row {
+        let diff = i32::from(x) - max;
+        if diff >= p.diff_min {
+            sum_of_exps = sum_of_exps.wrapping_add(rescale(exp(diff), 0, accumulation));
         }
-        let log_sum_of_exps =
-            log_x_for_x_greater_than_or_equal_to_1(sum_of_exps, bits, accumulation);
-        // The smallest Q5.26 value plus the log of the sum, scaled back to input steps.
-        let shifted_log_sum_of_exps = log_sum_of_exps.wrapping_add(i32::MIN);
-        let adjusted_diff_min = p
-            .diff_min
-            .wrapping_sub(1)
-            .max(reverse.apply(shifted_log_sum_of_exps));
-        for (o, &x) in out.iter_mut().zip(row) {
-            let diff = i32::from(x) - max;
-            // `>` here where the sum used `>=`, as TFLite has it.
-            *o = if diff > adjusted_diff_min {
-                let diff_q5 = input.apply(diff);
-                let shifted = rounding_divide_by_pot(
-                    diff_q5.wrapping_sub(log_sum_of_exps),
-                    (31 - bits - OUTPUT_INTEGER_BITS) as u32,
-                );
-                shifted.wrapping_add(OUTPUT_ZERO_POINT).clamp(-128, 127) as i8
-            } else {
-                -128
-            };
-        }
+    }
+    let log_sum_of_exps = log_x_for_x_greater_than_or_equal_to_1(sum_of_exps, bits, accumulation);
+    // The smallest Q5.26 value plus the log of the sum, scaled back to input steps.
+    let shifted_log_sum_of_exps = log_sum_of_exps.wrapping_add(i32::MIN);
+    let adjusted_diff_min = p
+        .diff_min
+        .wrapping_sub(1)
+        .max(reverse.apply(shifted_log_sum_of_exps));
+    for (o, &x) in out.iter_mut().zip(row) {
+        let diff = i32::from(x) - max;
+        // `>` here where the sum used `>=`, as TFLite has it.
+        *o = if diff > adjusted_diff_min {
+            let diff_q5 = input.apply(diff);
+            let shifted = rounding_divide_by_pot(
+                diff_q5.wrapping_sub(log_sum_of_exps),
+                (31 - bits - OUTPUT_INTEGER_BITS) as u32,
+            );
+            shifted.wrapping_add(OUTPUT_ZERO_POINT).clamp(-128, 127) as i8
+        } else {
+            -128
+        };
     }
 }

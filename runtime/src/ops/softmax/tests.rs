@@ -1,7 +1,7 @@
 use super::*;
 use crate::error::{LoadError, Slot};
 use crate::format::writer::{BuildError, ModelBuilder, QuantSpec};
-use crate::ops::testing::{compare_kernels, f32s, i8s, run_model};
+use crate::ops::testing::{compare_kernels, exact, f32s, i8s, run_model};
 use crate::quant::QuantParams;
 use proptest::prelude::*;
 use std::string::String;
@@ -129,6 +129,41 @@ proptest! {
             }
         }
         let _ = x;
+    }
+
+    /// Every int8 kernel gives the reference's bytes, for softmax and log-softmax, on rows
+    /// narrow and wide in spread (the lookup kernel tables the first, computes the second
+    /// directly) and long enough to carry its table over.
+    #[test]
+    fn every_i8_kernel_matches_the_reference(
+        rows in 1usize..6,
+        depth in prop_oneof![1usize..12, 12usize..300],
+        spread in prop_oneof![0i32..8, 8i32..64, 64i32..=255],
+        base in any::<i8>(),
+        scale in prop_oneof![0.001f32..0.05, 0.05f32..0.5],
+        beta in prop_oneof![Just(1.0f32), 0.2f32..3.0],
+        log in any::<bool>(),
+        seed in i8s(1800),
+    ) {
+        let input: Vec<i8> = seed
+            .iter()
+            .cycle()
+            .take(rows * depth)
+            .map(|&v| (i32::from(base) + (i32::from(v) + 128) * spread / 255).clamp(-128, 127) as i8)
+            .collect();
+        let params = if log {
+            SoftmaxQuant::log_softmax(beta, scale).unwrap()
+        } else {
+            SoftmaxQuant::softmax(beta, scale).unwrap()
+        };
+        let op = SoftmaxI8 { shape: SoftmaxShape { rows, depth }, log, params, input: &input };
+        let run = |k: I8Kernel| {
+            let mut out = vec![0i8; input.len()];
+            k(&op, &mut out);
+            out
+        };
+        let compared = compare_kernels(I8_KERNELS, run, exact)?;
+        prop_assert_eq!(compared, fast_paths(I8_KERNELS));
     }
 
     /// int8 softmax is within one output step of the real softmax of the dequantized input,
