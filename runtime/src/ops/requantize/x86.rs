@@ -5,8 +5,8 @@
 //! signs). `vpmuldq` forms the exact 64-bit products of the even lanes (and, after a shift, of
 //! the odd ones); a logical 64-bit shift by 31 leaves bits 31..62 of `ab + 2^30` in the low
 //! dword, which are the arithmetic shift's low 32 bits. `RoundingDivideByPOT` is the masked
-//! remainder test with per-lane variable shifts, and the zero point is added with explicit
-//! overflow saturation, exactly like the scalar `saturating_add`.
+//! remainder test with per-lane variable shifts. The zero point's saturating add and the
+//! clamp are one clamp against shifted bounds, then a plain add (see [`requantize8`]).
 
 // Before Rust 1.87 the SIMD intrinsics are `unsafe fn`s even inside `#[target_feature]`
 // functions; the crate supports 1.85, so the bodies below are `unsafe` blocks, which newer
@@ -17,7 +17,10 @@ use core::arch::x86_64::*;
 
 use crate::ops::RequantizeParams;
 
-/// `SaturatingRoundingDoublingHighMul` on eight lanes.
+/// `SaturatingRoundingDoublingHighMul(a, b)` on eight lanes for a non-negative `b`, such as
+/// every [`QuantizedMultiplier`](crate::fixed_point::QuantizedMultiplier)'s mantissa: then
+/// `i32::MIN * i32::MIN`, the one input the plain formula gets wrong, cannot occur, and its
+/// check is left out.
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn doubling_high_mul(a: __m256i, b: __m256i) -> __m256i {
@@ -27,10 +30,7 @@ pub(crate) unsafe fn doubling_high_mul(a: __m256i, b: __m256i) -> __m256i {
         let even = _mm256_srli_epi64::<31>(_mm256_add_epi64(_mm256_mul_epi32(a, b), nudge));
         let odd = _mm256_mul_epi32(_mm256_srli_epi64::<32>(a), _mm256_srli_epi64::<32>(b));
         let odd = _mm256_srli_epi64::<31>(_mm256_add_epi64(odd, nudge));
-        let r = _mm256_blend_epi32::<0b1010_1010>(even, _mm256_slli_epi64::<32>(odd));
-        let min = _mm256_set1_epi32(i32::MIN);
-        let both_min = _mm256_and_si256(_mm256_cmpeq_epi32(a, min), _mm256_cmpeq_epi32(b, min));
-        _mm256_blendv_epi8(r, _mm256_set1_epi32(i32::MAX), both_min)
+        _mm256_blend_epi32::<0b1010_1010>(even, _mm256_slli_epi64::<32>(odd))
     }
 }
 
@@ -90,17 +90,16 @@ pub(crate) unsafe fn requantize8(params: &RequantizeParams<'_>, acc: __m256i, c:
         let right = _mm256_max_epi32(_mm256_sub_epi32(zero, shift), zero);
         let x = doubling_high_mul(_mm256_sllv_epi32(acc, left), m);
         let x = rounding_divide_by_pot(x, right);
-        let zp = _mm256_set1_epi32(params.output_zero_point);
-        let sum = _mm256_add_epi32(x, zp);
-        let overflow = _mm256_and_si256(_mm256_xor_si256(x, sum), _mm256_xor_si256(zp, sum));
-        let saturated = _mm256_set1_epi32(if params.output_zero_point >= 0 {
-            i32::MAX
-        } else {
-            i32::MIN
-        });
-        let sum = _mm256_blendv_epi8(sum, saturated, _mm256_srai_epi32::<31>(overflow));
-        let sum = _mm256_max_epi32(sum, _mm256_set1_epi32(i32::from(params.activation_min)));
-        let sum = _mm256_min_epi32(sum, _mm256_set1_epi32(i32::from(params.activation_max)));
+        // `clamp(x.saturating_add(zp), lo, hi)` is `clamp(x, lo - zp, hi - zp) + zp`: where the
+        // add would saturate, both sides give the nearer bound, and with every term in int8
+        // range nothing here can overflow.
+        let zp = params.output_zero_point;
+        let lo = _mm256_set1_epi32(i32::from(params.activation_min) - zp);
+        let hi = _mm256_set1_epi32(i32::from(params.activation_max) - zp);
+        let sum = _mm256_add_epi32(
+            _mm256_min_epi32(_mm256_max_epi32(x, lo), hi),
+            _mm256_set1_epi32(zp),
+        );
         let words = _mm256_packs_epi32(sum, zero);
         let bytes = _mm256_packs_epi16(words, zero);
         let lo = _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes)) as u32;
