@@ -8,7 +8,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use loam::fixed_point::QuantizedMultiplier;
 use loam::ops::RequantizeParams;
 use loam::ops::conv2d::{self, Conv2dF32, Conv2dI8, Conv2dI16, ConvGeometry, output_size};
-use loam::ops::depthwise_conv2d::{self, DepthwiseConv2dI8};
+use loam::ops::depthwise_conv2d::{self, DepthwiseConv2dI8, DepthwiseConv2dI16};
 use loam::ops::fully_connected::{self, FullyConnectedI8, FullyConnectedI16, FullyConnectedShape};
 use loam::ops::softmax::{self, SoftmaxI8, SoftmaxQuant, SoftmaxShape};
 
@@ -289,6 +289,47 @@ fn depthwise(c: &mut Criterion) {
     group.finish();
 }
 
+/// 16x8 depthwise convolutions: each kernel this CPU runs, on DS-CNN's and MobileNet's
+/// depthwise shapes.
+fn depthwise_16x8(c: &mut Criterion) {
+    let mut group = c.benchmark_group("depthwise_conv2d_i16");
+    let cases = [
+        ("dscnn-3x3x64", geometry((25, 5), 64, 64, (3, 3), 1, 64)),
+        (
+            "mobilenet-3x3x32-s2",
+            geometry((48, 48), 32, 32, (3, 3), 2, 32),
+        ),
+    ];
+    for (name, g) in cases {
+        let input: Vec<i16> = (0..g.input_len().unwrap())
+            .map(|i| ((i * 7919) % 65536) as u16 as i16)
+            .collect();
+        let filter = pattern(g.kernel_height * g.kernel_width * g.out_channels, 6);
+        let m: Vec<QuantizedMultiplier> = (0..g.out_channels)
+            .map(|o| QuantizedMultiplier::from_real(1e-5 + o as f64 * 1e-8).unwrap())
+            .collect();
+        let op = DepthwiseConv2dI16 {
+            geometry: g,
+            params: loam::ops::Requantize16Params {
+                multipliers: &m,
+                activation_min: i16::MIN,
+                activation_max: i16::MAX,
+            },
+            input: &input,
+            filter: &filter,
+            bias: None,
+        };
+        let mut output = vec![0i16; g.output_len().unwrap()];
+        group.throughput(Throughput::Elements(g.macs() as u64));
+        for (kernel, run) in depthwise_conv2d::i16_kernels() {
+            group.bench_function(BenchmarkId::new(kernel, name), |b| {
+                b.iter(|| run(black_box(&op), black_box(&mut output)))
+            });
+        }
+    }
+    group.finish();
+}
+
 /// int8 softmax: every kernel side by side; criterion's "elements" here are output values.
 fn softmax_int8(c: &mut Criterion) {
     let mut group = c.benchmark_group("softmax_i8");
@@ -331,6 +372,7 @@ criterion_group!(
     convolution_16x8,
     convolution,
     depthwise,
+    depthwise_16x8,
     softmax_int8
 );
 criterion_main!(benches);

@@ -246,6 +246,35 @@ pub(crate) unsafe fn mla_i8x8(acc: &mut Lanes8, x: &[i8; 8], w: &[i8; 8], zero_p
     }
 }
 
+/// `acc[l] += x[l] * w[l]` for eight channels of int16 activations and int8 weights (16x8
+/// layers), each product exact in i32.
+///
+/// # Safety
+/// The CPU must have NEON.
+#[inline(always)]
+pub(crate) unsafe fn mla_i16x8(acc: &mut Lanes8, x: &[i16; 8], w: &[i8; 8]) {
+    let [a0, a1, a2, a3] = &mut acc.0;
+    // SAFETY: NEON is present (caller); the block reads eight elements from each array.
+    unsafe {
+        asm!(
+            ".fpu neon",
+            "vld1.16 {{d0, d1}}, [{x}]",
+            "vld1.8 {{d2}}, [{w}]",
+            "vmovl.s8 q1, d2",
+            "vmlal.s16 q2, d0, d2",
+            "vmlal.s16 q3, d1, d3",
+            x = in(reg) x.as_ptr(),
+            w = in(reg) w.as_ptr(),
+            inout("d4") *a0,
+            inout("d5") *a1,
+            inout("d6") *a2,
+            inout("d7") *a3,
+            out("d0") _, out("d1") _, out("d2") _, out("d3") _,
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+}
+
 /// `acc[l] += x[l] * w[l]` in f32 for eight channels.
 ///
 /// # Safety
@@ -554,6 +583,17 @@ mod tests {
             }
             prop_assert_eq!(acc.i32s(), want);
             prop_assert_eq!(acc_f.f32s(), want_f);
+            let mut acc16 = Lanes8::default();
+            let mut want16 = [0i32; 8];
+            for (x, w) in &taps {
+                let wide = x.map(|v| i16::from(v) * 255);
+                // SAFETY: as above.
+                unsafe { mla_i16x8(&mut acc16, &wide, w) };
+                for l in 0..8 {
+                    want16[l] += i32::from(wide[l]) * i32::from(w[l]);
+                }
+            }
+            prop_assert_eq!(acc16.i32s(), want16);
             let mut max = [u64::from_le_bytes([0x80; 8]); 2];
             let mut want_max = [i8::MIN; 16];
             for pair in taps.chunks_exact(2) {

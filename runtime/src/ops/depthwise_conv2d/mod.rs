@@ -42,12 +42,11 @@ pub struct DepthwiseConv2dAttributes {
     pub activation: FusedActivation,
 }
 
-/// Checks a depthwise geometry: groups equal the input channels and the output channels are
-/// a multiple of them.
-/// Calls `visit(pixel, b, oy, ox)` for every output pixel in order (`pixel` counts them), and
-/// within it `tap(input_pixel, tap)` through the [`Window`] it is given: the walk every
-/// channel-vectorized kernel shares.
-#[cfg(loam_arm_neon)]
+/// Calls `visit(pixel, window)` for every output pixel in order (`pixel` counts them); the
+/// [`Window`] walks that pixel's taps. The walk the channel-vectorized kernels share; always
+/// inlined, so that their per-tap code is compiled with their target features.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
+#[inline(always)]
 pub(crate) fn for_each_window(g: &ConvGeometry, mut visit: impl FnMut(usize, Window<'_>)) {
     let mut pixel = 0;
     for b in 0..g.batch {
@@ -61,7 +60,7 @@ pub(crate) fn for_each_window(g: &ConvGeometry, mut visit: impl FnMut(usize, Win
 }
 
 /// One output pixel's receptive field.
-#[cfg(loam_arm_neon)]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
 #[derive(Clone, Copy)]
 pub(crate) struct Window<'g> {
     g: &'g ConvGeometry,
@@ -70,8 +69,26 @@ pub(crate) struct Window<'g> {
     ox: usize,
 }
 
-#[cfg(loam_arm_neon)]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
 impl Window<'_> {
+    /// The taps inside the image as (input, filter) offsets of their channel 0 in NHWC
+    /// tensors of `channels` channels, written into `buf`, so a kernel walks the window once
+    /// per pixel rather than once per group of channels. The window must have at most
+    /// [`MAX_STACK_TAPS`] taps.
+    #[inline(always)]
+    pub(crate) fn offsets(
+        self,
+        channels: usize,
+        buf: &mut [(usize, usize); MAX_STACK_TAPS],
+    ) -> &[(usize, usize)] {
+        let mut n = 0;
+        self.taps(|x, tap| {
+            buf[n] = (x * channels, tap * channels);
+            n += 1;
+        });
+        &buf[..n]
+    }
+
     /// Calls `tap(input_pixel, tap)` for every tap inside the image (the padding
     /// contributes nothing): `input_pixel` indexes the input's pixels, `tap` the filter's.
     #[inline(always)]
@@ -94,6 +111,69 @@ impl Window<'_> {
     }
 }
 
+/// The `N` elements of `s` from `at`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
+#[inline(always)]
+pub(crate) fn lanes<T, const N: usize>(s: &[T], at: usize) -> &[T; N] {
+    s[at..at + N].try_into().expect("a slice of N")
+}
+
+/// Most taps whose offsets the fast paths keep on the stack for a pixel (an 8x8 window);
+/// larger windows use the reference. It also keeps the 16x8 fast paths' i32 lanes exact:
+/// each product is at most 2^22 in magnitude (|x| <= 2^15, |w| <= 2^7), so even 511 taps
+/// would stay inside an i32 and equal the reference's i64 sum.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
+pub(crate) const MAX_STACK_TAPS: usize = 64;
+
+/// The 16x8 fast paths' shared loop (multiplier 1, at most [`MAX_STACK_TAPS`] taps, else
+/// the reference): eight channels per step, an accumulator `A` started at `zero` and advanced
+/// tap by tap with `mac(acc, x, w)`, its `lanes` widened to i64 for the bias and TFLite's
+/// 64-bit requantization; the last `channels % 8` channels one at a time. Inlined into each
+/// fast path, so `mac` is compiled with that path's target features.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
+#[inline(always)]
+pub(crate) fn depthwise_i16_by_eights<A: Copy>(
+    op: &DepthwiseConv2dI16<'_>,
+    output: &mut [i16],
+    zero: A,
+    mac: impl Fn(A, &[i16; 8], &[i8; 8]) -> A,
+    to_lanes: impl Fn(A) -> [i32; 8],
+) {
+    let g = &op.geometry;
+    if g.out_channels != g.in_channels || g.kernel_height * g.kernel_width > MAX_STACK_TAPS {
+        return reference::depthwise_conv2d_i16(op, output);
+    }
+    let c = g.in_channels;
+    let store = |output: &mut [i16], at: usize, o: usize, acc: i64| {
+        let acc = acc.wrapping_add(op.bias.map_or(0, |bias| i64::from(bias[o])));
+        output[at + o] = op.params.output(acc, o);
+    };
+    let mut offsets = [(0usize, 0usize); MAX_STACK_TAPS];
+    for_each_window(g, |pixel, window| {
+        let taps = window.offsets(c, &mut offsets);
+        let base = pixel * c;
+        let mut c0 = 0;
+        while c0 + 8 <= c {
+            let mut acc = zero;
+            for &(x, w) in taps {
+                acc = mac(acc, lanes(op.input, x + c0), lanes(op.filter, w + c0));
+            }
+            for (l, sum) in to_lanes(acc).into_iter().enumerate() {
+                store(output, base, c0 + l, i64::from(sum));
+            }
+            c0 += 8;
+        }
+        for o in c0..c {
+            let acc = taps.iter().fold(0i64, |acc, &(x, w)| {
+                acc + i64::from(op.input[x + o]) * i64::from(op.filter[w + o])
+            });
+            store(output, base, o, acc);
+        }
+    });
+}
+
+/// Checks a depthwise geometry: groups equal the input channels and the output channels are
+/// a multiple of them.
 fn validate_geometry(g: &ConvGeometry) -> Result<(), Error> {
     g.validate()?;
     if g.groups != g.in_channels {
@@ -170,14 +250,43 @@ impl DepthwiseConv2dI16<'_> {
     }
 }
 
-type I16Kernel = fn(&DepthwiseConv2dI16<'_>, &mut [i16]);
+/// A 16x8 depthwise kernel.
+#[doc(hidden)]
+pub type I16Kernel = fn(&DepthwiseConv2dI16<'_>, &mut [i16]);
 
-/// The 16x8 kernels of this build: the reference only, so far.
-pub(crate) const I16_KERNELS: &[Kernel<I16Kernel>] = &[Kernel {
-    name: "reference",
-    isa: Isa::Portable,
-    run: reference::depthwise_conv2d_i16,
-}];
+/// The 16x8 kernels this CPU can run, by name (reference first), for benchmarks that set
+/// kernels side by side. Each expects a validated operation.
+#[doc(hidden)]
+pub fn i16_kernels() -> impl Iterator<Item = (&'static str, I16Kernel)> {
+    crate::isa::runnable(I16_KERNELS)
+}
+
+/// The 16x8 kernels of this build, reference first.
+pub(crate) const I16_KERNELS: &[Kernel<I16Kernel>] = &[
+    Kernel {
+        name: "reference",
+        isa: Isa::Portable,
+        run: reference::depthwise_conv2d_i16,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx2",
+        isa: Isa::Avx2,
+        run: x86::depthwise_conv2d_i16,
+    },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::depthwise_conv2d_i16,
+    },
+    #[cfg(all(target_arch = "arm", loam_arm_neon))]
+    Kernel {
+        name: "neon32",
+        isa: Isa::Neon32,
+        run: arm_neon::depthwise_conv2d_i16,
+    },
+];
 
 /// Runs a 16x8 depthwise convolution with the fastest kernel this build has, after
 /// validating the operands. Every kernel gives exactly the values of

@@ -294,6 +294,48 @@ fn a_depthwise_model_runs_like_the_kernel() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(96))]
 
+    /// Every 16x8 kernel gives the reference's values, the extremes included (they bound
+    /// the i32 lanes the fast paths sum in).
+    #[test]
+    fn every_i16_kernel_matches_the_reference(
+        (g, reals, (a, b), input, filter, bias) in geometry().prop_flat_map(|g| (
+            Just(g),
+            prop::collection::vec(1e-7f64..1e-3, g.out_channels),
+            (any::<i16>(), any::<i16>()),
+            prop::collection::vec(
+                prop_oneof![any::<i16>(), Just(i16::MIN), Just(i16::MAX)],
+                g.input_len().unwrap(),
+            ),
+            prop::collection::vec(
+                prop_oneof![any::<i8>(), Just(i8::MIN), Just(i8::MAX)],
+                g.kernel_height * g.kernel_width * g.out_channels,
+            ),
+            prop::option::of(prop::collection::vec(any::<i32>(), g.out_channels)),
+        ))
+    ) {
+        let multipliers: Vec<QuantizedMultiplier> = reals
+            .into_iter()
+            .map(|r| QuantizedMultiplier::from_real(r).unwrap())
+            .collect();
+        let op = DepthwiseConv2dI16 {
+            geometry: g,
+            params: crate::ops::Requantize16Params {
+                multipliers: &multipliers,
+                activation_min: a.min(b),
+                activation_max: a.max(b),
+            },
+            input: &input,
+            filter: &filter,
+            bias: bias.as_deref(),
+        };
+        let run = |k: I16Kernel| {
+            let mut out = vec![0i16; g.output_len().unwrap()];
+            k(&op, &mut out);
+            out
+        };
+        compare_kernels(I16_KERNELS, run, exact)?;
+    }
+
     /// The 16x8 reference agrees bit for bit with an independent formulation (the window
     /// walked with explicit bounds, summed in i128, requantized by TFLite's 64-bit rule) and
     /// within two steps of exact real arithmetic.
