@@ -507,6 +507,105 @@ pub(crate) unsafe fn binary_i8_quads(
     }
 }
 
+/// `out[i] = exp((x[i] - max) * beta)` for the first `4 * quads` elements: Cephes' `expf`,
+/// the algorithm of the AVX2 and aarch64 paths, with Armv7's unfused multiply-adds. The
+/// argument is clamped to `[ln(2^-126), 88.38]`, `n = round(t log2 e)` by the `1.5 * 2^23`
+/// trick (round to nearest even, as `vrndn` is on aarch64), the remainder `r = t - n ln 2`
+/// (with ln 2 split so `n * LN2_HI` is exact) goes through the degree-5 polynomial, and
+/// `2^n` is built in the exponent bits. A NaN stays NaN. Below the clamp the result is 0
+/// without a mask: the clamped argument gives `n = -126` and a remainder just below zero, so
+/// `2^-126 e^r` is subnormal, which Armv7's Advanced SIMD flushes to zero (a core that kept
+/// it would give 1.2e-38, still inside the ops' tolerance).
+///
+/// # Safety
+/// The CPU must have NEON; `x` and `out` must hold `4 * quads` floats.
+pub(crate) unsafe fn exp_shifted_quads(
+    x: *const f32,
+    out: *mut f32,
+    quads: usize,
+    max: f32,
+    beta: f32,
+) {
+    if quads == 0 {
+        return;
+    }
+    let consts: [f32; 16] = [
+        core::f32::consts::LOG2_E, // d8[0]
+        12_582_912.0,              // d8[1]: 1.5 * 2^23
+        0.693_359_4,               // d9[0]: LN2_HI = 355/512
+        -2.121_944_4e-4,           // d9[1]: LN2_LO
+        -87.336_55,                // d10[0]: MIN_X
+        88.376_26,                 // d10[1]: MAX_X
+        1.987_569_1e-4,            // d11: the polynomial, highest degree first
+        1.398_199_9e-3,
+        8.333_452e-3, // d12
+        4.166_579_6e-2,
+        1.666_666_5e-1, // d13
+        0.5,
+        1.0,  // d14[0]
+        max,  // d14[1]
+        beta, // d15[0]
+        0.0,
+    ];
+    // SAFETY: NEON is present and `x`/`out` hold `4 * quads` floats (caller); the constants
+    // are the 64 bytes of `consts`.
+    unsafe {
+        asm!(
+            ".fpu neon",
+            "vld1.32 {{d8, d9, d10, d11}}, [{consts}]!",
+            "vld1.32 {{d12, d13, d14, d15}}, [{consts}]",
+            "2:",
+            "vld1.32 {{d0, d1}}, [{x}]!",
+            "vdup.32 q1, d14[1]",
+            "vsub.f32 q0, q0, q1",
+            "vmul.f32 q0, q0, d15[0]",
+            "vdup.32 q1, d10[0]",
+            "vmax.f32 q0, q0, q1",
+            "vdup.32 q1, d10[1]",
+            "vmin.f32 q0, q0, q1",
+            "vmul.f32 q1, q0, d8[0]",
+            "vdup.32 q2, d8[1]",
+            "vadd.f32 q1, q1, q2",
+            "vsub.f32 q1, q1, q2",
+            "vmls.f32 q0, q1, d9[0]",
+            "vmls.f32 q0, q1, d9[1]",
+            "vcvt.s32.f32 q2, q1",
+            "vmov.i32 q1, #127",
+            "vadd.i32 q2, q2, q1",
+            "vshl.i32 q2, q2, #23",
+            "vdup.32 q1, d11[0]",
+            "vdup.32 q3, d11[1]",
+            "vmla.f32 q3, q1, q0",
+            "vdup.32 q1, d12[0]",
+            "vmla.f32 q1, q3, q0",
+            "vdup.32 q3, d12[1]",
+            "vmla.f32 q3, q1, q0",
+            "vdup.32 q1, d13[0]",
+            "vmla.f32 q1, q3, q0",
+            "vdup.32 q3, d13[1]",
+            "vmla.f32 q3, q1, q0",
+            // (r + 1) + y r^2, then times 2^n.
+            "vdup.32 q1, d14[0]",
+            "vadd.f32 q1, q1, q0",
+            "vmul.f32 q0, q0, q0",
+            "vmla.f32 q1, q3, q0",
+            "vmul.f32 q1, q1, q2",
+            "vst1.32 {{d2, d3}}, [{out}]!",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            consts = inout(reg) consts.as_ptr() => _,
+            x = inout(reg) x => _,
+            out = inout(reg) out => _,
+            n = inout(reg) quads => _,
+            out("d0") _, out("d1") _, out("d2") _, out("d3") _,
+            out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+            out("d8") _, out("d9") _, out("d10") _, out("d11") _,
+            out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+            options(nostack),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::vec::Vec;

@@ -15,6 +15,8 @@
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
+#[cfg(all(target_arch = "arm", loam_arm_neon))]
+mod arm_neon;
 pub(crate) mod gemmlowp;
 mod lookup;
 pub mod reference;
@@ -253,6 +255,12 @@ pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
         name: "neon",
         isa: Isa::Neon,
         run: aarch64::softmax_f32,
+    },
+    #[cfg(all(target_arch = "arm", loam_arm_neon))]
+    Kernel {
+        name: "neon32",
+        isa: Isa::Neon32,
+        run: arm_neon::softmax_f32,
     },
 ];
 

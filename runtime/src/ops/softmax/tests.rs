@@ -622,7 +622,13 @@ fn vector_exp_lanes(x: [f32; 8]) -> Option<[f32; 8]> {
     return super::x86::exp_lanes(x);
     #[cfg(target_arch = "aarch64")]
     return super::aarch64::exp_lanes(x);
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    #[cfg(all(target_arch = "arm", loam_arm_neon))]
+    return super::arm_neon::exp_lanes(x);
+    #[cfg(not(any(
+        target_arch = "x86_64",
+        target_arch = "aarch64",
+        all(target_arch = "arm", loam_arm_neon)
+    )))]
     {
         let _ = x;
         None
