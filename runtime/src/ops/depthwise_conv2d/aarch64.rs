@@ -9,7 +9,9 @@
 
 use core::arch::aarch64::*;
 
-use super::{DepthwiseConv2dF32, DepthwiseConv2dI8, DepthwiseConv2dI16, depthwise_i16_by_eights};
+use super::{
+    DepthwiseConv2dF32, DepthwiseConv2dI8, DepthwiseConv2dI16, Eights, depthwise_i16_by_eights,
+};
 
 /// The NEON int8 kernel (multiplier 1); the reference otherwise.
 pub(super) fn depthwise_conv2d_i8_neon(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
@@ -43,28 +45,30 @@ unsafe fn i16_neon(op: &DepthwiseConv2dI16<'_>, output: &mut [i16]) {
     depthwise_i16_by_eights(
         op,
         output,
-        // SAFETY: NEON is present (caller), here and in the closures below.
-        unsafe { [vdupq_n_s32(0); 2] },
-        |[lo, hi], x, w| {
-            // SAFETY: NEON is present; the loads read the eight elements of `x` and `w`.
-            unsafe {
-                let x = vld1q_s16(x.as_ptr());
-                let w = vmovl_s8(vld1_s8(w.as_ptr()));
-                [
-                    vmlal_s16(lo, vget_low_s16(x), vget_low_s16(w)),
-                    vmlal_high_s16(hi, x, w),
-                ]
-            }
-        },
-        |[lo, hi]| {
-            let mut lanes = [0i32; 8];
-            // SAFETY: NEON is present; the stores write the eight lanes of `lanes`.
-            unsafe {
-                vst1q_s32(lanes.as_mut_ptr(), lo);
-                vst1q_s32(lanes.as_mut_ptr().add(4), hi);
-            }
-            lanes
-        },
+        Eights::new(
+            // SAFETY: NEON is present (caller), here and in the closures below.
+            unsafe { [vdupq_n_s32(0); 2] },
+            |[lo, hi], x: &[i16; 8], w: &[i8; 8]| {
+                // SAFETY: NEON is present; the loads read the eight elements of `x` and `w`.
+                unsafe {
+                    let x = vld1q_s16(x.as_ptr());
+                    let w = vmovl_s8(vld1_s8(w.as_ptr()));
+                    [
+                        vmlal_s16(lo, vget_low_s16(x), vget_low_s16(w)),
+                        vmlal_high_s16(hi, x, w),
+                    ]
+                }
+            },
+            |[lo, hi]| {
+                let mut lanes = [0i32; 8];
+                // SAFETY: NEON is present; the stores write the eight lanes of `lanes`.
+                unsafe {
+                    vst1q_s32(lanes.as_mut_ptr(), lo);
+                    vst1q_s32(lanes.as_mut_ptr().add(4), hi);
+                }
+                lanes
+            },
+        ),
     );
 }
 

@@ -125,51 +125,101 @@ pub(crate) fn lanes<T, const N: usize>(s: &[T], at: usize) -> &[T; N] {
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
 pub(crate) const MAX_STACK_TAPS: usize = 64;
 
-/// The 16x8 fast paths' shared loop (multiplier 1, at most [`MAX_STACK_TAPS`] taps, else
-/// the reference): eight channels per step, an accumulator `A` started at `zero` and advanced
-/// tap by tap with `mac(acc, x, w)`, its `lanes` widened to i64 for the bias and TFLite's
-/// 64-bit requantization; the last `channels % 8` channels one at a time. Inlined into each
-/// fast path, so `mac` is compiled with that path's target features.
+/// Whether a channel-vectorized fast path takes this layer: multiplier 1 and a window of at
+/// most [`MAX_STACK_TAPS`] taps (the others use their ISA's fallback).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
+pub(crate) fn by_eights_applies(g: &ConvGeometry) -> bool {
+    g.out_channels == g.in_channels && g.kernel_height * g.kernel_width <= MAX_STACK_TAPS
+}
+
+/// The vector half of a [`depthwise_by_eights`] kernel: an accumulator started at `zero`,
+/// advanced tap by tap with `mac(acc, x, w)` over eight channels, read out by `lanes`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
+pub(crate) struct Eights<A, M, L> {
+    zero: A,
+    mac: M,
+    lanes: L,
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
+impl<A, M, L> Eights<A, M, L> {
+    /// Groups the three (a function, so the closures' argument types are inferred).
+    #[inline(always)]
+    pub(crate) fn new<X, W, S>(zero: A, mac: M, lanes: L) -> Self
+    where
+        M: Fn(A, &[X; 8], &[W; 8]) -> A,
+        L: Fn(A) -> [S; 8],
+    {
+        Eights { zero, mac, lanes }
+    }
+}
+
+/// The loop the channel-vectorized depthwise fast paths share (the layer must pass
+/// [`by_eights_applies`]): for each output pixel, eight channels per step through `vector`,
+/// the last `channels % 8` channels by `scalar(taps, channel)`, and every channel's sum
+/// finished by `store(sum, channel)`. `taps` are the pixel's (input, filter) offsets of
+/// channel 0, in the reference's (ky, kx) order. Always inlined, so that the closures are
+/// compiled with the calling fast path's target features.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
+#[inline(always)]
+pub(crate) fn depthwise_by_eights<X, W, A: Copy, S, O>(
+    g: &ConvGeometry,
+    (input, filter): (&[X], &[W]),
+    output: &mut [O],
+    vector: Eights<A, impl Fn(A, &[X; 8], &[W; 8]) -> A, impl Fn(A) -> [S; 8]>,
+    scalar: impl Fn(&[(usize, usize)], usize) -> S,
+    store: impl Fn(S, usize) -> O,
+) {
+    let c = g.in_channels;
+    let mut offsets = [(0usize, 0usize); MAX_STACK_TAPS];
+    for_each_window(g, |pixel, window| {
+        let taps = window.offsets(c, &mut offsets);
+        let out = &mut output[pixel * c..(pixel + 1) * c];
+        let mut c0 = 0;
+        while c0 + 8 <= c {
+            let mut acc = vector.zero;
+            for &(x, w) in taps {
+                acc = (vector.mac)(acc, lanes(input, x + c0), lanes(filter, w + c0));
+            }
+            for (l, sum) in (vector.lanes)(acc).into_iter().enumerate() {
+                out[c0 + l] = store(sum, c0 + l);
+            }
+            c0 += 8;
+        }
+        for (o, out) in out.iter_mut().enumerate().skip(c0) {
+            *out = store(scalar(taps, o), o);
+        }
+    });
+}
+
+/// The 16x8 fast paths' loop: [`depthwise_by_eights`] with i32 lanes (exact, see
+/// [`MAX_STACK_TAPS`]) widened to i64 for the bias and TFLite's 64-bit requantization; the
+/// reference where it does not apply.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
 #[inline(always)]
 pub(crate) fn depthwise_i16_by_eights<A: Copy>(
     op: &DepthwiseConv2dI16<'_>,
     output: &mut [i16],
-    zero: A,
-    mac: impl Fn(A, &[i16; 8], &[i8; 8]) -> A,
-    to_lanes: impl Fn(A) -> [i32; 8],
+    vector: Eights<A, impl Fn(A, &[i16; 8], &[i8; 8]) -> A, impl Fn(A) -> [i32; 8]>,
 ) {
-    let g = &op.geometry;
-    if g.out_channels != g.in_channels || g.kernel_height * g.kernel_width > MAX_STACK_TAPS {
+    if !by_eights_applies(&op.geometry) {
         return reference::depthwise_conv2d_i16(op, output);
     }
-    let c = g.in_channels;
-    let store = |output: &mut [i16], at: usize, o: usize, acc: i64| {
-        let acc = acc.wrapping_add(op.bias.map_or(0, |bias| i64::from(bias[o])));
-        output[at + o] = op.params.output(acc, o);
-    };
-    let mut offsets = [(0usize, 0usize); MAX_STACK_TAPS];
-    for_each_window(g, |pixel, window| {
-        let taps = window.offsets(c, &mut offsets);
-        let base = pixel * c;
-        let mut c0 = 0;
-        while c0 + 8 <= c {
-            let mut acc = zero;
-            for &(x, w) in taps {
-                acc = mac(acc, lanes(op.input, x + c0), lanes(op.filter, w + c0));
-            }
-            for (l, sum) in to_lanes(acc).into_iter().enumerate() {
-                store(output, base, c0 + l, i64::from(sum));
-            }
-            c0 += 8;
-        }
-        for o in c0..c {
-            let acc = taps.iter().fold(0i64, |acc, &(x, w)| {
-                acc + i64::from(op.input[x + o]) * i64::from(op.filter[w + o])
-            });
-            store(output, base, o, acc);
-        }
-    });
+    depthwise_by_eights(
+        &op.geometry,
+        (op.input, op.filter),
+        output,
+        vector,
+        |taps, o| {
+            taps.iter().fold(0i32, |acc, &(x, w)| {
+                acc + i32::from(op.input[x + o]) * i32::from(op.filter[w + o])
+            })
+        },
+        |sum, o| {
+            let acc = i64::from(sum).wrapping_add(op.bias.map_or(0, |bias| i64::from(bias[o])));
+            op.params.output(acc, o)
+        },
+    );
 }
 
 /// Checks a depthwise geometry: groups equal the input channels and the output channels are

@@ -10,7 +10,9 @@
 
 use core::arch::x86_64::*;
 
-use super::{DepthwiseConv2dF32, DepthwiseConv2dI8, DepthwiseConv2dI16, depthwise_i16_by_eights};
+use super::{
+    DepthwiseConv2dF32, DepthwiseConv2dI8, DepthwiseConv2dI16, Eights, depthwise_i16_by_eights,
+};
 use crate::isa::Isa;
 use crate::ops::requantize::x86::requantize8;
 
@@ -50,22 +52,24 @@ unsafe fn depthwise_i16_avx2(op: &DepthwiseConv2dI16<'_>, output: &mut [i16]) {
     depthwise_i16_by_eights(
         op,
         output,
-        // SAFETY: AVX2 is available (caller), here and in the closures below.
-        unsafe { _mm256_setzero_si256() },
-        |acc, x, w| {
-            // SAFETY: AVX2 is available; the loads read the 16 and 8 bytes of `x` and `w`.
-            unsafe {
-                let x = _mm256_cvtepi16_epi32(_mm_loadu_si128(x.as_ptr().cast()));
-                let w = _mm256_cvtepi8_epi32(_mm_loadl_epi64(w.as_ptr().cast()));
-                _mm256_add_epi32(acc, _mm256_mullo_epi32(x, w))
-            }
-        },
-        |acc| {
-            let mut lanes = [0i32; 8];
-            // SAFETY: AVX2 is available; the store writes the 32 bytes of `lanes`.
-            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
-            lanes
-        },
+        Eights::new(
+            // SAFETY: AVX2 is available (caller), here and in the closures below.
+            unsafe { _mm256_setzero_si256() },
+            |acc, x: &[i16; 8], w: &[i8; 8]| {
+                // SAFETY: AVX2 is available; the loads read the 16 and 8 bytes of `x`, `w`.
+                unsafe {
+                    let x = _mm256_cvtepi16_epi32(_mm_loadu_si128(x.as_ptr().cast()));
+                    let w = _mm256_cvtepi8_epi32(_mm_loadl_epi64(w.as_ptr().cast()));
+                    _mm256_add_epi32(acc, _mm256_mullo_epi32(x, w))
+                }
+            },
+            |acc| {
+                let mut lanes = [0i32; 8];
+                // SAFETY: AVX2 is available; the store writes the 32 bytes of `lanes`.
+                unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc) };
+                lanes
+            },
+        ),
     );
 }
 
