@@ -24,6 +24,20 @@ fn multipliers(n: usize) -> Vec<QuantizedMultiplier> {
         .collect()
 }
 
+/// int16 activations spread over the whole range, for the 16x8 kernels.
+fn pattern_i16(len: usize) -> Vec<i16> {
+    (0..len)
+        .map(|i| ((i * 7919) % 65536) as u16 as i16)
+        .collect()
+}
+
+/// Multipliers the size of a 16x8 layer's (int16 activations need smaller ones).
+fn wide_multipliers(n: usize) -> Vec<QuantizedMultiplier> {
+    (0..n)
+        .map(|o| QuantizedMultiplier::from_real(1e-5 + o as f64 * 1e-8).unwrap())
+        .collect()
+}
+
 fn params(m: &[QuantizedMultiplier]) -> RequantizeParams<'_> {
     RequantizeParams {
         input_zero_point: -3,
@@ -118,14 +132,10 @@ fn fully_connected_16x8(c: &mut Criterion) {
             in_features,
             out_features,
         };
-        let input: Vec<i16> = (0..batch * in_features)
-            .map(|i| ((i * 7919) % 65536) as u16 as i16)
-            .collect();
+        let input = pattern_i16(batch * in_features);
         let weights = pattern(in_features * out_features, 2);
         let bias: Vec<i32> = (0..out_features as i32).map(|o| o * 1000 - 5000).collect();
-        let m: Vec<QuantizedMultiplier> = (0..out_features)
-            .map(|o| QuantizedMultiplier::from_real(1e-5 + o as f64 * 1e-8).unwrap())
-            .collect();
+        let m = wide_multipliers(out_features);
         let op = FullyConnectedI16 {
             shape,
             params: loam::ops::Requantize16Params {
@@ -158,13 +168,9 @@ fn convolution_16x8(c: &mut Criterion) {
         ("dscnn-1x1", geometry((25, 5), 64, 64, (1, 1), 1, 1)),
     ];
     for (name, g) in cases {
-        let input: Vec<i16> = (0..g.input_len().unwrap())
-            .map(|i| ((i * 7919) % 65536) as u16 as i16)
-            .collect();
+        let input = pattern_i16(g.input_len().unwrap());
         let filter = pattern(g.out_channels * g.patch_len(), 4);
-        let m: Vec<QuantizedMultiplier> = (0..g.out_channels)
-            .map(|o| QuantizedMultiplier::from_real(1e-5 + o as f64 * 1e-8).unwrap())
-            .collect();
+        let m = wide_multipliers(g.out_channels);
         let op = Conv2dI16 {
             geometry: g,
             params: loam::ops::Requantize16Params {
@@ -301,13 +307,9 @@ fn depthwise_16x8(c: &mut Criterion) {
         ),
     ];
     for (name, g) in cases {
-        let input: Vec<i16> = (0..g.input_len().unwrap())
-            .map(|i| ((i * 7919) % 65536) as u16 as i16)
-            .collect();
+        let input = pattern_i16(g.input_len().unwrap());
         let filter = pattern(g.kernel_height * g.kernel_width * g.out_channels, 6);
-        let m: Vec<QuantizedMultiplier> = (0..g.out_channels)
-            .map(|o| QuantizedMultiplier::from_real(1e-5 + o as f64 * 1e-8).unwrap())
-            .collect();
+        let m = wide_multipliers(g.out_channels);
         let op = DepthwiseConv2dI16 {
             geometry: g,
             params: loam::ops::Requantize16Params {

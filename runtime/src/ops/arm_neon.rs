@@ -215,6 +215,27 @@ impl Lanes8 {
     }
 }
 
+/// One tap of a depthwise window on eight channels: `$body` reads `x` and `w` and adds into
+/// the accumulators q2-q3, which stay bound to d4-d7 from block to block. `$clobbers` names
+/// the other registers the body writes.
+macro_rules! tap8 {
+    ($acc:expr, $x:expr, $w:expr, [$($body:literal),*], $($clobbers:tt)*) => {{
+        let [a0, a1, a2, a3] = &mut $acc.0;
+        asm!(
+            ".fpu neon",
+            $($body,)*
+            x = in(reg) $x.as_ptr(),
+            w = in(reg) $w.as_ptr(),
+            inout("d4") *a0,
+            inout("d5") *a1,
+            inout("d6") *a2,
+            inout("d7") *a3,
+            $($clobbers)*
+            options(nostack, readonly, preserves_flags),
+        )
+    }};
+}
+
 /// `acc[l] += (x[l] - zp) * w[l]` for eight channels. `zero_points` holds the input zero
 /// point in each of its eight bytes.
 ///
@@ -222,26 +243,20 @@ impl Lanes8 {
 /// The CPU must have NEON.
 #[inline(always)]
 pub(crate) unsafe fn mla_i8x8(acc: &mut Lanes8, x: &[i8; 8], w: &[i8; 8], zero_points: u64) {
-    let [a0, a1, a2, a3] = &mut acc.0;
     // SAFETY: NEON is present (caller); the block reads eight bytes from each array.
     unsafe {
-        asm!(
-            ".fpu neon",
-            "vld1.8 {{d0}}, [{x}]",
-            "vld1.8 {{d1}}, [{w}]",
-            "vsubl.s8 q1, d0, d8",
-            "vmovl.s8 q0, d1",
-            "vmlal.s16 q2, d2, d0",
-            "vmlal.s16 q3, d3, d1",
-            x = in(reg) x.as_ptr(),
-            w = in(reg) w.as_ptr(),
-            inout("d4") *a0,
-            inout("d5") *a1,
-            inout("d6") *a2,
-            inout("d7") *a3,
+        tap8!(
+            acc, x, w,
+            [
+                "vld1.8 {{d0}}, [{x}]",
+                "vld1.8 {{d1}}, [{w}]",
+                "vsubl.s8 q1, d0, d8",
+                "vmovl.s8 q0, d1",
+                "vmlal.s16 q2, d2, d0",
+                "vmlal.s16 q3, d3, d1"
+            ],
             in("d8") zero_points,
             out("d0") _, out("d1") _, out("d2") _, out("d3") _,
-            options(nostack, readonly, preserves_flags),
         );
     }
 }
@@ -253,24 +268,18 @@ pub(crate) unsafe fn mla_i8x8(acc: &mut Lanes8, x: &[i8; 8], w: &[i8; 8], zero_p
 /// The CPU must have NEON.
 #[inline(always)]
 pub(crate) unsafe fn mla_i16x8(acc: &mut Lanes8, x: &[i16; 8], w: &[i8; 8]) {
-    let [a0, a1, a2, a3] = &mut acc.0;
     // SAFETY: NEON is present (caller); the block reads eight elements from each array.
     unsafe {
-        asm!(
-            ".fpu neon",
-            "vld1.16 {{d0, d1}}, [{x}]",
-            "vld1.8 {{d2}}, [{w}]",
-            "vmovl.s8 q1, d2",
-            "vmlal.s16 q2, d0, d2",
-            "vmlal.s16 q3, d1, d3",
-            x = in(reg) x.as_ptr(),
-            w = in(reg) w.as_ptr(),
-            inout("d4") *a0,
-            inout("d5") *a1,
-            inout("d6") *a2,
-            inout("d7") *a3,
+        tap8!(
+            acc, x, w,
+            [
+                "vld1.16 {{d0, d1}}, [{x}]",
+                "vld1.8 {{d2}}, [{w}]",
+                "vmovl.s8 q1, d2",
+                "vmlal.s16 q2, d0, d2",
+                "vmlal.s16 q3, d1, d3"
+            ],
             out("d0") _, out("d1") _, out("d2") _, out("d3") _,
-            options(nostack, readonly, preserves_flags),
         );
     }
 }
@@ -281,24 +290,18 @@ pub(crate) unsafe fn mla_i16x8(acc: &mut Lanes8, x: &[i16; 8], w: &[i8; 8]) {
 /// The CPU must have NEON.
 #[inline(always)]
 pub(crate) unsafe fn mla_f32x8(acc: &mut Lanes8, x: &[f32; 8], w: &[f32; 8]) {
-    let [a0, a1, a2, a3] = &mut acc.0;
     // SAFETY: NEON is present (caller); the block reads eight floats from each array.
     unsafe {
-        asm!(
-            ".fpu neon",
-            "vld1.32 {{d0, d1, d2, d3}}, [{x}]",
-            "vld1.32 {{d8, d9, d10, d11}}, [{w}]",
-            "vmla.f32 q2, q0, q4",
-            "vmla.f32 q3, q1, q5",
-            x = in(reg) x.as_ptr(),
-            w = in(reg) w.as_ptr(),
-            inout("d4") *a0,
-            inout("d5") *a1,
-            inout("d6") *a2,
-            inout("d7") *a3,
+        tap8!(
+            acc, x, w,
+            [
+                "vld1.32 {{d0, d1, d2, d3}}, [{x}]",
+                "vld1.32 {{d8, d9, d10, d11}}, [{w}]",
+                "vmla.f32 q2, q0, q4",
+                "vmla.f32 q3, q1, q5"
+            ],
             out("d0") _, out("d1") _, out("d2") _, out("d3") _,
             out("d8") _, out("d9") _, out("d10") _, out("d11") _,
-            options(nostack, readonly, preserves_flags),
         );
     }
 }

@@ -5,7 +5,7 @@
 //! 32-bit load lines up with the (0, 2) and (1, 3) lanes `sxtb16` makes of four filter bytes.
 //! Pointwise convolutions run as fully-connected layers.
 
-use super::{Conv2dI8, ConvGeometry, gather_patch};
+use super::{Conv2dI8, ConvGeometry};
 use crate::ops::arm_dsp::{smlad, sxtb16, sxtb16_ror8, word_i8, word_i16};
 use crate::ops::fully_connected::arm::fully_connected_i8_dsp;
 
@@ -63,9 +63,8 @@ pub(super) fn conv2d_i8_dsp(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut 
 /// Gathers pixel `p`'s patch for `group` as `x - zp`, each full group of four reordered to
 /// (0, 2, 1, 3).
 fn gather(op: &Conv2dI8<'_>, g: &ConvGeometry, p: usize, group: usize, dst: &mut [i16]) {
-    let zp = op.params.input_zero_point as i16;
+    op.gather_centered(p, group, dst);
     let k = g.patch_len();
-    gather_patch(g, op.input, p, group, dst, 0i16, |x: i8| i16::from(x) - zp);
     for quad in dst[..k / 4 * 4].chunks_exact_mut(4) {
         quad.swap(1, 2);
     }

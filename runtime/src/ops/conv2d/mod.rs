@@ -450,8 +450,8 @@ impl<'a> Conv2dI8<'a> {
     }
 
     /// Gathers pixel `p`'s patch of `group` as `x - zp` in i16, 0 in the padding: the form
-    /// the Arm SIMD kernels multiply exactly.
-    #[cfg(any(target_arch = "aarch64", loam_arm_neon))]
+    /// the Arm SIMD and DSP kernels multiply exactly.
+    #[cfg(any(target_arch = "aarch64", all(target_arch = "arm", loam_arm_dsp)))]
     pub(crate) fn gather_centered(&self, p: usize, group: usize, dst: &mut [i16]) {
         let zp = self.params.input_zero_point as i16;
         gather_patch(&self.geometry, self.input, p, group, dst, 0, |x: i8| {

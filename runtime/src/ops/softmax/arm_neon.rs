@@ -5,6 +5,7 @@
 //! [`super::F32_TOLERANCE`].
 
 use super::SoftmaxF32;
+use super::reference::{f32_row_max, finish_f32_row};
 use crate::isa::Isa;
 use crate::ops::arm_neon::exp_shifted_quads;
 
@@ -21,12 +22,7 @@ pub(super) fn softmax_f32(op: &SoftmaxF32<'_>, output: &mut [f32]) {
         .chunks_exact(depth)
         .zip(output.chunks_exact_mut(depth))
     {
-        let mut max = f32::NEG_INFINITY;
-        for &x in row {
-            if x > max {
-                max = x;
-            }
-        }
+        let max = f32_row_max(row);
         let quads = depth / 4;
         // SAFETY: NEON is available (checked above); `row` and `out` hold `depth >= 4 *
         // quads` floats.
@@ -35,17 +31,7 @@ pub(super) fn softmax_f32(op: &SoftmaxF32<'_>, output: &mut [f32]) {
             *o = libm::expf((x - max) * beta);
         }
         let sum: f64 = out.iter().map(|&e| f64::from(e)).sum();
-        if op.log {
-            let log_sum = libm::log(sum) as f32;
-            for (o, &x) in out.iter_mut().zip(row) {
-                *o = (x - max) * beta - log_sum;
-            }
-        } else {
-            let sum = sum as f32;
-            for o in out.iter_mut() {
-                *o /= sum;
-            }
-        }
+        finish_f32_row(op.log, row, out, (max, beta), sum);
     }
 }
 

@@ -21,28 +21,46 @@ pub fn softmax_f32(op: &SoftmaxF32<'_>, output: &mut [f32]) {
         .chunks_exact(depth)
         .zip(output.chunks_exact_mut(depth))
     {
-        let mut max = f32::NEG_INFINITY;
-        for &x in row {
-            if x > max {
-                max = x;
-            }
-        }
+        let max = f32_row_max(row);
         let mut sum = 0f64;
         for (o, &x) in out.iter_mut().zip(row) {
             let e = libm::expf((x - max) * beta);
             *o = e;
             sum += f64::from(e);
         }
-        if op.log {
-            let log_sum = libm::log(sum) as f32;
-            for (o, &x) in out.iter_mut().zip(row) {
-                *o = (x - max) * beta - log_sum;
-            }
-        } else {
-            let sum = sum as f32;
-            for o in out.iter_mut() {
-                *o /= sum;
-            }
+        finish_f32_row(op.log, row, out, (max, beta), sum);
+    }
+}
+
+/// The row maximum, NaN ignored (`x > max` is false for it).
+pub(super) fn f32_row_max(row: &[f32]) -> f32 {
+    let mut max = f32::NEG_INFINITY;
+    for &x in row {
+        if x > max {
+            max = x;
+        }
+    }
+    max
+}
+
+/// The end of a float row once `out` holds its exponentials and `sum` their f64 sum:
+/// `e / sum`, or `(x - max) * beta - ln(sum)` for log-softmax.
+pub(super) fn finish_f32_row(
+    log: bool,
+    row: &[f32],
+    out: &mut [f32],
+    (max, beta): (f32, f32),
+    sum: f64,
+) {
+    if log {
+        let log_sum = libm::log(sum) as f32;
+        for (o, &x) in out.iter_mut().zip(row) {
+            *o = (x - max) * beta - log_sum;
+        }
+    } else {
+        let sum = sum as f32;
+        for o in out.iter_mut() {
+            *o /= sum;
         }
     }
 }
@@ -60,6 +78,20 @@ fn scale_diff(diff: i32, input: QuantizedMultiplier) -> i32 {
 
 fn row_max(row: &[i8]) -> i32 {
     i32::from(row.iter().copied().max().unwrap_or(i8::MIN))
+}
+
+/// The sum in Q12.19 of `exp(x - max)` over the row's elements at least `diff_min` below
+/// its maximum, as both int8 kernels form it (wrapping like TFLite's).
+fn sum_of_exps(p: &SoftmaxQuant, row: &[i8], max: i32, exp: &mut impl FnMut(i32) -> i32) -> i32 {
+    let accumulation = SoftmaxQuant::ACCUMULATION_INTEGER_BITS;
+    let mut sum = 0i32;
+    for &x in row {
+        let diff = i32::from(x) - max;
+        if diff >= p.diff_min {
+            sum = sum.wrapping_add(rescale(exp(diff), 0, accumulation));
+        }
+    }
+    sum
 }
 
 /// The exponential int8 softmax takes of a difference from the row maximum (`diff <= 0`,
@@ -113,13 +145,7 @@ pub(super) fn softmax_row(
 ) {
     let accumulation = SoftmaxQuant::ACCUMULATION_INTEGER_BITS;
     let max = row_max(row);
-    let mut sum_of_exps = 0i32;
-    for &x in row {
-        let diff = i32::from(x) - max;
-        if diff >= p.diff_min {
-            sum_of_exps = sum_of_exps.wrapping_add(rescale(exp(diff), 0, accumulation));
-        }
-    }
+    let sum_of_exps = sum_of_exps(p, row, max, &mut exp);
     let (shifted_scale, num_bits_over_unit) = get_reciprocal(sum_of_exps, accumulation);
     // `num_bits_over_unit + 31 - 8`; a real sum (at least exp(0) = 1) keeps it in range.
     let exponent = (num_bits_over_unit + 31 - 8).clamp(0, 31) as u32;
@@ -172,13 +198,7 @@ pub(super) fn log_softmax_row(
     let bits = SoftmaxQuant::SCALED_DIFF_INTEGER_BITS;
     let accumulation = SoftmaxQuant::ACCUMULATION_INTEGER_BITS;
     let max = row_max(row);
-    let mut sum_of_exps = 0i32;
-    for &x in row {
-        let diff = i32::from(x) - max;
-        if diff >= p.diff_min {
-            sum_of_exps = sum_of_exps.wrapping_add(rescale(exp(diff), 0, accumulation));
-        }
-    }
+    let sum_of_exps = sum_of_exps(p, row, max, &mut exp);
     let log_sum_of_exps = log_x_for_x_greater_than_or_equal_to_1(sum_of_exps, bits, accumulation);
     // The smallest Q5.26 value plus the log of the sum, scaled back to input steps.
     let shifted_log_sum_of_exps = log_sum_of_exps.wrapping_add(i32::MIN);
