@@ -23,12 +23,16 @@ fn main() {
     }
     // NEON is optional in Armv7-A and the Armv7 Linux targets are built without it, so its
     // kernels are compiled for A-profile Linux/Android and run only where the kernel's HWCAP
-    // reports NEON: an OS must be there to ask. M-profile cores have no NEON.
+    // reports NEON: an OS must be there to ask. M-profile cores have no NEON. The kernels
+    // name VFP registers, which soft-float targets (`armv7-unknown-linux-gnueabi`) do not
+    // have: hard-float (`...eabihf`) and Android (VFP with the soft-float calling convention)
+    // targets only.
     let a_profile = ["armv7-", "armv7a", "thumbv7neon", "thumbv7a"]
         .iter()
         .any(|prefix| target.starts_with(prefix));
     let os = std::env::var("CARGO_CFG_TARGET_OS").unwrap_or_default();
-    if a_profile && (os == "linux" || os == "android") {
+    let has_vfp = target.ends_with("eabihf") || os == "android";
+    if a_profile && has_vfp && (os == "linux" || os == "android") {
         println!("cargo::rustc-cfg=loam_arm_neon");
     }
 }
