@@ -197,6 +197,79 @@ pub(crate) unsafe fn dot_f32_rows4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
     sums
 }
 
+/// `sum(x[i] * w[r][i])` in i64 for 16x8 layers (int16 activations, int8 weights) over the
+/// first `x.len() / 8 * 8` elements: `vmull.s16` forms exact i32 products and `vpadal.s32`
+/// adds them pairwise into i64 lanes, so no lane can overflow and the totals wrap exactly
+/// like the reference's i64.
+///
+/// # Safety
+/// The CPU must have NEON.
+pub(crate) unsafe fn dot_i16_wide_rows4(x: &[i16], w: [&[i8]; 4]) -> [i64; 4] {
+    let chunks = whole_chunks(x.len(), &w.map(<[i8]>::len), 8);
+    let mut sums = [0i64; 4];
+    if chunks == 0 {
+        return sums;
+    }
+    // SAFETY: NEON is present (caller). `x` advances by eight i16 and each weight row by
+    // eight bytes per chunk, for `chunks` chunks that every slice holds; the four i64 sums
+    // are stored into `sums`.
+    unsafe {
+        asm!(
+            ".fpu neon",
+            "vmov.i32 q4, #0",
+            "vmov.i32 q5, #0",
+            "vmov.i32 q6, #0",
+            "vmov.i32 q7, #0",
+            "2:",
+            "vld1.16 {{d2, d3}}, [{x}]!",
+            "vld1.8 {{d0}}, [{w0}]!",
+            "vmovl.s8 q2, d0",
+            "vmull.s16 q3, d2, d4",
+            "vpadal.s32 q4, q3",
+            "vmull.s16 q3, d3, d5",
+            "vpadal.s32 q4, q3",
+            "vld1.8 {{d0}}, [{w1}]!",
+            "vmovl.s8 q2, d0",
+            "vmull.s16 q3, d2, d4",
+            "vpadal.s32 q5, q3",
+            "vmull.s16 q3, d3, d5",
+            "vpadal.s32 q5, q3",
+            "vld1.8 {{d0}}, [{w2}]!",
+            "vmovl.s8 q2, d0",
+            "vmull.s16 q3, d2, d4",
+            "vpadal.s32 q6, q3",
+            "vmull.s16 q3, d3, d5",
+            "vpadal.s32 q6, q3",
+            "vld1.8 {{d0}}, [{w3}]!",
+            "vmovl.s8 q2, d0",
+            "vmull.s16 q3, d2, d4",
+            "vpadal.s32 q7, q3",
+            "vmull.s16 q3, d3, d5",
+            "vpadal.s32 q7, q3",
+            "subs {n}, {n}, #1",
+            "bne 2b",
+            "vadd.i64 d8, d8, d9",
+            "vadd.i64 d9, d10, d11",
+            "vadd.i64 d10, d12, d13",
+            "vadd.i64 d11, d14, d15",
+            "vst1.64 {{d8, d9, d10, d11}}, [{out}]",
+            x = inout(reg) x.as_ptr() => _,
+            w0 = inout(reg) w[0].as_ptr() => _,
+            w1 = inout(reg) w[1].as_ptr() => _,
+            w2 = inout(reg) w[2].as_ptr() => _,
+            w3 = inout(reg) w[3].as_ptr() => _,
+            n = inout(reg) chunks => _,
+            out = in(reg) sums.as_mut_ptr(),
+            out("d0") _, out("d1") _, out("d2") _, out("d3") _,
+            out("d4") _, out("d5") _, out("d6") _, out("d7") _,
+            out("d8") _, out("d9") _, out("d10") _, out("d11") _,
+            out("d12") _, out("d13") _, out("d14") _, out("d15") _,
+            options(nostack),
+        );
+    }
+    sums
+}
+
 /// Eight channels' accumulators (i32 or f32 lanes), held in q2-q3 (d4-d7) across the taps of
 /// a depthwise window: each tap is its own block, and binding the same registers every time
 /// lets the compiler leave them in place.
@@ -647,6 +720,12 @@ mod tests {
             let centered: Vec<i16> = x.iter().map(|&x| i16::from(x) - zp as i16).collect();
             // SAFETY: as above.
             prop_assert_eq!(unsafe { dot_i16_rows4(&centered, rows) }, want);
+            let wide: Vec<i16> = x.iter().map(|&v| i16::from(v) * 255).collect();
+            let want_wide: [i64; 4] = rows.map(|row| {
+                wide[..whole].iter().zip(row).map(|(&x, &w)| i64::from(x) * i64::from(w)).sum()
+            });
+            // SAFETY: as above.
+            prop_assert_eq!(unsafe { dot_i16_wide_rows4(&wide, rows) }, want_wide);
             let xf: Vec<f32> = x.iter().map(|&v| f32::from(v)).collect();
             let wf: Vec<f32> = w.iter().map(|&v| f32::from(v)).collect();
             let rows_f: [&[f32]; 4] = core::array::from_fn(|r| &wf[r * 70..r * 70 + n]);

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, OpProblem, Operand};
 use crate::isa::{Isa, Kernel, best};
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
 use crate::ops::fully_connected::{self, FullyConnectedI16};
 use crate::ops::fully_connected::{FullyConnectedF32, FullyConnectedI8, FullyConnectedShape};
 use crate::ops::layer::{self, LayerOperands, check_len};
@@ -339,6 +339,14 @@ pub(crate) const I16_KERNELS: &[Kernel<I16Kernel>] = &[
             )
         },
     },
+    #[cfg(all(target_arch = "arm", loam_arm_neon))]
+    Kernel {
+        name: "neon32",
+        isa: Isa::Neon32,
+        run: |op, output| {
+            conv2d_i16_by_rows(op, output, fully_connected::arm_neon::fully_connected_i16)
+        },
+    },
 ];
 
 /// The 16x8 kernels this CPU can run, by name (reference first), for benchmarks that set
@@ -350,14 +358,14 @@ pub fn i16_kernels() -> impl Iterator<Item = (&'static str, I16Kernel)> {
 
 /// The longest patch the 16x8 fast paths gather, on the stack: 16x8 layers have no scratch
 /// in the file, and a file's scratch sizes cannot grow (FORMAT.md).
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
 const MAX_I16_STACK_PATCH: usize = 2048;
 
 /// A 16x8 convolution through the 16x8 fully-connected kernel `fc`: a pointwise layer as one
 /// fully-connected layer over its pixels, others a pixel at a time, the patch gathered on
 /// the stack (0, the activations' zero point, in the padding) and dotted with every filter
 /// row. Grouped layers and patches longer than [`MAX_I16_STACK_PATCH`] take the reference.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
 fn conv2d_i16_by_rows(op: &Conv2dI16<'_>, output: &mut [i16], fc: fully_connected::I16Kernel) {
     let g = &op.geometry;
     if g.is_pointwise() {

@@ -231,6 +231,12 @@ pub(crate) const I16_KERNELS: &[Kernel<I16Kernel>] = &[
         isa: Isa::Neon,
         run: aarch64::fully_connected_i16_neon,
     },
+    #[cfg(all(target_arch = "arm", loam_arm_neon))]
+    Kernel {
+        name: "neon32",
+        isa: Isa::Neon32,
+        run: arm_neon::fully_connected_i16,
+    },
 ];
 
 /// The 16x8 kernels this CPU can run, by name (reference first), for benchmarks that set
