@@ -1,4 +1,5 @@
-//! A portable int8 fast path for every ISA. int8 inputs differ from their row's maximum in at
+//! A portable int8 fast path for every ISA with an OS (its table takes 1 KiB of stack, which
+//! a microcontroller may not have). int8 inputs differ from their row's maximum in at
 //! most 256 ways, so gemmlowp's `exp_on_negative_values` (dozens of fixed-point steps, which
 //! the reference evaluates twice per element) is evaluated once per difference into a table
 //! and looked up. Bit-exact: the table holds what the reference computes for each

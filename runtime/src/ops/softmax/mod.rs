@@ -18,6 +18,7 @@ mod aarch64;
 #[cfg(all(target_arch = "arm", loam_arm_neon))]
 mod arm_neon;
 pub(crate) mod gemmlowp;
+#[cfg(not(target_os = "none"))]
 mod lookup;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
@@ -311,6 +312,10 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         isa: Isa::Portable,
         run: reference_i8,
     },
+    // Its 1 KiB table lives on the stack, which on bare metal is whatever RAM the arena and
+    // the application leave (a 16 KiB Cortex-M0 running the learning demo overflowed), so
+    // microcontrollers keep the reference.
+    #[cfg(not(target_os = "none"))]
     Kernel {
         name: "lookup",
         isa: Isa::Portable,
