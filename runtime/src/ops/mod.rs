@@ -27,6 +27,13 @@ pub mod transpose;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_vnni;
 
+/// The `N` elements of `s` from `at`, as an array the SIMD kernels load whole.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
+#[inline(always)]
+pub(crate) fn lanes<T, const N: usize>(s: &[T], at: usize) -> &[T; N] {
+    s[at..at + N].try_into().expect("a slice of N")
+}
+
 pub(crate) mod node;
 #[cfg(test)]
 pub(crate) mod testing;

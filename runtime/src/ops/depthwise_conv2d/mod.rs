@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, OpProblem};
 use crate::isa::{Isa, Kernel, best};
 use crate::ops::conv2d::{ConvGeometry, output_size};
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
+use crate::ops::lanes;
 use crate::ops::layer::{self, LayerOperands};
 use crate::ops::{Ctx, FusedActivation, Node, RequantizeParams, Tolerance};
 use crate::tensor::DType;
@@ -109,13 +111,6 @@ impl Window<'_> {
             }
         }
     }
-}
-
-/// The `N` elements of `s` from `at`.
-#[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
-#[inline(always)]
-pub(crate) fn lanes<T, const N: usize>(s: &[T], at: usize) -> &[T; N] {
-    s[at..at + N].try_into().expect("a slice of N")
 }
 
 /// Most taps whose offsets the fast paths keep on the stack for a pixel (an 8x8 window);

@@ -11,7 +11,8 @@
 use core::arch::x86_64::*;
 
 use super::{
-    DepthwiseConv2dF32, DepthwiseConv2dI8, DepthwiseConv2dI16, Eights, depthwise_i16_by_eights,
+    DepthwiseConv2dF32, DepthwiseConv2dI8, DepthwiseConv2dI16, Eights, MAX_STACK_TAPS,
+    depthwise_i16_by_eights, for_each_window,
 };
 use crate::isa::Isa;
 use crate::ops::requantize::x86::requantize8;
@@ -73,10 +74,6 @@ unsafe fn depthwise_i16_avx2(op: &DepthwiseConv2dI16<'_>, output: &mut [i16]) {
     );
 }
 
-/// Most kernel taps whose offsets are precomputed per output pixel; larger kernels use the
-/// reference.
-const MAX_TAPS: usize = 64;
-
 /// Channels accumulated at once (four vectors of eight).
 const BLOCK: usize = 32;
 
@@ -88,86 +85,58 @@ unsafe fn depthwise_i8_avx2(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
     unsafe {
         let g = &op.geometry;
         let c = g.in_channels;
-        if g.kernel_height * g.kernel_width > MAX_TAPS {
+        if g.kernel_height * g.kernel_width > MAX_STACK_TAPS {
             return super::reference::depthwise_conv2d_i8(op, output);
         }
         let zp = _mm256_set1_epi32(op.params.input_zero_point);
         let input = op.input.as_ptr();
         let filter = op.filter.as_ptr();
         let full = c / 8 * 8;
-        let mut taps = [(0usize, 0usize); MAX_TAPS];
-        for b in 0..g.batch {
-            for oy in 0..g.out_height {
-                for ox in 0..g.out_width {
-                    // The taps inside the image, as (input pixel, filter tap) offsets.
-                    let mut n = 0;
-                    for ky in 0..g.kernel_height {
-                        let Some(iy) = g.input_row(oy, ky) else {
-                            continue;
-                        };
-                        for kx in 0..g.kernel_width {
-                            let Some(ix) = g.input_col(ox, kx) else {
-                                continue;
-                            };
-                            taps[n] = (
-                                ((b * g.in_height + iy) * g.in_width + ix) * c,
-                                (ky * g.kernel_width + kx) * c,
-                            );
-                            n += 1;
-                        }
-                    }
-                    let taps = &taps[..n];
-                    let out_base = ((b * g.out_height + oy) * g.out_width + ox) * c;
-                    let mut c0 = 0;
-                    while c0 < full {
-                        let vectors = ((full - c0) / 8).min(BLOCK / 8);
-                        let mut acc = [_mm256_setzero_si256(); BLOCK / 8];
-                        for &(xi, wi) in taps {
-                            for (j, a) in acc.iter_mut().enumerate().take(vectors) {
-                                let at = c0 + 8 * j;
-                                let x = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                                    input.add(xi + at).cast(),
-                                ));
-                                let w = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                                    filter.add(wi + at).cast(),
-                                ));
-                                *a = _mm256_add_epi32(
-                                    *a,
-                                    _mm256_mullo_epi32(_mm256_sub_epi32(x, zp), w),
-                                );
-                            }
-                        }
-                        for (j, a) in acc.iter().enumerate().take(vectors) {
-                            let at = c0 + 8 * j;
-                            let mut v = *a;
-                            if let Some(bias) = op.bias {
-                                v = _mm256_add_epi32(
-                                    v,
-                                    _mm256_loadu_si256(bias[at..at + 8].as_ptr().cast()),
-                                );
-                            }
-                            let bytes = requantize8(&op.params, v, at);
-                            core::ptr::write_unaligned(
-                                output[out_base + at..out_base + at + 8]
-                                    .as_mut_ptr()
-                                    .cast::<i64>(),
-                                bytes,
-                            );
-                        }
-                        c0 += vectors * 8;
-                    }
-                    for o in full..c {
-                        let mut acc: i32 = 0;
-                        for &(xi, wi) in taps {
-                            let x = i32::from(op.input[xi + o]) - op.params.input_zero_point;
-                            acc = acc.wrapping_add(x * i32::from(op.filter[wi + o]));
-                        }
-                        let acc = acc.wrapping_add(op.bias.map_or(0, |bias| bias[o]));
-                        output[out_base + o] = op.params.output(acc, o);
+        let mut offsets = [(0usize, 0usize); MAX_STACK_TAPS];
+        for_each_window(g, |pixel, window| {
+            let taps = window.offsets(c, &mut offsets);
+            let out_base = pixel * c;
+            let mut c0 = 0;
+            while c0 < full {
+                let vectors = ((full - c0) / 8).min(BLOCK / 8);
+                let mut acc = [_mm256_setzero_si256(); BLOCK / 8];
+                for &(xi, wi) in taps {
+                    for (j, a) in acc.iter_mut().enumerate().take(vectors) {
+                        let at = c0 + 8 * j;
+                        let x = _mm256_cvtepi8_epi32(_mm_loadl_epi64(input.add(xi + at).cast()));
+                        let w = _mm256_cvtepi8_epi32(_mm_loadl_epi64(filter.add(wi + at).cast()));
+                        *a = _mm256_add_epi32(*a, _mm256_mullo_epi32(_mm256_sub_epi32(x, zp), w));
                     }
                 }
+                for (j, a) in acc.iter().enumerate().take(vectors) {
+                    let at = c0 + 8 * j;
+                    let mut v = *a;
+                    if let Some(bias) = op.bias {
+                        v = _mm256_add_epi32(
+                            v,
+                            _mm256_loadu_si256(bias[at..at + 8].as_ptr().cast()),
+                        );
+                    }
+                    let bytes = requantize8(&op.params, v, at);
+                    core::ptr::write_unaligned(
+                        output[out_base + at..out_base + at + 8]
+                            .as_mut_ptr()
+                            .cast::<i64>(),
+                        bytes,
+                    );
+                }
+                c0 += vectors * 8;
             }
-        }
+            for o in full..c {
+                let mut acc: i32 = 0;
+                for &(xi, wi) in taps {
+                    let x = i32::from(op.input[xi + o]) - op.params.input_zero_point;
+                    acc = acc.wrapping_add(x * i32::from(op.filter[wi + o]));
+                }
+                let acc = acc.wrapping_add(op.bias.map_or(0, |bias| bias[o]));
+                output[out_base + o] = op.params.output(acc, o);
+            }
+        });
     }
 }
 

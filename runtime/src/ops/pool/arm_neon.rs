@@ -11,13 +11,9 @@ use super::reference;
 use super::{GlobalAveragePoolI8Params, GlobalPoolShape, Pool2dGeometry, channel, pixel};
 use crate::isa::Isa;
 use crate::ops::arm_neon::{Lanes8, max_i8x16, mla_i8x8};
+use crate::ops::lanes;
 
 const ONES: [i8; 8] = [1; 8];
-
-/// The `N` elements of `s` from `at`.
-fn lanes<const N: usize>(s: &[i8], at: usize) -> &[i8; N] {
-    s[at..at + N].try_into().expect("a slice of N")
-}
 
 /// The NEON int8 max pooling kernel; the DSP kernel where the CPU lacks NEON.
 pub(super) fn max_pool2d_i8(
