@@ -14,7 +14,7 @@
 pub enum Isa {
     /// Plain Rust, every target: the reference kernels and portable fast paths.
     Portable,
-    /// x86_64 with AVX2 and FMA.
+    /// x86_64 with AVX2, FMA and F16C (the x86-64-v3 level's vector part).
     Avx2,
     /// x86_64 with AVX-512 (F, BW) and its VNNI byte dot products (`vpdpbusd`), plus BMI2.
     Avx512Vnni,
@@ -74,11 +74,19 @@ impl Isa {
 fn avx2_fma() -> bool {
     #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]
     {
-        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+        // F16C (half-precision conversion) came before AVX2 on every x86 core, and the f16
+        // weight kernels of this tier use it; asking keeps a VM that masks it safe.
+        std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
     }
     #[cfg(all(target_arch = "x86_64", not(any(feature = "std", test))))]
     {
-        cfg!(all(target_feature = "avx2", target_feature = "fma"))
+        cfg!(all(
+            target_feature = "avx2",
+            target_feature = "fma",
+            target_feature = "f16c"
+        ))
     }
     #[cfg(not(target_arch = "x86_64"))]
     {

@@ -57,6 +57,9 @@ pub trait Element: bytemuck::Pod + Default + PartialEq + core::fmt::Debug + 'sta
 impl Element for f32 {
     const DTYPE: DType = DType::F32;
 }
+impl Element for half::f16 {
+    const DTYPE: DType = DType::F16;
+}
 impl Element for i8 {
     const DTYPE: DType = DType::I8;
 }

@@ -26,6 +26,10 @@
 //!   outputs on x86_64 for a seeded input; every target must reproduce it bit for bit. Written
 //!   by the first runtime with 16x8 layers, it is also the 1.2 compatibility file.
 //!
+//! - `f16-weights.loam` is the same network in f32 arithmetic with f16 weights (format 1.3),
+//!   with the outputs the x86_64 host computed. Written by the first runtime with f16
+//!   weights, it is the 1.3 compatibility file: never regenerated.
+//!
 //! To write a fixture that is missing (or, after an intended change to int8 arithmetic, to
 //! rewrite the int8 zoo): `LOAM_WRITE_FIXTURES=1 cargo test -p loam --test fixtures`, or
 //! `LOAM_WRITE_FIXTURES=int8-zoo` to overwrite that one.
@@ -46,6 +50,7 @@ const FINETUNE_PLAN: &[u8] = include_bytes!("data/finetune-plan.loam");
 const PYTORCH_CNN: &[u8] = include_bytes!("data/pytorch-cnn-int8.loam");
 const PYTORCH_CNN_F32: &[u8] = include_bytes!("data/pytorch-cnn-f32.loam");
 const INT16_LAYERS: &[u8] = include_bytes!("data/int16-layers.loam");
+const F16_WEIGHTS: &[u8] = include_bytes!("data/f16-weights.loam");
 const FINETUNE_SEED: u32 = 0x7a11;
 const FINETUNE_STEPS: u32 = 100;
 const SEED: u32 = 0x1007;
@@ -329,6 +334,8 @@ fn int8_input(b: &mut ModelBuilder, name: &str) -> TensorId {
 #[derive(Clone, Copy, PartialEq)]
 enum Precision {
     F32,
+    /// f32 arithmetic, weights stored as f16.
+    F16,
     I8,
     I16,
 }
@@ -347,11 +354,16 @@ fn layered_network(precision: Precision, ranges: [f32; 3]) -> ModelBuilder {
     let fc_b = w.take(10, 0.1);
     let mut b = ModelBuilder::new(match precision {
         Precision::F32 => "layers-f32",
+        Precision::F16 => "f16-weights",
         Precision::I8 => "layers-i8",
         Precision::I16 => "int16-layers",
     });
-    b.metadata.description =
-        "16x8 convolution, depthwise and fully connected layers (test fixture)".into();
+    b.metadata.description = if precision == Precision::F16 {
+        "convolution, depthwise and fully connected layers with f16 weights (test fixture)"
+    } else {
+        "16x8 convolution, depthwise and fully connected layers (test fixture)"
+    }
+    .into();
     let x = b
         .tensor("x", DType::F32, &[1, 8, 8, 3], QuantSpec::None)
         .unwrap();
@@ -388,6 +400,28 @@ fn layered_network(precision: Precision, ranges: [f32; 3]) -> ModelBuilder {
             let flat = b.reshape("flat", d, &[1, 8 * 8 * 12]).unwrap();
             let f = b
                 .fully_connected_f32("fc", flat, &fc_w, Some(&fc_b), FusedActivation::NONE)
+                .unwrap();
+            b.output(c);
+            b.output(d);
+            f
+        }
+        Precision::F16 => {
+            let c = b
+                .conv2d_f16(
+                    "conv",
+                    x,
+                    conv,
+                    &conv_w,
+                    Some(&conv_b),
+                    FusedActivation::RELU,
+                )
+                .unwrap();
+            let d = b
+                .depthwise_conv2d_f16("dw", c, dw, &dw_w, Some(&dw_b), relu6)
+                .unwrap();
+            let flat = b.reshape("flat", d, &[1, 8 * 8 * 12]).unwrap();
+            let f = b
+                .fully_connected_f16("fc", flat, &fc_w, Some(&fc_b), FusedActivation::NONE)
                 .unwrap();
             b.output(c);
             b.output(d);
@@ -620,6 +654,20 @@ fn write_fixtures_when_asked() {
         ));
         save("int16-layers", &b.build().unwrap().bytes);
     }
+    if write_requested("f16-weights") {
+        let mut b = layered_network(Precision::F16, [1.0; 3]);
+        let first = b.build().unwrap();
+        let outputs = run(&first.bytes, SEED);
+        let recorded: Vec<f32> = outputs.iter().flat_map(|o| f32s(o)).collect();
+        b.metadata
+            .constants
+            .push((loam::selftest::EXPECTED_CONSTANT.into(), recorded));
+        b.metadata.constants.push((
+            SELFCHECK_CONSTANT.into(),
+            selfcheck_values(SEED, digest(&outputs)).to_vec(),
+        ));
+        save("f16-weights", &b.build().unwrap().bytes);
+    }
     if write_requested("format-1.0") {
         let mut b = format_1_0();
         let first = b.build().unwrap();
@@ -745,6 +793,65 @@ fn the_int16_layers_are_bit_exact_on_this_target() {
         OpKind::FullyConnected,
     ] {
         assert!(kinds.contains(&(kind.code(), DType::I16)), "{kinds:?}");
+    }
+}
+
+/// The f16-weight fixture (format 1.3, written by the first runtime with f16 weights, never
+/// regenerated): its convolution, depthwise and fully-connected weights are f16, and this
+/// target computes the outputs the x86_64 host recorded within 1e-5 + 1e-4 relative (float
+/// kernels sum in another order on each ISA).
+#[test]
+fn the_f16_weights_compute_what_the_host_did() {
+    let aligned = AlignedBytes::new(F16_WEIGHTS);
+    let model = Model::from_bytes(&aligned).unwrap();
+    assert_eq!(
+        model.format_version(),
+        (FORMAT_MAJOR, loam::format::MINOR_F16_WEIGHTS)
+    );
+    let weights: Vec<DType> = model
+        .ops()
+        .filter(|op| op.kind != OpKind::Reshape.code())
+        .map(|op| {
+            model
+                .tensor(usize::from(op.inputs.get(1).unwrap()))
+                .unwrap()
+                .dtype
+        })
+        .collect();
+    assert_eq!(weights, [DType::F16; 3]);
+    let mut arena = vec![0u8; model.arena_size() + 16];
+    let check = loam::selftest::check_model_within(&model, &mut arena, 1e-5, 1e-4).unwrap();
+    assert!(check.passed(), "{check:?}");
+}
+
+/// What f16 weights are for: half the flash of f32 weights, at outputs that stay within the
+/// weights' rounding (binary16 keeps 11 significant bits, about 66 dB).
+#[test]
+fn f16_weights_halve_the_flash_and_keep_the_float_outputs() {
+    let build = |p: Precision| layered_network(p, [1.0; 3]).build().unwrap();
+    let (float, half) = (build(Precision::F32), build(Precision::F16));
+    let weights = 12 * 3 * 3 * 3 + 3 * 3 * 12 + 10 * 8 * 8 * 12;
+    let saved = float.bytes.len() - half.bytes.len();
+    println!(
+        "file: f32 weights {} bytes, f16 weights {} bytes ({} weights)",
+        float.bytes.len(),
+        half.bytes.len(),
+        weights
+    );
+    // Each weight saves two bytes; alignment padding moves the total by at most a few dozen.
+    assert!(saved.abs_diff(2 * weights) <= 64, "saved {saved}");
+    let (want, got) = (run(&float.bytes, SEED), run(&half.bytes, SEED));
+    for (o, (w, g)) in want.iter().zip(&got).enumerate() {
+        let (w, g) = (f32s(w), f32s(g));
+        let signal: f64 = w.iter().map(|v| f64::from(*v).powi(2)).sum();
+        let noise: f64 = w
+            .iter()
+            .zip(&g)
+            .map(|(a, b)| f64::from(a - b).powi(2))
+            .sum();
+        let db = 10.0 * (signal / noise.max(f64::MIN_POSITIVE)).log10();
+        println!("output {o}: f16 weights against f32 weights, SQNR {db:.1} dB");
+        assert!(db > 55.0, "output {o}: {db} dB");
     }
 }
 

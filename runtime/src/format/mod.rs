@@ -30,7 +30,7 @@ pub const MAGIC: [u8; 4] = *b"LOAM";
 pub const FORMAT_MAJOR: u16 = 1;
 /// The newest minor version this runtime writes and fully understands. Files of any minor
 /// version of [`FORMAT_MAJOR`] load when they only use what this runtime knows.
-pub const FORMAT_MINOR: u16 = 2;
+pub const FORMAT_MINOR: u16 = 3;
 /// The minor version that added the trailing [`TrainingPlan`] header field. Writers use the
 /// lowest minor version that expresses a file, so a model without a plan stays 1.0.
 pub const MINOR_TRAINING_PLAN: u16 = 1;
@@ -38,6 +38,10 @@ pub const MINOR_TRAINING_PLAN: u16 = 1;
 /// adds no header field. A file with such a layer is 1.2 (an older reader refuses the layer,
 /// naming the op, as it does any element type it does not know there).
 pub const MINOR_INT16_LAYERS: u16 = 2;
+/// The minor version that added f16 weights for float layers (widened to f32 as the kernels
+/// load them); it adds no header field. A file with an f16 tensor is 1.3 (an older reader
+/// refuses the layer, naming the op).
+pub const MINOR_F16_WEIGHTS: u16 = 3;
 /// Size of the fixed preamble.
 pub const PREAMBLE_LEN: usize = 32;
 /// The blob's offset in the file is a multiple of this, so weights keep their alignment.

@@ -610,13 +610,11 @@ impl ModelBuilder {
         // The lowest minor version that expresses the file: the builder writes no training
         // plan (see `with_training_plan`), so its files load in every 1.x reader unless they
         // have 16x8 layers, which 1.2 added.
-        let minor = if self.has_int16_layers() {
+        let minor = self.layers_minor();
+        if minor > 0 {
             // A 1.1+ header carries the (absent) training plan.
             header.extend_from_slice(&encode(&None::<super::TrainingPlan<'_>>));
-            super::MINOR_INT16_LAYERS
-        } else {
-            0
-        };
+        }
         let blob_offset = (PREAMBLE_LEN + header.len()).div_ceil(BLOB_ALIGN) * BLOB_ALIGN;
         let file_len = blob_offset + blob.len();
         let too_large = |x: usize| u32::try_from(x).map_err(|_| BuildError::TooLarge);
@@ -643,6 +641,18 @@ impl ModelBuilder {
 
 impl ModelBuilder {
     /// Whether a weighted layer runs on int16 activations (format 1.2).
+    /// The lowest minor version whose readers run every layer: 1.3 for f16 weights, 1.2 for
+    /// 16x8 layers, else 1.0.
+    fn layers_minor(&self) -> u16 {
+        if self.tensors.iter().any(|t| t.dtype == DType::F16) {
+            super::MINOR_F16_WEIGHTS
+        } else if self.has_int16_layers() {
+            super::MINOR_INT16_LAYERS
+        } else {
+            0
+        }
+    }
+
     fn has_int16_layers(&self) -> bool {
         self.ops.iter().any(|op| {
             matches!(
@@ -791,9 +801,10 @@ pub fn with_training_plan(
         .collect::<Result<Vec<_>, BuildError>>()?;
     let (index, bytes) = table(&records);
     let mut header = encode(model.header());
-    // The file keeps what its layers need (1.2 for 16x8 layers); the plan needs 1.1.
+    // The file keeps what its layers need (1.2 for 16x8 layers, 1.3 for f16 weights); the
+    // plan needs 1.1.
     let layers_minor = if model.preamble().minor >= super::MINOR_INT16_LAYERS {
-        super::MINOR_INT16_LAYERS
+        model.preamble().minor.min(super::FORMAT_MINOR)
     } else {
         0
     };

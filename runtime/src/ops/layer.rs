@@ -200,7 +200,11 @@ pub(crate) fn check_operands(
     }
     match dtype {
         DType::F32 => {
-            weights.expect_dtype(&[DType::F32])?;
+            // f16 weights are widened as the kernels load them (format 1.3).
+            match weights.expect_dtype(&[DType::F32, DType::F16])? {
+                DType::F16 => node.constant::<half::f16>(&weights).map(drop)?,
+                _ => node.constant::<f32>(&weights).map(drop)?,
+            }
             output.expect_dtype(&[DType::F32])?;
             if let Some(bias) = node.optional_input(2)? {
                 bias.expect_dtype(&[DType::F32])?;
@@ -393,6 +397,12 @@ pub(crate) mod build {
             weights: &'a [f32],
             bias: Option<&'a [f32]>,
         },
+        /// f32 weights rounded to f16 (to nearest, ties to even) and an f32 bias; an f32
+        /// layer that keeps its weights at half the size.
+        F16 {
+            weights: &'a [f32],
+            bias: Option<&'a [f32]>,
+        },
         /// f32 weights quantized symmetrically per output channel by the builder, the bias
         /// to int32 in the accumulator's scale; an int8 layer with `output` quantization.
         I8 {
@@ -425,6 +435,7 @@ pub(crate) mod build {
         pub(crate) fn weight_count(&self) -> usize {
             match self {
                 Precision::F32 { weights, .. }
+                | Precision::F16 { weights, .. }
                 | Precision::I8 { weights, .. }
                 | Precision::I16 { weights, .. } => weights.len(),
                 Precision::Quantized { weights, .. } | Precision::Quantized16 { weights, .. } => {
@@ -456,7 +467,8 @@ pub(crate) mod build {
         /// Appends the layer; returns its output.
         pub(crate) fn append(&self, b: &mut ModelBuilder) -> Result<TensorId, BuildError> {
             match self.precision {
-                Precision::F32 { weights, bias } => self.append_f32(b, weights, bias),
+                Precision::F32 { weights, bias } => self.append_f32(b, weights, bias, false),
+                Precision::F16 { weights, bias } => self.append_f32(b, weights, bias, true),
                 Precision::I8 {
                     weights,
                     bias,
@@ -515,18 +527,22 @@ pub(crate) mod build {
                 .unwrap_or(1)
         }
 
+        /// The float layer, its weights stored as f16 when `half`.
         fn append_f32(
             &self,
             b: &mut ModelBuilder,
             weights: &[f32],
             bias: Option<&[f32]>,
+            half: bool,
         ) -> Result<TensorId, BuildError> {
-            let w = b.constant(
-                &self.constant_name("weight"),
-                self.weight_dims,
-                weights,
-                QuantSpec::None,
-            )?;
+            let name = self.constant_name("weight");
+            let w = if half {
+                let halves: alloc::vec::Vec<half::f16> =
+                    weights.iter().map(|&w| half::f16::from_f32(w)).collect();
+                b.constant(&name, self.weight_dims, &halves, QuantSpec::None)?
+            } else {
+                b.constant(&name, self.weight_dims, weights, QuantSpec::None)?
+            };
             let bias = bias
                 .map(|v| b.constant(&self.constant_name("bias"), &[v.len()], v, QuantSpec::None))
                 .transpose()?;

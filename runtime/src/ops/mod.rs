@@ -15,6 +15,7 @@ pub mod binary;
 pub mod concat;
 pub mod conv2d;
 pub mod depthwise_conv2d;
+pub mod float_weight;
 pub mod fully_connected;
 mod layer;
 pub mod pad;
@@ -38,6 +39,7 @@ pub(crate) mod node;
 #[cfg(test)]
 pub(crate) mod testing;
 
+pub use float_weight::FloatWeight;
 pub use layer::{Requantize16Params, RequantizeParams};
 pub(crate) use node::{Ctx, Node, Operand};
 

@@ -464,7 +464,8 @@ impl<'m> Head<'m> {
             }
             _ => {
                 return Err(TrainError::NoTrainableHead(
-                    "weights are neither f32 nor int8",
+                    "a layer to train has weights that are neither f32 nor int8 (f16 layers \
+                     run frozen; write the layers to train in f32)",
                 ));
             }
         };

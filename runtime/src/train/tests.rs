@@ -49,6 +49,36 @@ fn the_head_is_found_and_sized() {
     ));
 }
 
+/// f16 layers run frozen in front of a trained f32 head; asking to train one is refused with
+/// the reason.
+#[test]
+fn f16_layers_run_frozen_and_are_not_trained() {
+    let mut b = ModelBuilder::new("f16-body");
+    let x = b.tensor("x", DType::F32, &[1, 8], QuantSpec::None).unwrap();
+    b.input(x);
+    let w1: Vec<f32> = (0..8 * 8)
+        .map(|i| ((i * 5) % 11) as f32 / 11.0 - 0.5)
+        .collect();
+    let h = b
+        .fully_connected_f16("body", x, &w1, Some(&[0.1; 8]), FusedActivation::RELU)
+        .unwrap();
+    let w2: Vec<f32> = (0..3 * 8)
+        .map(|i| ((i * 3) % 7) as f32 / 7.0 - 0.5)
+        .collect();
+    let y = b
+        .fully_connected_f32("head", h, &w2, Some(&[0.0; 3]), FusedActivation::NONE)
+        .unwrap();
+    b.output(y);
+    let bytes = AlignedBytes::new(&b.build().unwrap().bytes);
+    let model = Model::from_bytes(&bytes).unwrap();
+    let head = Head::find(&model, 1).unwrap();
+    assert_eq!((head.first().inputs, head.first().outputs), (8, 3));
+    match Head::find(&model, 2) {
+        Err(TrainError::NoTrainableHead(why)) => assert!(why.contains("f16"), "{why}"),
+        other => panic!("an f16 layer to train: {:?}", other.map(|h| h.count)),
+    }
+}
+
 #[test]
 fn a_model_ending_in_something_else_has_no_head() {
     let mut b = ModelBuilder::new("relu");

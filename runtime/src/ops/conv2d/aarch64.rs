@@ -16,6 +16,7 @@ use core::arch::aarch64::*;
 
 use super::{Conv2dF32, Conv2dI8, drive, gather_patch};
 use crate::isa::Isa;
+use crate::ops::FloatWeight;
 use crate::ops::fully_connected::aarch64::{
     fully_connected_f32_neon, fully_connected_i8_dotprod, fully_connected_i8_neon, sdot,
 };
@@ -43,8 +44,12 @@ pub(super) fn conv2d_i8_dotprod(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &
     unsafe { i8_dotprod(op, output, bytes) }
 }
 
-/// The NEON float kernel.
-pub(super) fn conv2d_f32_neon(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) {
+/// The NEON float kernel, for f32 or f16 filters (widened with `fcvtl` as they load).
+pub(super) fn conv2d_f32_neon<W: FloatWeight>(
+    op: &Conv2dF32<'_, W>,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) {
     let g = &op.geometry;
     if g.is_pointwise() {
         return fully_connected_f32_neon(&op.as_fully_connected(), output);
@@ -146,7 +151,7 @@ unsafe fn i8_dotprod(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i8]) {
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn f32_neon(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) {
+unsafe fn f32_neon<W: FloatWeight>(op: &Conv2dF32<'_, W>, output: &mut [f32], scratch: &mut [f32]) {
     // SAFETY: NEON is present (caller); loads read 4 floats at `i` with `i + 4 <= k` from
     // slices of exactly `k` elements.
     unsafe {
@@ -157,7 +162,7 @@ unsafe fn f32_neon(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) 
             gather_patch(g, op.input, p, group, dst, 0.0f32, |x: f32| x)
         };
         let mut dot = |p0: &[f32], p1: &[f32], oc: usize, rows: usize| -> [[f32; 2]; 4] {
-            let w: [&[f32]; 4] =
+            let w: [&[W]; 4] =
                 core::array::from_fn(|r| &op.filter[(oc + r.min(rows - 1)) * k..][..k]);
             let mut acc = [[vdupq_n_f32(0.0); 2]; 4];
             for c in 0..chunks {
@@ -165,7 +170,7 @@ unsafe fn f32_neon(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) 
                 let x0 = vld1q_f32(p0.as_ptr().add(i));
                 let x1 = vld1q_f32(p1.as_ptr().add(i));
                 for r in 0..4 {
-                    let wv = vld1q_f32(w[r].as_ptr().add(i));
+                    let wv = W::load4_neon(w[r].as_ptr().add(i));
                     acc[r][0] = vfmaq_f32(acc[r][0], x0, wv);
                     acc[r][1] = vfmaq_f32(acc[r][1], x1, wv);
                 }
@@ -174,8 +179,8 @@ unsafe fn f32_neon(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) 
             for r in 0..4 {
                 let mut s = [vaddvq_f32(acc[r][0]), vaddvq_f32(acc[r][1])];
                 for i in chunks * 4..k {
-                    s[0] += p0[i] * w[r][i];
-                    s[1] += p1[i] * w[r][i];
+                    s[0] += p0[i] * w[r][i].widen();
+                    s[1] += p1[i] * w[r][i].widen();
                 }
                 out[r] = s;
             }

@@ -29,7 +29,7 @@ use crate::isa::{Isa, Kernel, best};
 use crate::ops::fully_connected::{self, FullyConnectedI16};
 use crate::ops::fully_connected::{FullyConnectedF32, FullyConnectedI8, FullyConnectedShape};
 use crate::ops::layer::{self, LayerOperands, check_len};
-use crate::ops::{Ctx, FusedActivation, Node, RequantizeParams, Tolerance};
+use crate::ops::{Ctx, FloatWeight, FusedActivation, Node, RequantizeParams, Tolerance};
 use crate::tensor::DType;
 
 /// Attributes of a `Conv2d` op.
@@ -410,22 +410,23 @@ pub fn conv2d_i16(op: &Conv2dI16<'_>, output: &mut [i16]) -> Result<(), Error> {
     Ok(())
 }
 
-/// The operands of a float convolution.
+/// The operands of a float convolution; the filter is `f32` or `f16` ([`FloatWeight`]),
+/// the arithmetic `f32` either way.
 #[derive(Debug, Clone, Copy)]
-pub struct Conv2dF32<'a> {
+pub struct Conv2dF32<'a, W: FloatWeight = f32> {
     /// Dimensions.
     pub geometry: ConvGeometry,
     /// `[batch][in_h][in_w][in_c]`.
     pub input: &'a [f32],
     /// `[out_c][k_h][k_w][in_c / groups]`.
-    pub filter: &'a [f32],
+    pub filter: &'a [W],
     /// `[out_c]`, or `None`.
     pub bias: Option<&'a [f32]>,
     /// Output clamp (`-inf, inf` for none).
     pub activation: (f32, f32),
 }
 
-impl Conv2dF32<'_> {
+impl<W: FloatWeight> Conv2dF32<'_, W> {
     /// Checks every length against the geometry.
     pub fn validate(&self, output: &[f32]) -> Result<(), Error> {
         let g = &self.geometry;
@@ -476,7 +477,7 @@ impl<'a> Conv2dI8<'a> {
     }
 }
 
-impl<'a> Conv2dF32<'a> {
+impl<'a, W: FloatWeight> Conv2dF32<'a, W> {
     /// Float counterpart of [`Conv2dI8::store`]: bias and clamp.
     #[cfg(any(target_arch = "aarch64", loam_arm_neon))]
     pub(crate) fn store(&self, output: &mut [f32], p: usize, o: usize, acc: f32) {
@@ -490,7 +491,7 @@ impl<'a> Conv2dF32<'a> {
         not(any(target_arch = "x86_64", target_arch = "aarch64")),
         allow(dead_code)
     )]
-    pub(crate) fn as_fully_connected(&self) -> FullyConnectedF32<'a> {
+    pub(crate) fn as_fully_connected(&self) -> FullyConnectedF32<'a, W> {
         FullyConnectedF32 {
             shape: self.geometry.pointwise_shape(),
             input: self.input,
@@ -648,7 +649,8 @@ pub fn scratch_len(geometry: &ConvGeometry) -> usize {
 
 /// An int8 convolution kernel: operation, output, scratch.
 pub type I8Kernel = fn(&Conv2dI8<'_>, &mut [i8], &mut [i16]);
-type F32Kernel = fn(&Conv2dF32<'_>, &mut [f32], &mut [f32]);
+/// A float convolution kernel over validated operands, for filters of type `W`.
+pub type F32Kernel<W = f32> = fn(&Conv2dF32<'_, W>, &mut [f32], &mut [f32]);
 
 /// The int8 kernels of this build, reference first. Each takes validated operands and a
 /// scratch of at least [`scratch_len`] elements.
@@ -695,6 +697,39 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         run: arm_neon::conv2d_i8,
     },
 ];
+
+/// The f16-filter kernels of this build, reference first (32-bit NEON has none yet).
+pub(crate) const F16_KERNELS: &[Kernel<F32Kernel<half::f16>>] = &[
+    Kernel {
+        name: "reference",
+        isa: Isa::Portable,
+        run: reference::conv2d_f32,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx2",
+        isa: Isa::Avx2,
+        run: x86::conv2d_f32,
+    },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::conv2d_f32_neon,
+    },
+];
+
+/// The float kernels this CPU can run, by name (reference first), for benchmarks.
+#[doc(hidden)]
+pub fn f32_kernels() -> impl Iterator<Item = (&'static str, F32Kernel)> {
+    crate::isa::runnable(F32_KERNELS)
+}
+
+/// The f16-filter kernels this CPU can run, by name (reference first), for benchmarks.
+#[doc(hidden)]
+pub fn f16_kernels() -> impl Iterator<Item = (&'static str, F32Kernel<half::f16>)> {
+    crate::isa::runnable(F16_KERNELS)
+}
 
 /// The float kernels of this build, reference first.
 pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
@@ -765,6 +800,19 @@ pub fn conv2d_f32(
     op.validate(output)?;
     check_scratch(scratch_len(&op.geometry), scratch.len())?;
     (best(F32_KERNELS))(op, output, scratch);
+    Ok(())
+}
+
+/// [`conv2d_f32`] with an f16 filter, widened as it is loaded: the result is the f32
+/// convolution's with the widened filter, within [`F32_TOLERANCE`].
+pub fn conv2d_f16(
+    op: &Conv2dF32<'_, half::f16>,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) -> Result<(), Error> {
+    op.validate(output)?;
+    check_scratch(scratch_len(&op.geometry), scratch.len())?;
+    (best(F16_KERNELS))(op, output, scratch);
     Ok(())
 }
 
@@ -879,8 +927,22 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
         output,
     } = operands;
     let temp = node.temporary(0).map_err(corrupt)?;
-    match input.record.dtype {
-        DType::F32 => {
+    match (input.record.dtype, filter.record.dtype) {
+        (DType::F32, DType::F16) => {
+            let op = Conv2dF32 {
+                geometry,
+                input: ctx.read(&input)?,
+                filter: node.constant::<half::f16>(&filter).map_err(corrupt)?,
+                bias: layer::bias(ctx)?,
+                activation: layer::f32_activation(a.activation),
+            };
+            // SAFETY: validation keeps the output and the temporary clear of every other
+            // operand and of each other.
+            let (out, scratch) =
+                unsafe { (ctx.write::<f32>(&output)?, scratch_view::<f32>(ctx, temp)?) };
+            conv2d_f16(&op, out, scratch)
+        }
+        (DType::F32, _) => {
             let op = Conv2dF32 {
                 geometry,
                 input: ctx.read(&input)?,
@@ -894,7 +956,7 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
                 unsafe { (ctx.write::<f32>(&output)?, scratch_view::<f32>(ctx, temp)?) };
             conv2d_f32(&op, out, scratch)
         }
-        DType::I8 => {
+        (DType::I8, _) => {
             let q = layer::i8_requant(ctx, &input, &output, a.activation)?;
             let op = Conv2dI8 {
                 geometry,
@@ -908,7 +970,7 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
                 unsafe { (ctx.write::<i8>(&output)?, scratch_view::<i16>(ctx, temp)?) };
             conv2d_i8(&op, out, scratch)
         }
-        DType::I16 => {
+        (DType::I16, _) => {
             let op = Conv2dI16 {
                 geometry,
                 params: layer::i16_requant(ctx, &output, a.activation)?,
@@ -1097,6 +1159,24 @@ mod build {
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
             let precision = Precision::F32 {
+                weights: filter,
+                bias,
+            };
+            append(self, name, input, spec, activation, precision)
+        }
+
+        /// [`ModelBuilder::conv2d_f32`] with the filter stored as f16 (rounded to nearest):
+        /// half the flash, the same f32 arithmetic on the rounded weights.
+        pub fn conv2d_f16(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            spec: ConvSpec,
+            filter: &[f32],
+            bias: Option<&[f32]>,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let precision = Precision::F16 {
                 weights: filter,
                 bias,
             };

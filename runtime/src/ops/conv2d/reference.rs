@@ -93,8 +93,13 @@ pub fn conv2d_i16(op: &Conv2dI16<'_>, output: &mut [i16]) {
     }
 }
 
-/// The float reference: taps in index order (ky, kx, channel), then bias, then the clamp.
-pub fn conv2d_f32(op: &Conv2dF32<'_>, output: &mut [f32], _scratch: &mut [f32]) {
+/// The float reference: taps in index order (ky, kx, channel), each weight widened to f32,
+/// then bias, then the clamp.
+pub fn conv2d_f32<W: crate::ops::FloatWeight>(
+    op: &Conv2dF32<'_, W>,
+    output: &mut [f32],
+    _scratch: &mut [f32],
+) {
     let g = &op.geometry;
     debug_assert!(op.validate(output).is_ok());
     let (cg, og) = (g.group_in_channels(), g.group_out_channels());
@@ -120,7 +125,7 @@ pub fn conv2d_f32(op: &Conv2dF32<'_>, output: &mut [f32], _scratch: &mut [f32]) 
                             let x = &op.input[pixel + group * cg..][..cg];
                             let w = &filter[(ky * g.kernel_width + kx) * cg..][..cg];
                             for (&x, &w) in x.iter().zip(w) {
-                                acc += x * w;
+                                acc += x * w.widen();
                             }
                         }
                     }

@@ -3,6 +3,7 @@ use std::vec;
 use std::vec::Vec;
 
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 
 use super::*;
 use crate::fixed_point::QuantizedMultiplier;
@@ -209,23 +210,51 @@ proptest! {
     ) {
         let activation = [(f32::NEG_INFINITY, f32::INFINITY), (0.0, f32::INFINITY), (0.0, 6.0)][act];
         let op = Conv2dF32 { geometry: g, input: &input, filter: &filter, bias: bias.as_deref(), activation };
-        let terms = g.patch_len();
-        // Bound on every output: |x| <= 3, |w| <= 1, |b| <= 1.
-        let magnitude = 3.0 * terms as f32 + 1.0;
-        compare_kernels(F32_KERNELS, |k| {
+        within_tolerance(F32_KERNELS, &op)?;
+        // The same layer with the filter rounded to f16: its kernels against its reference,
+        // and that reference against the f32 one on the widened filter, exactly.
+        let halves: Vec<half::f16> = filter.iter().map(|&w| half::f16::from_f32(w)).collect();
+        let widened: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+        let op16 = Conv2dF32 { geometry: g, input: &input, filter: &halves[..], bias: bias.as_deref(), activation };
+        within_tolerance(F16_KERNELS, &op16)?;
+        let run = |k: F32Kernel<half::f16>| {
+            let mut out = vec![0f32; g.output_len().unwrap()];
+            k(&op16, &mut out, &mut []);
+            out
+        };
+        let mut want = vec![0f32; g.output_len().unwrap()];
+        reference::conv2d_f32(&Conv2dF32 { filter: &widened, ..op }, &mut want, &mut []);
+        prop_assert_eq!(want, run(reference::conv2d_f32));
+    }
+}
+
+/// Runs every kernel of `table` on `op` and checks each against the reference within
+/// [`F32_TOLERANCE`], for inputs within 3, weights and bias within 1.
+fn within_tolerance<W: crate::ops::FloatWeight>(
+    table: &[crate::isa::Kernel<F32Kernel<W>>],
+    op: &Conv2dF32<'_, W>,
+) -> Result<usize, TestCaseError> {
+    let g = op.geometry;
+    let terms = g.patch_len();
+    // Bound on every output: |x| <= 3, |w| <= 1, |b| <= 1.
+    let magnitude = 3.0 * terms as f32 + 1.0;
+    compare_kernels(
+        table,
+        |k| {
             let mut out = vec![0f32; g.output_len().unwrap()];
             let mut scratch = vec![0f32; scratch_len(&g)];
-            k(&op, &mut out, &mut scratch);
+            k(op, &mut out, &mut scratch);
             out
-        }, |want, got| {
+        },
+        |want, got| {
             for i in 0..want.len() {
                 if !F32_TOLERANCE.accepts(want[i], got[i], terms, magnitude) {
                     return Err(format!("element {i}: want {}, got {}", want[i], got[i]));
                 }
             }
             Ok(())
-        })?;
-    }
+        },
+    )
 }
 
 #[allow(clippy::too_many_arguments)]

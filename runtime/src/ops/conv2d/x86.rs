@@ -18,8 +18,8 @@ use core::arch::x86_64::*;
 
 use super::{Conv2dF32, Conv2dI8, PATCH_PAD, gather_patch, gather_patch_runs};
 use crate::isa::Isa;
-use crate::ops::fully_connected;
 use crate::ops::requantize::x86::requantize_row;
+use crate::ops::{FloatWeight, fully_connected};
 
 /// Output channels accumulated before a vectorized requantization pass.
 const BLOCK: usize = 64;
@@ -36,8 +36,13 @@ pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16
     unsafe { conv2d_i8_avx2(op, output, scratch) }
 }
 
-/// The AVX2/FMA float kernel; the reference where AVX2 is missing.
-pub(super) fn conv2d_f32(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) {
+/// The AVX2/FMA float kernel, for f32 or f16 filters (widened with F16C as they load); the
+/// reference where AVX2 is missing.
+pub(super) fn conv2d_f32<W: FloatWeight>(
+    op: &Conv2dF32<'_, W>,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) {
     if !Isa::Avx2.available() {
         return super::reference::conv2d_f32(op, output, scratch);
     }
@@ -157,8 +162,13 @@ unsafe fn dot4x2_i8(p0: &[i16], p1: &[i16], rows: [&[i8]; 4], k: usize) -> [i32;
 
 /// Float counterpart of [`dot4x2_i8`].
 #[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dot4x2_f32(p0: &[f32], p1: &[f32], rows: [&[f32]; 4], k: usize) -> [[f32; 2]; 4] {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4x2_f32<W: FloatWeight>(
+    p0: &[f32],
+    p1: &[f32],
+    rows: [&[W]; 4],
+    k: usize,
+) -> [[f32; 2]; 4] {
     // SAFETY: the caller guarantees the target features are available; raw
     // pointer accesses below are bounds-justified where they occur.
     unsafe {
@@ -173,7 +183,7 @@ unsafe fn dot4x2_f32(p0: &[f32], p1: &[f32], rows: [&[f32]; 4], k: usize) -> [[f
                 let x0 = _mm256_loadu_ps(p0.as_ptr().add(i));
                 let x1 = _mm256_loadu_ps(p1.as_ptr().add(i));
                 for (r, row) in rows.iter().enumerate() {
-                    let w = _mm256_loadu_ps(row.as_ptr().add(i));
+                    let w = W::load8_avx2(row.as_ptr().add(i));
                     acc[r][0] = _mm256_fmadd_ps(x0, w, acc[r][0]);
                     acc[r][1] = _mm256_fmadd_ps(x1, w, acc[r][1]);
                 }
@@ -186,7 +196,9 @@ unsafe fn dot4x2_f32(p0: &[f32], p1: &[f32], rows: [&[f32]; 4], k: usize) -> [[f
             let x1 = _mm256_loadu_ps(p1.as_ptr().add(i));
             for (r, row) in rows.iter().enumerate() {
                 let mut w = [0f32; 8];
-                w[..rest].copy_from_slice(&row[i..k]);
+                for (d, s) in w.iter_mut().zip(&row[i..k]) {
+                    *d = s.widen();
+                }
                 let w = _mm256_loadu_ps(w.as_ptr());
                 acc[r][0] = _mm256_fmadd_ps(x0, w, acc[r][0]);
                 acc[r][1] = _mm256_fmadd_ps(x1, w, acc[r][1]);
@@ -255,8 +267,12 @@ unsafe fn conv2d_i8_avx2(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i1
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn conv2d_f32_avx2(op: &Conv2dF32<'_>, output: &mut [f32], scratch: &mut [f32]) {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn conv2d_f32_avx2<W: FloatWeight>(
+    op: &Conv2dF32<'_, W>,
+    output: &mut [f32],
+    scratch: &mut [f32],
+) {
     // SAFETY: the caller guarantees the target features are available; raw
     // pointer accesses below are bounds-justified where they occur.
     unsafe {

@@ -12,6 +12,7 @@ use core::arch::aarch64::*;
 use super::{
     DepthwiseConv2dF32, DepthwiseConv2dI8, DepthwiseConv2dI16, Eights, depthwise_i16_by_eights,
 };
+use crate::ops::FloatWeight;
 
 /// The NEON int8 kernel (multiplier 1); the reference otherwise.
 pub(super) fn depthwise_conv2d_i8_neon(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
@@ -24,7 +25,10 @@ pub(super) fn depthwise_conv2d_i8_neon(op: &DepthwiseConv2dI8<'_>, output: &mut 
 }
 
 /// The NEON float kernel (multiplier 1); the reference otherwise.
-pub(super) fn depthwise_conv2d_f32_neon(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) {
+pub(super) fn depthwise_conv2d_f32_neon<W: FloatWeight>(
+    op: &DepthwiseConv2dF32<'_, W>,
+    output: &mut [f32],
+) {
     let g = &op.geometry;
     if g.out_channels != g.in_channels {
         return super::reference::depthwise_conv2d_f32(op, output);
@@ -140,7 +144,7 @@ unsafe fn i8_neon(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn f32_neon(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) {
+unsafe fn f32_neon<W: FloatWeight>(op: &DepthwiseConv2dF32<'_, W>, output: &mut [f32]) {
     // SAFETY: NEON is present (caller); each load reads 4 floats from a slice of exactly 4.
     unsafe {
         let g = &op.geometry;
@@ -165,7 +169,11 @@ unsafe fn f32_neon(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) {
                                 let x = &op.input
                                     [((b * g.in_height + iy) * g.in_width + ix) * c + c0..][..4];
                                 let w = &op.filter[(ky * g.kernel_width + kx) * c + c0..][..4];
-                                acc = vfmaq_f32(acc, vld1q_f32(x.as_ptr()), vld1q_f32(w.as_ptr()));
+                                acc = vfmaq_f32(
+                                    acc,
+                                    vld1q_f32(x.as_ptr()),
+                                    W::load4_neon(w.as_ptr()),
+                                );
                             }
                         }
                         let mut lanes = [0f32; 4];
@@ -187,7 +195,7 @@ unsafe fn f32_neon(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) {
                                     continue;
                                 };
                                 acc += op.input[((b * g.in_height + iy) * g.in_width + ix) * c + o]
-                                    * op.filter[(ky * g.kernel_width + kx) * c + o];
+                                    * op.filter[(ky * g.kernel_width + kx) * c + o].widen();
                             }
                         }
                         let v = acc + op.bias.map_or(0.0, |bias| bias[o]);

@@ -26,7 +26,7 @@ use crate::ops::conv2d::{ConvGeometry, output_size};
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64", loam_arm_neon))]
 use crate::ops::lanes;
 use crate::ops::layer::{self, LayerOperands};
-use crate::ops::{Ctx, FusedActivation, Node, RequantizeParams, Tolerance};
+use crate::ops::{Ctx, FloatWeight, FusedActivation, Node, RequantizeParams, Tolerance};
 use crate::tensor::DType;
 
 /// Attributes of a `DepthwiseConv2d` op.
@@ -342,22 +342,23 @@ pub fn depthwise_conv2d_i16(op: &DepthwiseConv2dI16<'_>, output: &mut [i16]) -> 
     Ok(())
 }
 
-/// The operands of a float depthwise convolution.
+/// The operands of a float depthwise convolution; the filter is `f32` or `f16`
+/// ([`FloatWeight`]), the arithmetic `f32` either way.
 #[derive(Debug, Clone, Copy)]
-pub struct DepthwiseConv2dF32<'a> {
+pub struct DepthwiseConv2dF32<'a, W: FloatWeight = f32> {
     /// Dimensions (`groups == in_channels`).
     pub geometry: ConvGeometry,
     /// `[batch][in_h][in_w][in_c]`.
     pub input: &'a [f32],
     /// `[k_h][k_w][out_c]`.
-    pub filter: &'a [f32],
+    pub filter: &'a [W],
     /// `[out_c]`, or `None`.
     pub bias: Option<&'a [f32]>,
     /// Output clamp.
     pub activation: (f32, f32),
 }
 
-impl DepthwiseConv2dF32<'_> {
+impl<W: FloatWeight> DepthwiseConv2dF32<'_, W> {
     /// Checks every length.
     pub fn validate(&self, output: &[f32]) -> Result<(), Error> {
         let g = &self.geometry;
@@ -376,7 +377,41 @@ impl DepthwiseConv2dF32<'_> {
 }
 
 type I8Kernel = fn(&DepthwiseConv2dI8<'_>, &mut [i8]);
-type F32Kernel = fn(&DepthwiseConv2dF32<'_>, &mut [f32]);
+/// A float depthwise kernel over validated operands, for filters of type `W`.
+pub type F32Kernel<W = f32> = fn(&DepthwiseConv2dF32<'_, W>, &mut [f32]);
+
+/// The f16-filter kernels of this build, reference first (32-bit NEON has none yet).
+pub(crate) const F16_KERNELS: &[Kernel<F32Kernel<half::f16>>] = &[
+    Kernel {
+        name: "reference",
+        isa: Isa::Portable,
+        run: reference::depthwise_conv2d_f32,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx2",
+        isa: Isa::Avx2,
+        run: x86::depthwise_conv2d_f32,
+    },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::depthwise_conv2d_f32_neon,
+    },
+];
+
+/// The float kernels this CPU can run, by name (reference first), for benchmarks.
+#[doc(hidden)]
+pub fn f32_kernels() -> impl Iterator<Item = (&'static str, F32Kernel)> {
+    crate::isa::runnable(F32_KERNELS)
+}
+
+/// The f16-filter kernels this CPU can run, by name (reference first), for benchmarks.
+#[doc(hidden)]
+pub fn f16_kernels() -> impl Iterator<Item = (&'static str, F32Kernel<half::f16>)> {
+    crate::isa::runnable(F16_KERNELS)
+}
 
 /// The int8 kernels of this build, reference first.
 pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
@@ -455,6 +490,17 @@ pub fn depthwise_conv2d_i8(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) -> Res
 pub fn depthwise_conv2d_f32(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) -> Result<(), Error> {
     op.validate(output)?;
     (best(F32_KERNELS))(op, output);
+    Ok(())
+}
+
+/// [`depthwise_conv2d_f32`] with an f16 filter, widened as it is loaded: the result is the
+/// f32 layer's with the widened filter, within [`F32_TOLERANCE`].
+pub fn depthwise_conv2d_f16(
+    op: &DepthwiseConv2dF32<'_, half::f16>,
+    output: &mut [f32],
+) -> Result<(), Error> {
+    op.validate(output)?;
+    (best(F16_KERNELS))(op, output);
     Ok(())
 }
 
@@ -556,8 +602,19 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
         weights: filter,
         output,
     } = operands;
-    match input.record.dtype {
-        DType::F32 => {
+    match (input.record.dtype, filter.record.dtype) {
+        (DType::F32, DType::F16) => {
+            let op = DepthwiseConv2dF32 {
+                geometry,
+                input: ctx.read(&input)?,
+                filter: node.constant::<half::f16>(&filter).map_err(corrupt)?,
+                bias: layer::bias(ctx)?,
+                activation: layer::f32_activation(a.activation),
+            };
+            // SAFETY: validation keeps the output clear of every input.
+            depthwise_conv2d_f16(&op, unsafe { ctx.write(&output)? })
+        }
+        (DType::F32, _) => {
             let op = DepthwiseConv2dF32 {
                 geometry,
                 input: ctx.read(&input)?,
@@ -568,7 +625,7 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
             // SAFETY: validation keeps the output clear of every input.
             depthwise_conv2d_f32(&op, unsafe { ctx.write(&output)? })
         }
-        DType::I8 => {
+        (DType::I8, _) => {
             let q = layer::i8_requant(ctx, &input, &output, a.activation)?;
             let op = DepthwiseConv2dI8 {
                 geometry,
@@ -580,7 +637,7 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
             // SAFETY: validation keeps the output clear of every input.
             depthwise_conv2d_i8(&op, unsafe { ctx.write(&output)? })
         }
-        DType::I16 => {
+        (DType::I16, _) => {
             let op = DepthwiseConv2dI16 {
                 geometry,
                 params: layer::i16_requant(ctx, &output, a.activation)?,
@@ -672,6 +729,24 @@ mod build {
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
             let precision = Precision::F32 {
+                weights: filter,
+                bias,
+            };
+            append(self, name, input, spec, activation, precision)
+        }
+
+        /// [`ModelBuilder::depthwise_conv2d_f32`] with the filter stored as f16 (rounded to nearest):
+        /// half the flash, the same f32 arithmetic on the rounded weights.
+        pub fn depthwise_conv2d_f16(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            spec: ConvSpec,
+            filter: &[f32],
+            bias: Option<&[f32]>,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let precision = Precision::F16 {
                 weights: filter,
                 bias,
             };

@@ -84,7 +84,10 @@ pub fn depthwise_conv2d_i16(op: &DepthwiseConv2dI16<'_>, output: &mut [i16]) {
 }
 
 /// The float reference: taps in (ky, kx) order, then bias, then the clamp.
-pub fn depthwise_conv2d_f32(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) {
+pub fn depthwise_conv2d_f32<W: crate::ops::FloatWeight>(
+    op: &DepthwiseConv2dF32<'_, W>,
+    output: &mut [f32],
+) {
     let g = &op.geometry;
     debug_assert!(op.validate(output).is_ok());
     let multiplier = g.out_channels / g.in_channels;
@@ -106,7 +109,8 @@ pub fn depthwise_conv2d_f32(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) {
                             };
                             let x = op.input
                                 [((b * g.in_height + iy) * g.in_width + ix) * g.in_channels + ic];
-                            acc += x * op.filter[(ky * g.kernel_width + kx) * g.out_channels + oc];
+                            acc += x * op.filter[(ky * g.kernel_width + kx) * g.out_channels + oc]
+                                .widen();
                         }
                     }
                     if let Some(bias) = op.bias {

@@ -163,22 +163,48 @@ proptest! {
             prop::option::of(f32s(g.out_channels, 1.0)),
         ))
     ) {
-        let op = DepthwiseConv2dF32 { geometry: g, input: &input, filter: &filter, bias: bias.as_deref(), activation: (f32::NEG_INFINITY, 6.0) };
-        let terms = g.kernel_height * g.kernel_width;
-        let magnitude = 3.0 * terms as f32 + 1.0;
-        compare_kernels(F32_KERNELS, |k| {
+        let activation = (f32::NEG_INFINITY, 6.0);
+        let op = DepthwiseConv2dF32 { geometry: g, input: &input, filter: &filter, bias: bias.as_deref(), activation };
+        within_tolerance(F32_KERNELS, &op)?;
+        // The filter rounded to f16: its kernels against its reference, and that reference
+        // against the f32 one on the widened filter, exactly.
+        let halves: Vec<half::f16> = filter.iter().map(|&w| half::f16::from_f32(w)).collect();
+        let widened: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+        let op16 = DepthwiseConv2dF32 { geometry: g, input: &input, filter: &halves[..], bias: bias.as_deref(), activation };
+        within_tolerance(F16_KERNELS, &op16)?;
+        let n = g.output_len().unwrap();
+        let (mut want, mut got) = (vec![0f32; n], vec![0f32; n]);
+        reference::depthwise_conv2d_f32(&DepthwiseConv2dF32 { filter: &widened, ..op }, &mut want);
+        reference::depthwise_conv2d_f32(&op16, &mut got);
+        prop_assert_eq!(want, got);
+    }
+}
+
+/// Runs every kernel of `table` on `op` and checks each against the reference within
+/// [`F32_TOLERANCE`], for inputs within 3, weights and bias within 1.
+fn within_tolerance<W: crate::ops::FloatWeight>(
+    table: &[crate::isa::Kernel<F32Kernel<W>>],
+    op: &DepthwiseConv2dF32<'_, W>,
+) -> Result<usize, proptest::test_runner::TestCaseError> {
+    let g = op.geometry;
+    let terms = g.kernel_height * g.kernel_width;
+    let magnitude = 3.0 * terms as f32 + 1.0;
+    compare_kernels(
+        table,
+        |k| {
             let mut out = vec![0f32; g.output_len().unwrap()];
-            k(&op, &mut out);
+            k(op, &mut out);
             out
-        }, |want, got| {
+        },
+        |want, got| {
             for i in 0..want.len() {
                 if !F32_TOLERANCE.accepts(want[i], got[i], terms, magnitude) {
                     return Err(format!("element {i}: want {}, got {}", want[i], got[i]));
                 }
             }
             Ok(())
-        })?;
-    }
+        },
+    )
 }
 
 /// Zero points at the extremes, saturating multipliers, channel counts around the vector

@@ -15,6 +15,7 @@ use super::{
     depthwise_i16_by_eights, for_each_window,
 };
 use crate::isa::Isa;
+use crate::ops::FloatWeight;
 use crate::ops::requantize::x86::requantize8;
 
 /// The AVX2 int8 kernel (multiplier 1); the reference otherwise.
@@ -28,7 +29,10 @@ pub(super) fn depthwise_conv2d_i8(op: &DepthwiseConv2dI8<'_>, output: &mut [i8])
 }
 
 /// The AVX2/FMA float kernel (multiplier 1); the reference otherwise.
-pub(super) fn depthwise_conv2d_f32(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) {
+pub(super) fn depthwise_conv2d_f32<W: FloatWeight>(
+    op: &DepthwiseConv2dF32<'_, W>,
+    output: &mut [f32],
+) {
     let g = &op.geometry;
     if !Isa::Avx2.available() || g.out_channels != g.in_channels {
         return super::reference::depthwise_conv2d_f32(op, output);
@@ -140,8 +144,8 @@ unsafe fn depthwise_i8_avx2(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn depthwise_f32_avx2(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn depthwise_f32_avx2<W: FloatWeight>(op: &DepthwiseConv2dF32<'_, W>, output: &mut [f32]) {
     // SAFETY: the caller guarantees the target features are available; raw
     // pointer accesses below are bounds-justified where they occur.
     unsafe {
@@ -168,11 +172,11 @@ unsafe fn depthwise_f32_avx2(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) {
                                 let x = &op.input
                                     [((b * g.in_height + iy) * g.in_width + ix) * c + c0..][..8];
                                 let w = &op.filter[(ky * g.kernel_width + kx) * c + c0..][..8];
-                                // SAFETY: both slices hold exactly 8 floats.
+                                // SAFETY: both slices hold exactly 8 elements.
                                 unsafe {
                                     acc = _mm256_fmadd_ps(
                                         _mm256_loadu_ps(x.as_ptr()),
-                                        _mm256_loadu_ps(w.as_ptr()),
+                                        W::load8_avx2(w.as_ptr()),
                                         acc,
                                     );
                                 }
@@ -200,7 +204,7 @@ unsafe fn depthwise_f32_avx2(op: &DepthwiseConv2dF32<'_>, output: &mut [f32]) {
                                     continue;
                                 };
                                 acc += op.input[((b * g.in_height + iy) * g.in_width + ix) * c + o]
-                                    * op.filter[(ky * g.kernel_width + kx) * c + o];
+                                    * op.filter[(ky * g.kernel_width + kx) * c + o].widen();
                             }
                         }
                         if let Some(bias) = op.bias {

@@ -19,6 +19,7 @@ use super::{
     FullyConnectedF32, FullyConnectedI8, FullyConnectedI16, finish_rows_f32, finish_rows_i8,
 };
 use crate::isa::Isa;
+use crate::ops::FloatWeight;
 
 /// `acc + sum of four-byte groups of a * b` per lane: the SDOT instruction. Written with
 /// `asm!` because the `vdotq_s32` intrinsic is not stable in the Rust versions loam supports.
@@ -99,8 +100,11 @@ unsafe fn i16_neon(op: &FullyConnectedI16<'_>, output: &mut [i16]) {
     }
 }
 
-/// The NEON float kernel.
-pub(crate) fn fully_connected_f32_neon(op: &FullyConnectedF32<'_>, output: &mut [f32]) {
+/// The NEON float kernel, for f32 or f16 weights (widened with `fcvtl` as they load).
+pub(crate) fn fully_connected_f32_neon<W: FloatWeight>(
+    op: &FullyConnectedF32<'_, W>,
+    output: &mut [f32],
+) {
     // SAFETY: NEON is part of every aarch64 target.
     unsafe { f32_neon(op, output) }
 }
@@ -180,7 +184,7 @@ unsafe fn i8_dotprod(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn f32_neon(op: &FullyConnectedF32<'_>, output: &mut [f32]) {
+unsafe fn f32_neon<W: FloatWeight>(op: &FullyConnectedF32<'_, W>, output: &mut [f32]) {
     // SAFETY: NEON is present (caller); every load reads 4 floats at `i` with `i + 4 <= n`
     // inside a row of exactly `n` elements.
     unsafe {
@@ -193,14 +197,14 @@ unsafe fn f32_neon(op: &FullyConnectedF32<'_>, output: &mut [f32]) {
             let mut o = 0;
             while o < s.out_features {
                 let rows = (s.out_features - o).min(4);
-                let w: [&[f32]; 4] =
+                let w: [&[W]; 4] =
                     core::array::from_fn(|r| &op.weights[(o + r.min(rows - 1)) * n..][..n]);
                 let mut acc = [vdupq_n_f32(0.0); 4];
                 for c in 0..chunks {
                     let i = c * 4;
                     let x = vld1q_f32(row.as_ptr().add(i));
                     for r in 0..4 {
-                        acc[r] = vfmaq_f32(acc[r], x, vld1q_f32(w[r].as_ptr().add(i)));
+                        acc[r] = vfmaq_f32(acc[r], x, W::load4_neon(w[r].as_ptr().add(i)));
                     }
                 }
                 let sums = acc.map(|a| vaddvq_f32(a));

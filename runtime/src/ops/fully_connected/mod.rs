@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, OpProblem, Operand};
 use crate::isa::{Isa, Kernel, best};
 use crate::ops::layer::{self, LayerOperands, check_len};
-use crate::ops::{Ctx, FusedActivation, Node};
+use crate::ops::{Ctx, FloatWeight, FusedActivation, Node};
 use crate::tensor::DType;
 
 /// Attributes of a `FullyConnected` op.
@@ -188,8 +188,8 @@ pub(crate) fn finish_rows_i8(
 
 /// The float counterpart of [`finish_rows_i8`]: tail, bias and clamp.
 #[cfg(any(target_arch = "aarch64", loam_arm_neon))]
-pub(crate) fn finish_rows_f32(
-    op: &FullyConnectedF32<'_>,
+pub(crate) fn finish_rows_f32<W: FloatWeight>(
+    op: &FullyConnectedF32<'_, W>,
     row: &[f32],
     o: usize,
     rows: usize,
@@ -203,7 +203,7 @@ pub(crate) fn finish_rows_f32(
         let w = &op.weights[(o + r) * n..(o + r + 1) * n];
         let mut acc = sum;
         for i in start..n {
-            acc += row[i] * w[i];
+            acc += row[i] * w[i].widen();
         }
         if let Some(bias) = op.bias {
             acc += bias[o + r];
@@ -255,7 +255,20 @@ pub type I8Kernel = fn(&FullyConnectedI8<'_>, &mut [i8]);
 pub fn i8_kernels() -> impl Iterator<Item = (&'static str, I8Kernel)> {
     crate::isa::runnable(I8_KERNELS)
 }
-type F32Kernel = fn(&FullyConnectedF32<'_>, &mut [f32]);
+/// A float kernel over validated operands, for weights of type `W`.
+pub type F32Kernel<W = f32> = fn(&FullyConnectedF32<'_, W>, &mut [f32]);
+
+/// The float kernels this CPU can run, by name (reference first), for benchmarks.
+#[doc(hidden)]
+pub fn f32_kernels() -> impl Iterator<Item = (&'static str, F32Kernel)> {
+    crate::isa::runnable(F32_KERNELS)
+}
+
+/// The f16-weight kernels this CPU can run, by name (reference first), for benchmarks.
+#[doc(hidden)]
+pub fn f16_kernels() -> impl Iterator<Item = (&'static str, F32Kernel<half::f16>)> {
+    crate::isa::runnable(F16_KERNELS)
+}
 
 /// The int8 kernels of this build, reference first. Each takes validated operands.
 pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
@@ -302,6 +315,28 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
     },
 ];
 
+/// The f16-weight kernels of this build, reference first. (32-bit NEON has none yet: an
+/// f16 layer runs the reference there.)
+pub(crate) const F16_KERNELS: &[Kernel<F32Kernel<half::f16>>] = &[
+    Kernel {
+        name: "reference",
+        isa: Isa::Portable,
+        run: reference::fully_connected_f32,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx2",
+        isa: Isa::Avx2,
+        run: x86::fully_connected_f32,
+    },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "neon",
+        isa: Isa::Neon,
+        run: aarch64::fully_connected_f32_neon,
+    },
+];
+
 /// The float kernels of this build, reference first.
 pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
     Kernel {
@@ -329,22 +364,23 @@ pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
     },
 ];
 
-/// The operands of a float fully-connected call.
+/// The operands of a float fully-connected call; the weights are `f32` or `f16`
+/// ([`FloatWeight`]), the arithmetic `f32` either way.
 #[derive(Debug, Clone, Copy)]
-pub struct FullyConnectedF32<'a> {
+pub struct FullyConnectedF32<'a, W: FloatWeight = f32> {
     /// Layer dimensions.
     pub shape: FullyConnectedShape,
     /// `[batch][in_features]` activations.
     pub input: &'a [f32],
     /// `[out_features][in_features]` weights.
-    pub weights: &'a [f32],
+    pub weights: &'a [W],
     /// `[out_features]` bias, or `None`.
     pub bias: Option<&'a [f32]>,
     /// Output clamp (`-inf, inf` for none).
     pub activation: (f32, f32),
 }
 
-impl FullyConnectedF32<'_> {
+impl<W: FloatWeight> FullyConnectedF32<'_, W> {
     /// Checks every length against the shape.
     pub fn validate(&self, output: &[f32]) -> Result<(), Error> {
         self.shape.check_lengths(
@@ -362,6 +398,17 @@ impl FullyConnectedF32<'_> {
 pub fn fully_connected_f32(op: &FullyConnectedF32<'_>, output: &mut [f32]) -> Result<(), Error> {
     op.validate(output)?;
     (best(F32_KERNELS))(op, output);
+    Ok(())
+}
+
+/// [`fully_connected_f32`] with f16 weights, widened as they are loaded: the result is the
+/// f32 layer's with the widened weights, within [`F32_TOLERANCE`].
+pub fn fully_connected_f16(
+    op: &FullyConnectedF32<'_, half::f16>,
+    output: &mut [f32],
+) -> Result<(), Error> {
+    op.validate(output)?;
+    (best(F16_KERNELS))(op, output);
     Ok(())
 }
 
@@ -428,8 +475,19 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
         weights,
         output,
     } = operands;
-    match input.record.dtype {
-        DType::F32 => {
+    match (input.record.dtype, weights.record.dtype) {
+        (DType::F32, DType::F16) => {
+            let op = FullyConnectedF32 {
+                shape,
+                input: ctx.read(&input)?,
+                weights: node.constant::<half::f16>(&weights).map_err(corrupt)?,
+                bias: layer::bias(ctx)?,
+                activation: layer::f32_activation(attributes.activation),
+            };
+            // SAFETY: validation keeps the output clear of every input.
+            fully_connected_f16(&op, unsafe { ctx.write(&output)? })
+        }
+        (DType::F32, _) => {
             let op = FullyConnectedF32 {
                 shape,
                 input: ctx.read(&input)?,
@@ -440,7 +498,7 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
             // SAFETY: validation keeps the output clear of every input.
             fully_connected_f32(&op, unsafe { ctx.write(&output)? })
         }
-        DType::I8 => {
+        (DType::I8, _) => {
             let q = layer::i8_requant(ctx, &input, &output, attributes.activation)?;
             let op = FullyConnectedI8 {
                 shape,
@@ -452,7 +510,7 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
             // SAFETY: validation keeps the output clear of every input.
             fully_connected_i8(&op, unsafe { ctx.write(&output)? })
         }
-        DType::I16 => {
+        (DType::I16, _) => {
             let op = FullyConnectedI16 {
                 shape,
                 params: layer::i16_requant(ctx, &output, attributes.activation)?,
@@ -534,6 +592,21 @@ mod build {
             activation: FusedActivation,
         ) -> Result<TensorId, BuildError> {
             let precision = Precision::F32 { weights, bias };
+            append(self, name, input, activation, precision)
+        }
+
+        /// Appends a float fully-connected layer whose weights are stored as f16 (rounded
+        /// to nearest): half the flash of [`ModelBuilder::fully_connected_f32`], the same
+        /// f32 arithmetic on the rounded weights. Returns the output tensor.
+        pub fn fully_connected_f16(
+            &mut self,
+            name: &str,
+            input: TensorId,
+            weights: &[f32],
+            bias: Option<&[f32]>,
+            activation: FusedActivation,
+        ) -> Result<TensorId, BuildError> {
+            let precision = Precision::F16 { weights, bias };
             append(self, name, input, activation, precision)
         }
 

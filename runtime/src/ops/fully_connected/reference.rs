@@ -56,8 +56,12 @@ pub fn fully_connected_i16(op: &FullyConnectedI16<'_>, output: &mut [i16]) {
     }
 }
 
-/// The float reference: plain dot products in index order, then bias, then the clamp.
-pub fn fully_connected_f32(op: &super::FullyConnectedF32<'_>, output: &mut [f32]) {
+/// The float reference: plain dot products in index order (each weight widened to f32), then
+/// bias, then the clamp.
+pub fn fully_connected_f32<W: crate::ops::FloatWeight>(
+    op: &super::FullyConnectedF32<'_, W>,
+    output: &mut [f32],
+) {
     let s = op.shape;
     debug_assert!(op.validate(output).is_ok());
     let (lo, hi) = op.activation;
@@ -67,7 +71,7 @@ pub fn fully_connected_f32(op: &super::FullyConnectedF32<'_>, output: &mut [f32]
             let weights = &op.weights[o * s.in_features..(o + 1) * s.in_features];
             let mut acc = 0.0f32;
             for (&x, &w) in row.iter().zip(weights) {
-                acc += x * w;
+                acc += x * w.widen();
             }
             if let Some(bias) = op.bias {
                 acc += bias[o];

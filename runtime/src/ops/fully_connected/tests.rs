@@ -254,26 +254,61 @@ proptest! {
     /// Every float kernel stays within the dot-product tolerance of the reference.
     #[test]
     fn every_f32_kernel_is_within_tolerance(p in f32_problem()) {
-        let op = p.op();
-        let s = op.shape;
-        let magnitude: Vec<f32> = (0..s.batch * s.out_features).map(|i| {
+        within_tolerance(F32_KERNELS, &p.op())?;
+    }
+
+    /// Every f16-weight kernel stays within the same tolerance of the f16 reference, and that
+    /// reference is exactly the f32 reference run on the widened weights.
+    #[test]
+    fn every_f16_kernel_is_within_tolerance(p in f32_problem()) {
+        let halves = p.weights_f16();
+        let op = p.op_f16(&halves);
+        within_tolerance(F16_KERNELS, &op)?;
+        let widened: Vec<f32> = halves.iter().map(|h| h.to_f32()).collect();
+        let f32_op = FullyConnectedF32 { weights: &widened, ..p.op() };
+        let n = op.shape.batch * op.shape.out_features;
+        let (mut want, mut got) = (vec![0f32; n], vec![0f32; n]);
+        reference::fully_connected_f32(&f32_op, &mut want);
+        reference::fully_connected_f32(&op, &mut got);
+        prop_assert_eq!(want, got);
+    }
+}
+
+/// Runs every kernel of `table` on `op` and checks each against the reference within
+/// [`F32_TOLERANCE`].
+fn within_tolerance<W: crate::ops::FloatWeight>(
+    table: &[crate::isa::Kernel<F32Kernel<W>>],
+    op: &FullyConnectedF32<'_, W>,
+) -> Result<usize, proptest::test_runner::TestCaseError> {
+    let s = op.shape;
+    let magnitude: Vec<f32> = (0..s.batch * s.out_features)
+        .map(|i| {
             let (b, o) = (i / s.out_features, i % s.out_features);
-            let dot: f32 = (0..s.in_features).map(|k| (op.input[b * s.in_features + k] * op.weights[o * s.in_features + k]).abs()).sum();
+            let dot: f32 = (0..s.in_features)
+                .map(|k| {
+                    (op.input[b * s.in_features + k] * op.weights[o * s.in_features + k].widen())
+                        .abs()
+                })
+                .sum();
             dot + op.bias.map_or(0.0, |bias| bias[o].abs())
-        }).collect();
-        compare_kernels(F32_KERNELS, |k| {
+        })
+        .collect();
+    compare_kernels(
+        table,
+        |k| {
             let mut out = vec![0f32; s.batch * s.out_features];
-            k(&op, &mut out);
+            k(op, &mut out);
             out
-        }, |want, got| {
+        },
+        |want, got| {
             for i in 0..want.len() {
                 if !F32_TOLERANCE.accepts(want[i], got[i], s.in_features, magnitude[i]) {
                     return Err(format!("element {i}: want {}, got {}", want[i], got[i]));
                 }
             }
             Ok(())
-        })?;
-    }
+        },
+    )
 }
 
 /// Named edge cases: zero points at both extremes, multipliers that saturate, reduction
@@ -332,6 +367,24 @@ impl F32Problem {
             shape: self.shape,
             input: &self.input,
             weights: &self.weights,
+            bias: self.bias.as_deref(),
+            activation: self.activation,
+        }
+    }
+
+    /// The weights rounded to f16.
+    fn weights_f16(&self) -> Vec<half::f16> {
+        self.weights
+            .iter()
+            .map(|&w| half::f16::from_f32(w))
+            .collect()
+    }
+
+    fn op_f16<'a>(&'a self, weights: &'a [half::f16]) -> FullyConnectedF32<'a, half::f16> {
+        FullyConnectedF32 {
+            shape: self.shape,
+            input: &self.input,
+            weights,
             bias: self.bias.as_deref(),
             activation: self.activation,
         }

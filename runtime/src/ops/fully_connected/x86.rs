@@ -14,6 +14,7 @@ use core::arch::x86_64::*;
 
 use super::{FullyConnectedF32, FullyConnectedI8, FullyConnectedI16};
 use crate::isa::Isa;
+use crate::ops::FloatWeight;
 use crate::ops::conv2d::x86::reduce4x2;
 use crate::ops::requantize::x86::requantize_row;
 
@@ -55,8 +56,12 @@ pub(crate) fn fully_connected_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
     }
 }
 
-/// The AVX2/FMA float kernel; falls back to the reference where AVX2 is missing.
-pub(crate) fn fully_connected_f32(op: &FullyConnectedF32<'_>, output: &mut [f32]) {
+/// The AVX2/FMA float kernel, for f32 or f16 weights (widened with F16C as they load);
+/// falls back to the reference where AVX2 is missing.
+pub(crate) fn fully_connected_f32<W: FloatWeight>(
+    op: &FullyConnectedF32<'_, W>,
+    output: &mut [f32],
+) {
     if Isa::Avx2.available() {
         // SAFETY: AVX2 and FMA are available (checked just above).
         unsafe { fully_connected_f32_avx2(op, output) }
@@ -216,8 +221,11 @@ pub(super) unsafe fn fully_connected_i8_avx2(op: &FullyConnectedI8<'_>, output: 
     }
 }
 
-#[target_feature(enable = "avx2,fma")]
-unsafe fn fully_connected_f32_avx2(op: &FullyConnectedF32<'_>, output: &mut [f32]) {
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn fully_connected_f32_avx2<W: FloatWeight>(
+    op: &FullyConnectedF32<'_, W>,
+    output: &mut [f32],
+) {
     // SAFETY: the caller guarantees the target features are available; raw
     // pointer accesses below are bounds-justified where they occur.
     unsafe {
@@ -242,10 +250,10 @@ unsafe fn fully_connected_f32_avx2(op: &FullyConnectedF32<'_>, output: &mut [f32
                     // SAFETY: `i + 8 <= n` for every full chunk, and every row has `n` elements.
                     unsafe {
                         let x = _mm256_loadu_ps(row.as_ptr().add(i));
-                        a0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(w0.as_ptr().add(i)), a0);
-                        a1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(w1.as_ptr().add(i)), a1);
-                        a2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(w2.as_ptr().add(i)), a2);
-                        a3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(w3.as_ptr().add(i)), a3);
+                        a0 = _mm256_fmadd_ps(x, W::load8_avx2(w0.as_ptr().add(i)), a0);
+                        a1 = _mm256_fmadd_ps(x, W::load8_avx2(w1.as_ptr().add(i)), a1);
+                        a2 = _mm256_fmadd_ps(x, W::load8_avx2(w2.as_ptr().add(i)), a2);
+                        a3 = _mm256_fmadd_ps(x, W::load8_avx2(w3.as_ptr().add(i)), a3);
                     }
                 }
                 let sums = [hsum_ps(a0), hsum_ps(a1), hsum_ps(a2), hsum_ps(a3)];
@@ -253,7 +261,7 @@ unsafe fn fully_connected_f32_avx2(op: &FullyConnectedF32<'_>, output: &mut [f32
                     let w = w(r);
                     let mut acc = sum;
                     for i in chunks * 8..n {
-                        acc += row[i] * w[i];
+                        acc += row[i] * w[i].widen();
                     }
                     if let Some(bias) = op.bias {
                         acc += bias[o + r];
