@@ -1063,3 +1063,96 @@ fn trains_to_recorded_bits(
     );
     check
 }
+
+/// Every fixture copied through `ModelBuilder::from_model` and written again (a fresh memory
+/// plan) computes exactly what the original computes: same outputs, bit for bit.
+#[test]
+fn a_model_copied_through_the_builder_computes_the_same_bits() {
+    for (name, bytes) in [
+        ("format-1.0", FORMAT_1_0),
+        ("int8-zoo", INT8_ZOO),
+        ("int16-layers", INT16_LAYERS),
+        ("f16-weights", F16_WEIGHTS),
+        ("pytorch-cnn-int8", PYTORCH_CNN),
+        ("pytorch-cnn-f32", PYTORCH_CNN_F32),
+    ] {
+        let aligned = AlignedBytes::new(bytes);
+        let model = Model::from_bytes(&aligned).unwrap();
+        let copy = ModelBuilder::from_model(&model)
+            .and_then(|b| b.build())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(run(&copy.bytes, SEED), run(bytes, SEED), "{name}");
+        let copied = AlignedBytes::new(&copy.bytes);
+        let copied = Model::from_bytes(&copied).unwrap();
+        assert_eq!(copied.format_version(), model.format_version(), "{name}");
+        assert_eq!(copied.metadata().description, model.metadata().description);
+        assert_eq!(
+            copied.labels().collect::<Vec<_>>(),
+            model.labels().collect::<Vec<_>>()
+        );
+        assert!(copy.plan.arena_size <= model.arena_size(), "{name}");
+    }
+}
+
+/// Converting the float models' weights to f16 halves their weight bytes, writes format 1.3
+/// and keeps their outputs within the weights' rounding; the int8 ones have nothing to
+/// convert.
+#[test]
+fn float_weights_convert_to_f16_and_int8_ones_stay() {
+    for (name, bytes, float) in [
+        ("format-1.0", FORMAT_1_0, true),
+        ("pytorch-cnn-f32", PYTORCH_CNN_F32, true),
+        ("int8-zoo", INT8_ZOO, false),
+    ] {
+        let aligned = AlignedBytes::new(bytes);
+        let model = Model::from_bytes(&aligned).unwrap();
+        let mut b = ModelBuilder::from_model(&model).unwrap();
+        let converted = b.store_float_weights_as_f16(&[]).unwrap();
+        let half = b.build().unwrap();
+        if !float {
+            assert_eq!(converted.tensors, 0, "{name}");
+            assert_eq!(half.bytes.len(), bytes.len(), "{name}");
+            continue;
+        }
+        assert!(converted.tensors > 0, "{name}");
+        println!("{name}: {converted:?}");
+        assert!(
+            converted.largest_relative_error <= 1.0 / 2048.0,
+            "{name}: {converted:?}"
+        );
+        let saved = bytes.len() - half.bytes.len();
+        assert!(
+            saved.abs_diff(2 * converted.weights) <= 64 * converted.tensors,
+            "{name}"
+        );
+        let aligned_half = AlignedBytes::new(&half.bytes);
+        let half_model = Model::from_bytes(&aligned_half).unwrap();
+        assert_eq!(
+            half_model.format_version(),
+            (FORMAT_MAJOR, loam::format::MINOR_F16_WEIGHTS)
+        );
+        let (want, got) = (run(bytes, SEED), run(&half.bytes, SEED));
+        let outputs = model.outputs();
+        for (o, (w, g)) in want.iter().zip(&got).enumerate() {
+            let t = model.tensor(usize::from(outputs.get(o).unwrap())).unwrap();
+            if t.dtype != DType::F32 {
+                continue;
+            }
+            let (w, g) = (f32s(w), f32s(g));
+            let scale = w.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+            let worst = w
+                .iter()
+                .zip(&g)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            println!(
+                "{name} output {o}: largest difference {:.2e} of {scale:.2e}",
+                worst
+            );
+            assert!(
+                worst <= 1e-2 * scale,
+                "{name} output {o}: {worst} of {scale}"
+            );
+        }
+    }
+}

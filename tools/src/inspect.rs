@@ -77,6 +77,8 @@ pub struct Inspection {
     pub constants: Vec<String>,
     /// On-device training RAM, for as many trailing layers as the trainer supports here.
     pub training: Vec<TrainingRam>,
+    /// Why the trainer takes not even the last layer, when it does not.
+    pub training_refused: Option<String>,
     /// What the model's stored training plan trains and its RAM (Adam), if it has one.
     pub plan: Option<crate::trainable::PlanReport>,
 }
@@ -149,15 +151,16 @@ pub fn inspect(file: &ModelFile) -> Result<Inspection> {
         .map(|c| c.name.to_string())
         .collect();
     let arena = model.arena_size();
-    let training = (1..=loam::train::MAX_TRAINED_LAYERS)
+    let config = |layers, optimizer| TrainConfig {
+        layers,
+        loss: Loss::CrossEntropy,
+        optimizer,
+        clip_norm: None,
+        accumulate: 1,
+    };
+    let training: Vec<TrainingRam> = (1..=loam::train::MAX_TRAINED_LAYERS)
         .map_while(|layers| {
-            let config = |optimizer| TrainConfig {
-                layers,
-                loss: Loss::CrossEntropy,
-                optimizer,
-                clip_norm: None,
-                accumulate: 1,
-            };
+            let config = |optimizer| config(layers, optimizer);
             let adam = Trainer::state_len(&model, &config(Optimizer::adam(1e-3))).ok()?;
             let sgd = Trainer::state_len(&model, &config(Optimizer::sgd(1e-2, 0.0))).ok()?;
             Some(TrainingRam {
@@ -168,6 +171,11 @@ pub fn inspect(file: &ModelFile) -> Result<Inspection> {
             })
         })
         .collect();
+    let training_refused = training
+        .is_empty()
+        .then(|| Trainer::state_len(&model, &config(1, Optimizer::adam(1e-3))).err())
+        .flatten()
+        .map(|e| e.to_string());
     let ports = |outputs: bool| -> Result<Vec<Port>> {
         Ok(crate::run::io_records(&model, outputs)?
             .iter()
@@ -187,6 +195,7 @@ pub fn inspect(file: &ModelFile) -> Result<Inspection> {
         labels: metadata.labels.len(),
         constants,
         training,
+        training_refused,
         plan: crate::trainable::plan_report(&model, crate::trainable::PlanOptimizer::Adam)?,
     })
 }
@@ -256,7 +265,10 @@ impl Inspection {
         if self.training.is_empty() {
             let _ = writeln!(
                 s,
-                "\non-device training: the model does not end in fully-connected layers"
+                "\non-device training: not possible ({})",
+                self.training_refused
+                    .as_deref()
+                    .unwrap_or("the model does not end in fully-connected layers")
             );
         } else {
             let _ = writeln!(

@@ -53,6 +53,15 @@ enum CalibrationChoice {
     Mse,
 }
 
+/// `loam quantize --to`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum QuantizeTo {
+    /// int8 activations and weights, calibrated on --data.
+    Int8,
+    /// f16 weights for the float layers (half their flash), f32 arithmetic; no calibration.
+    F16,
+}
+
 /// `loam finetune --optimizer`.
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum OptimizerChoice {
@@ -178,7 +187,9 @@ enum Command {
     },
     /// Quantize a float model to int8 with a chosen activation-range calibration, and show
     /// accuracy before and after and each layer's SQNR: a float `.onnx` or `.loam` file
-    /// (with --data and --output), or a project run's model (re-quantized in place).
+    /// (with --data and --output), or a project run's model (re-quantized in place). With
+    /// `--to f16`, store a float model's layer weights as f16 instead (--data optional, to
+    /// compare the two).
     Quantize {
         /// A float `.onnx` or `.loam` model, or a run folder (default: the project's latest
         /// run).
@@ -203,7 +214,8 @@ enum Command {
         #[arg(long)]
         onnx_output: Option<PathBuf>,
         /// Keep this node in f32 (ONNX node name or output name; repeatable): mixed precision
-        /// for a layer the per-layer SQNR shows hurts.
+        /// for a layer the per-layer SQNR shows hurts. With `--to f16`, a layer whose weights
+        /// stay f32 (one to fine-tune on the device).
         #[arg(long = "keep-float")]
         keep_float: Vec<String>,
         /// Run this Conv, Gemm or MatMul node with int16 activations and int8 weights (ONNX
@@ -232,6 +244,9 @@ enum Command {
         /// measured on the calibration samples.
         #[arg(long)]
         bias_correction: bool,
+        /// What to quantize to.
+        #[arg(long, value_enum, default_value_t = QuantizeTo::Int8)]
+        to: QuantizeTo,
     },
     /// What a model needs before it is flashed: flash, arena, inputs and outputs, each op's
     /// output shape and MACs, and the RAM for fine-tuning its last layers on the device.
@@ -740,8 +755,47 @@ fn execute(command: Command) -> Result<ExitCode> {
             percentile,
             samples,
             bias_correction,
+            to,
         } => {
             use loam_tools::quantize::Calibration;
+            if to == QuantizeTo::F16 {
+                let model = run
+                    .as_ref()
+                    .filter(|r| r.is_file())
+                    .context("--to f16 converts a model file: loam quantize model.loam --to f16 -o model-f16.loam")?;
+                anyhow::ensure!(
+                    int16.is_empty() && !bias_correction && eval.is_none(),
+                    "--int16, --bias-correction and --eval are int8 options; --to f16 converts \
+                     every float layer's weights but those of --keep-float (--data compares the \
+                     two models)"
+                );
+                let files = loam_tools::quantize::half::HalfFiles {
+                    model,
+                    data: data.as_deref(),
+                    labels: labels.as_deref(),
+                    samples,
+                    output: output
+                        .as_deref()
+                        .context("say where the f16 model goes: --output model-f16.loam")?,
+                    onnx_output: onnx_output.as_deref(),
+                    keep_f32: &keep_float,
+                };
+                let import = ImportOptions {
+                    input_shapes: input_shapes.into_iter().collect(),
+                    ..ImportOptions::default()
+                };
+                let report = loam_tools::quantize::half::convert_files(&files, &import)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print!("{}", report.to_text());
+                    println!("wrote {}", files.output.display());
+                    if let Some(o) = files.onnx_output {
+                        println!("wrote {}", o.display());
+                    }
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let calibration = match calibration {
                 CalibrationChoice::MinMax => Calibration::MinMax,
                 CalibrationChoice::Percentile => Calibration::Percentile { percentile },

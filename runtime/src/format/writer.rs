@@ -108,6 +108,23 @@ pub enum BuildError {
     Invalid(LoadError),
     /// The file exceeds 4 GiB.
     TooLarge,
+    /// A value cannot be stored in the asked-for type (an f32 weight beyond f16's range).
+    OutOfRange(String),
+}
+
+/// What [`ModelBuilder::store_float_weights_as_f16`] converted.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HalfWeights {
+    /// Weight tensors now stored as f16.
+    pub tensors: usize,
+    /// Weights in them.
+    pub weights: usize,
+    /// The largest `|f16(w) - w| / |w|` over the weights in f16's normal range (magnitude at
+    /// least 2^-14): at most 2^-11.
+    pub largest_relative_error: f64,
+    /// Nonzero weights smaller than 2^-14, stored as f16 subnormals or 0: each moves by at
+    /// most 2^-25 (half the smallest subnormal step), a larger share of its own size.
+    pub below_normal: usize,
 }
 
 impl core::fmt::Display for BuildError {
@@ -121,6 +138,9 @@ impl core::fmt::Display for BuildError {
             BuildError::UnknownTensor(id) => write!(f, "unknown tensor id {}", id.0),
             BuildError::Invalid(e) => write!(f, "the model does not validate: {e}"),
             BuildError::TooLarge => f.write_str("the model exceeds 4 GiB"),
+            BuildError::OutOfRange(t) => {
+                write!(f, "tensor `{t}`: a value is beyond f16's range (65504)")
+            }
         }
     }
 }
@@ -288,6 +308,176 @@ impl ModelBuilder {
             attributes: encode(attributes),
         });
         Ok(())
+    }
+
+    /// A builder holding everything `model` holds (tensors, constants, ops with their
+    /// attributes, graph inputs and outputs, metadata), ready to be changed and written again
+    /// with a fresh memory plan. The op temporaries are left out (building plans its own), and
+    /// so is a training plan (add it again with [`with_training_plan`]).
+    pub fn from_model(model: &Model<'_>) -> Result<ModelBuilder, BuildError> {
+        let name = |i: usize| alloc::format!("tensor {i}");
+        let temporaries: alloc::collections::BTreeSet<u16> = model
+            .ops()
+            .flat_map(|op| op.temporaries.iter().collect::<Vec<_>>())
+            .collect();
+        let mut b = ModelBuilder::new(model.metadata().name);
+        let meta = model.metadata();
+        b.metadata.version = meta.version.to_string();
+        b.metadata.description = meta.description.to_string();
+        b.metadata.producer = meta.producer.to_string();
+        b.metadata.labels = model.labels().map(str::to_string).collect();
+        b.metadata.constants = (0..meta.constants.len())
+            .filter_map(|i| meta.constants.get::<super::ConstantRecord<'_>>(i))
+            .map(|c| (c.name.to_string(), c.values().collect()))
+            .collect();
+        let mut ids: Vec<Option<TensorId>> = alloc::vec![None; model.tensor_count()];
+        for (i, id) in ids.iter_mut().enumerate() {
+            if temporaries.contains(&(i as u16)) {
+                continue;
+            }
+            let t = model
+                .tensor(i)
+                .ok_or_else(|| BuildError::BadShape(name(i)))?;
+            let quantization = match t.quantization {
+                Quantization::None => QuantSpec::None,
+                Quantization::PerTensor { scale, zero_point } => {
+                    QuantSpec::PerTensor { scale, zero_point }
+                }
+                Quantization::PerChannel { axis, .. } => QuantSpec::PerChannel {
+                    axis,
+                    scales: model
+                        .channel_scales(&t)
+                        .ok_or_else(|| BuildError::DataLength(t.name.to_string()))?
+                        .to_vec(),
+                },
+            };
+            let dims: Vec<usize> = t.shape.dims().iter().map(|&d| d as usize).collect();
+            *id = Some(if t.is_constant() {
+                let data = model
+                    .constant_bytes(&t)
+                    .ok_or_else(|| BuildError::DataLength(t.name.to_string()))?;
+                b.constant_bytes(t.name, t.dtype, &dims, data.to_vec(), quantization)?
+            } else {
+                b.tensor(t.name, t.dtype, &dims, quantization)?
+            });
+        }
+        let id = |t: u16| -> Result<TensorId, BuildError> {
+            ids.get(usize::from(t))
+                .copied()
+                .flatten()
+                .ok_or(BuildError::UnknownTensor(TensorId(t)))
+        };
+        for op in model.ops() {
+            let kind = OpKind::from_code(op.kind)
+                .ok_or_else(|| BuildError::DataLength(op.name.to_string()))?;
+            let inputs = op
+                .inputs
+                .iter()
+                .map(|t| (t != NO_TENSOR).then(|| id(t)).transpose())
+                .collect::<Result<Vec<_>, _>>()?;
+            let outputs = op.outputs.iter().map(id).collect::<Result<Vec<_>, _>>()?;
+            b.ops.push(OpSpec {
+                kind,
+                name: op.name.to_string(),
+                inputs,
+                outputs,
+                attributes: op.attributes.to_vec(),
+            });
+        }
+        for t in model.inputs().iter() {
+            b.input(id(t)?);
+        }
+        for t in model.outputs().iter() {
+            b.output(id(t)?);
+        }
+        Ok(b)
+    }
+
+    /// Stores the weights of every float FullyConnected, Conv2d and DepthwiseConv2d layer as
+    /// f16 (rounded to nearest, ties to even), half their flash; the layers keep computing
+    /// in f32. The layers named in `keep_f32` (by op name or output tensor name: the layers
+    /// to fine-tune on the device, say) and weight tensors that anything else also reads stay
+    /// f32. Fails, naming the tensor, when a weight is beyond f16's range (65504), which
+    /// would become infinite; the builder is then left as it was.
+    pub fn store_float_weights_as_f16(
+        &mut self,
+        keep_f32: &[&str],
+    ) -> Result<HalfWeights, BuildError> {
+        let kept = |op: &OpSpec| {
+            keep_f32.contains(&op.name.as_str())
+                || op
+                    .outputs
+                    .iter()
+                    .any(|o| keep_f32.contains(&self.tensors[usize::from(o.0)].name.as_str()))
+        };
+        let weighted = |kind: OpKind| {
+            matches!(
+                kind,
+                OpKind::FullyConnected | OpKind::Conv2d | OpKind::DepthwiseConv2d
+            )
+        };
+        let mut report = HalfWeights::default();
+        let mut converted = Vec::new();
+        for t in 0..self.tensors.len() {
+            let spec = &self.tensors[t];
+            if spec.dtype != DType::F32 || spec.data.is_none() {
+                continue;
+            }
+            let id = Some(TensorId(t as u16));
+            let mut readers = self
+                .ops
+                .iter()
+                .flat_map(|op| op.inputs.iter().enumerate().map(move |(k, i)| (op, k, i)))
+                .filter(|(_, _, i)| **i == id)
+                .peekable();
+            if readers.peek().is_none() {
+                continue;
+            }
+            let only_float_weights = readers.all(|(op, k, _)| {
+                k == 1
+                    && weighted(op.kind)
+                    && !kept(op)
+                    && op
+                        .inputs
+                        .first()
+                        .copied()
+                        .flatten()
+                        .and_then(|x| self.dtype(x))
+                        == Some(DType::F32)
+            });
+            if !only_float_weights {
+                continue;
+            }
+            let spec = &self.tensors[t];
+            let Some(data) = spec.data.as_ref() else {
+                continue;
+            };
+            let values: &[f32] = bytemuck::try_cast_slice(data)
+                .map_err(|_| BuildError::DataLength(spec.name.clone()))?;
+            let mut halves = Vec::with_capacity(values.len());
+            for &w in values {
+                let h = half::f16::from_f32(w);
+                if w.is_finite() && h.is_infinite() {
+                    return Err(BuildError::OutOfRange(spec.name.clone()));
+                }
+                if w.abs() >= half::f16::MIN_POSITIVE.to_f32() && w.is_finite() {
+                    let error = f64::from((h.to_f32() - w).abs()) / f64::from(w.abs());
+                    report.largest_relative_error = report.largest_relative_error.max(error);
+                } else if w != 0.0 {
+                    report.below_normal += 1;
+                }
+                halves.push(h);
+            }
+            report.tensors += 1;
+            report.weights += values.len();
+            converted.push((t, bytemuck::cast_slice(&halves).to_vec()));
+        }
+        // Only now, so that a refused model is left as it was.
+        for (t, data) in converted {
+            self.tensors[t].dtype = DType::F16;
+            self.tensors[t].data = Some(data);
+        }
+        Ok(report)
     }
 
     /// Marks a tensor as a graph input.
@@ -844,4 +1034,82 @@ pub fn with_training_plan(
     file[..PREAMBLE_LEN].copy_from_slice(&preamble.to_bytes());
     Model::from_bytes(&super::AlignedBytes::new(&file)).map_err(BuildError::Invalid)?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::FusedActivation;
+
+    fn input(b: &mut ModelBuilder) -> TensorId {
+        let x = b.tensor("x", DType::F32, &[1, 4], QuantSpec::None).unwrap();
+        b.input(x);
+        x
+    }
+
+    #[test]
+    fn weights_something_else_reads_stay_f32() {
+        let mut b = ModelBuilder::new("shared");
+        let x = input(&mut b);
+        let w = b
+            .constant("w", &[1, 4], &[0.1f32, 0.2, 0.3, 0.4], QuantSpec::None)
+            .unwrap();
+        let attributes = crate::ops::fully_connected::FullyConnectedAttributes {
+            activation: FusedActivation::NONE,
+        };
+        let y = b.tensor("y", DType::F32, &[1, 1], QuantSpec::None).unwrap();
+        b.op(
+            OpKind::FullyConnected,
+            "fc",
+            &[Some(x), Some(w)],
+            &[y],
+            &attributes,
+        )
+        .unwrap();
+        let z = b.add_f32("add", x, w, FusedActivation::NONE).unwrap();
+        b.output(y);
+        b.output(z);
+        let converted = b.store_float_weights_as_f16(&[]).unwrap();
+        assert_eq!(converted.tensors, 0);
+        assert_eq!(b.dtype(w), Some(DType::F32));
+        b.build().unwrap();
+
+        let mut b = ModelBuilder::new("own");
+        let x = input(&mut b);
+        let y = b
+            .fully_connected_f32("fc", x, &[0.1, 0.2, 0.3, 0.4], None, FusedActivation::NONE)
+            .unwrap();
+        b.output(y);
+        let mut kept = b.clone();
+        let converted = b.store_float_weights_as_f16(&[]).unwrap();
+        assert_eq!((converted.tensors, converted.weights), (1, 4));
+        // Kept by op name, or by output name (the builder names a layer's output after it).
+        assert_eq!(kept.store_float_weights_as_f16(&["fc"]).unwrap().tensors, 0);
+        assert_eq!(kept.layers_minor(), 0);
+        assert_eq!(b.layers_minor(), super::super::MINOR_F16_WEIGHTS);
+    }
+
+    #[test]
+    fn a_weight_beyond_f16_is_refused_by_name() {
+        let mut b = ModelBuilder::new("big");
+        let x = input(&mut b);
+        let h = b
+            .fully_connected_f32("fc0", x, &[0.5; 16], None, FusedActivation::NONE)
+            .unwrap();
+        let y = b
+            .fully_connected_f32(
+                "fc",
+                h,
+                &[1.0, 7.0e4, 0.0, 1.0],
+                None,
+                FusedActivation::NONE,
+            )
+            .unwrap();
+        b.output(y);
+        let e = b.store_float_weights_as_f16(&[]).unwrap_err();
+        assert_eq!(e, BuildError::OutOfRange("fc.weight".into()));
+        assert!(e.to_string().contains("fc.weight"), "{e}");
+        // Nothing changed, not even the first layer's weights, which do fit.
+        assert!(b.tensors.iter().all(|t| t.dtype != DType::F16));
+    }
 }

@@ -609,17 +609,32 @@ impl<'a, 'm> Exporter<'a, 'm> {
                 let (v, d) = permute(&values, &dims, perm);
                 (raw(&v), d)
             }
+            // f16 weights go out widened (exactly) to f32: ONNX's Conv and Gemm take one
+            // element type for input and weights, and the loam layer computes in f32 on the
+            // widened values, so the exported graph computes the same thing.
+            DType::F16 => {
+                let values: Vec<f32> = bytemuck::pod_collect_to_vec::<u8, half::f16>(bytes)
+                    .iter()
+                    .map(|h| h.to_f32())
+                    .collect();
+                let (v, d) = permute(&values, &dims, perm);
+                (raw(&v), d)
+            }
             DType::I8 => {
                 let (v, d) = permute(bytes, &dims, perm);
                 (v, d)
             }
             other => bail!(
-                "weights `{}` are {other}; ONNX export handles f32 and int8",
+                "weights `{}` are {other}; ONNX export handles f32, f16 and int8",
                 rec.name
             ),
         };
-        let name = self.initializer(rec.name, data_type(rec.dtype), &new_dims, reordered);
-        match (rec.dtype, rec.quantization) {
+        let stored_as = match rec.dtype {
+            DType::F16 => DType::F32,
+            other => other,
+        };
+        let name = self.initializer(rec.name, data_type(stored_as), &new_dims, reordered);
+        match (stored_as, rec.quantization) {
             (DType::F32, _) => Ok(name),
             (DType::I8, Quantization::PerChannel { axis, .. }) => {
                 self.dequantize_per_channel(id, &name, permuted_axis(perm, usize::from(axis)))

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::{Graph, Layer, Ranges};
 
+pub mod half;
 pub mod model;
 mod probe;
 
@@ -56,10 +57,11 @@ impl std::fmt::Display for Calibration {
     }
 }
 
+/// A float constant's values; f16 weights are widened (exactly).
 fn f32_values(model: &Model<'_>, t: &TensorRecord<'_>, what: &str) -> Result<Vec<f32>> {
-    if t.dtype != DType::F32 {
+    if !matches!(t.dtype, DType::F32 | DType::F16) {
         bail!(
-            "{what} `{}` is {}, not f32: quantize a float model",
+            "{what} `{}` is {}, not f32 or f16: quantize a float model",
             t.name,
             t.dtype
         );
@@ -67,10 +69,17 @@ fn f32_values(model: &Model<'_>, t: &TensorRecord<'_>, what: &str) -> Result<Vec
     let bytes = model
         .constant_bytes(t)
         .with_context(|| format!("{what} `{}` is not a constant", t.name))?;
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+    Ok(if t.dtype == DType::F16 {
+        bytes
+            .chunks_exact(2)
+            .map(|b| ::half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect()
+    } else {
+        bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
+    })
 }
 
 /// Lifts a float `.loam` model back into a [`Graph`]; the error names the first op the graph

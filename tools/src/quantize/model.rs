@@ -504,7 +504,7 @@ fn argmax(v: &[f64]) -> usize {
         .0
 }
 
-fn evaluate(
+pub(crate) fn evaluate(
     float: &[f64],
     int8: &[f64],
     samples: usize,
@@ -632,7 +632,7 @@ pub struct QuantizeFiles<'a> {
     pub samples: Option<usize>,
 }
 
-fn load_data(path: &Path, labels: Option<&Path>) -> Result<Dataset> {
+pub(crate) fn load_data(path: &Path, labels: Option<&Path>) -> Result<Dataset> {
     crate::data::load(
         path,
         labels,

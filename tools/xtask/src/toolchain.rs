@@ -75,6 +75,7 @@ pub const CORTEX_M4F: BareMetalTarget = BareMetalTarget {
         "learn",
         "pytorch",
         "int16",
+        "f16",
     ],
 };
 
@@ -93,6 +94,7 @@ pub const CORTEX_M0: BareMetalTarget = BareMetalTarget {
         "finetune",
         "learn",
         "int16",
+        "f16",
     ],
 };
 
