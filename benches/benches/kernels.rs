@@ -367,8 +367,133 @@ fn softmax_int8(c: &mut Criterion) {
     group.finish();
 }
 
+/// f16 weights against f32 weights for the float layers: each kernel this CPU runs for
+/// either weight type, same layer, same inputs (the f16 weights are the f32 ones rounded).
+fn float_weights(c: &mut Criterion) {
+    use half::f16;
+    use loam::ops::depthwise_conv2d::DepthwiseConv2dF32;
+    use loam::ops::fully_connected::FullyConnectedF32;
+
+    let floats =
+        |v: &[i8], scale: f32| -> Vec<f32> { v.iter().map(|&x| f32::from(x) / scale).collect() };
+    let halves = |v: &[f32]| -> Vec<f16> { v.iter().map(|&x| f16::from_f32(x)).collect() };
+    let mut group = c.benchmark_group("float_weights");
+    for (batch, in_features, out_features) in [(1, 640, 128), (1, 1024, 12), (125, 64, 64)] {
+        let shape = FullyConnectedShape {
+            batch,
+            in_features,
+            out_features,
+        };
+        let input = floats(&pattern(batch * in_features, 1), 64.0);
+        let weights = floats(&pattern(in_features * out_features, 2), 128.0);
+        let weights16 = halves(&weights);
+        let activation = (f32::NEG_INFINITY, f32::INFINITY);
+        let op = FullyConnectedF32 {
+            shape,
+            input: &input,
+            weights: &weights,
+            bias: None,
+            activation,
+        };
+        let op16 = FullyConnectedF32 {
+            shape,
+            input: &input,
+            weights: &weights16[..],
+            bias: None,
+            activation,
+        };
+        let mut output = vec![0f32; batch * out_features];
+        group.throughput(Throughput::Elements(shape.macs() as u64));
+        let id = format!("fc-{batch}x{in_features}x{out_features}");
+        for (kernel, run) in fully_connected::f32_kernels() {
+            group.bench_function(BenchmarkId::new(format!("f32/{kernel}"), &id), |b| {
+                b.iter(|| run(black_box(&op), black_box(&mut output)))
+            });
+        }
+        for (kernel, run) in fully_connected::f16_kernels() {
+            group.bench_function(BenchmarkId::new(format!("f16/{kernel}"), &id), |b| {
+                b.iter(|| run(black_box(&op16), black_box(&mut output)))
+            });
+        }
+    }
+    for (name, g) in [
+        ("conv-dscnn-10x4", geometry((49, 10), 1, 64, (10, 4), 2, 1)),
+        ("conv-resnet-3x3", geometry((16, 16), 32, 32, (3, 3), 1, 1)),
+    ] {
+        let input = floats(&pattern(g.input_len().unwrap(), 3), 64.0);
+        let filter = floats(&pattern(g.out_channels * g.patch_len(), 4), 128.0);
+        let filter16 = halves(&filter);
+        let activation = (f32::NEG_INFINITY, f32::INFINITY);
+        let op = Conv2dF32 {
+            geometry: g,
+            input: &input,
+            filter: &filter,
+            bias: None,
+            activation,
+        };
+        let op16 = Conv2dF32 {
+            geometry: g,
+            input: &input,
+            filter: &filter16[..],
+            bias: None,
+            activation,
+        };
+        let mut output = vec![0f32; g.output_len().unwrap()];
+        let mut scratch = vec![0f32; conv2d::scratch_len(&g)];
+        group.throughput(Throughput::Elements(g.macs() as u64));
+        for (kernel, run) in conv2d::f32_kernels() {
+            group.bench_function(BenchmarkId::new(format!("f32/{kernel}"), name), |b| {
+                b.iter(|| run(black_box(&op), black_box(&mut output), &mut scratch))
+            });
+        }
+        for (kernel, run) in conv2d::f16_kernels() {
+            group.bench_function(BenchmarkId::new(format!("f16/{kernel}"), name), |b| {
+                b.iter(|| run(black_box(&op16), black_box(&mut output), &mut scratch))
+            });
+        }
+    }
+    let g = geometry((25, 5), 64, 64, (3, 3), 1, 64);
+    let input = floats(&pattern(g.input_len().unwrap(), 5), 64.0);
+    let filter = floats(
+        &pattern(g.kernel_height * g.kernel_width * g.out_channels, 6),
+        128.0,
+    );
+    let filter16 = halves(&filter);
+    let activation = (f32::NEG_INFINITY, f32::INFINITY);
+    let op = DepthwiseConv2dF32 {
+        geometry: g,
+        input: &input,
+        filter: &filter,
+        bias: None,
+        activation,
+    };
+    let op16 = DepthwiseConv2dF32 {
+        geometry: g,
+        input: &input,
+        filter: &filter16[..],
+        bias: None,
+        activation,
+    };
+    let mut output = vec![0f32; g.output_len().unwrap()];
+    group.throughput(Throughput::Elements(g.macs() as u64));
+    for (kernel, run) in depthwise_conv2d::f32_kernels() {
+        group.bench_function(
+            BenchmarkId::new(format!("f32/{kernel}"), "dw-dscnn-3x3x64"),
+            |b| b.iter(|| run(black_box(&op), black_box(&mut output))),
+        );
+    }
+    for (kernel, run) in depthwise_conv2d::f16_kernels() {
+        group.bench_function(
+            BenchmarkId::new(format!("f16/{kernel}"), "dw-dscnn-3x3x64"),
+            |b| b.iter(|| run(black_box(&op16), black_box(&mut output))),
+        );
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    float_weights,
     fully_connected,
     fully_connected_16x8,
     convolution_16x8,

@@ -17,6 +17,9 @@ mod sealed {
 
 /// A float layer's weight element.
 pub trait FloatWeight: Element + Copy + sealed::Sealed {
+    /// Whether the weights are `f32` already (nothing to widen).
+    const IS_F32: bool;
+
     /// The weight as `f32` (exact).
     fn widen(self) -> f32;
 
@@ -36,6 +39,8 @@ pub trait FloatWeight: Element + Copy + sealed::Sealed {
 }
 
 impl FloatWeight for f32 {
+    const IS_F32: bool = true;
+
     #[inline(always)]
     fn widen(self) -> f32 {
         self
@@ -58,10 +63,37 @@ impl FloatWeight for f32 {
     }
 }
 
+/// binary16 to binary32 in integer operations, for cores without a converter. Written here
+/// because `half`'s portable conversion (what it uses without `std` or a target feature)
+/// normalizes subnormals with a leading-zeros count on every call and made the reference
+/// kernels 4x slower than with f32 weights (`cargo bench --bench kernels -- float_weights`);
+/// here a normal weight is one shift and one add, and subnormals (rare in weights) take a
+/// conversion and an exact multiply.
+#[inline(always)]
+fn widen_bits(h: u16) -> f32 {
+    let h = u32::from(h);
+    let sign = (h & 0x8000) << 16;
+    let magnitude = h & 0x7fff;
+    let bits = if magnitude >= 0x7c00 {
+        // Infinity, or NaN made quiet as the hardware converters do.
+        let payload = (magnitude & 0x3ff) << 13;
+        0x7f80_0000 | payload | if payload != 0 { 0x0040_0000 } else { 0 }
+    } else if magnitude >= 0x0400 {
+        // Normal: the exponent's bias goes from 15 to 127.
+        (magnitude << 13) + ((127 - 15) << 23)
+    } else {
+        // Zero or subnormal: mantissa x 2^-24, exact in f32.
+        (magnitude as f32 * (1.0 / 16_777_216.0)).to_bits()
+    };
+    f32::from_bits(sign | bits)
+}
+
 impl FloatWeight for f16 {
+    const IS_F32: bool = false;
+
     #[inline(always)]
     fn widen(self) -> f32 {
-        self.to_f32()
+        widen_bits(self.to_bits())
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -108,9 +140,19 @@ mod tests {
     #[test]
     fn widening_is_exact_and_round_trips() {
         for h in halves() {
+            assert_eq!(h.widen().to_bits(), h.to_f32().to_bits(), "{h:?}");
             assert_eq!(f16::from_f32(h.widen()).to_bits(), h.to_bits());
         }
-        assert!(f16::NAN.widen().is_nan());
+        for nan in (0x7c01..=0x7fff).chain(0xfc01..=0xffff).map(f16::from_bits) {
+            let w = nan.widen();
+            assert!(w.is_nan() && w.is_sign_negative() == nan.is_sign_negative());
+            // Quiet, payload kept.
+            assert_eq!(w.to_bits() & 0x0040_0000, 0x0040_0000);
+            assert_eq!(
+                (w.to_bits() >> 13) & 0x1ff,
+                u32::from(nan.to_bits()) & 0x1ff
+            );
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -119,7 +161,8 @@ mod tests {
         if !crate::isa::Isa::Avx2.available() {
             panic!("this x86_64 CPU lacks AVX2/FMA/F16C: the f16 fast path cannot be tested");
         }
-        let all: std::vec::Vec<f16> = halves().collect();
+        // Every bit pattern, NaNs too: the hardware quiets them as `widen` does.
+        let all: std::vec::Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
         for chunk in all.chunks_exact(8) {
             let mut got = [0f32; 8];
             // SAFETY: AVX2/FMA/F16C checked above; `chunk` holds eight halves.
@@ -138,7 +181,8 @@ mod tests {
     #[cfg(target_arch = "aarch64")]
     #[test]
     fn neon_load_widens_every_half_like_the_reference() {
-        let all: std::vec::Vec<f16> = halves().collect();
+        // Every bit pattern, NaNs too: the hardware quiets them as `widen` does.
+        let all: std::vec::Vec<f16> = (0..=u16::MAX).map(f16::from_bits).collect();
         for chunk in all.chunks_exact(4) {
             let mut got = [0f32; 4];
             // SAFETY: NEON is baseline on aarch64; `chunk` holds four halves.

@@ -598,3 +598,31 @@ fn i16_extremes_do_not_overflow_any_kernel() {
         }
     }
 }
+
+/// f16 rows around the length the batched AVX2 path widens into its buffer (1024), with
+/// several input rows, so both of its paths and their tails are compared.
+#[test]
+fn f16_rows_either_side_of_the_widening_buffer() {
+    for in_features in [1023usize, 1024, 1025] {
+        let (batch, out_features) = (3, 6);
+        let input: Vec<f32> = (0..batch * in_features)
+            .map(|i| ((i * 13) % 17) as f32 / 8.0 - 1.0)
+            .collect();
+        let weights: Vec<f32> = (0..out_features * in_features)
+            .map(|i| ((i * 7) % 23) as f32 / 23.0 - 0.5)
+            .collect();
+        let p = F32Problem {
+            shape: FullyConnectedShape {
+                batch,
+                in_features,
+                out_features,
+            },
+            input,
+            weights,
+            bias: Some(vec![0.25; out_features]),
+            activation: (f32::NEG_INFINITY, f32::INFINITY),
+        };
+        let halves = p.weights_f16();
+        within_tolerance(F16_KERNELS, &p.op_f16(&halves)).unwrap();
+    }
+}

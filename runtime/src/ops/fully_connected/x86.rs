@@ -221,16 +221,51 @@ pub(super) unsafe fn fully_connected_i8_avx2(op: &FullyConnectedI8<'_>, output: 
     }
 }
 
+/// The longest f16 rows the batched f16 path widens into its stack buffer (four rows,
+/// 16 KiB); longer rows widen as they load.
+const WIDEN_MAX: usize = 1024;
+
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn fully_connected_f32_avx2<W: FloatWeight>(
     op: &FullyConnectedF32<'_, W>,
     output: &mut [f32],
 ) {
-    // SAFETY: the caller guarantees the target features are available; raw
-    // pointer accesses below are bounds-justified where they occur.
+    // SAFETY: the caller guarantees the target features are available.
     unsafe {
         let s = op.shape;
         let n = s.in_features;
+        let rows_at = |o: usize, rows: usize| -> [&[W]; 4] {
+            core::array::from_fn(|r| &op.weights[(o + r.min(rows - 1)) * n..][..n])
+        };
+        if !W::IS_F32 && s.batch > 1 && n <= WIDEN_MAX {
+            // Several input rows (a pointwise convolution's pixels) share each weight row:
+            // widen four rows once and run every input row over the f32 copy, instead of
+            // widening them again for each input row.
+            let mut widened = [0f32; 4 * WIDEN_MAX];
+            let mut o = 0;
+            while o < s.out_features {
+                let rows = (s.out_features - o).min(4);
+                for (r, src) in rows_at(o, rows).iter().enumerate() {
+                    widen_row(src, &mut widened[r * n..(r + 1) * n]);
+                }
+                let wide: [&[f32]; 4] = core::array::from_fn(|r| &widened[r * n..(r + 1) * n]);
+                for b in 0..s.batch {
+                    let row = &op.input[b * n..(b + 1) * n];
+                    let sums = dot4_f32(row, wide);
+                    finish4(
+                        op,
+                        row,
+                        wide,
+                        o,
+                        rows,
+                        sums,
+                        &mut output[b * s.out_features..],
+                    );
+                }
+                o += rows;
+            }
+            return;
+        }
         let chunks = n / 8;
         let (lo, hi) = op.activation;
         for b in 0..s.batch {
@@ -247,14 +282,11 @@ unsafe fn fully_connected_f32_avx2<W: FloatWeight>(
                 let mut a3 = _mm256_setzero_ps();
                 for c in 0..chunks {
                     let i = c * 8;
-                    // SAFETY: `i + 8 <= n` for every full chunk, and every row has `n` elements.
-                    unsafe {
-                        let x = _mm256_loadu_ps(row.as_ptr().add(i));
-                        a0 = _mm256_fmadd_ps(x, W::load8_avx2(w0.as_ptr().add(i)), a0);
-                        a1 = _mm256_fmadd_ps(x, W::load8_avx2(w1.as_ptr().add(i)), a1);
-                        a2 = _mm256_fmadd_ps(x, W::load8_avx2(w2.as_ptr().add(i)), a2);
-                        a3 = _mm256_fmadd_ps(x, W::load8_avx2(w3.as_ptr().add(i)), a3);
-                    }
+                    let x = _mm256_loadu_ps(row.as_ptr().add(i));
+                    a0 = _mm256_fmadd_ps(x, W::load8_avx2(w0.as_ptr().add(i)), a0);
+                    a1 = _mm256_fmadd_ps(x, W::load8_avx2(w1.as_ptr().add(i)), a1);
+                    a2 = _mm256_fmadd_ps(x, W::load8_avx2(w2.as_ptr().add(i)), a2);
+                    a3 = _mm256_fmadd_ps(x, W::load8_avx2(w3.as_ptr().add(i)), a3);
                 }
                 let sums = [hsum_ps(a0), hsum_ps(a1), hsum_ps(a2), hsum_ps(a3)];
                 for (r, &sum) in sums.iter().enumerate().take(rows) {
@@ -271,5 +303,73 @@ unsafe fn fully_connected_f32_avx2<W: FloatWeight>(
                 o += rows;
             }
         }
+    }
+}
+
+/// `dst = src` widened, eight at a time.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn widen_row<W: FloatWeight>(src: &[W], dst: &mut [f32]) {
+    let chunks = src.len() / 8;
+    for c in 0..chunks {
+        // SAFETY: `c * 8 + 8 <= len` for both slices, which have the same length.
+        unsafe {
+            _mm256_storeu_ps(
+                dst.as_mut_ptr().add(c * 8),
+                W::load8_avx2(src.as_ptr().add(c * 8)),
+            );
+        }
+    }
+    for (d, w) in dst[chunks * 8..].iter_mut().zip(&src[chunks * 8..]) {
+        *d = w.widen();
+    }
+}
+
+/// The sums of `row`'s first `8 * (n / 8)` products with four weight rows of `n`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot4_f32<W: FloatWeight>(row: &[f32], w: [&[W]; 4]) -> [f32; 4] {
+    let n = row.len();
+    let [w0, w1, w2, w3] = w;
+    // SAFETY: every load reads eight elements at `i` with `i + 8 <= n` from slices of `n`.
+    unsafe {
+        let mut a0 = _mm256_setzero_ps();
+        let mut a1 = _mm256_setzero_ps();
+        let mut a2 = _mm256_setzero_ps();
+        let mut a3 = _mm256_setzero_ps();
+        for c in 0..n / 8 {
+            let i = c * 8;
+            let x = _mm256_loadu_ps(row.as_ptr().add(i));
+            a0 = _mm256_fmadd_ps(x, W::load8_avx2(w0.as_ptr().add(i)), a0);
+            a1 = _mm256_fmadd_ps(x, W::load8_avx2(w1.as_ptr().add(i)), a1);
+            a2 = _mm256_fmadd_ps(x, W::load8_avx2(w2.as_ptr().add(i)), a2);
+            a3 = _mm256_fmadd_ps(x, W::load8_avx2(w3.as_ptr().add(i)), a3);
+        }
+        [hsum_ps(a0), hsum_ps(a1), hsum_ps(a2), hsum_ps(a3)]
+    }
+}
+
+/// The scalar tail, bias and clamp of four output rows; writes `out[o..o + rows]`.
+#[inline]
+fn finish4<W: FloatWeight, V: FloatWeight>(
+    op: &FullyConnectedF32<'_, W>,
+    row: &[f32],
+    w: [&[V]; 4],
+    o: usize,
+    rows: usize,
+    sums: [f32; 4],
+    out: &mut [f32],
+) {
+    let n = row.len();
+    let (lo, hi) = op.activation;
+    for (r, &sum) in sums.iter().enumerate().take(rows) {
+        let mut acc = sum;
+        for i in n / 8 * 8..n {
+            acc += row[i] * w[r][i].widen();
+        }
+        if let Some(bias) = op.bias {
+            acc += bias[o + r];
+        }
+        out[o + r] = acc.max(lo).min(hi);
     }
 }
