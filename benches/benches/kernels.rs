@@ -415,6 +415,12 @@ fn float_weights(c: &mut Criterion) {
                 b.iter(|| run(black_box(&op16), black_box(&mut output)))
             });
         }
+        // Inputs rounded to f16 as well (opt-in; FEAT_FHM's `fmlal` on aarch64).
+        for (kernel, run) in fully_connected::half_input_kernels() {
+            group.bench_function(BenchmarkId::new(format!("f16-inputs/{kernel}"), &id), |b| {
+                b.iter(|| run(black_box(&op16), black_box(&mut output)))
+            });
+        }
     }
     for (name, g) in [
         ("conv-dscnn-10x4", geometry((49, 10), 1, 64, (10, 4), 2, 1)),

@@ -32,6 +32,7 @@ pub struct OpProfile {
 pub struct Interpreter<'m, 'a> {
     model: &'m Model<'m>,
     arena: &'a mut [u8],
+    half_precision_inputs: bool,
 }
 
 impl<'m, 'a> Interpreter<'m, 'a> {
@@ -48,7 +49,22 @@ impl<'m, 'a> Interpreter<'m, 'a> {
             });
         }
         let arena = &mut arena[skip..required];
-        Ok(Interpreter { model, arena })
+        Ok(Interpreter {
+            model,
+            arena,
+            half_precision_inputs: false,
+        })
+    }
+
+    /// Lets fully-connected layers with f16 weights round their inputs to f16 too, so that
+    /// CPUs that multiply binary16 pairs natively (aarch64 with FEAT_FHM: `fmlal`, products
+    /// accumulated in f32) run them in half-precision arithmetic. Off by default: it changes
+    /// results by up to 2^-11 of each output's `sum |x * w|` (the same size as the weights'
+    /// own rounding), so a board would no longer compute what the laptop computes. A row
+    /// with an input beyond f16's range runs in f32 as before. The definition is
+    /// [`crate::ops::fully_connected::reference::fully_connected_f16_half_inputs`].
+    pub fn set_half_precision_inputs(&mut self, allow: bool) {
+        self.half_precision_inputs = allow;
     }
 
     /// The model this interpreter runs.
@@ -115,6 +131,7 @@ impl<'m, 'a> Interpreter<'m, 'a> {
                 record,
             },
             arena: ArenaPtr::new(self.arena),
+            half_precision_inputs: self.half_precision_inputs,
         };
         ops::run(kind, &ctx)?;
         Ok(kind)

@@ -22,6 +22,10 @@ pub enum Isa {
     Neon,
     /// aarch64 with the Armv8.2 SDOT dot-product instructions.
     DotProd,
+    /// aarch64 with FEAT_FHM (Armv8.2 optional, 8.4 mandatory): `fmlal`, binary16 products
+    /// accumulated in binary32. Only for layers whose caller allowed half-precision inputs
+    /// ([`crate::Interpreter::set_half_precision_inputs`]).
+    Fhm,
     /// 32-bit Arm with the DSP extension's SIMD multiply-accumulates (SMLAD, SXTB16):
     /// Cortex-M4/M7/M33 and every Armv7-A core.
     ArmDsp,
@@ -32,12 +36,13 @@ pub enum Isa {
 
 impl Isa {
     /// Every family, in order of preference from least to most specific.
-    pub const ALL: [Isa; 7] = [
+    pub const ALL: [Isa; 8] = [
         Isa::Portable,
         Isa::Avx2,
         Isa::Avx512Vnni,
         Isa::Neon,
         Isa::DotProd,
+        Isa::Fhm,
         Isa::ArmDsp,
         Isa::Neon32,
     ];
@@ -50,6 +55,7 @@ impl Isa {
             Isa::Avx512Vnni => "avx512vnni",
             Isa::Neon => "neon",
             Isa::DotProd => "dotprod",
+            Isa::Fhm => "fhm",
             Isa::ArmDsp => "dsp",
             Isa::Neon32 => "neon32",
         }
@@ -64,6 +70,7 @@ impl Isa {
             Isa::Avx512Vnni => avx512_vnni(),
             Isa::Neon => cfg!(target_arch = "aarch64"),
             Isa::DotProd => dotprod(),
+            Isa::Fhm => fhm(),
             Isa::ArmDsp => arm_dsp(),
             Isa::Neon32 => neon32(),
         }
@@ -124,6 +131,22 @@ fn dotprod() -> bool {
     #[cfg(all(target_arch = "aarch64", not(any(feature = "std", test))))]
     {
         cfg!(target_feature = "dotprod")
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        false
+    }
+}
+
+#[inline]
+fn fhm() -> bool {
+    #[cfg(all(target_arch = "aarch64", any(feature = "std", test)))]
+    {
+        std::arch::is_aarch64_feature_detected!("fhm")
+    }
+    #[cfg(all(target_arch = "aarch64", not(any(feature = "std", test))))]
+    {
+        cfg!(target_feature = "fhm")
     }
     #[cfg(not(target_arch = "aarch64"))]
     {

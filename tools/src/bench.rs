@@ -23,6 +23,9 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// Timed runs.
     pub iterations: usize,
+    /// Let f16-weight layers round their inputs to f16
+    /// ([`loam::Interpreter::set_half_precision_inputs`]).
+    pub half_precision_inputs: bool,
 }
 
 impl Default for BenchOptions {
@@ -30,6 +33,7 @@ impl Default for BenchOptions {
         BenchOptions {
             warmup: 20,
             iterations: 200,
+            half_precision_inputs: false,
         }
     }
 }
@@ -149,6 +153,7 @@ pub fn bench(
     let model = file.model()?;
     let mut arena = vec![0u8; model.arena_size() + loam::format::ARENA_ALIGN];
     let mut interpreter = Interpreter::new(&model, &mut arena)?;
+    interpreter.set_half_precision_inputs(options.half_precision_inputs);
     let records = io_records(&model, false)?;
     let random;
     let inputs = match inputs {

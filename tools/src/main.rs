@@ -314,6 +314,11 @@ enum Command {
         /// `onnxruntime`, `tract` (comma-separated).
         #[arg(long, value_delimiter = ',')]
         vs: Vec<Peer>,
+        /// Let f16-weight fully-connected layers round their inputs to f16, so that a CPU with
+        /// FEAT_FHM (`fmlal`) multiplies binary16 pairs; results move by up to 2^-11 of each
+        /// output's `sum |x * w|`. Time it beside a run without.
+        #[arg(long)]
+        half_precision_inputs: bool,
     },
     /// Write a model in another format: ONNX (`-o model.onnx`; int8 models as QDQ), C or
     /// Rust sources for firmware.
@@ -969,6 +974,7 @@ fn execute(command: Command) -> Result<ExitCode> {
             warmup,
             per_op,
             json,
+            half_precision_inputs,
         } => {
             let file = ModelFile::open(&model)?;
             let arrays = input
@@ -978,7 +984,11 @@ fn execute(command: Command) -> Result<ExitCode> {
             let report = bench::bench(
                 &file,
                 (!arrays.is_empty()).then_some(&arrays[..]),
-                BenchOptions { warmup, iterations },
+                BenchOptions {
+                    warmup,
+                    iterations,
+                    half_precision_inputs,
+                },
                 &vs,
             )?;
             if json {

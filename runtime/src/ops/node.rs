@@ -212,6 +212,9 @@ impl<'r> ArenaPtr<'r> {
 pub(crate) struct Ctx<'m, 'r> {
     pub node: Node<'m>,
     pub(crate) arena: ArenaPtr<'r>,
+    /// Whether f16-weight layers may round their inputs to f16
+    /// ([`crate::Interpreter::set_half_precision_inputs`]).
+    pub half_precision_inputs: bool,
 }
 
 impl<'m> Ctx<'m, '_> {

@@ -138,7 +138,7 @@ fn cargo_test_row(target: &str, runs_on: &str, cmd: &mut Command) -> Row {
 fn expected_isa(triple: &str) -> &'static str {
     match triple {
         "x86_64-unknown-linux-gnu" => "avx2",
-        "aarch64-unknown-linux-gnu" => "neon,dotprod",
+        "aarch64-unknown-linux-gnu" => "neon,dotprod,fhm",
         // qemu-arm's default CPU has NEON, as every Pi does; the DSP kernels stay in the
         // tables, so both sets run against the reference.
         "armv7-unknown-linux-gnueabihf" => "dsp,neon32",

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::isa::Isa;
 use crate::ops::FloatWeight;
+use half::f16;
 
 /// `acc + sum of four-byte groups of a * b` per lane: the SDOT instruction. Written with
 /// `asm!` because the `vdotq_s32` intrinsic is not stable in the Rust versions loam supports.
@@ -179,6 +180,113 @@ unsafe fn i8_dotprod(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
                 finish_rows_i8(op, row, o, rows, chunks * 16, sums, out);
                 o += rows;
             }
+        }
+    }
+}
+
+/// The FEAT_FHM kernel for f16 weights with inputs rounded to f16: eight inputs at a time
+/// are narrowed (`fcvtn`) once and multiplied with four weight rows by `fmlal`/`fmlal2`
+/// (binary16 products accumulated in binary32). The reference where FHM is missing.
+pub(crate) fn fully_connected_f16_fhm(op: &FullyConnectedF32<'_, f16>, output: &mut [f32]) {
+    if !Isa::Fhm.available() {
+        return super::reference::fully_connected_f16_half_inputs(op, output);
+    }
+    // SAFETY: FHM is available (checked above); NEON is part of every aarch64 target.
+    unsafe { f16_fhm(op, output) }
+}
+
+#[target_feature(enable = "neon,fhm")]
+unsafe fn f16_fhm(op: &FullyConnectedF32<'_, f16>, output: &mut [f32]) {
+    let s = op.shape;
+    let n = s.in_features;
+    let chunks = n / 8;
+    let (lo, hi) = op.activation;
+    for b in 0..s.batch {
+        let row = &op.input[b * n..(b + 1) * n];
+        let out = &mut output[b * s.out_features..(b + 1) * s.out_features];
+        if !super::reference::fits_f16(row) {
+            // An input f16 cannot hold: the reference's definition runs this row in f32.
+            let one = FullyConnectedF32 {
+                shape: super::FullyConnectedShape { batch: 1, ..s },
+                input: row,
+                ..*op
+            };
+            // SAFETY: NEON is part of every aarch64 target.
+            unsafe { f32_neon(&one, out) };
+            continue;
+        }
+        let mut o = 0;
+        while o < s.out_features {
+            let rows = (s.out_features - o).min(4);
+            let w: [&[f16]; 4] =
+                core::array::from_fn(|r| &op.weights[(o + r.min(rows - 1)) * n..][..n]);
+            let mut sums = [0f32; 4];
+            // SAFETY: each of the `chunks` iterations reads 8 floats of `row` and 8 halves
+            // of each weight row, all inside slices of `n >= 8 * chunks` elements; `sums`
+            // holds the 16 bytes stored. Only caller-saved vector registers are written.
+            unsafe {
+                core::arch::asm!(
+                    "movi v16.4s, #0",
+                    "movi v17.4s, #0",
+                    "movi v18.4s, #0",
+                    "movi v19.4s, #0",
+                    "movi v20.4s, #0",
+                    "movi v21.4s, #0",
+                    "movi v22.4s, #0",
+                    "movi v23.4s, #0",
+                    "cbz {count}, 2f",
+                    "1:",
+                    "ld1 {{v0.4s, v1.4s}}, [{x}], #32",
+                    "fcvtn v2.4h, v0.4s",
+                    "fcvtn2 v2.8h, v1.4s",
+                    "ldr q3, [{w0}], #16",
+                    "ldr q4, [{w1}], #16",
+                    "ldr q5, [{w2}], #16",
+                    "ldr q6, [{w3}], #16",
+                    "fmlal v16.4s, v2.4h, v3.4h",
+                    "fmlal2 v17.4s, v2.4h, v3.4h",
+                    "fmlal v18.4s, v2.4h, v4.4h",
+                    "fmlal2 v19.4s, v2.4h, v4.4h",
+                    "fmlal v20.4s, v2.4h, v5.4h",
+                    "fmlal2 v21.4s, v2.4h, v5.4h",
+                    "fmlal v22.4s, v2.4h, v6.4h",
+                    "fmlal2 v23.4s, v2.4h, v6.4h",
+                    "subs {count}, {count}, #1",
+                    "b.ne 1b",
+                    "2:",
+                    "fadd v16.4s, v16.4s, v17.4s",
+                    "fadd v18.4s, v18.4s, v19.4s",
+                    "fadd v20.4s, v20.4s, v21.4s",
+                    "fadd v22.4s, v22.4s, v23.4s",
+                    "faddp v16.4s, v16.4s, v18.4s",
+                    "faddp v20.4s, v20.4s, v22.4s",
+                    "faddp v16.4s, v16.4s, v20.4s",
+                    "str q16, [{out}]",
+                    x = inout(reg) row.as_ptr() => _,
+                    w0 = inout(reg) w[0].as_ptr() => _,
+                    w1 = inout(reg) w[1].as_ptr() => _,
+                    w2 = inout(reg) w[2].as_ptr() => _,
+                    w3 = inout(reg) w[3].as_ptr() => _,
+                    count = inout(reg) chunks => _,
+                    out = in(reg) sums.as_mut_ptr(),
+                    out("v0") _, out("v1") _, out("v2") _, out("v3") _,
+                    out("v4") _, out("v5") _, out("v6") _,
+                    out("v16") _, out("v17") _, out("v18") _, out("v19") _,
+                    out("v20") _, out("v21") _, out("v22") _, out("v23") _,
+                    options(nostack),
+                );
+            }
+            for (r, &sum) in sums.iter().enumerate().take(rows) {
+                let mut acc = sum;
+                for i in chunks * 8..n {
+                    acc += f16::from_f32(row[i]).to_f32() * w[r][i].widen();
+                }
+                if let Some(bias) = op.bias {
+                    acc += bias[o + r];
+                }
+                out[o + r] = acc.max(lo).min(hi);
+            }
+            o += rows;
         }
     }
 }

@@ -337,6 +337,28 @@ pub(crate) const F16_KERNELS: &[Kernel<F32Kernel<half::f16>>] = &[
     },
 ];
 
+/// The kernels for f16 weights with inputs rounded to f16 (when the caller allows it),
+/// reference first.
+pub(crate) const HALF_INPUT_KERNELS: &[Kernel<F32Kernel<half::f16>>] = &[
+    Kernel {
+        name: "reference",
+        isa: Isa::Portable,
+        run: reference::fully_connected_f16_half_inputs,
+    },
+    #[cfg(target_arch = "aarch64")]
+    Kernel {
+        name: "fhm",
+        isa: Isa::Fhm,
+        run: aarch64::fully_connected_f16_fhm,
+    },
+];
+
+/// The half-input kernels this CPU can run, by name (reference first), for benchmarks.
+#[doc(hidden)]
+pub fn half_input_kernels() -> impl Iterator<Item = (&'static str, F32Kernel<half::f16>)> {
+    crate::isa::runnable(HALF_INPUT_KERNELS)
+}
+
 /// The float kernels of this build, reference first.
 pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
     Kernel {
@@ -398,6 +420,23 @@ impl<W: FloatWeight> FullyConnectedF32<'_, W> {
 pub fn fully_connected_f32(op: &FullyConnectedF32<'_>, output: &mut [f32]) -> Result<(), Error> {
     op.validate(output)?;
     (best(F32_KERNELS))(op, output);
+    Ok(())
+}
+
+/// [`fully_connected_f16`] with the inputs rounded to f16 too, for CPUs that multiply
+/// binary16 pairs natively: the result is [`reference::fully_connected_f16_half_inputs`]'s
+/// within [`F32_TOLERANCE`] (each output within `2^-11 * sum |x * w|` of the f32 layer's).
+/// Where no such CPU is present this runs the f16 kernels, which round nothing.
+pub fn fully_connected_f16_half_inputs(
+    op: &FullyConnectedF32<'_, half::f16>,
+    output: &mut [f32],
+) -> Result<(), Error> {
+    op.validate(output)?;
+    if HALF_INPUT_KERNELS[1..].iter().any(|k| k.isa.available()) {
+        (best(HALF_INPUT_KERNELS))(op, output);
+    } else {
+        (best(F16_KERNELS))(op, output);
+    }
     Ok(())
 }
 
@@ -485,7 +524,12 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
                 activation: layer::f32_activation(attributes.activation),
             };
             // SAFETY: validation keeps the output clear of every input.
-            fully_connected_f16(&op, unsafe { ctx.write(&output)? })
+            let out = unsafe { ctx.write(&output)? };
+            if ctx.half_precision_inputs {
+                fully_connected_f16_half_inputs(&op, out)
+            } else {
+                fully_connected_f16(&op, out)
+            }
         }
         (DType::F32, _) => {
             let op = FullyConnectedF32 {

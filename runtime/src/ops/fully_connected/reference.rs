@@ -2,6 +2,7 @@
 //! bit for bit. Kept simple on purpose.
 
 use super::{FullyConnectedI8, FullyConnectedI16};
+use crate::ops::FloatWeight;
 
 /// TFLite's reference int8 fully-connected (`reference_integer_ops::FullyConnected`, with the
 /// per-channel multipliers of its per-channel variant).
@@ -77,6 +78,54 @@ pub fn fully_connected_f32<W: crate::ops::FloatWeight>(
                 acc += bias[o];
             }
             output[b * s.out_features + o] = acc.max(lo).min(hi);
+        }
+    }
+}
+
+/// Whether every element of `row` rounds to a finite binary16 or is not finite itself
+/// (infinities and NaNs carry over): the rows [`fully_connected_f16_half_inputs`] rounds.
+pub(crate) fn fits_f16(row: &[f32]) -> bool {
+    // 65520 is the first magnitude that rounds to infinity.
+    row.iter().all(|x| !(x.is_finite() && x.abs() >= 65520.0))
+}
+
+/// f16 weights with the inputs rounded to f16 as well (to nearest, ties to even): each
+/// product of two binary16 values is exact in f32, and the products are summed in f32 in
+/// index order, then bias, then the clamp. This is what `fmlal` computes (FEAT_FHM), up to
+/// summation order. A row with a finite input beyond f16's range runs as
+/// [`fully_connected_f32`] instead, so that no input becomes infinite.
+///
+/// Against [`fully_connected_f32`] each output moves by at most `2^-11 * sum |x * w|` plus
+/// the f32 summation error.
+pub fn fully_connected_f16_half_inputs(
+    op: &super::FullyConnectedF32<'_, half::f16>,
+    output: &mut [f32],
+) {
+    let s = op.shape;
+    debug_assert!(op.validate(output).is_ok());
+    let (lo, hi) = op.activation;
+    for b in 0..s.batch {
+        let row = &op.input[b * s.in_features..(b + 1) * s.in_features];
+        let out = &mut output[b * s.out_features..(b + 1) * s.out_features];
+        if !fits_f16(row) {
+            let one = super::FullyConnectedF32 {
+                shape: super::FullyConnectedShape { batch: 1, ..s },
+                input: row,
+                ..*op
+            };
+            fully_connected_f32(&one, out);
+            continue;
+        }
+        for (o, out) in out.iter_mut().enumerate() {
+            let weights = &op.weights[o * s.in_features..(o + 1) * s.in_features];
+            let mut acc = 0.0f32;
+            for (&x, &w) in row.iter().zip(weights) {
+                acc += half::f16::from_f32(x).to_f32() * w.widen();
+            }
+            if let Some(bias) = op.bias {
+                acc += bias[o];
+            }
+            *out = acc.max(lo).min(hi);
         }
     }
 }

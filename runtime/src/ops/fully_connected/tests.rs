@@ -274,6 +274,128 @@ proptest! {
     }
 }
 
+proptest! {
+    /// With inputs rounded to f16 too: every kernel within the dot-product tolerance of that
+    /// reference, and the reference within `2^-11 * sum |x * w|` (plus the f32 summation
+    /// error) of the f32 layer on the same f16 weights.
+    #[test]
+    fn every_half_input_kernel_is_within_tolerance(p in f32_problem()) {
+        let halves = p.weights_f16();
+        let op = p.op_f16(&halves);
+        within_tolerance(HALF_INPUT_KERNELS, &op)?;
+        let s = op.shape;
+        let n = s.batch * s.out_features;
+        let (mut rounded, mut exact) = (vec![0f32; n], vec![0f32; n]);
+        reference::fully_connected_f16_half_inputs(&op, &mut rounded);
+        reference::fully_connected_f32(&op, &mut exact);
+        for i in 0..n {
+            let (b, o) = (i / s.out_features, i % s.out_features);
+            let magnitude: f32 = (0..s.in_features)
+                .map(|k| (op.input[b * s.in_features + k] * halves[o * s.in_features + k].to_f32()).abs())
+                .sum::<f32>() + op.bias.map_or(0.0, |bias| bias[o].abs());
+            let bound = magnitude / 2048.0 + 4.0 * (s.in_features as f32 + 1.0) * f32::EPSILON * magnitude;
+            prop_assert!((rounded[i] - exact[i]).abs() <= bound, "element {i}: {} vs {}", rounded[i], exact[i]);
+        }
+    }
+}
+
+/// A row with an input f16 cannot hold (beyond 65504) runs in f32, in the reference and in
+/// every half-input kernel; the other rows are rounded.
+#[test]
+fn half_inputs_beyond_f16_run_their_row_in_f32() {
+    let (in_features, out_features) = (20, 5);
+    let mut input: Vec<f32> = (0..2 * in_features)
+        .map(|i| (i as f32 * 0.37).sin() * 3.0)
+        .collect();
+    input[3] = 1.0e5;
+    let weights: Vec<f32> = (0..out_features * in_features)
+        .map(|i| ((i * 7) % 11) as f32 / 11.0 - 0.5)
+        .collect();
+    let p = F32Problem {
+        shape: FullyConnectedShape {
+            batch: 2,
+            in_features,
+            out_features,
+        },
+        input,
+        weights,
+        bias: None,
+        activation: (f32::NEG_INFINITY, f32::INFINITY),
+    };
+    let halves = p.weights_f16();
+    let op = p.op_f16(&halves);
+    let run = |k: F32Kernel<half::f16>| {
+        let mut out = vec![0f32; 2 * out_features];
+        k(&op, &mut out);
+        out
+    };
+    let (f32_rows, rounded) = (
+        run(reference::fully_connected_f32),
+        run(reference::fully_connected_f16_half_inputs),
+    );
+    assert_eq!(rounded[..out_features], f32_rows[..out_features]);
+    assert_ne!(rounded[out_features..], f32_rows[out_features..]);
+    assert!(rounded.iter().all(|v| v.is_finite()));
+    within_tolerance(HALF_INPUT_KERNELS, &op).unwrap();
+}
+
+/// The interpreter rounds f16 layers' inputs only when asked; either way the output is the
+/// matching kernel's.
+#[test]
+fn the_interpreter_rounds_inputs_only_when_asked() {
+    use crate::format::writer::{ModelBuilder, QuantSpec};
+    use crate::tensor::DType;
+
+    let weights: Vec<f32> = (0..6 * 40)
+        .map(|i| ((i * 5) % 13) as f32 / 13.0 - 0.5)
+        .collect();
+    let input: Vec<f32> = (0..40).map(|i| (i as f32 * 0.29).cos() * 0.3).collect();
+    let mut b = ModelBuilder::new("fc16");
+    let x = b
+        .tensor("x", DType::F32, &[1, 40], QuantSpec::None)
+        .unwrap();
+    b.input(x);
+    let y = b
+        .fully_connected_f16("fc", x, &weights, None, FusedActivation::NONE)
+        .unwrap();
+    b.output(y);
+    let bytes = crate::format::AlignedBytes::new(&b.build().unwrap().bytes);
+    let model = crate::Model::from_bytes(&bytes).unwrap();
+    let mut arena = vec![0u8; model.arena_size() + 16];
+    let halves: Vec<half::f16> = weights.iter().map(|&w| half::f16::from_f32(w)).collect();
+    let op = FullyConnectedF32 {
+        shape: FullyConnectedShape {
+            batch: 1,
+            in_features: 40,
+            out_features: 6,
+        },
+        input: &input,
+        weights: &halves[..],
+        bias: None,
+        activation: (f32::NEG_INFINITY, f32::INFINITY),
+    };
+    for allow in [false, true] {
+        let mut interpreter = crate::Interpreter::new(&model, &mut arena).unwrap();
+        interpreter.set_half_precision_inputs(allow);
+        interpreter
+            .input_mut::<f32>(0)
+            .unwrap()
+            .copy_from_slice(&input);
+        interpreter.invoke().unwrap();
+        let mut want = vec![0f32; 6];
+        if allow {
+            fully_connected_f16_half_inputs(&op, &mut want).unwrap();
+        } else {
+            fully_connected_f16(&op, &mut want).unwrap();
+        }
+        assert_eq!(
+            interpreter.output::<f32>(0).unwrap(),
+            &want[..],
+            "allow {allow}"
+        );
+    }
+}
+
 /// Runs every kernel of `table` on `op` and checks each against the reference within
 /// [`F32_TOLERANCE`].
 fn within_tolerance<W: crate::ops::FloatWeight>(
