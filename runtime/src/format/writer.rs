@@ -403,6 +403,22 @@ impl ModelBuilder {
         &mut self,
         keep_f32: &[&str],
     ) -> Result<HalfWeights, BuildError> {
+        self.convert_float_weights(keep_f32, false)
+    }
+
+    /// Stores as f16 the float layers' weight tensors whose every value f16 holds exactly
+    /// (weights that came from an f16 model, say), changing no result; other tensors stay
+    /// f32. Returns what was converted.
+    pub fn store_exact_float_weights_as_f16(&mut self) -> HalfWeights {
+        // Never fails: a tensor with a value f16 cannot hold is skipped, not refused.
+        self.convert_float_weights(&[], true).unwrap_or_default()
+    }
+
+    fn convert_float_weights(
+        &mut self,
+        keep_f32: &[&str],
+        exact_only: bool,
+    ) -> Result<HalfWeights, BuildError> {
         let kept = |op: &OpSpec| {
             keep_f32.contains(&op.name.as_str())
                 || op
@@ -454,6 +470,13 @@ impl ModelBuilder {
             };
             let values: &[f32] = bytemuck::try_cast_slice(data)
                 .map_err(|_| BuildError::DataLength(spec.name.clone()))?;
+            if exact_only
+                && values
+                    .iter()
+                    .any(|&w| half::f16::from_f32(w).to_f32().to_bits() != w.to_bits())
+            {
+                continue;
+            }
             let mut halves = Vec::with_capacity(values.len());
             for &w in values {
                 let h = half::f16::from_f32(w);
@@ -1087,6 +1110,35 @@ mod tests {
         assert_eq!(kept.store_float_weights_as_f16(&["fc"]).unwrap().tensors, 0);
         assert_eq!(kept.layers_minor(), 0);
         assert_eq!(b.layers_minor(), super::super::MINOR_F16_WEIGHTS);
+    }
+
+    #[test]
+    fn only_weights_f16_holds_exactly_convert_losslessly() {
+        let mut b = ModelBuilder::new("exact");
+        let x = input(&mut b);
+        let h = b
+            .fully_connected_f32(
+                "halves",
+                x,
+                &[0.5, -0.25, 1.0, 3.0],
+                None,
+                FusedActivation::NONE,
+            )
+            .unwrap();
+        let y = b
+            .fully_connected_f32("tenth", h, &[0.1], None, FusedActivation::NONE)
+            .unwrap();
+        b.output(y);
+        let converted = b.store_exact_float_weights_as_f16();
+        assert_eq!((converted.tensors, converted.weights), (1, 4));
+        assert_eq!(converted.largest_relative_error, 0.0);
+        let dtypes: Vec<_> = b
+            .tensors
+            .iter()
+            .filter(|t| t.data.is_some())
+            .map(|t| t.dtype)
+            .collect();
+        assert_eq!(dtypes, [DType::F16, DType::F32]);
     }
 
     #[test]

@@ -284,6 +284,17 @@ pub(crate) fn lower(
     if !problems.is_empty() {
         return Err(problems);
     }
+    if has_f16_constants(graph) {
+        // Weights stored as f16 in the file (cast to f32 for the layers) stay f16 in the
+        // `.loam` where that changes nothing: the tensors whose every value f16 holds.
+        let kept = lowerer.b.store_exact_float_weights_as_f16();
+        if kept.tensors > 0 {
+            lowerer.notes.push(format!(
+                "{} weight tensors ({} weights) keep the file's f16 storage (computed in f32)",
+                kept.tensors, kept.weights
+            ));
+        }
+    }
     lowerer.b.build().map_err(|e| {
         vec![Problem {
             node: name,
@@ -291,6 +302,18 @@ pub(crate) fn lower(
             what: format!("the lowered model does not validate: {e}"),
         }]
     })
+}
+
+/// Whether the graph stores any constant as binary16 (an initializer or a Constant node).
+fn has_f16_constants(graph: &GraphProto) -> bool {
+    let f16 = tract_onnx::pb::tensor_proto::DataType::Float16 as i32;
+    graph.initializer.iter().any(|t| t.data_type == f16)
+        || graph.node.iter().any(|n| {
+            n.op_type == "Constant"
+                && n.attribute
+                    .iter()
+                    .any(|a| a.t.as_ref().is_some_and(|t| t.data_type == f16))
+        })
 }
 
 struct Lowerer<'g, 'n> {
