@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use loam::format::{AlignedBytes, TensorRecord};
-use loam::isa::Isa;
+use loam::ops::OpKind;
 use loam::preprocess::Preprocessing;
 use loam::quant::QuantParams;
 use loam::{DType, Interpreter, Model, Quantization};
@@ -217,15 +217,13 @@ impl<'m, 'a> Engine<'m, 'a> {
     }
 }
 
-/// The instruction set the runtime's dispatch picks on this CPU (its tables prefer the most
-/// specific available family), and every available one.
+/// The fast path the runtime's dispatch picks for int8 layers on this CPU, and every
+/// available instruction-set family.
 pub fn isa_in_use() -> (&'static str, Vec<&'static str>) {
     let available: Vec<&'static str> = loam::isa::available_names().collect();
-    let best = Isa::ALL
-        .into_iter()
-        .rev()
-        .find(|i| i.available())
-        .map_or("portable", Isa::name);
+    // What the int8 layers run on (the opt-in half-precision family, say, is available
+    // without being in use).
+    let best = loam::ops::kernel_name(OpKind::FullyConnected, DType::I8);
     (best, available)
 }
 

@@ -211,7 +211,8 @@ fn within_tolerance<W: crate::ops::FloatWeight>(
 /// width, and padding larger than the kernel.
 #[test]
 fn edge_cases_match_the_reference() {
-    for &c in &[1usize, 7, 8, 9, 15, 16, 17, 33] {
+    // 264 channels: eight full blocks of 32 and one more vector of 8.
+    for &c in &[1usize, 7, 8, 9, 15, 16, 17, 33, 264] {
         for &(pad, k) in &[(0usize, 1usize), (1, 3), (4, 3)] {
             let g = ConvGeometry {
                 batch: 1,
