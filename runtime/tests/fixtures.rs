@@ -340,6 +340,26 @@ enum Precision {
     I16,
 }
 
+/// A float convolution or depthwise convolution builder method (f32 or f16 weights).
+type Float4d = fn(
+    &mut ModelBuilder,
+    &str,
+    TensorId,
+    ConvSpec,
+    &[f32],
+    Option<&[f32]>,
+    FusedActivation,
+) -> Result<TensorId, loam::format::writer::BuildError>;
+/// A float fully-connected builder method (f32 or f16 weights).
+type FloatDense = fn(
+    &mut ModelBuilder,
+    &str,
+    TensorId,
+    &[f32],
+    Option<&[f32]>,
+    FusedActivation,
+) -> Result<TensorId, loam::format::writer::BuildError>;
+
 /// Conv 3x3 (12) + ReLU, depthwise 3x3 + ReLU6, fully connected (10), on an 8x8x3 image,
 /// in `precision` with the same weights. `ranges` (the largest magnitude of the conv,
 /// depthwise and FC outputs, from the float network) set the integer networks' output
@@ -383,46 +403,27 @@ fn layered_network(precision: Precision, ranges: [f32; 3]) -> ModelBuilder {
         DType::I8
     };
     let out = match precision {
-        Precision::F32 => {
-            let c = b
-                .conv2d_f32(
-                    "conv",
-                    x,
-                    conv,
-                    &conv_w,
-                    Some(&conv_b),
-                    FusedActivation::RELU,
+        Precision::F32 | Precision::F16 => {
+            // The same layers; the f16 network stores its weights as f16.
+            let (conv2d, depthwise, dense) = if precision == Precision::F16 {
+                (
+                    ModelBuilder::conv2d_f16 as Float4d,
+                    ModelBuilder::depthwise_conv2d_f16 as Float4d,
+                    ModelBuilder::fully_connected_f16 as FloatDense,
                 )
-                .unwrap();
-            let d = b
-                .depthwise_conv2d_f32("dw", c, dw, &dw_w, Some(&dw_b), relu6)
-                .unwrap();
-            let flat = b.reshape("flat", d, &[1, 8 * 8 * 12]).unwrap();
-            let f = b
-                .fully_connected_f32("fc", flat, &fc_w, Some(&fc_b), FusedActivation::NONE)
-                .unwrap();
-            b.output(c);
-            b.output(d);
-            f
-        }
-        Precision::F16 => {
-            let c = b
-                .conv2d_f16(
-                    "conv",
-                    x,
-                    conv,
-                    &conv_w,
-                    Some(&conv_b),
-                    FusedActivation::RELU,
+            } else {
+                (
+                    ModelBuilder::conv2d_f32 as Float4d,
+                    ModelBuilder::depthwise_conv2d_f32 as Float4d,
+                    ModelBuilder::fully_connected_f32 as FloatDense,
                 )
-                .unwrap();
-            let d = b
-                .depthwise_conv2d_f16("dw", c, dw, &dw_w, Some(&dw_b), relu6)
-                .unwrap();
+            };
+            let relu = FusedActivation::RELU;
+            let c = conv2d(&mut b, "conv", x, conv, &conv_w, Some(&conv_b), relu).unwrap();
+            let d = depthwise(&mut b, "dw", c, dw, &dw_w, Some(&dw_b), relu6).unwrap();
             let flat = b.reshape("flat", d, &[1, 8 * 8 * 12]).unwrap();
-            let f = b
-                .fully_connected_f16("fc", flat, &fc_w, Some(&fc_b), FusedActivation::NONE)
-                .unwrap();
+            let none = FusedActivation::NONE;
+            let f = dense(&mut b, "fc", flat, &fc_w, Some(&fc_b), none).unwrap();
             b.output(c);
             b.output(d);
             f

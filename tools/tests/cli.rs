@@ -999,6 +999,33 @@ fn a_training_plan_is_chosen_stored_trained_and_brought_home() {
     }
 }
 
+/// The first `n` bundled digits as `x.npy` (`[n, 8, 8, 1]` f32) and `y.npy` (`[n]` i32
+/// classes) in `dir`.
+fn digits_npy(dir: &std::path::Path, n: usize) -> (std::path::PathBuf, std::path::PathBuf) {
+    use loam_tools::npy::{self, Array, Data};
+
+    let digits = loam_tools::data::digits::bundled().unwrap();
+    let sample = digits.subset(&(0..n).collect::<Vec<_>>());
+    let (x, y) = (dir.join("x.npy"), dir.join("y.npy"));
+    let features = Array {
+        shape: vec![n, 8, 8, 1],
+        data: Data::F32(sample.features.clone()),
+    };
+    npy::write(&x, &features).unwrap();
+    let labels = sample
+        .classes()
+        .unwrap()
+        .iter()
+        .map(|&c| c as i32)
+        .collect();
+    let labels = Array {
+        shape: vec![n],
+        data: Data::I32(labels),
+    };
+    npy::write(&y, &labels).unwrap();
+    (x, y)
+}
+
 /// `loam quantize model.onnx --data x.npy --labels y.npy -o m.loam --onnx-output m.onnx`: a
 /// float ONNX model and NumPy calibration data in, an int8 `.loam` and its QDQ ONNX out, with
 /// accuracy before and after and the per-layer SQNR; a bad data file leaves no output.
@@ -1007,33 +1034,7 @@ fn quantize_an_onnx_model_from_npy_samples() {
     use loam_tools::npy::{self, Array, Data};
 
     let dir = tempfile::tempdir().unwrap();
-    let digits = loam_tools::data::digits::bundled().unwrap();
-    let rows: Vec<usize> = (0..120).collect();
-    let sample = digits.subset(&rows);
-    let x = dir.path().join("x.npy");
-    let y = dir.path().join("y.npy");
-    npy::write(
-        &x,
-        &Array {
-            shape: vec![120, 8, 8, 1],
-            data: Data::F32(sample.features.clone()),
-        },
-    )
-    .unwrap();
-    let labels = sample
-        .classes()
-        .unwrap()
-        .iter()
-        .map(|&c| c as i32)
-        .collect();
-    npy::write(
-        &y,
-        &Array {
-            shape: vec![120],
-            data: Data::I32(labels),
-        },
-    )
-    .unwrap();
+    let (x, y) = digits_npy(dir.path(), 120);
     let onnx = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/digits/model.onnx");
     let out_loam = dir.path().join("digits-int8.loam");
     let out_onnx = dir.path().join("digits-int8.onnx");
@@ -1111,35 +1112,8 @@ fn quantize_an_onnx_model_from_npy_samples() {
 /// nothing to convert and nothing is written.
 #[test]
 fn quantize_to_f16_halves_the_weights_and_keeps_the_answers() {
-    use loam_tools::npy::{self, Array, Data};
-
     let dir = tempfile::tempdir().unwrap();
-    let digits = loam_tools::data::digits::bundled().unwrap();
-    let sample = digits.subset(&(0..200).collect::<Vec<_>>());
-    let x = dir.path().join("x.npy");
-    let y = dir.path().join("y.npy");
-    npy::write(
-        &x,
-        &Array {
-            shape: vec![200, 8, 8, 1],
-            data: Data::F32(sample.features.clone()),
-        },
-    )
-    .unwrap();
-    let labels = sample
-        .classes()
-        .unwrap()
-        .iter()
-        .map(|&c| c as i32)
-        .collect();
-    npy::write(
-        &y,
-        &Array {
-            shape: vec![200],
-            data: Data::I32(labels),
-        },
-    )
-    .unwrap();
+    let (x, y) = digits_npy(dir.path(), 200);
     let onnx = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/digits/model.onnx");
     let out_loam = dir.path().join("digits-f16.loam");
     let out_onnx = dir.path().join("digits-f16.onnx");
