@@ -426,19 +426,13 @@ impl ModelBuilder {
                     .iter()
                     .any(|o| keep_f32.contains(&self.tensors[usize::from(o.0)].name.as_str()))
         };
-        let weighted = |kind: OpKind| {
-            matches!(
-                kind,
-                OpKind::FullyConnected | OpKind::Conv2d | OpKind::DepthwiseConv2d
-            )
-        };
         let mut report = HalfWeights::default();
         let mut converted = Vec::new();
         for t in 0..self.tensors.len() {
             let spec = &self.tensors[t];
-            if spec.dtype != DType::F32 || spec.data.is_none() {
+            let (DType::F32, Some(data)) = (spec.dtype, spec.data.as_ref()) else {
                 continue;
-            }
+            };
             let id = Some(TensorId(t as u16));
             let mut readers = self
                 .ops
@@ -451,23 +445,13 @@ impl ModelBuilder {
             }
             let only_float_weights = readers.all(|(op, k, _)| {
                 k == 1
-                    && weighted(op.kind)
+                    && op.kind.is_weighted_layer()
                     && !kept(op)
-                    && op
-                        .inputs
-                        .first()
-                        .copied()
-                        .flatten()
-                        .and_then(|x| self.dtype(x))
-                        == Some(DType::F32)
+                    && self.input_dtype(op) == Some(DType::F32)
             });
             if !only_float_weights {
                 continue;
             }
-            let spec = &self.tensors[t];
-            let Some(data) = spec.data.as_ref() else {
-                continue;
-            };
             let values: &[f32] = bytemuck::try_cast_slice(data)
                 .map_err(|_| BuildError::DataLength(spec.name.clone()))?;
             if exact_only
@@ -853,7 +837,6 @@ impl ModelBuilder {
 }
 
 impl ModelBuilder {
-    /// Whether a weighted layer runs on int16 activations (format 1.2).
     /// The lowest minor version whose readers run every layer: 1.3 for f16 weights, 1.2 for
     /// 16x8 layers, else 1.0.
     fn layers_minor(&self) -> u16 {
@@ -866,19 +849,20 @@ impl ModelBuilder {
         }
     }
 
+    /// Whether a weighted layer runs on int16 activations (format 1.2).
     fn has_int16_layers(&self) -> bool {
-        self.ops.iter().any(|op| {
-            matches!(
-                op.kind,
-                OpKind::FullyConnected | OpKind::Conv2d | OpKind::DepthwiseConv2d
-            ) && op
-                .inputs
-                .first()
-                .copied()
-                .flatten()
-                .and_then(|id| self.dtype(id))
-                == Some(DType::I16)
-        })
+        self.ops
+            .iter()
+            .any(|op| op.kind.is_weighted_layer() && self.input_dtype(op) == Some(DType::I16))
+    }
+
+    /// The element type of an op's first input.
+    fn input_dtype(&self, op: &OpSpec) -> Option<DType> {
+        op.inputs
+            .first()
+            .copied()
+            .flatten()
+            .and_then(|id| self.dtype(id))
     }
 }
 

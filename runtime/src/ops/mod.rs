@@ -140,6 +140,15 @@ impl OpKind {
         self as u16
     }
 
+    /// Whether this is a weighted layer (FullyConnected, Conv2d, DepthwiseConv2d): operands
+    /// `[input, weights, bias?, multipliers?]`, weights in f32, f16 or int8.
+    pub const fn is_weighted_layer(self) -> bool {
+        matches!(
+            self,
+            OpKind::FullyConnected | OpKind::Conv2d | OpKind::DepthwiseConv2d
+        )
+    }
+
     /// The input an output may share arena storage with (computing in place), if the op
     /// allows it. The planner uses this to reuse memory; validation allows exactly this
     /// overlap and no other.

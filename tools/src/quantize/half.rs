@@ -9,9 +9,8 @@ use anyhow::{Context, Result, ensure};
 use loam::format::writer::{HalfWeights, ModelBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::model::{evaluate, load_data, samples_for};
+use super::model::{evaluate, load_data, samples_for, stack_samples};
 use crate::model_file::{ModelFile, write_atomically};
-use crate::npy::{Array, Data};
 use crate::onnx::import::{self, ImportOptions};
 
 /// The files `loam quantize --to f16` reads and writes.
@@ -81,16 +80,7 @@ pub fn to_f16(float: &[u8], keep_f32: &[String]) -> Result<(Vec<u8>, HalfWeights
     let model = file.model()?;
     let layers: Vec<(&str, &str)> = model
         .ops()
-        .filter(|op| {
-            matches!(
-                loam::ops::OpKind::from_code(op.kind),
-                Some(
-                    loam::ops::OpKind::FullyConnected
-                        | loam::ops::OpKind::Conv2d
-                        | loam::ops::OpKind::DepthwiseConv2d
-                )
-            )
-        })
+        .filter(|op| loam::ops::OpKind::from_code(op.kind).is_some_and(|k| k.is_weighted_layer()))
         .map(|op| {
             let output = op
                 .outputs
@@ -196,16 +186,7 @@ fn compare(
     let input = crate::run::io_records(&model, false)?[0];
     let dims: Vec<usize> = input.shape.dims().iter().map(|&d| d as usize).collect();
     let rows = samples_for(&data, &dims)?;
-    let stacked = Array {
-        shape: std::iter::once(rows.len())
-            .chain(
-                dims.iter()
-                    .skip(usize::from(dims.first() == Some(&1)))
-                    .copied(),
-            )
-            .collect(),
-        data: Data::F32(rows.concat()),
-    };
+    let stacked = stack_samples(&rows, &dims);
     let want =
         crate::run::real_values(&crate::run::run(&float_file, std::slice::from_ref(&stacked))?[0]);
     let got =

@@ -176,6 +176,21 @@ pub fn samples_for(data: &Dataset, dims: &[usize]) -> Result<Vec<Vec<f32>>> {
         .collect())
 }
 
+/// `samples` (each in the layout of a model input of `dims`) as one batch array: the
+/// input's leading batch of 1, if it has one, replaced by the sample count.
+pub(crate) fn stack_samples(samples: &[Vec<f32>], dims: &[usize]) -> Array {
+    Array {
+        shape: std::iter::once(samples.len())
+            .chain(
+                dims.iter()
+                    .skip(usize::from(dims.first() == Some(&1)))
+                    .copied(),
+            )
+            .collect(),
+        data: Data::F32(samples.concat()),
+    }
+}
+
 fn sqnr_db(signal: f64, noise: f64) -> f64 {
     if noise == 0.0 {
         f64::INFINITY
@@ -364,16 +379,7 @@ pub fn quantize_onnx(
     };
     let float_file = ModelFile::from_bytes("float model", &float.built.bytes)?;
     let int8_file = ModelFile::from_bytes("int8 model", &quantized.built.bytes)?;
-    let stacked = Array {
-        shape: std::iter::once(eval_samples.len())
-            .chain(
-                dims.iter()
-                    .skip(usize::from(dims.first() == Some(&1)))
-                    .copied(),
-            )
-            .collect(),
-        data: Data::F32(eval_samples.concat()),
-    };
+    let stacked = stack_samples(&eval_samples, dims);
     let float_out = crate::run::run(&float_file, std::slice::from_ref(&stacked))?;
     let int8_out = crate::run::run(&int8_file, std::slice::from_ref(&stacked))?;
     let evaluation = evaluate(
