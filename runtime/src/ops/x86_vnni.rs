@@ -21,7 +21,7 @@
 use core::arch::asm;
 
 use crate::ops::RequantizeParams;
-use crate::ops::requantize::x86::requantize_row;
+use crate::ops::requantize::x86::{requantize_row, requantize_rows};
 
 /// `dots[r]` and `dots[4 + r]`: weight row `r` dotted with activation rows 0 and 1 (read as
 /// `x + 128`); `dots[8 + r]`: the sum of weight row `r`.
@@ -454,12 +454,21 @@ pub(crate) unsafe fn gemm_requantize(
             len = offset + weight_terms.len();
         }
         let channel = at.first_channel + first_panel * PANEL;
-        for (r, acc) in acc.iter().enumerate().take(rows.count) {
-            let out = &mut output[(at.first_row + r) * at.row_stride + channel..][..len];
-            // SAFETY: AVX2 is available (caller); `len` accumulators for channels
-            // `channel..channel + len`, inside the validated bias and multipliers.
-            unsafe { requantize_row(params, &acc[..len], bias, channel, out) };
-        }
+        let sums: [&[i32]; TILE_ROWS] = core::array::from_fn(|r| &acc[r][..len]);
+        let starts: [usize; TILE_ROWS] =
+            core::array::from_fn(|r| (at.first_row + r) * at.row_stride + channel);
+        // SAFETY: AVX2 is available (caller); `len` accumulators for channels
+        // `channel..channel + len`, inside the validated bias and multipliers.
+        unsafe {
+            requantize_rows(
+                params,
+                &sums[..rows.count],
+                bias,
+                channel,
+                output,
+                &starts[..rows.count],
+            )
+        };
         first_panel += panels;
     }
 }

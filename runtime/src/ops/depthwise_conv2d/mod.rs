@@ -91,6 +91,23 @@ impl Window<'_> {
         &buf[..n]
     }
 
+    /// Calls `tap(input_pixel)` for every tap of the window in the filter's (ky, kx) order,
+    /// with `None` for the taps in the padding: for kernels that run a fixed tap sequence
+    /// and feed the padding a neutral value.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub(crate) fn every_tap(self, mut tap: impl FnMut(Option<usize>)) {
+        let g = self.g;
+        for ky in 0..g.kernel_height {
+            let row = g.input_row(self.oy, ky);
+            for kx in 0..g.kernel_width {
+                tap(row
+                    .zip(g.input_col(self.ox, kx))
+                    .map(|(iy, ix)| (self.b * g.in_height + iy) * g.in_width + ix));
+            }
+        }
+    }
+
     /// Calls `tap(input_pixel, tap)` for every tap inside the image (the padding
     /// contributes nothing): `input_pixel` indexes the input's pixels, `tap` the filter's.
     #[inline(always)]

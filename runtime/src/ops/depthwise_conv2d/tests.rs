@@ -261,6 +261,60 @@ fn edge_cases_match_the_reference() {
     }
 }
 
+/// Layers the fast paths split into several passes over the channels, or whose windows
+/// are far larger than the random geometries': 520 channels of a 3x3 window, 136 of an 8x8
+/// (the largest window kept on the stack) and 168 of an odd 7x7, each with the window
+/// hanging over every edge of the image.
+#[test]
+fn many_channels_and_large_windows_match_the_reference() {
+    for &(c, k) in &[(520usize, 3usize), (136, 8), (168, 7)] {
+        let g = ConvGeometry {
+            batch: 2,
+            in_height: k + 1,
+            in_width: k,
+            in_channels: c,
+            out_height: output_size(k + 1, k, 1, 1, k / 2, k - 1).unwrap(),
+            out_width: output_size(k, k, 2, 1, k - 1, k / 2).unwrap(),
+            out_channels: c,
+            kernel_height: k,
+            kernel_width: k,
+            stride_height: 1,
+            stride_width: 2,
+            dilation_height: 1,
+            dilation_width: 1,
+            pad_top: k / 2,
+            pad_left: k - 1,
+            groups: c,
+        };
+        let input: Vec<i8> = (0..g.input_len().unwrap())
+            .map(|i| (i * 37 % 256) as u8 as i8)
+            .collect();
+        let filter: Vec<i8> = (0..filter_len(&g))
+            .map(|i| (i * 101 % 256) as u8 as i8)
+            .collect();
+        let bias: Vec<i32> = (0..c as i32).map(|o| o * 977 - 250_000).collect();
+        let m: Vec<QuantizedMultiplier> = (0..c)
+            .map(|o| QuantizedMultiplier::from_real(1e-4 + o as f64 * 1e-5).unwrap())
+            .collect();
+        for izp in [-128, 0, 127] {
+            let op = DepthwiseConv2dI8 {
+                geometry: g,
+                params: RequantizeParams {
+                    input_zero_point: izp,
+                    output_zero_point: 3,
+                    multipliers: &m,
+                    activation_min: -128,
+                    activation_max: 127,
+                },
+                input: &input,
+                filter: &filter,
+                bias: Some(&bias),
+            };
+            compare_kernels(I8_KERNELS, |k| run_i8(k, &op), exact).unwrap();
+        }
+    }
+}
+
 #[test]
 fn a_depthwise_model_runs_like_the_kernel() {
     use crate::format::writer::{ModelBuilder, QuantSpec};

@@ -62,6 +62,18 @@ proptest! {
             // SAFETY: AVX2 was detected; lengths satisfy the contract (40 channels exist).
             unsafe { x86::requantize_row(&params, acc, bias, first, &mut got) };
             prop_assert_eq!(&got, &want);
+            // Several rows sharing the channels, written at their own offsets: the row
+            // reversed into the front of a buffer, the row itself after a gap.
+            let reversed: Vec<i32> = acc.iter().rev().copied().collect();
+            let mut want_reversed = vec![0i8; n];
+            requantize_row_scalar(&params, &reversed, bias, first, &mut want_reversed);
+            let mut both = vec![0i8; 2 * n + 3];
+            // SAFETY: as above; both rows' outputs lie inside `both`.
+            unsafe {
+                x86::requantize_rows(&params, &[&reversed, acc], bias, first, &mut both, &[0, n + 3])
+            };
+            prop_assert_eq!(&both[..n], &want_reversed[..]);
+            prop_assert_eq!(&both[n + 3..], &want[..]);
         }
         let _ = &mut got;
     }
@@ -85,8 +97,10 @@ proptest! {
                 let va = _mm256_loadu_si256(a.as_ptr().cast());
                 let vb = _mm256_loadu_si256(b.as_ptr().cast());
                 let ve = _mm256_loadu_si256(e.as_ptr().cast());
-                _mm256_storeu_si256(high.as_mut_ptr().cast(), x86::doubling_high_mul(va, vb));
-                _mm256_storeu_si256(divided.as_mut_ptr().cast(), x86::rounding_divide_by_pot(va, ve));
+                let odd = _mm256_srli_epi64::<32>(vb);
+                _mm256_storeu_si256(high.as_mut_ptr().cast(), x86::doubling_high_mul(va, vb, odd));
+                let masks = x86::divide_masks(ve);
+                _mm256_storeu_si256(divided.as_mut_ptr().cast(), x86::rounding_divide_by_pot(va, ve, masks));
             }
             for l in 0..8 {
                 prop_assert_eq!(high[l], saturating_rounding_doubling_high_mul(a[l], b[l]));
