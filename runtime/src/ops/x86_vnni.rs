@@ -19,6 +19,7 @@
 //! exactly the reference's skipped taps.
 
 use core::arch::asm;
+use core::mem::MaybeUninit;
 
 use crate::ops::RequantizeParams;
 use crate::ops::requantize::x86::{requantize_row, requantize_rows};
@@ -188,23 +189,29 @@ pub(crate) unsafe fn dot4x2(x: [&[i8]; 2], w: [&[i8]; 4]) -> Dots {
 pub(crate) const TILE_ROWS: usize = 8;
 /// Output channels per packed weight panel (one zmm of i32 lanes).
 pub(crate) const PANEL: usize = 16;
-/// The longest row the GEMM takes (a convolution gathers `TILE_ROWS * MAX_GEMM_DEPTH` bytes
-/// of patches on the stack); longer rows take [`dot4x2`].
+/// The longest row the GEMM takes (a tile keeps `TILE_ROWS * MAX_GEMM_DEPTH` bytes on the
+/// stack); longer rows take [`dot4x2`].
 pub(crate) const MAX_GEMM_DEPTH: usize = 1024;
 /// Bytes of packed weights the GEMM keeps on the stack; larger layers take [`dot4x2`].
 const MAX_PACKED_WEIGHTS: usize = 32 * 1024;
 /// Output channels the GEMM packs at most.
 const MAX_PACKED_CHANNELS: usize = 1024;
+/// Channels a tile's accumulators hold between requantizations (four panels).
+const GEMM_BLOCK: usize = 64;
 
 /// A layer's weights packed for [`gemm_tile`] once per call: panels of sixteen channels,
-/// each holding, for every group of four inputs, the sixteen channels' four bytes as
-/// `w + 128` (unsigned); plus each channel's `zp * sum(w)`. Lives on the stack because the
-/// runtime has no heap and a file's scratch sizes cannot grow (FORMAT.md).
+/// each holding, for every group of four inputs, the sixteen channels' four signed bytes
+/// (zero past the row's end); plus each channel's bias less `(128 + zp) * sum(w)`, which
+/// turns the kernel's sums over `x + 128` into the layer's (see [`gemm_tile`]). Lives on
+/// the stack because the runtime has no heap and a file's scratch sizes cannot grow
+/// (FORMAT.md).
 pub(crate) struct PackedWeights {
-    bytes: [u8; MAX_PACKED_WEIGHTS],
+    /// Only the first `panels() * groups * 4 * PANEL` bytes are written (by `pack`) and
+    /// read; leaving the rest uninitialized saves clearing 32 KiB per call.
+    bytes: [MaybeUninit<i8>; MAX_PACKED_WEIGHTS],
     groups: usize,
     channels: usize,
-    sums: [i32; MAX_PACKED_CHANNELS],
+    offsets: [i32; MAX_PACKED_CHANNELS],
 }
 
 impl PackedWeights {
@@ -218,37 +225,47 @@ impl PackedWeights {
     /// An empty packing.
     pub(crate) const fn new() -> Self {
         PackedWeights {
-            bytes: [0; MAX_PACKED_WEIGHTS],
+            bytes: [MaybeUninit::uninit(); MAX_PACKED_WEIGHTS],
             groups: 0,
             channels: 0,
-            sums: [0; MAX_PACKED_CHANNELS],
+            offsets: [0; MAX_PACKED_CHANNELS],
         }
     }
 
     /// Packs `weights`, `channels` rows of `k` inputs that [fit](Self::fits), for inputs
-    /// with zero point `zp`.
-    pub(crate) fn pack(&mut self, weights: &[i8], k: usize, channels: usize, zp: i32) {
+    /// with zero point `zp` and those channels' `bias`.
+    pub(crate) fn pack(
+        &mut self,
+        weights: &[i8],
+        (k, channels): (usize, usize),
+        zp: i32,
+        bias: Option<&[i32]>,
+    ) {
         self.groups = k.div_ceil(4);
         self.channels = channels;
         let panel_len = self.groups * 4 * PANEL;
         let used = channels.div_ceil(PANEL) * panel_len;
-        self.bytes[..used].fill(0x80);
+        self.bytes[..used].fill(MaybeUninit::new(0));
         for (c, row) in weights.chunks_exact(k).take(channels).enumerate() {
             let panel = &mut self.bytes[(c / PANEL) * panel_len..][..panel_len];
             let lane = (c % PANEL) * 4;
-            let (whole, tail) = row.split_at(k / 4 * 4);
-            for (g, quad) in whole.chunks_exact(4).enumerate() {
-                let word =
-                    u32::from_le_bytes([quad[0], quad[1], quad[2], quad[3]].map(|w| w as u8));
-                let at = g * 4 * PANEL + lane;
-                panel[at..at + 4].copy_from_slice(&(word ^ 0x8080_8080).to_le_bytes());
+            let quads = row.chunks_exact(4);
+            let tail = quads.remainder();
+            let slots = panel[lane..].chunks_mut(4 * PANEL);
+            for (quad, slot) in quads.zip(slots) {
+                for (slot, &w) in slot[..4].iter_mut().zip(quad) {
+                    *slot = MaybeUninit::new(w);
+                }
             }
-            let at = (k / 4) * 4 * PANEL + lane;
-            for (b, &w) in tail.iter().enumerate() {
-                panel[at + b] = (w as u8) ^ 0x80;
+            if !tail.is_empty() {
+                let last = (k / 4) * 4 * PANEL + lane;
+                for (slot, &w) in panel[last..].iter_mut().zip(tail) {
+                    *slot = MaybeUninit::new(w);
+                }
             }
             let sum: i32 = row.iter().map(|&w| i32::from(w)).sum();
-            self.sums[c] = sum.wrapping_mul(zp);
+            let bias = bias.map_or(0, |bias| bias[c]);
+            self.offsets[c] = bias.wrapping_sub(sum.wrapping_mul(128 + zp));
         }
     }
 
@@ -256,93 +273,97 @@ impl PackedWeights {
     pub(crate) fn panels(&self) -> usize {
         self.channels.div_ceil(PANEL)
     }
-
-    /// `zp * sum(w)` of the channels of panel `p`: what the input zero point takes from
-    /// each channel's sum.
-    pub(crate) fn weight_terms(&self, p: usize) -> &[i32] {
-        &self.sums[p * PANEL..self.channels.min((p + 1) * PANEL)]
-    }
 }
 
-/// Up to [`TILE_ROWS`] activation rows of `k` bytes for [`gemm_tile`], read in place: each
-/// row's last `k % 4` bytes (zero-extended to four) and its `sum(x)` are kept aside, so the
-/// kernel never reads past a row.
-pub(crate) struct TileRows<'a> {
-    rows: [&'a [i8]; TILE_ROWS],
+/// Up to [`TILE_ROWS`] activation rows of `k` bytes for [`gemm_tile`], copied as `x + 128`
+/// (unsigned, the operand `vpdpbusd` reads that way) into rows padded to a multiple of four
+/// bytes; the padding meets the packing's zero weights.
+pub(crate) struct TileRows {
+    bytes: [u8; TILE_ROWS * MAX_GEMM_DEPTH],
+    k: usize,
+    stride: usize,
     count: usize,
-    whole: usize,
-    tails: [u32; TILE_ROWS],
-    /// `128 * sum(x)` of each row: what reading `w` as `w + 128` adds to its sums.
-    pub terms: [i32; TILE_ROWS],
 }
 
-impl<'a> TileRows<'a> {
-    /// The rows of `tile`, consecutive rows of `k` bytes (at most [`TILE_ROWS`] of them are
-    /// taken, a partial last row is ignored); missing rows repeat the first, and their sums
-    /// are not used.
-    pub(crate) fn new(tile: &'a [i8], k: usize) -> Self {
-        // No rows, no depth: the kernel then reads nothing.
-        let count = tile.len().checked_div(k).unwrap_or(0).min(TILE_ROWS);
-        let k = if count == 0 { 0 } else { k };
-        let whole = k / 4 * 4;
-        let mut tile_rows = TileRows {
-            rows: [&tile[..k]; TILE_ROWS],
-            count,
-            whole,
-            tails: [0; TILE_ROWS],
-            terms: [0; TILE_ROWS],
-        };
-        for r in 0..count {
-            let row = &tile[r * k..(r + 1) * k];
-            let mut tail = [0u8; 4];
-            for (t, &x) in tail.iter_mut().zip(&row[whole..]) {
-                *t = x as u8;
-            }
-            tile_rows.rows[r] = row;
-            tile_rows.tails[r] = u32::from_le_bytes(tail);
-            let sum: i32 = row.iter().map(|&x| i32::from(x)).sum();
-            tile_rows.terms[r] = sum.wrapping_mul(128);
+impl TileRows {
+    /// Empty rows of `k` inputs, at most [`MAX_GEMM_DEPTH`].
+    pub(crate) fn new(k: usize) -> Self {
+        TileRows {
+            bytes: [0; TILE_ROWS * MAX_GEMM_DEPTH],
+            k,
+            stride: k.div_ceil(4) * 4,
+            count: 0,
         }
-        tile_rows
+    }
+
+    /// Loads the consecutive rows of `k` int8 activations in `tile` (at most
+    /// [`TILE_ROWS`]; a partial last row is ignored), flipped to `x + 128` as they are
+    /// copied.
+    #[inline(always)]
+    pub(crate) fn copy(&mut self, tile: &[i8]) {
+        let (k, stride) = (self.k, self.stride);
+        self.count = (tile.len() / k).min(TILE_ROWS);
+        for (src, dst) in tile
+            .chunks_exact(k)
+            .zip(self.bytes.chunks_exact_mut(stride))
+        {
+            for (d, &x) in dst.iter_mut().zip(src) {
+                *d = x as u8 ^ 0x80;
+            }
+        }
+    }
+
+    /// Loads `count` rows (at most [`TILE_ROWS`]): `fill(r, row)` writes row `r`'s `k` int8
+    /// activations, which are then flipped to `x + 128`.
+    #[inline(always)]
+    pub(crate) fn load(&mut self, count: usize, mut fill: impl FnMut(usize, &mut [i8])) {
+        self.count = count.min(TILE_ROWS);
+        let (k, stride) = (self.k, self.stride);
+        for r in 0..self.count {
+            let row = &mut self.bytes[r * stride..][..k];
+            fill(r, bytemuck::cast_slice_mut(row));
+            for b in row {
+                *b ^= 0x80;
+            }
+        }
     }
 }
 
-/// `out[r][j] = sum(x[r] * (w[j] + 128))` over the packed depth, from which
-/// `sum((x - zp) * w) = out - 128 * sum(x) - zp * sum(w)` (wrapping, exact modulo 2^32):
-/// eight rows by sixteen channels, one `vpdpbusd` per row and group of four inputs with the
-/// row's four bytes broadcast from memory, against panel `panel` of `weights`. Rows and
-/// weights must be for the same `k`.
+/// `out[r][column + j] = sum((x[r] + 128) * w[j])` over the packed depth for the sixteen
+/// channels `j` of panel `panel`, from which `sum((x - zp) * w) + bias` is that plus the
+/// panel's [offsets](PackedWeights): eight rows by sixteen channels, one `vpdpbusd` per
+/// row and group of four inputs, each row's four bytes broadcast. Rows and weights must be
+/// for the same `k`; rows past `rows.count()` repeat row 0.
 ///
 /// # Safety
-/// [`Isa::Avx512Vnni`](crate::isa::Isa::Avx512Vnni) must be available.
+/// [`Isa::Avx512Vnni`](crate::isa::Isa::Avx512Vnni) must be available, and `panel` must be
+/// below `weights.panels()`, `column` at most `GEMM_BLOCK - PANEL`, and `out` valid for
+/// writes (it may be uninitialized).
 #[inline]
-pub(crate) unsafe fn gemm_tile(
-    rows: &TileRows<'_>,
+unsafe fn gemm_tile(
+    rows: &TileRows,
     weights: &PackedWeights,
     panel: usize,
-) -> [[i32; PANEL]; TILE_ROWS] {
-    let mut out = [[0i32; PANEL]; TILE_ROWS];
+    out: *mut [[i32; GEMM_BLOCK]; TILE_ROWS],
+    column: usize,
+) {
     let panel_len = weights.groups * 4 * PANEL;
-    let panel = &weights.bytes[(panel * panel_len).min(MAX_PACKED_WEIGHTS)..];
-    // Whole groups read from the rows, then the tail group from `tails`, both bounded by
-    // what the panel holds.
-    let whole_groups = (rows.whole / 4).min(panel.len() / (4 * PANEL));
-    let has_tail = rows.whole < weights.groups * 4 && whole_groups < panel.len() / (4 * PANEL);
-    let tails = if has_tail {
-        rows.tails.as_ptr()
-    } else {
-        core::ptr::null()
-    };
-    // SAFETY: the caller guarantees AVX-512 F/BW/VNNI. Each of the `whole_groups` steps
-    // reads 64 bytes of the panel and four bytes at offset `4g < rows.whole` of each row,
-    // which holds at least `rows.whole` bytes; the tail step reads the panel's next 64
-    // bytes (checked above) and the 32 bytes of `tails`; the stores write the 512 bytes of
-    // `out`. Vector registers are clobbered through `clobber_abi("C")`, and the callee-saved
-    // r12-r15 are declared; the stack is untouched.
+    let depth = weights.groups * 4;
+    debug_assert!(panel < weights.panels() && column + PANEL <= GEMM_BLOCK);
+    debug_assert_eq!(depth, rows.stride);
+    let row = |r: usize| rows.bytes[if r < rows.count { r * rows.stride } else { 0 }..].as_ptr();
+    // SAFETY: the caller guarantees AVX-512 F/BW/VNNI and a packed `panel`, whose
+    // `panel_len` bytes `pack` wrote. Each step reads 64 bytes of the panel and four bytes
+    // at offset `rax < depth` of each row, inside `rows.bytes` (rows of `stride == depth`
+    // bytes, at most `TILE_ROWS` of them); the stores write sixteen i32 at `column` of each
+    // of the eight rows of `out` (256 bytes apart). Vector registers are clobbered through
+    // `clobber_abi("C")`, and the callee-saved r12-r15 are declared; the stack is
+    // untouched.
     unsafe {
+        let panel = weights.bytes.as_ptr().add(panel * panel_len).cast::<i8>();
         asm!(
             // rdi, rsi, rdx, rcx, r8-r11: the rows; rax: byte offset in them; r12: the
-            // panel; r13: bytes of whole groups; r14: the tails or null; r15: `out`.
+            // panel; r13: the depth in bytes; r15: `out` at the column.
             "vpxord zmm0, zmm0, zmm0",
             "vpxord zmm1, zmm1, zmm1",
             "vpxord zmm2, zmm2, zmm2",
@@ -356,114 +377,115 @@ pub(crate) unsafe fn gemm_tile(
             "jz 3f",
             "2:",
             "vmovdqu32 zmm8, zmmword ptr [r12]",
-            "vpdpbusd zmm0, zmm8, dword ptr [rdi + rax]{{1to16}}",
-            "vpdpbusd zmm1, zmm8, dword ptr [rsi + rax]{{1to16}}",
-            "vpdpbusd zmm2, zmm8, dword ptr [rdx + rax]{{1to16}}",
-            "vpdpbusd zmm3, zmm8, dword ptr [rcx + rax]{{1to16}}",
-            "vpdpbusd zmm4, zmm8, dword ptr [r8 + rax]{{1to16}}",
-            "vpdpbusd zmm5, zmm8, dword ptr [r9 + rax]{{1to16}}",
-            "vpdpbusd zmm6, zmm8, dword ptr [r10 + rax]{{1to16}}",
-            "vpdpbusd zmm7, zmm8, dword ptr [r11 + rax]{{1to16}}",
+            "vpbroadcastd zmm9, dword ptr [rdi + rax]",
+            "vpbroadcastd zmm10, dword ptr [rsi + rax]",
+            "vpbroadcastd zmm11, dword ptr [rdx + rax]",
+            "vpbroadcastd zmm12, dword ptr [rcx + rax]",
+            "vpdpbusd zmm0, zmm9, zmm8",
+            "vpdpbusd zmm1, zmm10, zmm8",
+            "vpdpbusd zmm2, zmm11, zmm8",
+            "vpdpbusd zmm3, zmm12, zmm8",
+            "vpbroadcastd zmm13, dword ptr [r8 + rax]",
+            "vpbroadcastd zmm14, dword ptr [r9 + rax]",
+            "vpbroadcastd zmm15, dword ptr [r10 + rax]",
+            "vpbroadcastd zmm16, dword ptr [r11 + rax]",
+            "vpdpbusd zmm4, zmm13, zmm8",
+            "vpdpbusd zmm5, zmm14, zmm8",
+            "vpdpbusd zmm6, zmm15, zmm8",
+            "vpdpbusd zmm7, zmm16, zmm8",
             "add r12, 64",
             "add rax, 4",
             "cmp rax, r13",
             "jb 2b",
             "3:",
-            "test r14, r14",
-            "jz 4f",
-            "vmovdqu32 zmm8, zmmword ptr [r12]",
-            "vpdpbusd zmm0, zmm8, dword ptr [r14]{{1to16}}",
-            "vpdpbusd zmm1, zmm8, dword ptr [r14 + 4]{{1to16}}",
-            "vpdpbusd zmm2, zmm8, dword ptr [r14 + 8]{{1to16}}",
-            "vpdpbusd zmm3, zmm8, dword ptr [r14 + 12]{{1to16}}",
-            "vpdpbusd zmm4, zmm8, dword ptr [r14 + 16]{{1to16}}",
-            "vpdpbusd zmm5, zmm8, dword ptr [r14 + 20]{{1to16}}",
-            "vpdpbusd zmm6, zmm8, dword ptr [r14 + 24]{{1to16}}",
-            "vpdpbusd zmm7, zmm8, dword ptr [r14 + 28]{{1to16}}",
-            "4:",
             "vmovdqu32 zmmword ptr [r15], zmm0",
-            "vmovdqu32 zmmword ptr [r15 + 64], zmm1",
-            "vmovdqu32 zmmword ptr [r15 + 128], zmm2",
-            "vmovdqu32 zmmword ptr [r15 + 192], zmm3",
-            "vmovdqu32 zmmword ptr [r15 + 256], zmm4",
-            "vmovdqu32 zmmword ptr [r15 + 320], zmm5",
-            "vmovdqu32 zmmword ptr [r15 + 384], zmm6",
-            "vmovdqu32 zmmword ptr [r15 + 448], zmm7",
+            "vmovdqu32 zmmword ptr [r15 + 256], zmm1",
+            "vmovdqu32 zmmword ptr [r15 + 512], zmm2",
+            "vmovdqu32 zmmword ptr [r15 + 768], zmm3",
+            "vmovdqu32 zmmword ptr [r15 + 1024], zmm4",
+            "vmovdqu32 zmmword ptr [r15 + 1280], zmm5",
+            "vmovdqu32 zmmword ptr [r15 + 1536], zmm6",
+            "vmovdqu32 zmmword ptr [r15 + 1792], zmm7",
             "vzeroupper",
-            in("rdi") rows.rows[0].as_ptr(),
-            in("rsi") rows.rows[1].as_ptr(),
-            in("rdx") rows.rows[2].as_ptr(),
-            in("rcx") rows.rows[3].as_ptr(),
-            in("r8") rows.rows[4].as_ptr(),
-            in("r9") rows.rows[5].as_ptr(),
-            in("r10") rows.rows[6].as_ptr(),
-            in("r11") rows.rows[7].as_ptr(),
+            in("rdi") row(0),
+            in("rsi") row(1),
+            in("rdx") row(2),
+            in("rcx") row(3),
+            in("r8") row(4),
+            in("r9") row(5),
+            in("r10") row(6),
+            in("r11") row(7),
             out("rax") _,
-            inout("r12") panel.as_ptr() => _,
-            in("r13") whole_groups * 4,
-            in("r14") tails,
-            in("r15") out.as_mut_ptr(),
+            inout("r12") panel => _,
+            in("r13") depth,
+            in("r15") out.cast::<i32>().add(column),
             clobber_abi("C"),
             options(nostack),
         );
     }
-    out
 }
 
 /// Where a tile's outputs go: its row `r`, channel `c` of the packed weights, is
 /// `output[(first_row + r) * row_stride + first_channel + c]`, and `first_channel + c` is
-/// the channel whose bias and multiplier apply.
+/// the channel whose multiplier applies.
 pub(crate) struct TileOutput {
     pub first_row: usize,
     pub row_stride: usize,
     pub first_channel: usize,
 }
 
-/// Runs `rows` against every panel of `weights` ([`gemm_tile`]), centers the sums and
-/// requantizes them into `output` 64 channels at a time.
+/// Runs `rows` against every panel of `weights` ([`gemm_tile`]) and requantizes the sums,
+/// with the packing's offsets as their bias, into `output` 64 channels at a time.
 ///
 /// # Safety
-/// AVX-512 VNNI (and so AVX2) must be available; `params`, `bias` and `output` must be a
-/// validated layer's, with `at` inside its output and channels.
+/// AVX-512 VNNI (and so AVX2) must be available; `params` and `output` must be a validated
+/// layer's, with `at` inside its output and channels.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn gemm_requantize(
-    rows: &TileRows<'_>,
+    rows: &TileRows,
     weights: &PackedWeights,
     params: &RequantizeParams<'_>,
-    bias: Option<&[i32]>,
     output: &mut [i8],
     at: TileOutput,
 ) {
-    const BLOCK: usize = 64;
-    let mut acc = [[0i32; BLOCK]; TILE_ROWS];
+    // Written by `gemm_tile` before it is read: every row, sixteen channels per panel, and
+    // only the channels of the panels written are read. Clearing 2 KiB per tile cost more
+    // than the requantization of a small tile.
+    let mut acc = MaybeUninit::<[[i32; GEMM_BLOCK]; TILE_ROWS]>::uninit();
+    let panels_per_block = GEMM_BLOCK / PANEL;
     let mut first_panel = 0;
     while first_panel < weights.panels() {
-        let panels = (weights.panels() - first_panel).min(BLOCK / PANEL);
-        let mut len = 0;
+        let panels = (weights.panels() - first_panel).min(panels_per_block);
         for panel in first_panel..first_panel + panels {
-            // SAFETY: AVX-512 VNNI is available (caller).
-            let raw = unsafe { gemm_tile(rows, weights, panel) };
-            let weight_terms = weights.weight_terms(panel);
-            let offset = (panel - first_panel) * PANEL;
-            for (r, raw) in raw.iter().enumerate().take(rows.count) {
-                let acc = &mut acc[r][offset..offset + weight_terms.len()];
-                for ((a, &raw), &w) in acc.iter_mut().zip(raw).zip(weight_terms) {
-                    *a = raw.wrapping_sub(rows.terms[r]).wrapping_sub(w);
-                }
-            }
-            len = offset + weight_terms.len();
+            // SAFETY: AVX-512 VNNI is available (caller); the panel is packed and its
+            // column inside the block.
+            unsafe {
+                gemm_tile(
+                    rows,
+                    weights,
+                    panel,
+                    acc.as_mut_ptr(),
+                    (panel - first_panel) * PANEL,
+                )
+            };
         }
-        let channel = at.first_channel + first_panel * PANEL;
-        let sums: [&[i32]; TILE_ROWS] = core::array::from_fn(|r| &acc[r][..len]);
+        let first = first_panel * PANEL;
+        let len = (weights.channels - first).min(GEMM_BLOCK);
+        let channel = at.first_channel + first;
+        // SAFETY: `gemm_tile` wrote channels `0..panels * PANEL` (at least `len`) of every
+        // row of `acc` just above.
+        let sums: [&[i32]; TILE_ROWS] = core::array::from_fn(|r| unsafe {
+            core::slice::from_raw_parts(acc.as_ptr().cast::<i32>().add(r * GEMM_BLOCK), len)
+        });
         let starts: [usize; TILE_ROWS] =
             core::array::from_fn(|r| (at.first_row + r) * at.row_stride + channel);
         // SAFETY: AVX2 is available (caller); `len` accumulators for channels
-        // `channel..channel + len`, inside the validated bias and multipliers.
+        // `channel..channel + len`, inside the validated multipliers.
         unsafe {
             requantize_rows(
                 params,
                 &sums[..rows.count],
-                bias,
+                Some(&weights.offsets[first..first + len]),
                 channel,
                 output,
                 &starts[..rows.count],

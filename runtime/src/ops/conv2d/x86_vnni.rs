@@ -9,8 +9,7 @@ use super::{Conv2dI8, ConvGeometry, gather_patch_runs};
 use crate::isa::Isa;
 use crate::ops::fully_connected::x86_vnni;
 use crate::ops::x86_vnni::{
-    MAX_GEMM_DEPTH, PackedWeights, TILE_ROWS, TileOutput, TileRows, dot_pair_requantize,
-    gemm_requantize,
+    PackedWeights, TILE_ROWS, TileOutput, TileRows, dot_pair_requantize, gemm_requantize,
 };
 
 /// The VNNI int8 kernel; the AVX2 kernel where AVX-512 VNNI is missing.
@@ -48,20 +47,24 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8])
     // Validated zero points are int8.
     let fill = zp as i8;
     let mut packed = PackedWeights::new();
-    // Eight gathered patches; on the stack, since a file's scratch sizes cannot grow.
-    let mut patches = [0i8; TILE_ROWS * MAX_GEMM_DEPTH];
+    let mut rows = TileRows::new(k);
     for group in 0..g.groups {
         let first = group * cg_out;
-        packed.pack(&op.filter[first * k..(first + cg_out) * k], k, cg_out, zp);
+        let bias = op.bias.map(|bias| &bias[first..first + cg_out]);
+        packed.pack(
+            &op.filter[first * k..(first + cg_out) * k],
+            (k, cg_out),
+            zp,
+            bias,
+        );
         let mut p0 = 0;
         while p0 < pixels {
             let tile_rows = (pixels - p0).min(TILE_ROWS);
-            for (r, patch) in patches.chunks_exact_mut(k).take(tile_rows).enumerate() {
+            rows.load(tile_rows, |r, patch| {
                 gather_patch_runs(g, op.input, p0 + r, group, patch, fill, |src, d| {
                     d.copy_from_slice(src)
-                });
-            }
-            let rows = TileRows::new(&patches[..tile_rows * k], k);
+                })
+            });
             let at = TileOutput {
                 first_row: p0,
                 row_stride: oc_total,
@@ -69,7 +72,7 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8])
             };
             // SAFETY: AVX-512 VNNI is available (caller); the tile's pixels and the group's
             // channels are inside the validated layer.
-            unsafe { gemm_requantize(&rows, &packed, &op.params, op.bias, output, at) };
+            unsafe { gemm_requantize(&rows, &packed, &op.params, output, at) };
             p0 += tile_rows;
         }
     }

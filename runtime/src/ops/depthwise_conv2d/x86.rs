@@ -278,7 +278,8 @@ impl PairBlock<'_> {
             let mut lanes = [_mm256_setzero_si256(); V];
             for (j, (lanes, acc)) in lanes.iter_mut().zip(acc).enumerate() {
                 let offsets = _mm256_loadu_si256(self.offsets[8 * j..][..8].as_ptr().cast());
-                *lanes = self.requantize[j].apply(self.range, _mm256_add_epi32(acc, offsets));
+                *lanes =
+                    self.requantize[j].apply::<true>(self.range, _mm256_add_epi32(acc, offsets));
             }
             let out = &mut out[self.c0..][..8 * V];
             if V == 4 {

@@ -69,8 +69,15 @@ unsafe fn fully_connected_i8_vnni(op: &FullyConnectedI8<'_>, output: &mut [i8]) 
 unsafe fn gemm_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
     let (k, channels) = (op.shape.in_features, op.shape.out_features);
     let mut packed = PackedWeights::new();
-    packed.pack(op.weights, k, channels, op.params.input_zero_point);
+    packed.pack(
+        op.weights,
+        (k, channels),
+        op.params.input_zero_point,
+        op.bias,
+    );
+    let mut rows = TileRows::new(k);
     for (t, tile) in op.input.chunks(TILE_ROWS * k).enumerate() {
+        rows.copy(tile);
         let at = TileOutput {
             first_row: t * TILE_ROWS,
             row_stride: channels,
@@ -78,15 +85,6 @@ unsafe fn gemm_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
         };
         // SAFETY: AVX-512 VNNI is available (caller); the tile's rows and channels are
         // inside the validated layer.
-        unsafe {
-            gemm_requantize(
-                &TileRows::new(tile, k),
-                &packed,
-                &op.params,
-                op.bias,
-                output,
-                at,
-            )
-        };
+        unsafe { gemm_requantize(&rows, &packed, &op.params, output, at) };
     }
 }

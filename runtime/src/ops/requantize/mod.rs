@@ -10,22 +10,3 @@
 mod tests;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
-
-use crate::ops::RequantizeParams;
-
-/// Writes `out[i] = params.output(acc[i] + bias[first + i], first + i)`: the portable form
-/// (the vector forms' tail and their test oracle).
-#[cfg_attr(not(any(target_arch = "x86_64", test)), allow(dead_code))]
-pub(crate) fn requantize_row_scalar(
-    params: &RequantizeParams<'_>,
-    acc: &[i32],
-    bias: Option<&[i32]>,
-    first: usize,
-    out: &mut [i8],
-) {
-    for (i, (&a, o)) in acc.iter().zip(out.iter_mut()).enumerate() {
-        let c = first + i;
-        let a = a.wrapping_add(bias.map_or(0, |b| b[c]));
-        *o = params.output(a, c);
-    }
-}

@@ -7,6 +7,7 @@ use super::*;
 use crate::fixed_point::QuantizedMultiplier;
 #[cfg(target_arch = "x86_64")]
 use crate::fixed_point::{rounding_divide_by_pot, saturating_rounding_doubling_high_mul};
+use crate::ops::RequantizeParams;
 
 fn acc_value() -> impl Strategy<Value = i32> {
     prop_oneof![
@@ -70,7 +71,7 @@ proptest! {
             let mut both = vec![0i8; 2 * n + 3];
             // SAFETY: as above; both rows' outputs lie inside `both`.
             unsafe {
-                x86::requantize_rows(&params, &[&reversed, acc], bias, first, &mut both, &[0, n + 3])
+                x86::requantize_rows(&params, &[&reversed, acc], bias.map(|b| &b[first..]), first, &mut both, &[0, n + 3])
             };
             prop_assert_eq!(&both[..n], &want_reversed[..]);
             prop_assert_eq!(&both[n + 3..], &want[..]);
@@ -144,5 +145,21 @@ fn the_saturating_corner_cases_match() {
             unsafe { x86::requantize_row(&params, &acc, None, 0, &mut got) };
             assert_eq!(got, want, "zero point {zp}");
         }
+    }
+}
+
+/// Writes `out[i] = params.output(acc[i] + bias[first + i], first + i)`: the portable form
+/// (the vector forms' test oracle).
+fn requantize_row_scalar(
+    params: &RequantizeParams<'_>,
+    acc: &[i32],
+    bias: Option<&[i32]>,
+    first: usize,
+    out: &mut [i8],
+) {
+    for (i, (&a, o)) in acc.iter().zip(out.iter_mut()).enumerate() {
+        let c = first + i;
+        let a = a.wrapping_add(bias.map_or(0, |b| b[c]));
+        *o = params.output(a, c);
     }
 }

@@ -7,7 +7,7 @@
 //! dword, which are the arithmetic shift's low 32 bits (the odd lanes' products shift up by
 //! one instead, into the high dword). `RoundingDivideByPOT` is the masked
 //! remainder test with per-lane variable shifts. The zero point's saturating add and the
-//! clamp are one clamp against shifted bounds, then a plain add (see [`requantize8`]).
+//! clamp are one clamp against shifted bounds, then a plain add (see [`OutputRange`]).
 
 // Before Rust 1.87 the SIMD intrinsics are `unsafe fn`s even inside `#[target_feature]`
 // functions; the crate supports 1.85, so the bodies below are `unsafe` blocks, which newer
@@ -22,7 +22,7 @@ use crate::ops::RequantizeParams;
 /// every [`QuantizedMultiplier`](crate::fixed_point::QuantizedMultiplier)'s mantissa: then
 /// `i32::MIN * i32::MIN`, the one input the plain formula gets wrong, cannot occur, and its
 /// check is left out. `odd_b` is `b`'s odd lanes moved into the even ones
-/// (`_mm256_srli_epi64::<32>(b)`), prepared once with the multipliers.
+/// (`_mm256_shuffle_epi32::<0xf5>(b)`), prepared once with the multipliers.
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn doubling_high_mul(a: __m256i, b: __m256i, odd_b: __m256i) -> __m256i {
@@ -32,6 +32,9 @@ pub(crate) unsafe fn doubling_high_mul(a: __m256i, b: __m256i, odd_b: __m256i) -
         // Bits 31..62 of `a * b + 2^30`: shifted down into the even lanes' low dwords, and
         // up by one into the odd lanes' high dwords.
         let even = _mm256_add_epi64(_mm256_mul_epi32(a, b), nudge);
+        // A shuffle rather than a 64-bit shift moves the odd lanes down: LLVM keeps
+        // `vpmuldq` on it, while after a shift it proved the high halves zero and expanded
+        // the multiply into three `vpmuludq` (measured in `requantize_rows`).
         let odd = _mm256_mul_epi32(_mm256_srli_epi64::<32>(a), odd_b);
         let odd = _mm256_add_epi64(odd, nudge);
         _mm256_blend_epi32::<0b1010_1010>(
@@ -165,7 +168,7 @@ impl Channels8 {
             let right = _mm256_max_epi32(_mm256_sub_epi32(zero, shift), zero);
             Channels8 {
                 mantissa,
-                odd_mantissa: _mm256_srli_epi64::<32>(mantissa),
+                odd_mantissa: _mm256_shuffle_epi32::<0b11_11_01_01>(mantissa),
                 left: _mm256_max_epi32(shift, zero),
                 right,
                 masks: divide_masks(right),
@@ -173,15 +176,33 @@ impl Channels8 {
         }
     }
 
-    /// Eight accumulators (bias added) requantized and clamped, as i32 lanes: TFLite's
-    /// `MultiplyByQuantizedMultiplier`, zero point and clamp, as [`doubling_high_mul`] and
-    /// [`rounding_divide_by_pot`] compute them, with the constants hoisted.
+    /// Whether any of the eight multipliers is 1 or more, so that `apply` must shift left
+    /// (the layers whose scales shrink have none).
     #[inline]
     #[target_feature(enable = "avx2")]
-    pub(crate) unsafe fn apply(&self, range: &OutputRange, acc: __m256i) -> __m256i {
+    pub(crate) unsafe fn shifts_left(&self) -> bool {
+        // SAFETY: AVX2 is available (caller); register-only intrinsics.
+        unsafe { _mm256_testz_si256(self.left, self.left) == 0 }
+    }
+
+    /// Eight accumulators (bias added) requantized and clamped, as i32 lanes: TFLite's
+    /// `MultiplyByQuantizedMultiplier`, zero point and clamp, as [`doubling_high_mul`] and
+    /// [`rounding_divide_by_pot`] compute them, with the constants hoisted. `LEFT` must be
+    /// true when [`shifts_left`](Self::shifts_left) is; without it the shift is left out.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn apply<const LEFT: bool>(
+        &self,
+        range: &OutputRange,
+        acc: __m256i,
+    ) -> __m256i {
         // SAFETY: AVX2 is available (caller); register-only intrinsics.
         unsafe {
-            let a = _mm256_sllv_epi32(acc, self.left);
+            let a = if LEFT {
+                _mm256_sllv_epi32(acc, self.left)
+            } else {
+                acc
+            };
             let x = doubling_high_mul(a, self.mantissa, self.odd_mantissa);
             let x = rounding_divide_by_pot(x, self.right, self.masks);
             _mm256_add_epi32(
@@ -198,11 +219,10 @@ impl Channels8 {
 pub(crate) unsafe fn narrow8(v: __m256i) -> i64 {
     // SAFETY: AVX2 is available (caller); register-only intrinsics.
     unsafe {
-        let zero = _mm256_setzero_si256();
-        let bytes = _mm256_packs_epi16(_mm256_packs_epi32(v, zero), zero);
-        let lo = _mm_cvtsi128_si32(_mm256_castsi256_si128(bytes)) as u32;
-        let hi = _mm_cvtsi128_si32(_mm256_extracti128_si256::<1>(bytes)) as u32;
-        (u64::from(lo) | (u64::from(hi) << 32)) as i64
+        let bytes = _mm256_packs_epi16(_mm256_packs_epi32(v, v), v);
+        // Bytes 0..4 of each 128-bit half are the half's four lanes.
+        let bytes = _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
+        _mm_cvtsi128_si64(_mm256_castsi256_si128(bytes))
     }
 }
 
@@ -223,12 +243,12 @@ pub(crate) unsafe fn narrow32(v: [__m256i; 4]) -> __m256i {
 }
 
 /// Requantizes the channels `first..first + n` of several rows of `n` accumulators, with
-/// the bias added here, into `output[starts[r]..][..n]` for row `r`: each block of eight
-/// channels' constants is prepared once for every row.
+/// `bias[i]` added to channel `first + i`, into `output[starts[r]..][..n]` for row `r`:
+/// each block of eight channels' constants is prepared once for every row.
 ///
 /// # Safety
-/// AVX2 must be available; with per-channel multipliers (and a bias) they must cover
-/// channels `first..first + n`.
+/// AVX2 must be available; with per-channel multipliers they must cover channels
+/// `first..first + n`.
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn requantize_rows(
     params: &RequantizeParams<'_>,
@@ -247,26 +267,72 @@ pub(crate) unsafe fn requantize_rows(
         let mut i = 0;
         while i + 8 <= n {
             let channels = Channels8::new(params, first + i);
-            let bias = bias.map(|b| _mm256_loadu_si256(b[first + i..][..8].as_ptr().cast()));
-            for (row, &start) in rows.iter().zip(starts) {
-                let mut v = _mm256_loadu_si256(row[i..][..8].as_ptr().cast());
-                if let Some(bias) = bias {
-                    v = _mm256_add_epi32(v, bias);
-                }
-                let bytes = narrow8(channels.apply(&range, v));
-                let out = &mut output[start + i..][..8];
-                core::ptr::write_unaligned(out.as_mut_ptr().cast::<i64>(), bytes);
+            let bias = bias.map(|b| _mm256_loadu_si256(b[i..][..8].as_ptr().cast()));
+            if channels.shifts_left() {
+                requantize_block::<true>(&channels, &range, rows, (output, starts), i, bias);
+            } else {
+                requantize_block::<false>(&channels, &range, rows, (output, starts), i, bias);
             }
             i += 8;
         }
         for (row, &start) in rows.iter().zip(starts) {
-            let out = &mut output[start + i..start + n];
-            super::requantize_row_scalar(params, &row[i..n], bias, first + i, out);
+            for j in i..n {
+                let acc = row[j].wrapping_add(bias.map_or(0, |b| b[j]));
+                output[start + j] = params.output(acc, first + j);
+            }
         }
     }
 }
 
-/// The vector form of [`super::requantize_row_scalar`]: [`requantize_rows`] for one row.
+/// Channels `i..i + 8` of every row for [`requantize_rows`]: four rows share one narrowing,
+/// and their 8-byte runs then go out one by one.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn requantize_block<const LEFT: bool>(
+    channels: &Channels8,
+    range: &OutputRange,
+    rows: &[&[i32]],
+    (output, starts): (&mut [i8], &[usize]),
+    i: usize,
+    bias: Option<__m256i>,
+) {
+    // SAFETY: AVX2 is available (caller); every load and store goes through a slice of
+    // exactly 8 (or 32) elements.
+    unsafe {
+        let lanes = |row: &[i32]| {
+            let mut v = _mm256_loadu_si256(row[i..][..8].as_ptr().cast());
+            if let Some(bias) = bias {
+                v = _mm256_add_epi32(v, bias);
+            }
+            channels.apply::<LEFT>(range, v)
+        };
+        let mut quads = rows.chunks_exact(4).zip(starts.chunks_exact(4));
+        for (rows, starts) in &mut quads {
+            let mut bytes = [0i8; 32];
+            let packed = narrow32([
+                lanes(rows[0]),
+                lanes(rows[1]),
+                lanes(rows[2]),
+                lanes(rows[3]),
+            ]);
+            _mm256_storeu_si256(bytes.as_mut_ptr().cast(), packed);
+            for (run, &start) in bytes.chunks_exact(8).zip(starts) {
+                let out = &mut output[start + i..][..8];
+                let run = core::ptr::read_unaligned(run.as_ptr().cast::<i64>());
+                core::ptr::write_unaligned(out.as_mut_ptr().cast::<i64>(), run);
+            }
+        }
+        let rest = rows.len() / 4 * 4;
+        for (row, &start) in rows[rest..].iter().zip(&starts[rest..]) {
+            let bytes = narrow8(lanes(row));
+            let out = &mut output[start + i..][..8];
+            core::ptr::write_unaligned(out.as_mut_ptr().cast::<i64>(), bytes);
+        }
+    }
+}
+
+/// [`RequantizeParams::output`] with `bias[first + i]` added, over a row of channels
+/// `first..first + acc.len()`: [`requantize_rows`] for one row.
 ///
 /// # Safety
 /// AVX2 must be available; `acc.len() <= out.len()`, and with per-channel multipliers (and a
@@ -279,6 +345,7 @@ pub(crate) unsafe fn requantize_row(
     first: usize,
     out: &mut [i8],
 ) {
+    let bias = bias.map(|b| &b[first..first + acc.len()]);
     // SAFETY: AVX2 is available (caller), and the contract is passed on.
     unsafe { requantize_rows(params, &[acc], bias, first, out, &[0]) }
 }
