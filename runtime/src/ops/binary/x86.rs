@@ -19,6 +19,7 @@ use core::arch::x86_64::*;
 use super::{Arg, BinaryF32, BinaryI8, BinaryI8Params, BinaryOp, reference};
 use crate::fixed_point::QuantizedMultiplier;
 use crate::isa::Isa;
+use crate::ops::requantize::x86::doubling_high_mul;
 
 /// The AVX2 int8 kernel; falls back to the reference where AVX2 is missing.
 pub(super) fn binary_i8(op: &BinaryI8<'_>, output: &mut [i8]) {
@@ -45,6 +46,8 @@ pub(super) fn binary_f32(op: &BinaryF32<'_>, output: &mut [f32]) {
 struct VecMultiplier {
     left: __m128i,
     multiplier: __m256i,
+    /// `multiplier` in the odd lanes' low halves, for [`doubling_high_mul`].
+    odd_multiplier: __m256i,
     right: __m128i,
     mask: __m256i,
     half_mask: __m256i,
@@ -63,36 +66,12 @@ impl VecMultiplier {
             VecMultiplier {
                 left: _mm_cvtsi32_si128(left),
                 multiplier: _mm256_set1_epi32(m.multiplier()),
+                odd_multiplier: _mm256_set1_epi64x(i64::from(m.multiplier())),
                 right: _mm_cvtsi32_si128(right),
                 mask: _mm256_set1_epi32(mask),
                 half_mask: _mm256_set1_epi32(mask >> 1),
             }
         }
-    }
-}
-
-/// gemmlowp's `SaturatingRoundingDoublingHighMul` on eight lanes.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn srdhm(a: __m256i, b: __m256i) -> __m256i {
-    // SAFETY: the caller guarantees the target features are available; memory is
-    // accessed only through bounds-checked slices.
-    unsafe {
-        let nudge = _mm256_set1_epi64x(1 << 30);
-        // Even lanes: vpmuldq reads the low i32 of each i64 lane.
-        let even = _mm256_add_epi64(_mm256_mul_epi32(a, b), nudge);
-        let odd = _mm256_add_epi64(
-            _mm256_mul_epi32(_mm256_srli_epi64::<32>(a), _mm256_srli_epi64::<32>(b)),
-            nudge,
-        );
-        // Bits 31..62 of each sum: into the low half for even lanes, the high half for odd ones.
-        let even = _mm256_srli_epi64::<31>(even);
-        let odd = _mm256_slli_epi64::<1>(odd);
-        let r = _mm256_blend_epi32::<0b1010_1010>(even, odd);
-        // MIN * MIN gives 2^31, which reads as MIN; flipping every bit makes it MAX.
-        let min = _mm256_set1_epi32(i32::MIN);
-        let overflow = _mm256_and_si256(_mm256_cmpeq_epi32(a, min), _mm256_cmpeq_epi32(b, min));
-        _mm256_xor_si256(r, overflow)
     }
 }
 
@@ -121,7 +100,9 @@ unsafe fn apply(x: __m256i, m: &VecMultiplier) -> __m256i {
     // accessed only through bounds-checked slices.
     unsafe {
         let x = _mm256_sll_epi32(x, m.left);
-        rounding_divide_by_pot(srdhm(x, m.multiplier), m)
+        // Multipliers are never negative, so `i32::MIN * i32::MIN` cannot occur.
+        let high = doubling_high_mul(x, m.multiplier, m.odd_multiplier);
+        rounding_divide_by_pot(high, m)
     }
 }
 
@@ -423,34 +404,24 @@ unsafe fn binary_f32_avx2(op: &BinaryF32<'_>, output: &mut [f32]) {
     }
 }
 
-/// [`srdhm`] and [`apply`] lane by lane, for the tests; `None` without AVX2.
+/// [`apply`] lane by lane, for the tests; `None` without AVX2.
 #[cfg(test)]
-pub(super) fn fixed_point_lanes(
-    a: [i32; 8],
-    b: [i32; 8],
-    m: QuantizedMultiplier,
-) -> Option<([i32; 8], [i32; 8])> {
+pub(super) fn applied_lanes(a: [i32; 8], m: QuantizedMultiplier) -> Option<[i32; 8]> {
     #[target_feature(enable = "avx2")]
-    unsafe fn lanes(a: [i32; 8], b: [i32; 8], m: QuantizedMultiplier) -> ([i32; 8], [i32; 8]) {
-        // SAFETY: the caller guarantees the target features are available; memory is
-        // accessed only through bounds-checked slices.
+    unsafe fn lanes(a: [i32; 8], m: QuantizedMultiplier) -> [i32; 8] {
+        // SAFETY: AVX2 is available (caller); `[i32; 8]` and `__m256i` have the same size,
+        // loaded and stored unaligned.
         unsafe {
-            // SAFETY: `[i32; 8]` and `__m256i` have the same size; unaligned loads and stores.
-            unsafe {
-                let va = _mm256_loadu_si256(a.as_ptr().cast());
-                let vb = _mm256_loadu_si256(b.as_ptr().cast());
-                let mut high = [0i32; 8];
-                let mut applied = [0i32; 8];
-                _mm256_storeu_si256(high.as_mut_ptr().cast(), srdhm(va, vb));
-                let vm = VecMultiplier::new(m);
-                _mm256_storeu_si256(applied.as_mut_ptr().cast(), apply(va, &vm));
-                (high, applied)
-            }
+            let mut applied = [0i32; 8];
+            let va = _mm256_loadu_si256(a.as_ptr().cast());
+            let vm = VecMultiplier::new(m);
+            _mm256_storeu_si256(applied.as_mut_ptr().cast(), apply(va, &vm));
+            applied
         }
     }
     if Isa::Avx2.available() {
         // SAFETY: AVX2 is available (checked just above).
-        Some(unsafe { lanes(a, b, m) })
+        Some(unsafe { lanes(a, m) })
     } else {
         None
     }

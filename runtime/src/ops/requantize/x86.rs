@@ -14,15 +14,38 @@
 // compilers partly consider redundant.
 #![allow(unused_unsafe)]
 
+use core::arch::asm;
 use core::arch::x86_64::*;
 
 use crate::ops::RequantizeParams;
+
+/// `vpmuldq`: the exact 64-bit products of the even lanes' low dwords. Written as one
+/// instruction of assembly because LLVM rewrites `_mm256_mul_epi32` whenever it can prove
+/// something about the operands' high halves (a shifted lane, a splatted constant) into a
+/// sign extension and three `vpmuludq`, which took most of the requantization's time
+/// (seen in `perf annotate` of `requantize_rows` and of the int8 Add).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn mul_epi32(a: __m256i, b: __m256i) -> __m256i {
+    let product;
+    // SAFETY: AVX2 is available (caller); a register-only instruction.
+    unsafe {
+        asm!(
+            "vpmuldq {product}, {a}, {b}",
+            product = lateout(ymm_reg) product,
+            a = in(ymm_reg) a,
+            b = in(ymm_reg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    product
+}
 
 /// `SaturatingRoundingDoublingHighMul(a, b)` on eight lanes for a non-negative `b`, such as
 /// every [`QuantizedMultiplier`](crate::fixed_point::QuantizedMultiplier)'s mantissa: then
 /// `i32::MIN * i32::MIN`, the one input the plain formula gets wrong, cannot occur, and its
 /// check is left out. `odd_b` is `b`'s odd lanes moved into the even ones
-/// (`_mm256_shuffle_epi32::<0xf5>(b)`), prepared once with the multipliers.
+/// (`_mm256_srli_epi64::<32>(b)`), prepared once with the multipliers.
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) unsafe fn doubling_high_mul(a: __m256i, b: __m256i, odd_b: __m256i) -> __m256i {
@@ -31,11 +54,8 @@ pub(crate) unsafe fn doubling_high_mul(a: __m256i, b: __m256i, odd_b: __m256i) -
         let nudge = _mm256_set1_epi64x(1 << 30);
         // Bits 31..62 of `a * b + 2^30`: shifted down into the even lanes' low dwords, and
         // up by one into the odd lanes' high dwords.
-        let even = _mm256_add_epi64(_mm256_mul_epi32(a, b), nudge);
-        // A shuffle rather than a 64-bit shift moves the odd lanes down: LLVM keeps
-        // `vpmuldq` on it, while after a shift it proved the high halves zero and expanded
-        // the multiply into three `vpmuludq` (measured in `requantize_rows`).
-        let odd = _mm256_mul_epi32(_mm256_srli_epi64::<32>(a), odd_b);
+        let even = _mm256_add_epi64(mul_epi32(a, b), nudge);
+        let odd = mul_epi32(_mm256_srli_epi64::<32>(a), odd_b);
         let odd = _mm256_add_epi64(odd, nudge);
         _mm256_blend_epi32::<0b1010_1010>(
             _mm256_srli_epi64::<31>(even),
@@ -168,7 +188,7 @@ impl Channels8 {
             let right = _mm256_max_epi32(_mm256_sub_epi32(zero, shift), zero);
             Channels8 {
                 mantissa,
-                odd_mantissa: _mm256_shuffle_epi32::<0b11_11_01_01>(mantissa),
+                odd_mantissa: _mm256_srli_epi64::<32>(mantissa),
                 left: _mm256_max_epi32(shift, zero),
                 right,
                 masks: divide_masks(right),
