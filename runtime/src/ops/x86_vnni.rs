@@ -307,25 +307,41 @@ impl TileRows {
             .chunks_exact(k)
             .zip(self.bytes.chunks_exact_mut(stride))
         {
-            for (d, &x) in dst.iter_mut().zip(src) {
-                *d = x as u8 ^ 0x80;
-            }
+            flip_copy(src, dst);
         }
     }
 
     /// Loads `count` rows (at most [`TILE_ROWS`]): `fill(r, row)` writes row `r`'s `k` int8
-    /// activations, which are then flipped to `x + 128`.
+    /// activations (a plain copy, which `memcpy` does fastest), and the whole tile is then
+    /// flipped to `x + 128` in one pass over its contiguous rows.
     #[inline(always)]
     pub(crate) fn load(&mut self, count: usize, mut fill: impl FnMut(usize, &mut [i8])) {
         self.count = count.min(TILE_ROWS);
         let (k, stride) = (self.k, self.stride);
         for r in 0..self.count {
-            let row = &mut self.bytes[r * stride..][..k];
-            fill(r, bytemuck::cast_slice_mut(row));
-            for b in row {
+            fill(
+                r,
+                bytemuck::cast_slice_mut(&mut self.bytes[r * stride..][..k]),
+            );
+        }
+        // The padding between rows flips too; it meets zero weights either way.
+        let mut tile = self.bytes[..self.count * stride].chunks_exact_mut(32);
+        for chunk in &mut tile {
+            for b in chunk {
                 *b ^= 0x80;
             }
         }
+        for b in tile.into_remainder() {
+            *b ^= 0x80;
+        }
+    }
+}
+
+/// Copies int8 activations `src` into `dst` as `x + 128`, the form [`TileRows`] keeps.
+#[inline(always)]
+fn flip_copy(src: &[i8], dst: &mut [u8]) {
+    for (d, &x) in dst.iter_mut().zip(src) {
+        *d = x as u8 ^ 0x80;
     }
 }
 

@@ -91,6 +91,21 @@ impl Window<'_> {
         &buf[..n]
     }
 
+    /// The input pixel under tap (0, 0) when the whole window lies inside the image (the
+    /// other taps then sit at fixed offsets from it), or `None` when any tap is in the
+    /// padding.
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub(crate) fn interior_origin(self) -> Option<usize> {
+        let g = self.g;
+        let top = (self.oy * g.stride_height) as i64 - g.pad_top as i64;
+        let left = (self.ox * g.stride_width) as i64 - g.pad_left as i64;
+        let bottom = top + ((g.kernel_height - 1) * g.dilation_height) as i64;
+        let right = left + ((g.kernel_width - 1) * g.dilation_width) as i64;
+        (top >= 0 && left >= 0 && bottom < g.in_height as i64 && right < g.in_width as i64)
+            .then(|| (self.b * g.in_height + top as usize) * g.in_width + left as usize)
+    }
+
     /// Calls `tap(input_pixel)` for every tap of the window in the filter's (ky, kx) order,
     /// with `None` for the taps in the padding: for kernels that run a fixed tap sequence
     /// and feed the padding a neutral value.

@@ -125,6 +125,12 @@ unsafe fn depthwise_i8_avx2(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
     let zp = op.params.input_zero_point;
     // Validation keeps the zero point in int8 range.
     let zero_row = [zp as i8; PASS_CHANNELS];
+    // Each tap's distance from tap (0, 0) in an NHWC input, for windows inside the image.
+    let mut tap_offsets = [0usize; MAX_STACK_TAPS];
+    for (t, offset) in tap_offsets.iter_mut().take(taps).enumerate() {
+        let (ky, kx) = (t / g.kernel_width, t % g.kernel_width);
+        *offset = (ky * g.dilation_height * g.in_width + kx * g.dilation_width) * c;
+    }
     let mut from = 0;
     while from < full {
         let to = (from + span).min(full);
@@ -144,15 +150,25 @@ unsafe fn depthwise_i8_avx2(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
         let padding = zero_row.as_ptr().wrapping_sub(from);
         let mut sources = [padding; MAX_STACK_TAPS + 1];
         for_each_window(g, |pixel, window| {
-            let mut t = 0;
-            window.every_tap(|input_pixel| {
-                sources[t] = match input_pixel {
-                    // SAFETY: validation proved every input pixel of the window in bounds.
-                    Some(p) => unsafe { op.input.as_ptr().add(p * c) },
-                    None => padding,
-                };
-                t += 1;
-            });
+            if let Some(origin) = window.interior_origin() {
+                // SAFETY: validation proved every input pixel of the window in bounds, and
+                // the window lies inside the image, so each tap's offset from its origin
+                // stays inside the input.
+                let origin = unsafe { op.input.as_ptr().add(origin * c) };
+                for (source, &offset) in sources.iter_mut().zip(&tap_offsets[..taps]) {
+                    *source = origin.wrapping_add(offset);
+                }
+            } else {
+                let mut t = 0;
+                window.every_tap(|input_pixel| {
+                    sources[t] = match input_pixel {
+                        // SAFETY: validation proved every input pixel of the window in bounds.
+                        Some(p) => unsafe { op.input.as_ptr().add(p * c) },
+                        None => padding,
+                    };
+                    t += 1;
+                });
+            }
             // An odd window's last pair has a zero weight for its second tap; it reads
             // the padding row, which is always readable.
             sources[taps] = padding;
