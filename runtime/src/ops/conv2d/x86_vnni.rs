@@ -61,9 +61,8 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8])
         while p0 < pixels {
             let tile_rows = (pixels - p0).min(TILE_ROWS);
             rows.load(tile_rows, |r, patch| {
-                // SAFETY: AVX2 is available (caller).
-                gather_patch_runs(g, op.input, p0 + r, group, patch, fill, |src, d| unsafe {
-                    copy_run(src, d)
+                gather_patch_runs(g, op.input, p0 + r, group, patch, fill, |src, d| {
+                    d.copy_from_slice(src)
                 })
             });
             let at = TileOutput {
@@ -130,53 +129,5 @@ unsafe fn conv2d_i8_vnni(
             };
         }
         p += 2;
-    }
-}
-
-/// `dst.copy_from_slice(src)` for the short runs of an im2col gather (a kernel row of a few
-/// pixels), inline: overlapping 32-, 16- and 8-byte moves instead of a call to `memcpy` per
-/// run, which took a third of a 3x3 convolution's time.
-///
-/// # Safety
-/// AVX2 must be available.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn copy_run(src: &[i8], dst: &mut [i8]) {
-    use core::arch::x86_64::*;
-    let n = src.len();
-    assert_eq!(n, dst.len());
-    let (s, d) = (src.as_ptr(), dst.as_mut_ptr());
-    // SAFETY: AVX2 is available (caller); every load reads `[at, at + width)` and every store
-    // writes the same range of the other slice, with `at + width <= n` in each branch.
-    unsafe {
-        if n >= 32 {
-            let mut at = 0;
-            while at + 32 < n {
-                let v = _mm256_loadu_si256(s.add(at).cast());
-                _mm256_storeu_si256(d.add(at).cast(), v);
-                at += 32;
-            }
-            let last = n - 32;
-            let v = _mm256_loadu_si256(s.add(last).cast());
-            _mm256_storeu_si256(d.add(last).cast(), v);
-        } else if n >= 16 {
-            let (a, b) = (
-                _mm_loadu_si128(s.cast()),
-                _mm_loadu_si128(s.add(n - 16).cast()),
-            );
-            _mm_storeu_si128(d.cast(), a);
-            _mm_storeu_si128(d.add(n - 16).cast(), b);
-        } else if n >= 8 {
-            let (a, b) = (
-                s.cast::<u64>().read_unaligned(),
-                s.add(n - 8).cast::<u64>().read_unaligned(),
-            );
-            d.cast::<u64>().write_unaligned(a);
-            d.add(n - 8).cast::<u64>().write_unaligned(b);
-        } else {
-            for i in 0..n {
-                *d.add(i) = *s.add(i);
-            }
-        }
     }
 }
