@@ -234,7 +234,11 @@ impl PackedWeights {
 
     /// Packs `weights`, `channels` rows of `k` inputs that [fit](Self::fits), for inputs
     /// with zero point `zp` and those channels' `bias`.
-    pub(crate) fn pack(
+    ///
+    /// # Safety
+    /// AVX2 must be available (every caller runs on the VNNI family, which implies it).
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn pack(
         &mut self,
         weights: &[i8],
         (k, channels): (usize, usize),
@@ -246,15 +250,34 @@ impl PackedWeights {
         let panel_len = self.groups * 4 * PANEL;
         let used = channels.div_ceil(PANEL) * panel_len;
         self.bytes[..used].fill(MaybeUninit::new(0));
+        // Whole panels' first `k / 32 * 32` bytes are transposed eight quads at a time;
+        // the rest (a partial panel, the last quads of every row) a quad at a time.
+        let chunks = k / 32;
+        let full_panels = channels / PANEL;
+        for p in 0..full_panels {
+            let rows: [&[i8]; PANEL] =
+                core::array::from_fn(|r| &weights[(p * PANEL + r) * k..][..k]);
+            let panel = &mut self.bytes[p * panel_len..][..panel_len];
+            // SAFETY: AVX2 is available (caller); the panel holds `groups >= 8 * chunks`
+            // groups of 64 bytes, and every row `8 * chunks * 4 <= k` bytes.
+            unsafe { transpose_quads(&rows, chunks, panel) };
+        }
         for (c, row) in weights.chunks_exact(k).take(channels).enumerate() {
             let panel = &mut self.bytes[(c / PANEL) * panel_len..][..panel_len];
             let lane = (c % PANEL) * 4;
-            let quads = row.chunks_exact(4);
+            let done = if c < full_panels * PANEL {
+                chunks * 8
+            } else {
+                0
+            };
+            let quads = row[done * 4..].chunks_exact(4);
             let tail = quads.remainder();
-            let slots = panel[lane..].chunks_mut(4 * PANEL);
-            for (quad, slot) in quads.zip(slots) {
-                for (slot, &w) in slot[..4].iter_mut().zip(quad) {
-                    *slot = MaybeUninit::new(w);
+            if quads.len() > 0 {
+                let slots = panel[done * 4 * PANEL + lane..].chunks_mut(4 * PANEL);
+                for (quad, slot) in quads.zip(slots) {
+                    for (slot, &w) in slot[..4].iter_mut().zip(quad) {
+                        *slot = MaybeUninit::new(w);
+                    }
                 }
             }
             if !tail.is_empty() {
@@ -272,6 +295,59 @@ impl PackedWeights {
     /// Panels packed.
     pub(crate) fn panels(&self) -> usize {
         self.channels.div_ceil(PANEL)
+    }
+}
+
+/// Writes quads `0..8 * chunks` of sixteen weight rows into their panel: for each group of
+/// four inputs `g`, the sixteen rows' quads `g` side by side at `64 * g`. Eight rows' 32
+/// bytes at a time go through an 8x8 dword transpose (unpack by dwords, by qwords, then
+/// swap 128-bit halves), where writing quad by quad took an eighth of a pointwise
+/// convolution's time.
+///
+/// # Safety
+/// AVX2 must be available; every row must hold `32 * chunks` bytes and `panel` at least
+/// `512 * chunks`.
+#[target_feature(enable = "avx2")]
+unsafe fn transpose_quads(rows: &[&[i8]; PANEL], chunks: usize, panel: &mut [MaybeUninit<i8>]) {
+    use core::arch::x86_64::*;
+    assert!(panel.len() >= chunks * 8 * 4 * PANEL);
+    // SAFETY: AVX2 is available (caller); each load reads bytes `32 * j..32 * j + 32` of a
+    // row holding `32 * chunks` (caller), each store writes 32 bytes at
+    // `(8 * j + g) * 64 + 32 * half`, inside the panel (asserted above).
+    unsafe {
+        for j in 0..chunks {
+            for half in 0..2 {
+                let r: [__m256i; 8] = core::array::from_fn(|i| {
+                    _mm256_loadu_si256(rows[8 * half + i][32 * j..][..32].as_ptr().cast())
+                });
+                let t: [__m256i; 8] = core::array::from_fn(|i| {
+                    let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
+                    if i % 2 == 0 {
+                        _mm256_unpacklo_epi32(a, b)
+                    } else {
+                        _mm256_unpackhi_epi32(a, b)
+                    }
+                });
+                // u[0..4]: rows 0..4, quads (0|4), (1|5), (2|6), (3|7); u[4..8]: rows 4..8.
+                let u: [__m256i; 8] = core::array::from_fn(|i| {
+                    let base = (i / 4) * 4;
+                    let (a, b) = (t[base + (i % 4) / 2], t[base + 2 + (i % 4) / 2]);
+                    if i % 2 == 0 {
+                        _mm256_unpacklo_epi64(a, b)
+                    } else {
+                        _mm256_unpackhi_epi64(a, b)
+                    }
+                });
+                for g in 0..4 {
+                    let low = _mm256_permute2x128_si256::<0x20>(u[g], u[4 + g]);
+                    let high = _mm256_permute2x128_si256::<0x31>(u[g], u[4 + g]);
+                    for (quad, v) in [(g, low), (g + 4, high)] {
+                        let at = (8 * j + quad) * 4 * PANEL + 32 * half;
+                        _mm256_storeu_si256(panel[at..at + 32].as_mut_ptr().cast(), v);
+                    }
+                }
+            }
+        }
     }
 }
 

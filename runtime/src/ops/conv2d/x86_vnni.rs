@@ -51,12 +51,15 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8])
     for group in 0..g.groups {
         let first = group * cg_out;
         let bias = op.bias.map(|bias| &bias[first..first + cg_out]);
-        packed.pack(
-            &op.filter[first * k..(first + cg_out) * k],
-            (k, cg_out),
-            zp,
-            bias,
-        );
+        // SAFETY: AVX2 is available (caller).
+        unsafe {
+            packed.pack(
+                &op.filter[first * k..(first + cg_out) * k],
+                (k, cg_out),
+                zp,
+                bias,
+            )
+        };
         let mut p0 = 0;
         while p0 < pixels {
             let tile_rows = (pixels - p0).min(TILE_ROWS);

@@ -69,12 +69,15 @@ unsafe fn fully_connected_i8_vnni(op: &FullyConnectedI8<'_>, output: &mut [i8]) 
 unsafe fn gemm_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
     let (k, channels) = (op.shape.in_features, op.shape.out_features);
     let mut packed = PackedWeights::new();
-    packed.pack(
-        op.weights,
-        (k, channels),
-        op.params.input_zero_point,
-        op.bias,
-    );
+    // SAFETY: AVX2 is available (caller).
+    unsafe {
+        packed.pack(
+            op.weights,
+            (k, channels),
+            op.params.input_zero_point,
+            op.bias,
+        )
+    };
     let mut rows = TileRows::new(k);
     for (t, tile) in op.input.chunks(TILE_ROWS * k).enumerate() {
         rows.copy(tile);
