@@ -9,14 +9,14 @@
 //! regardless, and [`Isa::Avx512Vnni`](crate::isa::Isa::Avx512Vnni) asks the CPU (and OS) for
 //! every extension used here before a kernel may run it.
 //!
-//! `vpdpbusd` multiplies unsigned bytes by signed bytes. [`dot4x2`] reads an activation `x`
+//! `vpdpbusd` multiplies unsigned bytes by signed bytes. Both kernels read an activation `x`
 //! as `u = x ^ 0x80 = x + 128` (0..=255), so with `z = 128 + input_zero_point`
-//! `sum((x - zp) * w) = sum(u * w) - z * sum(w)`; it returns both sums and the caller forms
-//! the difference. [`gemm_tile`] reads the weights as `w + 128` instead, and the caller
-//! subtracts `128 * sum(x) + zp * sum(w)`. Every step is exact modulo 2^32 (`vpdpbusd` wraps, it does not
-//! saturate), like the reference's wrapping i32 accumulator, so the result is bit-exact.
-//! Taps in a convolution's padding hold `zp` itself, so they contribute `(z - z) * w = 0`,
-//! exactly the reference's skipped taps.
+//! `sum((x - zp) * w) = sum(u * w) - z * sum(w)`. [`dot4x2`] returns both sums and the caller
+//! forms the difference; for [`gemm_tile`] the packing folds `z * sum(w)` into each
+//! channel's bias once, so its sums go straight to the requantization. Every step is exact
+//! modulo 2^32 (`vpdpbusd` wraps, it does not saturate), like the reference's wrapping i32
+//! accumulator, so the result is bit-exact. Taps in a convolution's padding hold `zp`
+//! itself, so they contribute `(z - z) * w = 0`, exactly the reference's skipped taps.
 
 use core::arch::asm;
 use core::mem::MaybeUninit;
@@ -317,27 +317,25 @@ unsafe fn transpose_quads(rows: &[&[i8]; PANEL], chunks: usize, panel: &mut [May
     unsafe {
         for j in 0..chunks {
             for half in 0..2 {
-                let r: [__m256i; 8] = core::array::from_fn(|i| {
-                    _mm256_loadu_si256(rows[8 * half + i][32 * j..][..32].as_ptr().cast())
-                });
-                let t: [__m256i; 8] = core::array::from_fn(|i| {
-                    let (a, b) = (r[i / 2 * 2], r[i / 2 * 2 + 1]);
-                    if i % 2 == 0 {
-                        _mm256_unpacklo_epi32(a, b)
-                    } else {
-                        _mm256_unpackhi_epi32(a, b)
-                    }
-                });
+                // Plain loops rather than `array::from_fn`, whose closures would not
+                // inherit AVX2 and would call each intrinsic.
+                let mut r = [_mm256_setzero_si256(); 8];
+                for (i, r) in r.iter_mut().enumerate() {
+                    *r = _mm256_loadu_si256(rows[8 * half + i][32 * j..][..32].as_ptr().cast());
+                }
+                let mut t = [_mm256_setzero_si256(); 8];
+                for i in 0..4 {
+                    t[2 * i] = _mm256_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+                    t[2 * i + 1] = _mm256_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+                }
                 // u[0..4]: rows 0..4, quads (0|4), (1|5), (2|6), (3|7); u[4..8]: rows 4..8.
-                let u: [__m256i; 8] = core::array::from_fn(|i| {
-                    let base = (i / 4) * 4;
-                    let (a, b) = (t[base + (i % 4) / 2], t[base + 2 + (i % 4) / 2]);
-                    if i % 2 == 0 {
-                        _mm256_unpacklo_epi64(a, b)
-                    } else {
-                        _mm256_unpackhi_epi64(a, b)
-                    }
-                });
+                let mut u = [_mm256_setzero_si256(); 8];
+                for base in [0, 4] {
+                    u[base] = _mm256_unpacklo_epi64(t[base], t[base + 2]);
+                    u[base + 1] = _mm256_unpackhi_epi64(t[base], t[base + 2]);
+                    u[base + 2] = _mm256_unpacklo_epi64(t[base + 1], t[base + 3]);
+                    u[base + 3] = _mm256_unpackhi_epi64(t[base + 1], t[base + 3]);
+                }
                 for g in 0..4 {
                     let low = _mm256_permute2x128_si256::<0x20>(u[g], u[4 + g]);
                     let high = _mm256_permute2x128_si256::<0x31>(u[g], u[4 + g]);
@@ -564,13 +562,17 @@ pub(crate) unsafe fn gemm_requantize(
         let first = first_panel * PANEL;
         let len = (weights.channels - first).min(GEMM_BLOCK);
         let channel = at.first_channel + first;
-        // SAFETY: `gemm_tile` wrote channels `0..panels * PANEL` (at least `len`) of every
-        // row of `acc` just above.
-        let sums: [&[i32]; TILE_ROWS] = core::array::from_fn(|r| unsafe {
-            core::slice::from_raw_parts(acc.as_ptr().cast::<i32>().add(r * GEMM_BLOCK), len)
-        });
-        let starts: [usize; TILE_ROWS] =
-            core::array::from_fn(|r| (at.first_row + r) * at.row_stride + channel);
+        // Plain loops: `array::from_fn`'s closures were not inlined here (seen in `perf`).
+        let mut sums: [&[i32]; TILE_ROWS] = [&[]; TILE_ROWS];
+        let mut starts = [0usize; TILE_ROWS];
+        for r in 0..rows.count {
+            // SAFETY: `gemm_tile` wrote channels `0..panels * PANEL` (at least `len`) of
+            // every row of `acc` just above.
+            sums[r] = unsafe {
+                core::slice::from_raw_parts(acc.as_ptr().cast::<i32>().add(r * GEMM_BLOCK), len)
+            };
+            starts[r] = (at.first_row + r) * at.row_stride + channel;
+        }
         // SAFETY: AVX2 is available (caller); `len` accumulators for channels
         // `channel..channel + len`, inside the validated multipliers.
         unsafe {

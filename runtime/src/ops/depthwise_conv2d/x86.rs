@@ -299,7 +299,7 @@ impl PairBlock<'_> {
             }
             let out = &mut out[self.c0..][..8 * V];
             if V == 4 {
-                let bytes = narrow32(core::array::from_fn(|i| lanes[i.min(V - 1)]));
+                let bytes = narrow32([lanes[0], lanes[1 % V], lanes[2 % V], lanes[3 % V]]);
                 _mm256_storeu_si256(out.as_mut_ptr().cast(), bytes);
             } else {
                 for (out, lanes) in out.chunks_exact_mut(8).zip(lanes) {
