@@ -5,9 +5,10 @@
 //! int8 is pure i32 arithmetic, eight lanes at a time. The fixed-point multiply
 //! (`SaturatingRoundingDoublingHighMul`) forms exact i64 products of the even and odd lanes
 //! with `vpmuldq` and takes bits 31..62 of `product + 2^30`, which is `floor((a*b + 2^30) /
-//! 2^31)`, the scalar's round-half-up; the one overflowing case, `i32::MIN * i32::MIN`, is
-//! patched to `i32::MAX` as the scalar does. `RoundingDivideByPOT` uses the scalar's own
-//! mask-and-threshold formulation. So every lane equals the reference bit for bit.
+//! 2^31)`, the scalar's round-half-up; its one overflowing case, `i32::MIN * i32::MIN`,
+//! cannot occur, since multipliers are never negative. `RoundingDivideByPOT` uses the
+//! scalar's own mask-and-threshold formulation. Both are the requantization's
+//! ([`crate::ops::requantize::x86`]), so every lane equals the reference bit for bit.
 
 // Before Rust 1.87 the SIMD intrinsics are `unsafe fn`s even inside `#[target_feature]`
 // functions; the crate supports 1.85, so the bodies below are `unsafe` blocks, which newer
@@ -19,7 +20,7 @@ use core::arch::x86_64::*;
 use super::{Arg, BinaryF32, BinaryI8, BinaryI8Params, BinaryOp, reference};
 use crate::fixed_point::QuantizedMultiplier;
 use crate::isa::Isa;
-use crate::ops::requantize::x86::doubling_high_mul;
+use crate::ops::requantize::x86::{doubling_high_mul, rounding_divide_by_pot};
 
 /// The AVX2 int8 kernel; falls back to the reference where AVX2 is missing.
 pub(super) fn binary_i8(op: &BinaryI8<'_>, output: &mut [i8]) {
@@ -48,9 +49,9 @@ struct VecMultiplier {
     multiplier: __m256i,
     /// `multiplier` in the odd lanes' low halves, for [`doubling_high_mul`].
     odd_multiplier: __m256i,
-    right: __m128i,
-    mask: __m256i,
-    half_mask: __m256i,
+    right: __m256i,
+    /// `2^right - 1` and half of it, for [`rounding_divide_by_pot`].
+    masks: (__m256i, __m256i),
 }
 
 impl VecMultiplier {
@@ -67,27 +68,10 @@ impl VecMultiplier {
                 left: _mm_cvtsi32_si128(left),
                 multiplier: _mm256_set1_epi32(m.multiplier()),
                 odd_multiplier: _mm256_set1_epi64x(i64::from(m.multiplier())),
-                right: _mm_cvtsi32_si128(right),
-                mask: _mm256_set1_epi32(mask),
-                half_mask: _mm256_set1_epi32(mask >> 1),
+                right: _mm256_set1_epi32(right),
+                masks: (_mm256_set1_epi32(mask), _mm256_set1_epi32(mask >> 1)),
             }
         }
-    }
-}
-
-/// gemmlowp's `RoundingDivideByPOT` on eight lanes, by `m`'s right shift.
-#[inline]
-#[target_feature(enable = "avx2")]
-unsafe fn rounding_divide_by_pot(x: __m256i, m: &VecMultiplier) -> __m256i {
-    // SAFETY: the caller guarantees the target features are available; memory is
-    // accessed only through bounds-checked slices.
-    unsafe {
-        let remainder = _mm256_and_si256(x, m.mask);
-        // The threshold is `mask >> 1`, plus one for negative x (the compare gives -1 there).
-        let negative = _mm256_cmpgt_epi32(_mm256_setzero_si256(), x);
-        let threshold = _mm256_sub_epi32(m.half_mask, negative);
-        let shifted = _mm256_sra_epi32(x, m.right);
-        _mm256_sub_epi32(shifted, _mm256_cmpgt_epi32(remainder, threshold))
     }
 }
 
@@ -102,7 +86,7 @@ unsafe fn apply(x: __m256i, m: &VecMultiplier) -> __m256i {
         let x = _mm256_sll_epi32(x, m.left);
         // Multipliers are never negative, so `i32::MIN * i32::MIN` cannot occur.
         let high = doubling_high_mul(x, m.multiplier, m.odd_multiplier);
-        rounding_divide_by_pot(high, m)
+        rounding_divide_by_pot(high, m.right, m.masks)
     }
 }
 

@@ -326,8 +326,7 @@ unsafe fn requantize_block<const LEFT: bool>(
             }
             channels.apply::<LEFT>(range, v)
         };
-        let mut quads = rows.chunks_exact(4).zip(starts.chunks_exact(4));
-        for (rows, starts) in &mut quads {
+        for (rows, starts) in rows.chunks_exact(4).zip(starts.chunks_exact(4)) {
             let mut bytes = [0i8; 32];
             let packed = narrow32([
                 lanes(rows[0]),
