@@ -79,14 +79,18 @@ fn geometry(
 
 fn fully_connected(c: &mut Criterion) {
     let mut group = c.benchmark_group("fully_connected_i8");
-    // A digits MLP layer, the autoencoder's 640-wide layers, a KWS head, and a pointwise
-    // convolution seen as a batch of pixels (DS-CNN: 125 pixels, 64 -> 64).
-    for (batch, in_features, out_features) in [
-        (1, 64, 32),
-        (1, 640, 128),
-        (1, 128, 640),
-        (1, 1024, 12),
-        (125, 64, 64),
+    // A digits MLP layer, the autoencoder's layers (its input layer, then layers after a
+    // ReLU, whose input zero point is -128: the 128-wide middle, the bottleneck's way out and
+    // the 640-wide output), a KWS head, and a pointwise convolution seen as a batch of pixels
+    // (DS-CNN: 125 pixels, 64 -> 64).
+    for (batch, in_features, out_features, input_zero_point) in [
+        (1, 64, 32, -3),
+        (1, 640, 128, -3),
+        (1, 128, 128, -128),
+        (1, 8, 128, -128),
+        (1, 128, 640, -128),
+        (1, 1024, 12, -3),
+        (125, 64, 64, -3),
     ] {
         let shape = FullyConnectedShape {
             batch,
@@ -99,14 +103,22 @@ fn fully_connected(c: &mut Criterion) {
         let m = multipliers(out_features);
         let op = FullyConnectedI8 {
             shape,
-            params: params(&m),
+            params: RequantizeParams {
+                input_zero_point,
+                ..params(&m)
+            },
             input: &input,
             weights: &weights,
             bias: Some(&bias),
         };
         let mut output = vec![0i8; batch * out_features];
         group.throughput(Throughput::Elements(shape.macs() as u64));
-        let id = format!("{batch}x{in_features}x{out_features}");
+        let relu_input = if input_zero_point == -128 {
+            "-relu"
+        } else {
+            ""
+        };
+        let id = format!("{batch}x{in_features}x{out_features}{relu_input}");
         group.bench_function(BenchmarkId::new("dispatch", &id), |b| {
             b.iter(|| {
                 fully_connected::fully_connected_i8(black_box(&op), black_box(&mut output)).unwrap()

@@ -1,8 +1,8 @@
 //! The AVX-512 VNNI micro-kernels the int8 convolution and fully-connected fast paths share:
 //! [`gemm_tile`], eight activation rows against sixteen packed output channels (channels in
-//! lanes, one `vpdpbusd` per row and four inputs), and [`dot4x2`], two activation rows
-//! dotted with four weight rows 64 bytes per step, for single rows and layers too large to
-//! pack.
+//! lanes, one `vpdpbusd` per row and four inputs), [`dot4x2`], two activation rows dotted
+//! with four weight rows 64 bytes per step, for a few rows and layers too large to pack, and
+//! [`dot8`], one row against eight weight rows, for a batch of one.
 //!
 //! Written as inline assembly because the AVX-512 intrinsics and target features are stable
 //! only from Rust 1.89, while the crate supports 1.85; the assembler takes the instructions
@@ -183,6 +183,163 @@ pub(crate) unsafe fn dot4x2(x: [&[i8]; 2], w: [&[i8]; 4]) -> Dots {
         );
     }
     dots
+}
+
+/// Dot products of one activation row (read as `x + 128`, see the module comment) with eight
+/// weight rows over their first `k` elements, `k` being the shortest of the nine: the
+/// single-row counterpart of [`dot4x2`], for a batch of one. Each 64-byte step loads the
+/// activations once and multiplies the weights straight from memory. A tail shorter than
+/// 64 bytes uses masked loads, which never touch the bytes past the end.
+///
+/// # Safety
+/// [`Isa::Avx512Vnni`](crate::isa::Isa::Avx512Vnni) must be available.
+#[inline]
+pub(crate) unsafe fn dot8(x: &[i8], w: &[&[i8]; 8]) -> [i32; 8] {
+    let k = w.iter().map(|s| s.len()).fold(x.len(), usize::min);
+    let mut dots = [0i32; 8];
+    // SAFETY: the caller guarantees AVX-512 F/BW/VNNI and BMI2. The loop reads the 64 bytes
+    // at offset `rax` of each row while `rax + 64 <= k`, then one masked step over the rest
+    // (masked-out bytes are neither read nor faulted on), and writes 32 bytes to `dots`.
+    // Every vector register and k1 are clobbered through `clobber_abi("C")`; r12-r14 are
+    // operands, so the compiler saves them; the stack is untouched.
+    unsafe {
+        asm!(
+            // rdi: the activations; rdx, rcx, r8, r9, rsi, r12, r13, r14: the weight rows;
+            // rax: the offset; r10: bytes in all; r11: whole steps left; r15: `dots`.
+            // zmm0-7: the eight dot products; zmm15: bytes of 0x80 (x -> x + 128).
+            "vpxord zmm0, zmm0, zmm0",
+            "vpxord zmm1, zmm1, zmm1",
+            "vpxord zmm2, zmm2, zmm2",
+            "vpxord zmm3, zmm3, zmm3",
+            "vpxord zmm4, zmm4, zmm4",
+            "vpxord zmm5, zmm5, zmm5",
+            "vpxord zmm6, zmm6, zmm6",
+            "vpxord zmm7, zmm7, zmm7",
+            "mov eax, 0x80808080",
+            "vpbroadcastd zmm15, eax",
+            "xor eax, eax",
+            "mov r11, r10",
+            "shr r11, 6",
+            "jz 3f",
+            "2:",
+            "vpxord zmm14, zmm15, zmmword ptr [rdi + rax]",
+            "vpdpbusd zmm0, zmm14, zmmword ptr [rdx + rax]",
+            "vpdpbusd zmm1, zmm14, zmmword ptr [rcx + rax]",
+            "vpdpbusd zmm2, zmm14, zmmword ptr [r8 + rax]",
+            "vpdpbusd zmm3, zmm14, zmmword ptr [r9 + rax]",
+            "vpdpbusd zmm4, zmm14, zmmword ptr [rsi + rax]",
+            "vpdpbusd zmm5, zmm14, zmmword ptr [r12 + rax]",
+            "vpdpbusd zmm6, zmm14, zmmword ptr [r13 + rax]",
+            "vpdpbusd zmm7, zmm14, zmmword ptr [r14 + rax]",
+            "add rax, 64",
+            "dec r11",
+            "jnz 2b",
+            "3:",
+            "and r10, 63",
+            "jz 4f",
+            // The last 1..=63 bytes: k1 selects them; the zeroed weight bytes past them
+            // contribute nothing.
+            "mov r11, -1",
+            "bzhi r11, r11, r10",
+            "kmovq k1, r11",
+            "vmovdqu8 zmm14 {{k1}}{{z}}, zmmword ptr [rdi + rax]",
+            "vpxord zmm14, zmm14, zmm15",
+            "vmovdqu8 zmm13 {{k1}}{{z}}, zmmword ptr [rdx + rax]",
+            "vpdpbusd zmm0, zmm14, zmm13",
+            "vmovdqu8 zmm13 {{k1}}{{z}}, zmmword ptr [rcx + rax]",
+            "vpdpbusd zmm1, zmm14, zmm13",
+            "vmovdqu8 zmm13 {{k1}}{{z}}, zmmword ptr [r8 + rax]",
+            "vpdpbusd zmm2, zmm14, zmm13",
+            "vmovdqu8 zmm13 {{k1}}{{z}}, zmmword ptr [r9 + rax]",
+            "vpdpbusd zmm3, zmm14, zmm13",
+            "vmovdqu8 zmm13 {{k1}}{{z}}, zmmword ptr [rsi + rax]",
+            "vpdpbusd zmm4, zmm14, zmm13",
+            "vmovdqu8 zmm13 {{k1}}{{z}}, zmmword ptr [r12 + rax]",
+            "vpdpbusd zmm5, zmm14, zmm13",
+            "vmovdqu8 zmm13 {{k1}}{{z}}, zmmword ptr [r13 + rax]",
+            "vpdpbusd zmm6, zmm14, zmm13",
+            "vmovdqu8 zmm13 {{k1}}{{z}}, zmmword ptr [r14 + rax]",
+            "vpdpbusd zmm7, zmm14, zmm13",
+            "4:",
+            // Fold each accumulator's 512 bits into 256...
+            "vextracti64x4 ymm8, zmm0, 1",
+            "vpaddd ymm0, ymm0, ymm8",
+            "vextracti64x4 ymm8, zmm1, 1",
+            "vpaddd ymm1, ymm1, ymm8",
+            "vextracti64x4 ymm8, zmm2, 1",
+            "vpaddd ymm2, ymm2, ymm8",
+            "vextracti64x4 ymm8, zmm3, 1",
+            "vpaddd ymm3, ymm3, ymm8",
+            "vextracti64x4 ymm8, zmm4, 1",
+            "vpaddd ymm4, ymm4, ymm8",
+            "vextracti64x4 ymm8, zmm5, 1",
+            "vpaddd ymm5, ymm5, ymm8",
+            "vextracti64x4 ymm8, zmm6, 1",
+            "vpaddd ymm6, ymm6, ymm8",
+            "vextracti64x4 ymm8, zmm7, 1",
+            "vpaddd ymm7, ymm7, ymm8",
+            // ...then a `vphaddd` tree leaves rows 0-3 and 4-7 in ymm0 and ymm4, each
+            // 128-bit half holding the sums of its own lanes; adding the halves gives the
+            // eight totals in order.
+            "vphaddd ymm0, ymm0, ymm1",
+            "vphaddd ymm2, ymm2, ymm3",
+            "vphaddd ymm4, ymm4, ymm5",
+            "vphaddd ymm6, ymm6, ymm7",
+            "vphaddd ymm0, ymm0, ymm2",
+            "vphaddd ymm4, ymm4, ymm6",
+            "vperm2i128 ymm1, ymm0, ymm4, 0x20",
+            "vperm2i128 ymm2, ymm0, ymm4, 0x31",
+            "vpaddd ymm0, ymm1, ymm2",
+            "vmovdqu ymmword ptr [r15], ymm0",
+            // Clean upper halves: no transition penalty for SSE code that follows.
+            "vzeroupper",
+            in("rdi") x.as_ptr(),
+            in("rdx") w[0].as_ptr(),
+            in("rcx") w[1].as_ptr(),
+            in("r8") w[2].as_ptr(),
+            in("r9") w[3].as_ptr(),
+            in("rsi") w[4].as_ptr(),
+            in("r12") w[5].as_ptr(),
+            in("r13") w[6].as_ptr(),
+            in("r14") w[7].as_ptr(),
+            inout("r10") k => _,
+            in("r15") dots.as_mut_ptr(),
+            out("rax") _,
+            out("r11") _,
+            clobber_abi("C"),
+            options(nostack),
+        );
+    }
+    dots
+}
+
+/// Bytes of 0x81, read by [`dot8`] as ones (`0x81 ^ 0x80 = 1`), so that its dot products
+/// are weight-row sums.
+static ONES: [i8; 1024] = [0x81u8 as i8; 1024];
+
+/// The sums of eight weight rows, with [`dot8`] over [`ONES`] a chunk at a time.
+///
+/// # Safety
+/// [`Isa::Avx512Vnni`](crate::isa::Isa::Avx512Vnni) must be available.
+#[inline]
+unsafe fn row_sums(w: &[&[i8]; 8]) -> [i32; 8] {
+    let k = w.iter().map(|s| s.len()).min().unwrap_or(0);
+    let mut totals = [0i32; 8];
+    let mut start = 0;
+    while start < k {
+        let len = (k - start).min(ONES.len());
+        let mut chunk: [&[i8]; 8] = [&[]; 8];
+        for (c, row) in chunk.iter_mut().zip(w) {
+            *c = &row[start..start + len];
+        }
+        // SAFETY: as this function's.
+        let sums = unsafe { dot8(&ONES[..len], &chunk) };
+        for (t, s) in totals.iter_mut().zip(sums) {
+            *t = t.wrapping_add(s);
+        }
+        start += len;
+    }
+    totals
 }
 
 /// Activation rows per GEMM tile.
@@ -651,6 +808,68 @@ pub(crate) unsafe fn dot_pair_requantize(
     }
 }
 
+/// One activation row against the weight rows `first..first + out.len()` of `weights` (rows
+/// as long as `x`) with [`dot8`], eight rows at a time, requantized 64 channels at a time.
+/// Where the input zero point is -128 (every input that a ReLU produced), `x + 128` is
+/// `x - zp` and the dot products need no correction; otherwise `z * sum(w)` comes off them
+/// as in [`centered`], the sums from [`row_sums`].
+///
+/// # Safety
+/// AVX-512 VNNI (and so AVX2) must be available; `params`, `bias` and `weights` must be a
+/// validated layer's, covering those channels.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) unsafe fn dot_row_requantize(
+    x: &[i8],
+    weights: &[i8],
+    first: usize,
+    params: &RequantizeParams<'_>,
+    bias: Option<&[i32]>,
+    out: &mut [i8],
+) {
+    const BLOCK: usize = 64;
+    let k = x.len();
+    let z = 128 + params.input_zero_point;
+    let count = out.len();
+    // Eight spare entries: every group writes all eight of its sums, the unused ones
+    // (repeats of the last row) past the group's end, where the next group or nothing reads.
+    let mut acc = [0i32; BLOCK + 8];
+    let mut block = 0;
+    while block < count {
+        let len = (count - block).min(BLOCK);
+        let mut o = block;
+        while o < block + len {
+            let rows = (block + len - o).min(8);
+            let mut w: [&[i8]; 8] = [&[]; 8];
+            for (r, row) in w.iter_mut().enumerate() {
+                *row = &weights[(first + o + r.min(rows - 1)) * k..][..k];
+            }
+            // SAFETY: AVX-512 VNNI is available (caller).
+            let mut sums = unsafe { dot8(x, &w) };
+            if z != 0 {
+                // SAFETY: as above.
+                let totals = unsafe { row_sums(&w) };
+                for (s, t) in sums.iter_mut().zip(totals) {
+                    *s = s.wrapping_sub(z.wrapping_mul(t));
+                }
+            }
+            acc[o - block..o - block + 8].copy_from_slice(&sums);
+            o += rows;
+        }
+        // SAFETY: AVX2 is available (caller); `len` accumulators for channels
+        // `first + block..first + block + len`, inside the validated bias and multipliers.
+        unsafe {
+            requantize_row(
+                params,
+                &acc[..len],
+                bias,
+                first + block,
+                &mut out[block..][..len],
+            )
+        };
+        block += len;
+    }
+}
+
 /// `sum((x - zp) * w)` for each of the eight dot products in `dots`, from the `x + 128` form
 /// (see the module comment); wrapping like the reference's accumulator.
 #[inline]
@@ -704,6 +923,84 @@ mod tests {
                 prop_assert_eq!(got[r], exact(&x[0], &w[r], zp));
                 prop_assert_eq!(got[4 + r], exact(&x[1], &w[r], zp));
             }
+        }
+    }
+
+    proptest! {
+        /// Every length from empty to past two full steps, any bytes: `dot8` gives the eight
+        /// plain dot products of `x + 128`, and `row_sums` the weight rows' sums.
+        #[test]
+        fn dot8_gives_the_plain_dot_products(k in 0usize..200, seed in any::<u64>()) {
+            if !Isa::Avx512Vnni.available() {
+                return Ok(());
+            }
+            let mut state = seed | 1;
+            let mut byte = || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as i8
+            };
+            let x: Vec<i8> = (0..k).map(|_| byte()).collect();
+            let w: [Vec<i8>; 8] = core::array::from_fn(|_| (0..k).map(|_| byte()).collect());
+            let rows: [&[i8]; 8] = core::array::from_fn(|r| &w[r][..]);
+            // SAFETY: checked available above.
+            let (dots, sums) = unsafe { (dot8(&x, &rows), row_sums(&rows)) };
+            for r in 0..8 {
+                prop_assert_eq!(dots[r], exact(&x, &w[r], -128));
+                prop_assert_eq!(sums[r], w[r].iter().map(|&v| i32::from(v)).sum::<i32>());
+            }
+        }
+    }
+
+    /// Rows longer than the table of ones, at the extremes, with every zero point's kind of
+    /// correction and a channel count that leaves a partial group: the single-row kernel
+    /// requantizes what the reference does.
+    #[test]
+    fn dot_row_requantize_matches_the_reference_on_long_rows() {
+        if !Isa::Avx512Vnni.available() {
+            return;
+        }
+        use crate::fixed_point::QuantizedMultiplier;
+        use crate::ops::fully_connected::{FullyConnectedI8, FullyConnectedShape, reference};
+        let k = 2 * ONES.len() + 77;
+        let channels = 13;
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut byte = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as i8
+        };
+        let x: Vec<i8> = (0..k).map(|_| byte()).collect();
+        let weights: Vec<i8> = (0..channels * k).map(|_| byte()).collect();
+        let bias: Vec<i32> = (0..channels as i32).map(|o| o * 7919 - 40_000).collect();
+        let m = [QuantizedMultiplier::from_real(2e-4).unwrap()];
+        for input_zero_point in [-128, -127, 0, 127] {
+            let params = RequantizeParams {
+                input_zero_point,
+                output_zero_point: 3,
+                multipliers: &m,
+                activation_min: -128,
+                activation_max: 127,
+            };
+            let op = FullyConnectedI8 {
+                shape: FullyConnectedShape {
+                    batch: 1,
+                    in_features: k,
+                    out_features: channels,
+                },
+                params,
+                input: &x,
+                weights: &weights,
+                bias: Some(&bias),
+            };
+            let mut expected = vec![0i8; channels];
+            reference::fully_connected_i8(&op, &mut expected);
+            let mut got = vec![0i8; channels];
+            // SAFETY: checked available above; the layer is the reference's.
+            unsafe { dot_row_requantize(&x, &weights, 0, &params, Some(&bias), &mut got) };
+            assert_eq!(got, expected, "input zero point {input_zero_point}");
         }
     }
 

@@ -1,17 +1,19 @@
 //! x86_64 AVX-512 VNNI int8 fast path, bit-exact through the shared micro-kernels
 //! ([`crate::ops::x86_vnni`]). With several input rows (a batch, or a pointwise
 //! convolution's pixels) the weights are packed once and each tile of eight rows meets
-//! sixteen channels per `vpdpbusd` (channels in lanes, no reductions). A single row dots
-//! four weight rows at a time instead, 64 bytes per step, since packing would cost as much
-//! as the product.
+//! sixteen channels per `vpdpbusd` (channels in lanes, no reductions). A batch of one dots
+//! its row with eight weight rows at a time instead ([`dot_row_requantize`]), and a few rows
+//! go two at a time against four weight rows, 64 bytes per step, since packing would cost as
+//! much as the product.
 
 use super::FullyConnectedI8;
 use crate::isa::Isa;
 use crate::ops::x86_vnni::{
-    PackedWeights, TILE_ROWS, TileOutput, TileRows, dot_pair_requantize, gemm_requantize,
+    PackedWeights, TILE_ROWS, TileOutput, TileRows, dot_pair_requantize, dot_row_requantize,
+    gemm_requantize,
 };
 
-/// Below this many inputs, a few rows are faster through the AVX2 kernel: one 64-byte step
+/// Below this many inputs, a few rows (two or three) are faster through the AVX2 kernel: one 64-byte step
 /// does not pay for the weight sums and the reductions (measured: `cargo bench -p
 /// loam-benches --bench kernels -- fully_connected_i8`, 1x64x32).
 const SHORT_ROW: usize = 128;
@@ -40,22 +42,31 @@ unsafe fn fully_connected_i8_vnni(op: &FullyConnectedI8<'_>, output: &mut [i8]) 
         // SAFETY: as this function's.
         return unsafe { gemm_i8(op, output) };
     }
-    if n < SHORT_ROW {
+    if n < SHORT_ROW && s.batch > 1 {
         // SAFETY: AVX2 is available (caller).
         return unsafe { super::x86::fully_connected_i8_avx2(op, output) };
     }
     let m = s.out_features;
-    // Rows two at a time; an odd last row comes alone.
+    // Rows two at a time; an odd last row (a batch of one) comes alone.
     for (x, out) in op.input.chunks(2 * n).zip(output.chunks_mut(2 * m)) {
         let (x0, x1) = x.split_at(n);
         let (out0, out1) = out.split_at_mut(m);
-        let (x1, out1) = if x1.is_empty() {
-            (x0, None)
+        if x1.is_empty() {
+            // SAFETY: AVX-512 VNNI is available (caller); the layer is validated.
+            unsafe { dot_row_requantize(x0, op.weights, 0, &op.params, op.bias, out0) };
         } else {
-            (x1, Some(out1))
-        };
-        // SAFETY: AVX-512 VNNI is available (caller); the layer is validated.
-        unsafe { dot_pair_requantize([x0, x1], op.weights, 0, &op.params, op.bias, (out0, out1)) };
+            // SAFETY: AVX-512 VNNI is available (caller); the layer is validated.
+            unsafe {
+                dot_pair_requantize(
+                    [x0, x1],
+                    op.weights,
+                    0,
+                    &op.params,
+                    op.bias,
+                    (out0, Some(out1)),
+                )
+            };
+        }
     }
 }
 
