@@ -67,9 +67,12 @@ impl QuantizedMultiplier {
         if raw.len() % 2 != 0 {
             return None;
         }
-        let valid = raw
-            .chunks_exact(2)
-            .all(|p| QuantizedMultiplier::new(p[0], p[1]).is_ok());
+        // Every pair is checked, without stopping at the first bad one, so that the loop
+        // has no early exit and vectorizes: layers check their multipliers each time they
+        // run, one pair per output channel.
+        let valid = raw.chunks_exact(2).fold(true, |ok, p| {
+            ok & (p[0] >= 0) & (p[1] >= Self::MIN_SHIFT) & (p[1] <= Self::MAX_SHIFT)
+        });
         if !valid {
             return None;
         }
@@ -187,6 +190,7 @@ impl QuantizedMultiplier {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::vec::Vec;
 
     /// Independent model of `saturating_rounding_doubling_high_mul`: exact rational arithmetic,
     /// floor((a*b + 2^30) / 2^31).
@@ -212,6 +216,23 @@ mod tests {
         #[test]
         fn rdbpot_matches_exact_model(x in any::<i32>(), exponent in 0u32..=31) {
             prop_assert_eq!(rounding_divide_by_pot(x, exponent), rdbpot_model(x, exponent));
+        }
+
+        /// The in-place view accepts a run exactly when `new` accepts each of its pairs, the
+        /// bad pair anywhere in it (the view checks all pairs without stopping early).
+        #[test]
+        fn slice_from_raw_accepts_what_new_accepts(
+            pairs in prop::collection::vec(
+                (prop_oneof![Just(0), Just(-1), Just(i32::MIN), 1i32 << 30..=i32::MAX],
+                 prop_oneof![Just(-32), Just(31), -31i32..=30]),
+                0..12,
+            ),
+        ) {
+            let raw: Vec<i32> = pairs.iter().flat_map(|&(m, s)| [m, s]).collect();
+            let each = pairs.iter().all(|&(m, s)| QuantizedMultiplier::new(m, s).is_ok());
+            prop_assert_eq!(QuantizedMultiplier::slice_from_raw(&raw).is_some(), each);
+            prop_assert!(QuantizedMultiplier::slice_from_raw(&raw[..raw.len().saturating_sub(1)])
+                .is_none() || raw.is_empty());
         }
 
         #[test]

@@ -329,6 +329,12 @@ impl<'a> Model<'a> {
         self.header.tensors.get(index)
     }
 
+    /// Tensor `index`'s record with an empty name, for the ops as they run (see
+    /// [`schema::OperandRecord`]).
+    pub(crate) fn operand_tensor(&self, index: usize) -> Option<TensorRecord<'a>> {
+        schema::OperandRecord::decode(&self.header.tensors, index)
+    }
+
     /// Number of ops.
     pub fn op_count(&self) -> usize {
         self.header.ops.len()
@@ -415,4 +421,31 @@ macro_rules! include_model {
         static ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!($path));
         &ALIGNED.0
     }};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The records the ops decode as they run are the full records but for the name, for
+    /// every tensor of a file with every kind of quantization and storage.
+    #[test]
+    fn operand_records_are_the_tensor_records_without_their_names() {
+        for bytes in [
+            crate::include_model!("../../tests/data/int8-zoo.loam"),
+            crate::include_model!("../../tests/data/f16-weights.loam"),
+            crate::include_model!("../../tests/data/int16-layers.loam"),
+        ] {
+            let model = Model::from_bytes(bytes).unwrap();
+            assert!(model.tensor_count() > 0);
+            for i in 0..model.tensor_count() {
+                let full = model.tensor(i).unwrap();
+                assert_eq!(
+                    model.operand_tensor(i),
+                    Some(TensorRecord { name: "", ..full })
+                );
+            }
+            assert_eq!(model.operand_tensor(model.tensor_count()), None);
+        }
+    }
 }

@@ -95,7 +95,7 @@ impl<'m> Node<'m> {
             None | Some(NO_TENSOR) => Ok(None),
             Some(id) => self
                 .model
-                .tensor(usize::from(id))
+                .operand_tensor(usize::from(id))
                 .map(|record| Some(Operand { slot, record }))
                 .ok_or(OpProblem::Missing(slot)),
         }
