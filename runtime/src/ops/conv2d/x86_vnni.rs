@@ -64,9 +64,7 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8])
         while p0 < pixels {
             let tile_rows = (pixels - p0).min(TILE_ROWS);
             rows.load(tile_rows, |r, patch| {
-                gather_patch_runs(g, op.input, p0 + r, group, patch, fill, |src, d| {
-                    d.copy_from_slice(src)
-                })
+                gather_patch_runs(g, op.input, p0 + r, group, patch, fill, copy_run)
             });
             let at = TileOutput {
                 first_row: p0,
@@ -78,6 +76,38 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8])
             unsafe { gemm_requantize(&rows, &packed, &op.params, output, at) };
             p0 += tile_rows;
         }
+    }
+}
+
+/// Copies one gathered run of the input, `min(src.len(), dst.len())` bytes. Where channels
+/// are few the runs are short (four bytes for DS-CNN's first layer: one channel, four taps
+/// wide; nine for MobileNet's: three channels, three taps), and a call to `memcpy` per run
+/// cost more than the copy itself; up to 32 bytes move as two fixed-size, possibly
+/// overlapping, loads and stores.
+#[inline(always)]
+fn copy_run(src: &[i8], dst: &mut [i8]) {
+    let n = src.len().min(dst.len());
+    let (src, dst) = (&src[..n], &mut dst[..n]);
+    match n {
+        0 => {}
+        1..4 => {
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        4..8 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..].copy_from_slice(&src[n - 4..]);
+        }
+        8..16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..].copy_from_slice(&src[n - 8..]);
+        }
+        16..=32 => {
+            dst[..16].copy_from_slice(&src[..16]);
+            dst[n - 16..].copy_from_slice(&src[n - 16..]);
+        }
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -100,9 +130,7 @@ unsafe fn conv2d_i8_vnni(
     // Validated zero points are int8.
     let fill = zp as i8;
     let gather = |p: usize, group: usize, dst: &mut [i8]| {
-        gather_patch_runs(g, op.input, p, group, dst, fill, |src, d| {
-            d.copy_from_slice(src)
-        });
+        gather_patch_runs(g, op.input, p, group, dst, fill, copy_run);
     };
     let mut p = 0;
     while p < pixels {
