@@ -98,3 +98,15 @@ pub(crate) fn i8s(n: usize) -> impl Strategy<Value = Vec<i8>> {
 pub(crate) fn f32s(n: usize, range: f32) -> impl Strategy<Value = Vec<f32>> {
     prop::collection::vec(-range..=range, n)
 }
+
+/// A fixed pseudo-random byte stream (xorshift64) for tests that need more bytes than a
+/// proptest strategy should shrink: the same `seed` gives the same bytes on every target.
+pub(crate) fn xorshift_bytes(seed: u64) -> impl FnMut() -> i8 {
+    let mut state = seed | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as i8
+    }
+}

@@ -905,13 +905,7 @@ mod tests {
             if !Isa::Avx512Vnni.available() {
                 return Ok(());
             }
-            let mut state = seed | 1;
-            let mut byte = || {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as i8
-            };
+            let mut byte = crate::ops::testing::xorshift_bytes(seed | 1);
             let x: [Vec<i8>; 2] = core::array::from_fn(|_| (0..k).map(|_| byte()).collect());
             let w: [Vec<i8>; 4] = core::array::from_fn(|_| (0..k).map(|_| byte()).collect());
             // SAFETY: checked available above.
@@ -934,13 +928,7 @@ mod tests {
             if !Isa::Avx512Vnni.available() {
                 return Ok(());
             }
-            let mut state = seed | 1;
-            let mut byte = || {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                state as i8
-            };
+            let mut byte = crate::ops::testing::xorshift_bytes(seed | 1);
             let x: Vec<i8> = (0..k).map(|_| byte()).collect();
             let w: [Vec<i8>; 8] = core::array::from_fn(|_| (0..k).map(|_| byte()).collect());
             let rows: [&[i8]; 8] = core::array::from_fn(|r| &w[r][..]);
@@ -965,13 +953,7 @@ mod tests {
         use crate::ops::fully_connected::{FullyConnectedI8, FullyConnectedShape, reference};
         let k = 2 * ONES.len() + 77;
         let channels = 13;
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut byte = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as i8
-        };
+        let mut byte = crate::ops::testing::xorshift_bytes(0x9e37_79b9_7f4a_7c15u64);
         let x: Vec<i8> = (0..k).map(|_| byte()).collect();
         let weights: Vec<i8> = (0..channels * k).map(|_| byte()).collect();
         let bias: Vec<i32> = (0..channels as i32).map(|o| o * 7919 - 40_000).collect();

@@ -347,13 +347,7 @@ fn edge_cases_match_the_reference() {
 #[test]
 fn large_grouped_layers_match_the_reference() {
     let g = fixed_geometry(3, 3, 262, 6, 3, 1, [1; 4], 2);
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
-    let mut byte = || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state as i8
-    };
+    let mut byte = crate::ops::testing::xorshift_bytes(0x9e37_79b9_7f4a_7c15u64);
     let input: Vec<i8> = (0..g.input_len().unwrap()).map(|_| byte()).collect();
     let filter: Vec<i8> = (0..g.out_channels * g.patch_len())
         .map(|_| byte())
