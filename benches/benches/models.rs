@@ -43,7 +43,7 @@ fn bench_model(c: &mut Criterion, name: &str) {
         let model = file.model().unwrap();
         let inputs = random_inputs(&model, INPUT_SEED).unwrap();
 
-        let mut arena = vec![0u8; model.arena_size() + loam::format::ARENA_ALIGN];
+        let mut arena = vec![0u8; Interpreter::arena_size_with_records(&model)];
         let mut interpreter = Interpreter::new(&model, &mut arena).unwrap();
         for (i, input) in inputs.iter().enumerate() {
             interpreter

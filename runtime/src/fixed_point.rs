@@ -84,6 +84,18 @@ impl QuantizedMultiplier {
         })
     }
 
+    /// The view of [`QuantizedMultiplier::slice_from_raw`] for a run it accepted before: the
+    /// interpreter checks each layer's multipliers once, when it starts, and the model's bytes
+    /// cannot change while it runs. A trailing odd element is left out.
+    pub(crate) fn slice_from_checked_raw(raw: &[i32]) -> &[QuantizedMultiplier] {
+        // SAFETY: `QuantizedMultiplier` is `repr(C)` with two `i32` fields, so it has the size
+        // and alignment of `[i32; 2]` and no padding. Its value invariants are not needed for
+        // memory safety; the caller's earlier check guarantees them.
+        unsafe {
+            core::slice::from_raw_parts(raw.as_ptr().cast::<QuantizedMultiplier>(), raw.len() / 2)
+        }
+    }
+
     /// The stored form, `[multiplier, shift]`.
     pub const fn to_raw(self) -> [i32; 2] {
         [self.multiplier, self.shift]

@@ -1,7 +1,7 @@
 //! The executor: runs a validated model's ops in order over one caller-given arena.
 
 use crate::error::Error;
-use crate::format::{ARENA_ALIGN, Model, TensorRecord};
+use crate::format::{ARENA_ALIGN, DecodedOp, DecodedTensor, Model, TensorRecord};
 use crate::ops::node::ArenaPtr;
 use crate::ops::{self, Ctx, Node, OpKind};
 use crate::tensor::Element;
@@ -32,6 +32,13 @@ pub struct OpProfile {
 pub struct Interpreter<'m, 'a> {
     model: &'m Model<'m>,
     arena: &'a mut [u8],
+    /// Every tensor's record decoded once, in the arena past the plan; empty when the arena
+    /// has no room for them.
+    decoded: &'a [DecodedTensor],
+    /// Every op's record decoded once, after the tensors'; empty with them.
+    decoded_ops: &'a [DecodedOp],
+    /// The ops' prepared words ([`ops::prepare`]), after their records.
+    prepared: &'a [i32],
     half_precision_inputs: bool,
 }
 
@@ -39,6 +46,11 @@ impl<'m, 'a> Interpreter<'m, 'a> {
     /// Binds a model to an arena, checking its size once. The arena's start is aligned up to
     /// [`ARENA_ALIGN`] bytes; an arena that is already aligned needs exactly
     /// [`Model::arena_size`] bytes.
+    ///
+    /// An arena of at least [`Interpreter::arena_size_with_records`] bytes also holds every
+    /// tensor's record decoded, once, here. Each op then copies its operands' records instead
+    /// of decoding them from the file each time it runs, which is most of a small layer's
+    /// overhead (see `loam bench`). Results are the same either way.
     pub fn new(model: &'m Model<'m>, arena: &'a mut [u8]) -> Result<Self, Error> {
         let skip = arena.as_ptr().align_offset(ARENA_ALIGN);
         let required = model.arena_size().saturating_add(skip);
@@ -48,12 +60,64 @@ impl<'m, 'a> Interpreter<'m, 'a> {
                 actual: arena.len(),
             });
         }
-        let arena = &mut arena[skip..required];
+        let (arena, spare) = arena[skip..].split_at_mut(model.arena_size());
+        let kept = decode_records(model, spare).unwrap_or_default();
         Ok(Interpreter {
             model,
             arena,
+            decoded: kept.tensors,
+            decoded_ops: kept.ops,
+            prepared: kept.words,
             half_precision_inputs: false,
         })
+    }
+
+    /// Bytes of arena with which [`Interpreter::new`] keeps every tensor's and op's record
+    /// decoded, and the constants some ops derive from the model (an int8 fully-connected
+    /// layer's bias with its input zero point folded in, one word per output channel):
+    /// [`Model::arena_size`], plus those records and words, plus room to align them. The
+    /// record sizes are this runtime's, not the file's, so this is computed here rather than
+    /// stored in the model; it depends on the model alone, not on the CPU.
+    pub fn arena_size_with_records(model: &Model<'_>) -> usize {
+        let words = (0..model.op_count())
+            .map(|i| prepared_len(model, i))
+            .fold(0usize, usize::saturating_add);
+        let bytes = [
+            (model.tensor_count(), core::mem::size_of::<DecodedTensor>()),
+            (model.op_count(), core::mem::size_of::<DecodedOp>()),
+            (words, core::mem::size_of::<i32>()),
+        ]
+        .iter()
+        .fold(0usize, |sum, &(n, size)| {
+            sum.saturating_add(n.saturating_mul(size))
+        });
+        // Each of the three tables may start up to its alignment (at most 4) past the end
+        // of the one before it.
+        model
+            .arena_size()
+            .saturating_add(bytes)
+            .saturating_add(ARENA_ALIGN - 1 + 3 * 3)
+    }
+
+    /// Bytes past the plan's arena that hold the decoded records and prepared words (0 when
+    /// the arena had no room for them): RAM to count beside [`Model::arena_size`].
+    pub fn records_bytes(&self) -> usize {
+        core::mem::size_of_val(self.decoded)
+            + core::mem::size_of_val(self.decoded_ops)
+            + core::mem::size_of_val(self.prepared)
+    }
+
+    /// Prepared words the ops keep ([`ops::prepared_len`]).
+    #[cfg(test)]
+    pub(crate) fn prepared_words(&self) -> usize {
+        self.prepared.len()
+    }
+
+    /// Whether this interpreter keeps its tensors' records decoded (its arena had room,
+    /// [`Interpreter::arena_size_with_records`]).
+    pub fn keeps_records_decoded(&self) -> bool {
+        self.decoded.len() == self.model.tensor_count()
+            && self.decoded_ops.len() == self.model.op_count()
     }
 
     /// Lets fully-connected layers with f16 weights round their inputs to f16 too, so that
@@ -123,12 +187,21 @@ impl<'m, 'a> Interpreter<'m, 'a> {
     }
 
     fn run_op(&mut self, index: usize) -> Result<OpKind, Error> {
-        let record = self.model.op(index).ok_or(Error::CorruptModel)?;
+        let (record, prepared) = match self.decoded_ops.get(index) {
+            Some(op) => (
+                op.record(self.model),
+                self.prepared.get(op.prepared()).unwrap_or(&[]),
+            ),
+            None => (self.model.op(index), &[][..]),
+        };
+        let record = record.ok_or(Error::CorruptModel)?;
         let kind = OpKind::from_code(record.kind).ok_or(Error::CorruptModel)?;
         let ctx = Ctx {
             node: Node {
                 model: self.model,
                 record,
+                decoded: self.decoded,
+                prepared,
             },
             arena: ArenaPtr::new(self.arena),
             half_precision_inputs: self.half_precision_inputs,
@@ -238,4 +311,75 @@ impl<'m, 'a> Interpreter<'m, 'a> {
             crate::format::Storage::Constant { .. } => Err(Error::CorruptModel),
         }
     }
+}
+
+/// Op `index`'s [`ops::prepared_len`] (0 for an op that does not decode).
+fn prepared_len(model: &Model<'_>, index: usize) -> usize {
+    let Some(record) = model.op(index) else {
+        return 0;
+    };
+    match OpKind::from_code(record.kind) {
+        Some(kind) => ops::prepared_len(kind, &Node::new(model, record)),
+        None => 0,
+    }
+}
+
+/// What an interpreter keeps past the plan: every tensor's and op's record decoded, and the
+/// ops' prepared words.
+#[derive(Default)]
+struct Kept<'a> {
+    tensors: &'a [DecodedTensor],
+    ops: &'a [DecodedOp],
+    words: &'a [i32],
+}
+
+/// Decodes every tensor's and op's record of `model` into `spare` (the arena past the plan)
+/// and prepares the ops' words after them, or `None` when they do not fit.
+fn decode_records<'a>(model: &Model<'_>, spare: &'a mut [u8]) -> Option<Kept<'a>> {
+    let (tensors, spare) = place(spare, model.tensor_count(), |i| {
+        DecodedTensor::decode(model, i)
+    })?;
+    let mut next = 0usize;
+    let (ops, spare) = place(spare, model.op_count(), |i| {
+        let len = prepared_len(model, i);
+        let op = DecodedOp::decode(model, i, (next, len))?;
+        next = next.checked_add(len)?;
+        Some(op)
+    })?;
+    let (words, _) = place(spare, next, |_| Some(0i32))?;
+    for (index, op) in ops.iter().enumerate() {
+        let record = model.op(index)?;
+        let kind = OpKind::from_code(record.kind)?;
+        ops::prepare(
+            kind,
+            &Node::new(model, record),
+            words.get_mut(op.prepared())?,
+        )?;
+    }
+    Some(Kept {
+        tensors,
+        ops,
+        words,
+    })
+}
+
+/// Fills the first `count` aligned records of `spare` with `decode(0..count)`; the records
+/// and the bytes after them, or `None` when they do not fit or one fails to decode.
+fn place<T: bytemuck::Pod>(
+    spare: &mut [u8],
+    count: usize,
+    mut decode: impl FnMut(usize) -> Option<T>,
+) -> Option<(&mut [T], &mut [u8])> {
+    let skip = spare.as_ptr().align_offset(core::mem::align_of::<T>());
+    let len = count.checked_mul(core::mem::size_of::<T>())?;
+    let end = skip.checked_add(len)?;
+    if end > spare.len() {
+        return None;
+    }
+    let (bytes, rest) = spare.split_at_mut(end);
+    let records: &mut [T] = bytemuck::try_cast_slice_mut(&mut bytes[skip..]).ok()?;
+    for (index, slot) in records.iter_mut().enumerate() {
+        *slot = decode(index)?;
+    }
+    Some((records, rest))
 }

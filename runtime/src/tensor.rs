@@ -98,6 +98,16 @@ impl Shape {
         })
     }
 
+    /// The stored form: the rank and every dimension slot (unused ones zero).
+    pub(crate) fn stored(&self) -> (u8, [u32; MAX_RANK]) {
+        (self.rank, self.dims)
+    }
+
+    /// A shape from its stored form ([`Shape::stored`]); `None` for a rank past [`MAX_RANK`].
+    pub(crate) fn from_stored(rank: u8, dims: [u32; MAX_RANK]) -> Option<Shape> {
+        (usize::from(rank) <= MAX_RANK).then_some(Shape { rank, dims })
+    }
+
     /// The shape of a scalar (rank 0, one element).
     pub const fn scalar() -> Shape {
         Shape {

@@ -906,6 +906,44 @@ fn the_imported_pytorch_cnn_is_bit_exact_on_this_target() {
     assert_reproduces_the_recorded_digest(&model);
 }
 
+/// Every fixture, run by an interpreter that keeps its records decoded (and its layers'
+/// prepared words) in the arena past the plan, computes the bytes of one that decodes them as
+/// each op runs: floats included, since the same kernels run in the same order.
+#[test]
+fn kept_records_compute_the_same_bytes_on_every_fixture() {
+    for bytes in [
+        FORMAT_1_0,
+        INT8_ZOO,
+        FINETUNE_INT8,
+        FINETUNE_PLAN,
+        PYTORCH_CNN,
+        PYTORCH_CNN_F32,
+        INT16_LAYERS,
+        F16_WEIGHTS,
+    ] {
+        let aligned = AlignedBytes::new(bytes);
+        let model = Model::from_bytes(&aligned).unwrap();
+        let name = model.metadata().name;
+        let run = |arena: &mut [u8]| {
+            let mut interpreter = Interpreter::new(&model, arena).unwrap();
+            fill_inputs(&mut interpreter, u64::from(SEED)).unwrap();
+            interpreter.invoke().unwrap();
+            let outputs: Vec<Vec<u8>> = (0..interpreter.output_count())
+                .map(|i| interpreter.output_bytes(i).unwrap().to_vec())
+                .collect();
+            (interpreter.keeps_records_decoded(), outputs)
+        };
+        let mut plain = vec![0u8; model.arena_size() + 16];
+        let skip = plain.as_ptr().align_offset(loam::format::ARENA_ALIGN);
+        let (kept, want) = run(&mut plain[skip..skip + model.arena_size()]);
+        assert!(!kept, "{name}: no room, yet records kept");
+        let mut roomy = vec![0u8; Interpreter::arena_size_with_records(&model)];
+        let (kept, got) = run(&mut roomy);
+        assert!(kept, "{name}: the records do not fit their own size");
+        assert_eq!(got, want, "{name}");
+    }
+}
+
 /// Checks the plan, runs the model's self-check record (its seeded inputs) and asserts the
 /// outputs' CRC-32 is the one the x86_64 host recorded.
 fn assert_reproduces_the_recorded_digest(model: &Model<'_>) {
@@ -943,9 +981,15 @@ fn damaged_files_are_refused_cleanly() {
                 if let Ok(model) = Model::from_bytes(&aligned) {
                     let _ = model.check_plan();
                     if model.arena_size() < 1 << 20 {
-                        let mut arena = vec![0u8; model.arena_size() + 16];
-                        if let Ok(mut it) = Interpreter::new(&model, &mut arena) {
-                            let _ = it.invoke();
+                        // With the records decoded as the ops run, and kept decoded.
+                        for size in [
+                            model.arena_size() + 16,
+                            Interpreter::arena_size_with_records(&model),
+                        ] {
+                            let mut arena = vec![0u8; size];
+                            if let Ok(mut it) = Interpreter::new(&model, &mut arena) {
+                                let _ = it.invoke();
+                            }
                         }
                     }
                 }

@@ -64,8 +64,11 @@ pub struct BenchReport {
     pub p90_us: f64,
     /// Fastest run, microseconds.
     pub min_us: f64,
-    /// Arena bytes.
+    /// Arena bytes the model's plan needs.
     pub arena_bytes: usize,
+    /// Arena bytes past the plan that hold the decoded records and prepared words the
+    /// interpreter keeps ([`Interpreter::arena_size_with_records`]).
+    pub records_bytes: usize,
     /// Instruction sets the kernels could use.
     pub isa: Vec<&'static str>,
     /// Per-op medians.
@@ -151,8 +154,15 @@ pub fn bench(
     vs: &[Peer],
 ) -> Result<BenchReport> {
     let model = file.model()?;
-    let mut arena = vec![0u8; model.arena_size() + loam::format::ARENA_ALIGN];
+    // Room for the decoded records too: what a host application would give it.
+    let mut arena = vec![0u8; Interpreter::arena_size_with_records(&model)];
     let mut interpreter = Interpreter::new(&model, &mut arena)?;
+    ensure!(
+        interpreter.keeps_records_decoded(),
+        "the interpreter did not keep the records in {} bytes of arena",
+        arena.len()
+    );
+    let records_bytes = interpreter.records_bytes();
     interpreter.set_half_precision_inputs(options.half_precision_inputs);
     let records = io_records(&model, false)?;
     let random;
@@ -219,6 +229,7 @@ pub fn bench(
         p90_us,
         min_us,
         arena_bytes: model.arena_size(),
+        records_bytes,
         isa: loam::isa::available_names().collect(),
         ops,
         peers,
@@ -235,6 +246,7 @@ impl BenchReport {
             "p90_us": self.p90_us,
             "min_us": self.min_us,
             "arena_bytes": self.arena_bytes,
+            "records_bytes": self.records_bytes,
             "isa": self.isa,
             "ops": self.ops.iter().map(|o| json!({
                 "index": o.index,
@@ -255,13 +267,14 @@ impl BenchReport {
     /// The report as a table for people.
     pub fn to_text(&self, per_op: bool) -> String {
         let mut s = format!(
-            "{}: median {:.1} us, p90 {:.1} us, min {:.1} us over {} runs (arena {} B; kernels: {})\n",
+            "{}: median {:.1} us, p90 {:.1} us, min {:.1} us over {} runs (arena {} B + {} B of kept records; kernels: {})\n",
             self.model,
             self.median_us,
             self.p90_us,
             self.min_us,
             self.iterations,
             self.arena_bytes,
+            self.records_bytes,
             self.isa.join(", ")
         );
         for p in &self.peers {

@@ -8,6 +8,7 @@
 
 #[cfg(feature = "alloc")]
 mod aligned;
+mod decoded;
 mod schema;
 mod validate;
 #[cfg(feature = "alloc")]
@@ -15,6 +16,7 @@ pub mod writer;
 
 #[cfg(feature = "alloc")]
 pub use aligned::AlignedBytes;
+pub(crate) use decoded::{DecodedOp, DecodedTensor};
 pub(crate) use schema::decode_exact;
 pub use schema::{
     ChannelIds, ConstantRecord, Header, LayerUpdate, Metadata, NO_TENSOR, OpRecord, Storage, Table,

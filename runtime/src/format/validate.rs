@@ -252,7 +252,7 @@ fn op(m: &Model<'_>, record: OpRecord<'_>, check_scratch: bool) -> Result<(), Op
     if record.inputs.len() > 255 || record.outputs.len() > 255 || record.temporaries.len() > 255 {
         return Err(OpProblem::Malformed);
     }
-    let node = Node { model: m, record };
+    let node = Node::new(m, record);
     // Every listed tensor must exist (absent optional inputs aside).
     for i in 0..record.inputs.len() {
         node.optional_input(i)?;

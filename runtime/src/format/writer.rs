@@ -545,10 +545,7 @@ impl ModelBuilder {
             let model = Model::from_unplanned(&provisional.0)?;
             for (i, op) in model.ops().enumerate() {
                 let kind = self.ops[i].kind;
-                let node = Node {
-                    model: &model,
-                    record: op,
-                };
+                let node = Node::new(&model, op);
                 let bytes = ops::scratch_bytes(kind, &node).map_err(|problem| LoadError::Op {
                     index: i as u16,
                     kind: kind.code(),

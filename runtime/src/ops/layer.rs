@@ -172,6 +172,8 @@ pub(crate) struct LayerOperands<'m> {
 
 impl<'m> LayerOperands<'m> {
     /// Decodes the input, weights and output records of `node`.
+    #[cfg_attr(target_os = "none", inline)]
+    #[cfg_attr(not(target_os = "none"), inline(always))]
     pub(crate) fn read(node: &Node<'m>) -> Result<LayerOperands<'m>, OpProblem> {
         Ok(LayerOperands {
             input: node.input(0)?,
@@ -321,10 +323,7 @@ pub(crate) fn i8_requant<'m>(
     output: &Operand<'m>,
     activation: FusedActivation,
 ) -> Result<I8Requant<'m>, Error> {
-    let node = &ctx.node;
-    let m = node.input(3).map_err(|_| Error::CorruptModel)?;
-    let raw = node.constant::<i32>(&m).map_err(|_| Error::CorruptModel)?;
-    let multipliers = QuantizedMultiplier::slice_from_raw(raw).ok_or(Error::CorruptModel)?;
+    let multipliers = ctx.node.multipliers_input(3).ok_or(Error::CorruptModel)?;
     let (activation_min, activation_max) = i8_activation(output, activation);
     Ok(I8Requant {
         input_zero_point: input.record.quantization.zero_point(),
@@ -348,10 +347,7 @@ pub(crate) fn i16_requant<'m>(
     output: &Operand<'m>,
     activation: FusedActivation,
 ) -> Result<Requantize16Params<'m>, Error> {
-    let node = &ctx.node;
-    let m = node.input(3).map_err(|_| Error::CorruptModel)?;
-    let raw = node.constant::<i32>(&m).map_err(|_| Error::CorruptModel)?;
-    let multipliers = QuantizedMultiplier::slice_from_raw(raw).ok_or(Error::CorruptModel)?;
+    let multipliers = ctx.node.multipliers_input(3).ok_or(Error::CorruptModel)?;
     let (activation_min, activation_max) = i16_activation(output, activation);
     Ok(Requantize16Params {
         multipliers,

@@ -342,6 +342,28 @@ pub(crate) fn check(kind: OpKind, node: &Node<'_>) -> Result<(), OpProblem> {
 
 /// Scratch bytes an op needs while it runs (the largest any of its kernels needs on any ISA,
 /// so a file plans the same arena for every target).
+/// Words of data the op keeps from one run to the next when its interpreter has room for
+/// them ([`crate::Interpreter::arena_size_with_records`]): constants derived from the model
+/// that the op would otherwise derive again on every run. Zero for most ops.
+pub(crate) fn prepared_len(kind: OpKind, node: &Node<'_>) -> usize {
+    match kind {
+        OpKind::FullyConnected => fully_connected::prepared_len(node),
+        _ => 0,
+    }
+}
+
+/// Fills the op's [`prepared_len`] words; `None` for a node that does not check out (which a
+/// validated model does not have).
+pub(crate) fn prepare(kind: OpKind, node: &Node<'_>, words: &mut [i32]) -> Option<()> {
+    if words.is_empty() {
+        return Some(());
+    }
+    match kind {
+        OpKind::FullyConnected => fully_connected::prepare(node, words),
+        _ => Some(()),
+    }
+}
+
 pub(crate) fn scratch_bytes(kind: OpKind, node: &Node<'_>) -> Result<usize, OpProblem> {
     match kind {
         OpKind::Conv2d => conv2d::scratch_bytes(node),

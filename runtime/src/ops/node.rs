@@ -7,7 +7,8 @@ use core::ptr::NonNull;
 use serde::Deserialize;
 
 use crate::error::{Error, OpProblem, Slot};
-use crate::format::{Model, NO_TENSOR, OpRecord, Storage, TensorIds, TensorRecord};
+use crate::fixed_point::QuantizedMultiplier;
+use crate::format::{DecodedTensor, Model, NO_TENSOR, OpRecord, Storage, TensorIds, TensorRecord};
 use crate::tensor::{DType, Element, Quantization};
 
 /// One operand of an op: the tensor's index, which slot of the op it fills, and its record.
@@ -77,14 +78,34 @@ impl<'m> Operand<'m> {
 pub(crate) struct Node<'m> {
     pub model: &'m Model<'m>,
     pub record: OpRecord<'m>,
+    /// Every tensor of the model decoded (an interpreter with room for them), or empty: then
+    /// each operand is decoded from the file as the op asks for it.
+    pub decoded: &'m [DecodedTensor],
+    /// The op's [`prepared`](crate::ops::prepare) words, when its interpreter keeps them;
+    /// empty otherwise.
+    pub prepared: &'m [i32],
 }
 
 impl<'m> Node<'m> {
+    /// The node of `record`, its operands decoded from the file as the op asks for them.
+    pub fn new(model: &'m Model<'m>, record: OpRecord<'m>) -> Node<'m> {
+        Node {
+            model,
+            record,
+            decoded: &[],
+            prepared: &[],
+        }
+    }
+
+    #[cfg_attr(target_os = "none", inline)]
+    #[cfg_attr(not(target_os = "none"), inline(always))]
     fn operand(&self, ids: TensorIds<'m>, i: usize, slot: Slot) -> Result<Operand<'m>, OpProblem> {
         self.optional_operand(ids, i, slot)?
             .ok_or(OpProblem::Missing(slot))
     }
 
+    #[cfg_attr(target_os = "none", inline)]
+    #[cfg_attr(not(target_os = "none"), inline(always))]
     fn optional_operand(
         &self,
         ids: TensorIds<'m>,
@@ -94,24 +115,58 @@ impl<'m> Node<'m> {
         match ids.get(i) {
             None | Some(NO_TENSOR) => Ok(None),
             Some(id) => self
-                .model
-                .operand_tensor(usize::from(id))
+                .tensor(usize::from(id))
                 .map(|record| Some(Operand { slot, record }))
                 .ok_or(OpProblem::Missing(slot)),
         }
     }
 
+    /// Input `i` as checked `[multiplier, shift]` pairs: a weighted layer's requantization
+    /// multipliers. `None` if the input is absent, not an int32 constant, or holds a pair out
+    /// of range.
+    pub fn multipliers_input(&self, i: usize) -> Option<&'m [QuantizedMultiplier]> {
+        let id = usize::from(self.record.inputs.get(i).filter(|&id| id != NO_TENSOR)?);
+        match self.decoded.get(id) {
+            Some(decoded) if decoded.holds_multipliers() => {
+                let raw = self.model.constant_data::<i32>(&decoded.record()?)?;
+                Some(QuantizedMultiplier::slice_from_checked_raw(raw))
+            }
+            Some(_) => None,
+            None => {
+                let record = self.model.operand_tensor(id)?;
+                QuantizedMultiplier::slice_from_raw(self.model.constant_data::<i32>(&record)?)
+            }
+        }
+    }
+
+    /// Tensor `id`'s record as the ops see it: from the interpreter's decoded copy when it
+    /// has one, else decoded from the file.
+    #[cfg_attr(target_os = "none", inline)]
+    #[cfg_attr(not(target_os = "none"), inline(always))]
+    fn tensor(&self, id: usize) -> Option<TensorRecord<'m>> {
+        match self.decoded.get(id) {
+            Some(decoded) => decoded.record(),
+            None => self.model.operand_tensor(id),
+        }
+    }
+
     /// Input `i`, which must be present.
+    #[cfg_attr(target_os = "none", inline)]
+    #[cfg_attr(not(target_os = "none"), inline(always))]
     pub fn input(&self, i: usize) -> Result<Operand<'m>, OpProblem> {
         self.operand(self.record.inputs, i, Slot::Input(i as u8))
     }
 
     /// Input `i`, which may be absent.
+    #[cfg_attr(target_os = "none", inline)]
+    #[cfg_attr(not(target_os = "none"), inline(always))]
     pub fn optional_input(&self, i: usize) -> Result<Option<Operand<'m>>, OpProblem> {
         self.optional_operand(self.record.inputs, i, Slot::Input(i as u8))
     }
 
     /// Output `i`.
+    #[cfg_attr(target_os = "none", inline)]
+    #[cfg_attr(not(target_os = "none"), inline(always))]
     pub fn output(&self, i: usize) -> Result<Operand<'m>, OpProblem> {
         self.operand(self.record.outputs, i, Slot::Output(i as u8))
     }

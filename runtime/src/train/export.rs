@@ -86,7 +86,7 @@ fn patch_layer(
 ) -> Result<LayerChange, TrainError> {
     let corrupt = TrainError::Runtime(Error::CorruptModel);
     let record = model.op(layer.op).ok_or(corrupt)?;
-    let node = crate::ops::Node { model, record };
+    let node = crate::ops::Node::new(model, record);
     let (inputs, outputs) = (layer.inputs, layer.outputs);
     // The model was validated when it loaded: a missing operand means it changed since.
     let operand = |_| corrupt;
@@ -351,7 +351,7 @@ pub fn head_layers(model: &Model<'_>) -> Vec<HeadLayer> {
 pub fn layer_parameters(model: &Model<'_>, op: usize) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
     let corrupt = TrainError::Runtime(Error::CorruptModel);
     let record = model.op(op).ok_or(corrupt)?;
-    let node = crate::ops::Node { model, record };
+    let node = crate::ops::Node::new(model, record);
     let weights = node.input(1).map_err(|_| corrupt)?;
     let (outputs, inputs) = (weights.dim(0), weights.dim(1));
     let mut w = alloc::vec![0f32; outputs * inputs];

@@ -388,7 +388,7 @@ impl<'m> Head<'m> {
                 ));
             }
             next_input = record.inputs.get(0);
-            found[n] = Self::layer(model, Node { model, record }, index)?;
+            found[n] = Self::layer(model, Node::new(model, record), index)?;
             n += 1;
             if n == count {
                 break;

@@ -673,7 +673,7 @@ fn bias_only_and_sparse_plans_learn_in_less_state_and_export_only_what_they_trai
         for (op, update) in &plan {
             let weights = |m: &Model<'_>| {
                 let record = m.op(*op).unwrap();
-                let node = crate::ops::Node { model: m, record };
+                let node = crate::ops::Node::new(m, record);
                 let w = node.input(1).unwrap();
                 node.constant::<i8>(&w).unwrap().to_vec()
             };
@@ -765,10 +765,7 @@ fn int8_weights_train_in_less_ram_and_come_home_exactly() {
             panic!("int8 weights expected");
         };
         let record = patched_model.op(layer.op).unwrap();
-        let node = crate::ops::Node {
-            model: &patched_model,
-            record,
-        };
+        let node = crate::ops::Node::new(&patched_model, record);
         let file = node.constant::<i8>(&node.input(1).unwrap()).unwrap();
         let rows: Vec<usize> = match layer.rows {
             TrainedRows::All => (0..layer.outputs).collect(),

@@ -503,6 +503,80 @@ pub(crate) fn check(node: &Node<'_>) -> Result<(), OpProblem> {
     layer::check_operands(node, &operands, dtype, shape.out_features, 0)
 }
 
+/// What [`prepare`] folds: an int8 layer's weights, bias and input zero point.
+struct Foldable<'m> {
+    weights: &'m [i8],
+    bias: Option<&'m [i32]>,
+    zero_point: i32,
+    out_features: usize,
+}
+
+/// The layer's [`Foldable`] parts, when it is int8 and its input zero point is not -128.
+fn foldable<'m>(node: &Node<'m>) -> Option<Foldable<'m>> {
+    let operands = LayerOperands::read(node).ok()?;
+    if operands.input.record.dtype != DType::I8 {
+        return None;
+    }
+    let zero_point = operands.input.record.quantization.zero_point();
+    if zero_point == -128 {
+        return None;
+    }
+    let shape = geometry(&operands).ok()?;
+    let bias = match node.optional_input(2).ok()? {
+        Some(b) => Some(node.constant::<i32>(&b).ok()?),
+        None => None,
+    };
+    Some(Foldable {
+        weights: node.constant::<i8>(&operands.weights).ok()?,
+        bias,
+        zero_point,
+        out_features: shape.out_features,
+    })
+}
+
+/// Words [`prepare`] keeps: an int8 layer whose input zero point is not -128 keeps one per
+/// output channel.
+pub(crate) fn prepared_len(node: &Node<'_>) -> usize {
+    foldable(node).map_or(0, |f| f.out_features)
+}
+
+/// The layer's bias with its input zero point folded in: `bias[o] - (128 + zp) * sum(w[o])`,
+/// wrapping. The layer then runs as one whose input zero point is -128 with this bias, which
+/// gives the same accumulators (`sum((x - zp) * w) = sum((x + 128) * w) - (128 + zp) *
+/// sum(w)`, all modulo 2^32 as the reference accumulates) and so the same outputs on every
+/// kernel. Kernels that multiply `x + 128` as unsigned bytes (x86 VNNI) then skip the weight
+/// sums they would compute on every run, as TFLite Micro and CMSIS-NN keep their kernel
+/// sums from `Prepare`.
+pub(crate) fn prepare(node: &Node<'_>, words: &mut [i32]) -> Option<()> {
+    let f = foldable(node)?;
+    if words.len() != f.out_features || f.out_features == 0 {
+        return None;
+    }
+    fold_input_zero_point(f.weights, f.bias, f.zero_point, words);
+    Some(())
+}
+
+/// `folded[o] = bias[o] - (128 + zero_point) * sum(weights[o])` (wrapping) for the
+/// `folded.len()` weight rows of `weights`: the bias of the same layer with input zero
+/// point -128 ([`prepare`]).
+pub(crate) fn fold_input_zero_point(
+    weights: &[i8],
+    bias: Option<&[i32]>,
+    zero_point: i32,
+    folded: &mut [i32],
+) {
+    let in_features = weights.len() / folded.len().max(1);
+    for (o, (f, row)) in folded
+        .iter_mut()
+        .zip(weights.chunks_exact(in_features.max(1)))
+        .enumerate()
+    {
+        let sum = row.iter().fold(0i32, |s, &w| s.wrapping_add(i32::from(w)));
+        let bias = bias.and_then(|b| b.get(o)).copied().unwrap_or(0);
+        *f = bias.wrapping_sub((128 + zero_point).wrapping_mul(sum));
+    }
+}
+
 pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
     let node = &ctx.node;
     let corrupt = |_| Error::CorruptModel;
@@ -543,13 +617,24 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
             fully_connected_f32(&op, unsafe { ctx.write(&output)? })
         }
         (DType::I8, _) => {
-            let q = layer::i8_requant(ctx, &input, &output, attributes.activation)?;
+            let mut params = crate::ops::RequantizeParams::from_requant(&layer::i8_requant(
+                ctx,
+                &input,
+                &output,
+                attributes.activation,
+            )?);
+            let mut bias = layer::bias(ctx)?;
+            if node.prepared.len() == shape.out_features && shape.out_features > 0 {
+                // The bias with the input zero point folded in (`prepare`).
+                params.input_zero_point = -128;
+                bias = Some(node.prepared);
+            }
             let op = FullyConnectedI8 {
                 shape,
-                params: crate::ops::RequantizeParams::from_requant(&q),
+                params,
                 input: ctx.read(&input)?,
                 weights: node.constant(&weights).map_err(corrupt)?,
-                bias: layer::bias(ctx)?,
+                bias,
             };
             // SAFETY: validation keeps the output clear of every input.
             fully_connected_i8(&op, unsafe { ctx.write(&output)? })

@@ -253,6 +253,23 @@ proptest! {
         compare_kernels(I8_KERNELS, |k| run_i8(k, &op), exact)?;
     }
 
+    /// The layer re-expressed with input zero point -128 and the folded bias (what an
+    /// interpreter with room for prepared words runs) gives the original layer's bytes on
+    /// every kernel this CPU runs, the reference included.
+    #[test]
+    fn the_folded_bias_gives_the_layers_bytes_on_every_kernel(p in problem()) {
+        let want = run_i8(I8_KERNELS[0].run, &p.op());
+        let mut folded = vec![0i32; p.shape.out_features];
+        fold_input_zero_point(&p.weights, p.bias.as_deref(), p.input_zero_point, &mut folded);
+        let mut op = p.op();
+        op.params.input_zero_point = -128;
+        op.bias = Some(&folded);
+        for k in I8_KERNELS.iter().filter(|k| k.isa.available()) {
+            let got = run_i8(k.run, &op);
+            prop_assert!(exact(&want, &got).is_ok(), "{}: {:?}", k.name, exact(&want, &got));
+        }
+    }
+
     /// Every float kernel stays within the dot-product tolerance of the reference.
     #[test]
     fn every_f32_kernel_is_within_tolerance(p in f32_problem()) {
@@ -621,6 +638,86 @@ fn a_one_layer_model_runs_like_the_kernel() {
         let real = out_q.dequantize(i32::from(g));
         assert!((real - w).abs() < 4.0 * out_q.scale + 0.02, "{w} vs {real}");
     }
+}
+
+/// An interpreter whose arena has room for decoded records runs an int8 layer with a
+/// non-ReLU input (zero point not -128) through its folded bias, and computes the bytes of one
+/// that decodes everything as it runs; one without the room keeps nothing.
+#[test]
+fn kept_records_and_folded_bias_compute_the_same_bytes() {
+    use crate::format::AlignedBytes;
+    use crate::format::writer::{ModelBuilder, QuantSpec};
+    use crate::quant::QuantParams;
+    use crate::tensor::DType;
+    use crate::{Interpreter, Model};
+
+    let weights: Vec<f32> = (0..40 * 150)
+        .map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5)
+        .collect();
+    let bias: Vec<f32> = (0..40).map(|i| i as f32 * 0.1 - 2.0).collect();
+    let mut b = ModelBuilder::new("fc-i8");
+    let in_q = QuantParams::i8_from_range(-1.0, 3.0);
+    assert_ne!(in_q.zero_point, -128);
+    let x = b
+        .tensor(
+            "x",
+            DType::I8,
+            &[1, 150],
+            QuantSpec::PerTensor {
+                scale: in_q.scale,
+                zero_point: in_q.zero_point,
+            },
+        )
+        .unwrap();
+    b.input(x);
+    let out_q = QuantParams::i8_from_range(-8.0, 8.0);
+    let h = b
+        .fully_connected_i8("fc", x, &weights, Some(&bias), out_q, FusedActivation::NONE)
+        .unwrap();
+    // A second layer without a bias, on an input whose zero point is not -128 either.
+    let y = b
+        .fully_connected_i8(
+            "fc2",
+            h,
+            &weights[..40 * 40],
+            None,
+            out_q,
+            FusedActivation::RELU,
+        )
+        .unwrap();
+    b.output(y);
+    let built = b.build().unwrap();
+    let aligned = AlignedBytes::new(&built.bytes);
+    let model = Model::from_bytes(&aligned).unwrap();
+    let input: Vec<i8> = (0..150).map(|i| ((i * 37) % 256) as u8 as i8).collect();
+
+    let run = |arena: &mut [u8], keeps: bool| -> Vec<i8> {
+        let mut interpreter = Interpreter::new(&model, arena).unwrap();
+        assert_eq!(interpreter.keeps_records_decoded(), keeps);
+        assert_eq!(interpreter.prepared_words(), if keeps { 80 } else { 0 });
+        interpreter
+            .input_mut::<i8>(0)
+            .unwrap()
+            .copy_from_slice(&input);
+        interpreter.invoke().unwrap();
+        interpreter.output::<i8>(0).unwrap().to_vec()
+    };
+    let size = Interpreter::arena_size_with_records(&model);
+    let mut arena = vec![0u8; size + 16];
+    // Wherever the arena starts, that many bytes hold the plan and the records.
+    let mut outputs = vec![];
+    for start in 0..16 {
+        outputs.push(run(&mut arena[start..start + size], true));
+    }
+    let skip = arena.as_ptr().align_offset(crate::format::ARENA_ALIGN);
+    let plain = run(&mut arena[skip..skip + model.arena_size()], false);
+    for kept in &outputs {
+        assert_eq!(kept, &plain);
+    }
+    assert!(
+        plain.iter().any(|&v| v != plain[0]),
+        "a constant output tests little"
+    );
 }
 
 proptest! {
