@@ -855,10 +855,11 @@ pub(crate) unsafe fn dot_row_requantize(
             acc[o - block..o - block + 8].copy_from_slice(&sums);
             o += rows;
         }
-        // SAFETY: AVX2 is available (caller); `len` accumulators for channels
-        // `first + block..first + block + len`, inside the validated bias and multipliers.
+        // SAFETY: AVX-512 F/BW and BMI2 are available (caller); `len` accumulators for
+        // channels `first + block..first + block + len`, inside the validated bias and
+        // multipliers.
         unsafe {
-            requantize_row(
+            crate::ops::requantize::x86_avx512::requantize_row(
                 params,
                 &acc[..len],
                 bias,

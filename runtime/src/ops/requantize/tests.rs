@@ -76,6 +76,15 @@ proptest! {
             prop_assert_eq!(&both[..n], &want_reversed[..]);
             prop_assert_eq!(&both[n + 3..], &want[..]);
         }
+        #[cfg(target_arch = "x86_64")]
+        if crate::isa::Isa::Avx512Vnni.available() {
+            // Sixteen channels a step, a masked partial step at the end.
+            let mut got = vec![0i8; n + 1];
+            // SAFETY: AVX-512 F/BW and BMI2 were detected; lengths satisfy the contract.
+            unsafe { x86_avx512::requantize_row(&params, acc, bias, first, &mut got) };
+            prop_assert_eq!(&got[..n], &want[..]);
+            prop_assert_eq!(got[n], 0, "a byte past the row was written");
+        }
         let _ = &mut got;
     }
 
@@ -117,11 +126,11 @@ fn the_saturating_corner_cases_match() {
         QuantizedMultiplier::new(i32::MAX, 30).unwrap(),
         QuantizedMultiplier::new(i32::MIN.wrapping_neg().wrapping_sub(1), -31).unwrap(),
     ];
-    for zp in [-128, 127, 0] {
+    for (zp, multiplier) in [-128, 127, 0].into_iter().flat_map(|zp| [(zp, 0), (zp, 1)]) {
         let params = RequantizeParams {
             input_zero_point: 0,
             output_zero_point: zp,
-            multipliers: &m[..1],
+            multipliers: &m[multiplier..multiplier + 1],
             activation_min: -128,
             activation_max: 127,
         };
@@ -143,7 +152,17 @@ fn the_saturating_corner_cases_match() {
             let mut got = [0i8; 9];
             // SAFETY: AVX2 was detected; per-tensor multiplier, lengths equal.
             unsafe { x86::requantize_row(&params, &acc, None, 0, &mut got) };
-            assert_eq!(got, want, "zero point {zp}");
+            assert_eq!(got, want, "zero point {zp}, multiplier {multiplier}");
+        }
+        #[cfg(target_arch = "x86_64")]
+        if crate::isa::Isa::Avx512Vnni.available() {
+            let mut got = [0i8; 9];
+            // SAFETY: AVX-512 F/BW and BMI2 were detected; per-tensor multiplier.
+            unsafe { x86_avx512::requantize_row(&params, &acc, None, 0, &mut got) };
+            assert_eq!(
+                got, want,
+                "AVX-512, zero point {zp}, multiplier {multiplier}"
+            );
         }
     }
 }
