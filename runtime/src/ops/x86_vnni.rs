@@ -22,7 +22,7 @@ use core::arch::asm;
 use core::mem::MaybeUninit;
 
 use crate::ops::RequantizeParams;
-use crate::ops::requantize::x86::{requantize_row, requantize_rows};
+use crate::ops::requantize::x86_avx512::{requantize_row, requantize_rows};
 
 /// `dots[r]` and `dots[4 + r]`: weight row `r` dotted with activation rows 0 and 1 (read as
 /// `x + 128`); `dots[8 + r]`: the sum of weight row `r`.
@@ -730,8 +730,8 @@ pub(crate) unsafe fn gemm_requantize(
             };
             starts[r] = (at.first_row + r) * at.row_stride + channel;
         }
-        // SAFETY: AVX2 is available (caller); `len` accumulators for channels
-        // `channel..channel + len`, inside the validated multipliers.
+        // SAFETY: AVX-512 F/BW and BMI2 are available (caller); `len` accumulators for
+        // channels `channel..channel + len`, inside the validated multipliers.
         unsafe {
             requantize_rows(
                 params,
@@ -784,8 +784,8 @@ pub(crate) unsafe fn dot_pair_requantize(
             o += rows;
         }
         let channel = first + block;
-        // SAFETY: AVX2 is available (caller); `len` accumulators for channels
-        // `channel..channel + len`, inside the validated bias and multipliers.
+        // SAFETY: AVX-512 F/BW and BMI2 are available (caller); `len` accumulators for
+        // channels `channel..channel + len`, inside the validated bias and multipliers.
         unsafe {
             requantize_row(
                 params,
@@ -859,7 +859,7 @@ pub(crate) unsafe fn dot_row_requantize(
         // channels `first + block..first + block + len`, inside the validated bias and
         // multipliers.
         unsafe {
-            crate::ops::requantize::x86_avx512::requantize_row(
+            requantize_row(
                 params,
                 &acc[..len],
                 bias,

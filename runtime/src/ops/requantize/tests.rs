@@ -84,6 +84,30 @@ proptest! {
             unsafe { x86_avx512::requantize_row(&params, acc, bias, first, &mut got) };
             prop_assert_eq!(&got[..n], &want[..]);
             prop_assert_eq!(got[n], 0, "a byte past the row was written");
+            // Eleven rows sharing the channels (one call of eight, one of three), each the
+            // row rotated by its index, written with a gap of two bytes after each.
+            let rows: Vec<Vec<i32>> = (0..11)
+                .map(|r| {
+                    let mut row = acc.to_vec();
+                    if n > 0 {
+                        row.rotate_left(r % n);
+                    }
+                    row
+                })
+                .collect();
+            let views: Vec<&[i32]> = rows.iter().map(Vec::as_slice).collect();
+            let starts: Vec<usize> = (0..11).map(|r| r * (n + 2)).collect();
+            let mut all = vec![0i8; 11 * (n + 2)];
+            // SAFETY: as above; every row's output lies inside `all`.
+            unsafe {
+                x86_avx512::requantize_rows(&params, &views, bias.map(|b| &b[first..]), first, &mut all, &starts)
+            };
+            for (r, row) in rows.iter().enumerate() {
+                let mut want_row = vec![0i8; n];
+                requantize_row_scalar(&params, row, bias, first, &mut want_row);
+                prop_assert_eq!(&all[starts[r]..starts[r] + n], &want_row[..], "row {}", r);
+                prop_assert_eq!(&all[starts[r] + n..starts[r] + n + 2], &[0i8, 0][..]);
+            }
         }
         let _ = &mut got;
     }

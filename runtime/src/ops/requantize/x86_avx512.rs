@@ -1,6 +1,6 @@
-//! AVX-512 requantization of sixteen channels at a time, for the single-row kernels (a batch
-//! of one), where the AVX2 form's per-block preparation of eight channels' constants is not
-//! shared by other rows and took as long as applying them.
+//! AVX-512 requantization of sixteen channels at a time, for the VNNI kernels: a row of
+//! channels, or up to eight rows sharing them (a tile of pixels), each block of sixteen
+//! channels' constants prepared once for all the rows.
 //!
 //! The arithmetic is the AVX2 form's step for step (see [`super::x86`]): `vpmuldq` on the
 //! even and odd lanes for `SaturatingRoundingDoublingHighMul`, the masked remainder test for
@@ -24,6 +24,9 @@ static SPLIT_PAIRS: [u32; 32] = [
     1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31,
 ];
 
+/// Rows the assembly takes per call: a tile of [`crate::ops::x86_vnni`]'s GEMM.
+const ROWS: usize = 8;
+
 /// [`RequantizeParams::output`] with `bias[first + i]` added, over a row of channels
 /// `first..first + acc.len()`, into `out[..acc.len()]`: what
 /// [`super::x86::requantize_row`] computes, sixteen channels per step.
@@ -42,13 +45,41 @@ pub(crate) unsafe fn requantize_row(
     first: usize,
     out: &mut [i8],
 ) {
-    let n = acc.len();
-    let out = &mut out[..n];
+    let bias = bias.map(|b| &b[first..first + acc.len()]);
+    // SAFETY: as this function's; one row written at the start of `out`.
+    unsafe { requantize_rows(params, &[acc], bias, first, out, &[0]) }
+}
+
+/// Requantizes the channels `first..first + n` of several rows of `n` accumulators (`n` the
+/// first row's length), with `bias[i]` added to channel `first + i`, into
+/// `output[starts[r]..][..n]` for row `r`: what [`super::x86::requantize_rows`] computes,
+/// sixteen channels per step, each step's constants prepared once for up to eight rows.
+///
+/// # Safety
+/// [`Isa::Avx512Vnni`](crate::isa::Isa::Avx512Vnni) (AVX-512 F and BW, and BMI2) must be
+/// available.
+///
+/// # Panics
+/// If a row is shorter than the first, a row's output runs past `output`, there are fewer
+/// starts than rows, or per-channel multipliers or a bias do not cover the channels.
+pub(crate) unsafe fn requantize_rows(
+    params: &RequantizeParams<'_>,
+    rows: &[&[i32]],
+    bias: Option<&[i32]>,
+    first: usize,
+    output: &mut [i8],
+    starts: &[usize],
+) {
+    let n = rows.first().map_or(0, |row| row.len());
+    assert!(starts.len() >= rows.len(), "a start for every row");
+    if n == 0 {
+        return;
+    }
     // Without a bias, or with one multiplier for every channel, the pointer stays on a
     // block of zeros or of copies of that multiplier (a step of 0 bytes per block).
     let zeros = [0i32; 16];
     let (bias, bias_step) = match bias {
-        Some(b) => (b[first..first + n].as_ptr(), 64usize),
+        Some(b) => (b[..n].as_ptr(), 64usize),
         None => (zeros.as_ptr(), 0),
     };
     let repeated: [QuantizedMultiplier; 16];
@@ -66,35 +97,78 @@ pub(crate) unsafe fn requantize_row(
         i32::from(params.activation_max) - zero_point,
         zero_point,
     ];
-    // SAFETY: the caller guarantees AVX-512 F/BW and BMI2. Each step reads `m = min(left,
-    // 16)` accumulators, bias values and multiplier pairs through masks that cover exactly
-    // those (masked-out elements are neither read nor faulted on), inside the slices taken
-    // above (or the 16-entry blocks of zeros and copies, read from the same place each
-    // step), and writes `m` bytes of `out` through the same mask. Vector registers and
-    // k1-k5 are clobbered through `clobber_abi("C")`; the stack is untouched.
+    for (rows, starts) in rows.chunks(ROWS).zip(starts.chunks(ROWS)) {
+        // Each row's accumulators and output, checked to hold `n` entries.
+        let mut sums = [core::ptr::null::<i32>(); ROWS];
+        let mut outs = [core::ptr::null_mut::<i8>(); ROWS];
+        for ((row, &start), (sum, out)) in
+            rows.iter().zip(starts).zip(sums.iter_mut().zip(&mut outs))
+        {
+            *sum = row[..n].as_ptr();
+            *out = output[start..start + n].as_mut_ptr();
+        }
+        // SAFETY: the caller guarantees AVX-512 F/BW and BMI2. Each step reads `m = min(left,
+        // 16)` accumulators of each row, bias values and multiplier pairs through masks
+        // that cover exactly those (masked-out elements are neither read nor faulted on),
+        // inside the slices checked above (or the 16-entry blocks of zeros and copies, read
+        // from the same place each step), and writes `m` bytes of each row's output through
+        // the same mask. Vector registers and k1-k5 are clobbered through
+        // `clobber_abi("C")`; the stack is untouched.
+        unsafe {
+            requantize_block_rows(
+                n,
+                (&sums, &outs, rows.len()),
+                (bias, bias_step),
+                (pairs, pairs_step),
+                &bounds,
+            )
+        };
+    }
+}
+
+/// The assembly of [`requantize_rows`] for up to [`ROWS`] rows.
+///
+/// # Safety
+/// As [`requantize_rows`]' comment at its call: `sums[..count]` and `outs[..count]` hold
+/// `n` elements each, and `bias` and `pairs` cover `n` channels with their steps (or are
+/// 16-entry blocks with a step of 0).
+#[inline]
+unsafe fn requantize_block_rows(
+    n: usize,
+    (sums, outs, count): (&[*const i32; ROWS], &[*mut i8; ROWS], usize),
+    (bias, bias_step): (*const i32, usize),
+    (pairs, pairs_step): (*const QuantizedMultiplier, usize),
+    bounds: &[i32; 3],
+) {
+    // SAFETY: see the function's contract.
     unsafe {
         asm!(
-            // rcx: channels left; rsi: accumulators; rdx: bias; r8: multiplier pairs;
-            // rdi: output; r9, r10: the bias and pair pointers' steps; r11: the clamp
-            // bounds and zero point; r12: the pair-splitting indices; r13: channels this
-            // step; r14: their pairs' dwords.
+            // rcx: channels left; r11: the rows' accumulators; rsi: their outputs; r15: row
+            // count; rdx: bias; r8: multiplier pairs; r9, r10: the bias and pair pointers'
+            // steps; r12: the step's first channel; r13: channels this step (first the
+            // clamp bounds' address); r14: their pairs' dwords, then the row (first the
+            // pair-splitting indices' address); rax: scratch.
+            //
             // zmm20: 2^30 per 64-bit lane (the nudge); zmm21, zmm22: the shifted clamp
             // bounds; zmm23: the zero point; zmm24, zmm25: the pair-splitting indices;
             // zmm26: ones; zmm27: zeros; k4: the odd lanes.
             "mov eax, 0x40000000",
             "vpbroadcastq zmm20, rax",
-            "vpbroadcastd zmm21, dword ptr [r11]",
-            "vpbroadcastd zmm22, dword ptr [r11 + 4]",
-            "vpbroadcastd zmm23, dword ptr [r11 + 8]",
-            "vmovdqu32 zmm24, zmmword ptr [r12]",
-            "vmovdqu32 zmm25, zmmword ptr [r12 + 64]",
+            "vpbroadcastd zmm21, dword ptr [r13]",
+            "vpbroadcastd zmm22, dword ptr [r13 + 4]",
+            "vpbroadcastd zmm23, dword ptr [r13 + 8]",
+            "vmovdqu32 zmm24, zmmword ptr [r14]",
+            "vmovdqu32 zmm25, zmmword ptr [r14 + 64]",
             "mov eax, 1",
             "vpbroadcastd zmm26, eax",
             "vpxord zmm27, zmm27, zmm27",
             "mov eax, 0xAAAA",
             "kmovw k4, eax",
+            "xor r12d, r12d",
+            "test r15, r15",
+            "jz 9f",
             "test rcx, rcx",
-            "jz 3f",
+            "jz 9f",
             "2:",
             // m = min(n, 16) channels this step: k1 selects them, k2 and k3 their pairs'
             // 2m dwords in the two 64-byte halves.
@@ -109,20 +183,29 @@ pub(crate) unsafe fn requantize_row(
             "bzhi rax, rax, r14",
             "kmovd k2, eax",
             "kshiftrd k3, k2, 16",
-            // zmm0: the accumulators plus bias.
-            "vmovdqu32 zmm0 {{k1}}{{z}}, zmmword ptr [rsi]",
+            // The step's constants: zmm1 the bias; zmm4 the mantissas, zmm14 the odd
+            // lanes' moved down; zmm6, zmm7 the left and right exponents; zmm10, zmm11
+            // `2^right - 1` and half of it.
             "vmovdqu32 zmm1 {{k1}}{{z}}, zmmword ptr [rdx]",
-            "vpaddd zmm0, zmm0, zmm1",
-            // zmm4: mantissas, zmm5: shifts; zmm6: left exponents, zmm7: right ones.
             "vmovdqu32 zmm2 {{k2}}{{z}}, zmmword ptr [r8]",
             "vmovdqu32 zmm3 {{k3}}{{z}}, zmmword ptr [r8 + 64]",
             "vmovdqa32 zmm4, zmm24",
             "vpermi2d zmm4, zmm2, zmm3",
             "vmovdqa32 zmm5, zmm25",
             "vpermi2d zmm5, zmm2, zmm3",
+            "vpsrlq zmm14, zmm4, 32",
             "vpmaxsd zmm6, zmm5, zmm27",
             "vpsubd zmm7, zmm27, zmm5",
             "vpmaxsd zmm7, zmm7, zmm27",
+            "vpsllvd zmm10, zmm26, zmm7",
+            "vpsubd zmm10, zmm10, zmm26",
+            "vpsrld zmm11, zmm10, 1",
+            "xor r14d, r14d",
+            "4:",
+            // zmm0: row r14's accumulators plus bias, shifted left.
+            "mov rax, qword ptr [r11 + r14 * 8]",
+            "vmovdqu32 zmm0 {{k1}}{{z}}, zmmword ptr [rax + r12 * 4]",
+            "vpaddd zmm0, zmm0, zmm1",
             "vpsllvd zmm0, zmm0, zmm6",
             // SaturatingRoundingDoublingHighMul: bits 31..62 of `a * b + 2^30`, from the
             // even lanes' products shifted down and the odd lanes' shifted up by one.
@@ -130,47 +213,46 @@ pub(crate) unsafe fn requantize_row(
             "vpaddq zmm8, zmm8, zmm20",
             "vpsrlq zmm8, zmm8, 31",
             "vpsrlq zmm9, zmm0, 32",
-            "vpsrlq zmm10, zmm4, 32",
-            "vpmuldq zmm9, zmm9, zmm10",
+            "vpmuldq zmm9, zmm9, zmm14",
             "vpaddq zmm9, zmm9, zmm20",
             "vpsllq zmm9, zmm9, 1",
             "vpblendmd zmm8 {{k4}}, zmm8, zmm9",
             // RoundingDivideByPOT: shift right, plus one where the remainder exceeds half
             // of `2^e` (half plus one for a negative value).
-            "vpsllvd zmm10, zmm26, zmm7",
-            "vpsubd zmm10, zmm10, zmm26",
-            "vpsrld zmm11, zmm10, 1",
             "vpandd zmm12, zmm8, zmm10",
             "vpsrld zmm13, zmm8, 31",
             "vpaddd zmm13, zmm13, zmm11",
             "vpcmpgtd k5, zmm12, zmm13",
             "vpsravd zmm8, zmm8, zmm7",
             "vpaddd zmm8 {{k5}}, zmm8, zmm26",
-            // The clamp, the zero point, and sixteen bytes out (in range, so the
+            // The clamp, the zero point, and the step's bytes out (in range, so the
             // saturating narrowing changes nothing).
             "vpmaxsd zmm8, zmm8, zmm21",
             "vpminsd zmm8, zmm8, zmm22",
             "vpaddd zmm8, zmm8, zmm23",
-            "vpmovsdb xmmword ptr [rdi] {{k1}}, zmm8",
-            "add rsi, 64",
+            "mov rax, qword ptr [rsi + r14 * 8]",
+            "vpmovsdb xmmword ptr [rax + r12] {{k1}}, zmm8",
+            "inc r14",
+            "cmp r14, r15",
+            "jb 4b",
             "add rdx, r9",
             "add r8, r10",
-            "add rdi, 16",
+            "add r12, r13",
             "sub rcx, r13",
             "jnz 2b",
-            "3:",
+            "9:",
             "vzeroupper",
             inout("rcx") n => _,
-            inout("rsi") acc.as_ptr() => _,
+            in("r11") sums.as_ptr(),
+            in("rsi") outs.as_ptr(),
+            in("r15") count,
             inout("rdx") bias => _,
             inout("r8") pairs => _,
-            inout("rdi") out.as_mut_ptr() => _,
             in("r9") bias_step,
             in("r10") pairs_step,
-            in("r11") bounds.as_ptr(),
-            in("r12") SPLIT_PAIRS.as_ptr(),
-            out("r13") _,
-            out("r14") _,
+            out("r12") _,
+            inout("r13") bounds.as_ptr() => _,
+            inout("r14") SPLIT_PAIRS.as_ptr() => _,
             out("rax") _,
             clobber_abi("C"),
             options(nostack),
