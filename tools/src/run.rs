@@ -77,7 +77,7 @@ pub fn run_layers(file: &ModelFile, inputs: &[Array], tensors: &[u16]) -> Result
         records.len(),
         inputs.len()
     );
-    let mut arena = vec![0u8; model.arena_size() + loam::format::ARENA_ALIGN];
+    let mut arena = vec![0u8; Interpreter::arena_size_with_records(&model)];
     let mut interpreter = Interpreter::new(&model, &mut arena)?;
     for (i, (array, t)) in inputs.iter().zip(&records).enumerate() {
         let bytes = sample_bytes(array, t, 0, t.shape.elements().unwrap_or(0))?;
@@ -169,7 +169,7 @@ pub fn run(file: &ModelFile, inputs: &[Array]) -> Result<Vec<NamedArray>> {
     );
     let (count, stacked) = sample_count(inputs, &records)?;
     let outputs = io_records(&model, true)?;
-    let mut arena = vec![0u8; model.arena_size() + loam::format::ARENA_ALIGN];
+    let mut arena = vec![0u8; Interpreter::arena_size_with_records(&model)];
     let mut interpreter = Interpreter::new(&model, &mut arena)?;
     let mut collected: Vec<Vec<u8>> = vec![Vec::new(); outputs.len()];
     for s in 0..count {

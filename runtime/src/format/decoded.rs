@@ -36,6 +36,10 @@ pub(crate) struct DecodedTensor {
     multipliers: u32,
 }
 
+// The sizes `loam_model_arena_size`'s documentation gives (the C API).
+const _: () = assert!(core::mem::size_of::<DecodedTensor>() == 56);
+const _: () = assert!(core::mem::size_of::<DecodedOp>() == 44);
+
 const DTYPES: [DType; 5] = [DType::F32, DType::F16, DType::I8, DType::I16, DType::I32];
 
 impl DecodedTensor {

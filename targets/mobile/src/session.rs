@@ -182,9 +182,11 @@ pub struct Session {
 }
 
 impl Session {
-    /// An interpreter for `model` with an arena of the plan's size.
+    /// An interpreter for `model` with an arena of the plan's size plus room for the decoded
+    /// records it keeps ([`Interpreter::arena_size_with_records`]).
     pub fn new(model: Arc<SharedModel>) -> Result<Session, Failure> {
-        let (arena_owner, arena) = Lent::zeroed(model.model().arena_size());
+        let (arena_owner, arena) =
+            Lent::zeroed(Interpreter::arena_size_with_records(model.model()));
         // SAFETY: `model` lives on the `Arc`'s heap block, which `Session::model` keeps alive
         // and in place for longer than the interpreter (dropped first).
         let borrowed: &'static Model<'static> = unsafe { &*(model.model() as *const _) };

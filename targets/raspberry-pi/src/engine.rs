@@ -74,7 +74,8 @@ pub struct Engine<'m, 'a> {
 
 impl<'m, 'a> Engine<'m, 'a> {
     /// Binds `model` to `arena` (at least [`Model::arena_size`] plus
-    /// [`loam::format::ARENA_ALIGN`] bytes) and checks its first input and output are types
+    /// [`loam::format::ARENA_ALIGN`] bytes; [`Interpreter::arena_size_with_records`] for
+    /// the decoded records too) and checks its first input and output are types
     /// this program can fill and read.
     pub fn new(model: &'m Model<'m>, arena: &'a mut [u8]) -> Result<Self> {
         let interpreter = Interpreter::new(model, arena).context("setting up the interpreter")?;

@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use loam::Model;
 use loam::audio::FeatureConfig;
+use loam::{Interpreter, Model};
 use serde_json::json;
 
 use engine::Engine;
@@ -101,7 +101,8 @@ fn run(cli: &Cli) -> Result<u64> {
     let model = Model::from_bytes(&bytes)
         .with_context(|| format!("{} is not a valid .loam model", cli.model.display()))?;
     let labels: Vec<String> = model.labels().map(str::to_string).collect();
-    let mut arena = vec![0u8; model.arena_size() + loam::format::ARENA_ALIGN];
+    // Room for the decoded records too, which speed up small layers (a few KiB).
+    let mut arena = vec![0u8; Interpreter::arena_size_with_records(&model)];
     let engine = Engine::new(&model, &mut arena)
         .with_context(|| format!("loading {}", cli.model.display()))?;
     let audio = if cli.wav.is_empty() {
