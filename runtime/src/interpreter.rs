@@ -74,7 +74,8 @@ impl<'m, 'a> Interpreter<'m, 'a> {
 
     /// Bytes of arena with which [`Interpreter::new`] keeps every tensor's and op's record
     /// decoded, and the constants some ops derive from the model (an int8 fully-connected
-    /// layer's bias with its input zero point folded in, one word per output channel):
+    /// layer's bias with its input zero point folded in, one word per output channel; an int8
+    /// softmax's table of exponentials, 256 words):
     /// [`Model::arena_size`], plus those records and words, plus room to align them. The
     /// record sizes are this runtime's, not the file's, so this is computed here rather than
     /// stored in the model; it depends on the model alone, not on the CPU.

@@ -146,8 +146,8 @@ void loam_model_free(struct LoamModel *model);
 
 // Bytes of RAM the model's tensors need (the plan's arena). Each interpreter allocates this
 // plus the decoded records it keeps beside them, which make small layers faster: 56 bytes
-// per tensor, 44 per op, and 4 per output channel of int8 fully-connected layers whose input
-// is not a ReLU's.
+// per tensor, 44 per op, 4 per output channel of int8 fully-connected layers whose input is
+// not a ReLU's, and 1 KiB per int8 softmax.
 //
 // # Safety
 // `model` is a live model.

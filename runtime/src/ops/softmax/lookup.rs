@@ -7,7 +7,8 @@
 //!
 //! The table spans the whole input's spread (no row's difference can be larger) and is
 //! built only when that is fewer evaluations than the reference's two per element; a single
-//! short row with a wide spread (one classifier output) is computed directly.
+//! short row with a wide spread (one classifier output) instead remembers the values it
+//! computed, so each distinct difference is evaluated once.
 
 use super::reference::{log_softmax_exp, log_softmax_row, softmax_exp, softmax_row};
 use super::{SoftmaxI8, SoftmaxQuant};
@@ -39,7 +40,56 @@ fn exp_table(
     Some(table)
 }
 
+/// Entries of a full table: every difference an int8 row can have, `0` to `-255`.
+pub(crate) const TABLE_LEN: usize = 256;
+
+/// Fills `table` (of [`TABLE_LEN`] words) with the exponentials of the differences `0, -1,
+/// ..., -255` for a layer with `params` (0 below `diff_min`, which the rows never ask for):
+/// the table [`exp_table`] builds for any input, kept by an interpreter. `None` for
+/// parameters that do not check out or a table of another length.
+pub(crate) fn fill_table(params: &SoftmaxQuant, log: bool, table: &mut [i32]) -> Option<()> {
+    let input = params.input()?;
+    if table.len() != TABLE_LEN {
+        return None;
+    }
+    let exp = if log { log_softmax_exp } else { softmax_exp };
+    for (d, value) in table.iter_mut().enumerate() {
+        let diff = -(d as i32);
+        *value = if diff >= params.diff_min {
+            exp(diff, input)
+        } else {
+            0
+        };
+    }
+    Some(())
+}
+
+/// The int8 softmax or log-softmax with the exponentials from a full `table`
+/// ([`fill_table`] of the same parameters); the operands must have passed
+/// [`SoftmaxI8::validate`].
+pub(crate) fn softmax_i8_with_table(
+    op: &SoftmaxI8<'_>,
+    output: &mut [i8],
+    table: &[i32; TABLE_LEN],
+) {
+    let p = &op.params;
+    let depth = op.shape.depth;
+    let rows = op
+        .input
+        .chunks_exact(depth)
+        .zip(output.chunks_exact_mut(depth));
+    for (x, out) in rows {
+        let exp = &mut |diff: i32| table[diff.unsigned_abs() as usize];
+        if op.log {
+            log_softmax_row(p, x, out, exp);
+        } else {
+            softmax_row(p, x, out, exp);
+        }
+    }
+}
+
 /// The table-driven int8 softmax and log-softmax.
+#[cfg_attr(target_os = "none", allow(dead_code))]
 pub(super) fn softmax_i8(op: &SoftmaxI8<'_>, output: &mut [i8]) {
     if op.log {
         with_table(op, output, log_softmax_exp, |p, x, out, exp| {
@@ -70,9 +120,51 @@ fn with_table(
         .chunks_exact(depth)
         .zip(output.chunks_exact_mut(depth));
     let Some(table) = exp_table(op, exp, input) else {
-        return super::reference_i8(op, output);
+        // Too few elements for a table: each row remembers the exponentials it computed,
+        // which the reference would compute again for the outputs (a classifier's ten
+        // outputs take half the time otherwise).
+        for (x, out) in rows {
+            let mut memo = ExpMemo::new();
+            row(p, x, out, &mut |diff| memo.get(diff, |d| exp(d, input)));
+        }
+        return;
     };
     for (x, out) in rows {
         row(p, x, out, &mut |diff| table[diff.unsigned_abs() as usize]);
+    }
+}
+
+/// The exponentials of up to [`ExpMemo::SLOTS`] differences one row asked for, looked up by
+/// difference (a row has at most that many distinct ones when it is that short); past that,
+/// each is computed as asked. The same values as computing each time: `exp` is a pure
+/// function of the difference.
+struct ExpMemo {
+    diffs: [i32; Self::SLOTS],
+    values: [i32; Self::SLOTS],
+    len: usize,
+}
+
+impl ExpMemo {
+    const SLOTS: usize = 32;
+
+    fn new() -> Self {
+        ExpMemo {
+            diffs: [0; Self::SLOTS],
+            values: [0; Self::SLOTS],
+            len: 0,
+        }
+    }
+
+    fn get(&mut self, diff: i32, exp: impl Fn(i32) -> i32) -> i32 {
+        if let Some(i) = self.diffs[..self.len].iter().position(|&d| d == diff) {
+            return self.values[i];
+        }
+        let value = exp(diff);
+        if self.len < Self::SLOTS {
+            self.diffs[self.len] = diff;
+            self.values[self.len] = value;
+            self.len += 1;
+        }
+        value
     }
 }

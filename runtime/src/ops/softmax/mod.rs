@@ -18,7 +18,8 @@ mod aarch64;
 #[cfg(all(target_arch = "arm", loam_arm_neon))]
 mod arm_neon;
 pub(crate) mod gemmlowp;
-#[cfg(not(target_os = "none"))]
+// The table kernel runs everywhere an interpreter keeps the table in its arena; only the
+// kernel that builds it on the stack is left out on bare metal (see `I8_KERNELS`).
 mod lookup;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
@@ -405,6 +406,23 @@ pub(crate) fn check(kind: OpKind, node: &Node<'_>) -> Result<(), OpProblem> {
     }
 }
 
+/// Words [`prepare`] keeps: an int8 softmax or log-softmax keeps the exponentials of every
+/// difference from its row's maximum, [`lookup::TABLE_LEN`] of them.
+pub(crate) fn prepared_len(node: &Node<'_>) -> usize {
+    match node.input(0) {
+        Ok(input) if input.record.dtype == DType::I8 => lookup::TABLE_LEN,
+        _ => 0,
+    }
+}
+
+/// Fills the exponential table of an int8 softmax or log-softmax: the values the reference
+/// computes for each difference, which depend on the layer's parameters alone (the
+/// table kernel builds the same table on the stack on every run).
+pub(crate) fn prepare(kind: OpKind, node: &Node<'_>, words: &mut [i32]) -> Option<()> {
+    let attributes: SoftmaxAttributes = node.attributes().ok()?;
+    lookup::fill_table(&attributes.quantized?, kind == OpKind::LogSoftmax, words)
+}
+
 pub(crate) fn run(kind: OpKind, ctx: &Ctx<'_, '_>) -> Result<(), Error> {
     let node = &ctx.node;
     let corrupt = |_| Error::CorruptModel;
@@ -433,7 +451,15 @@ pub(crate) fn run(kind: OpKind, ctx: &Ctx<'_, '_>) -> Result<(), Error> {
                 input: ctx.read(&input)?,
             };
             // SAFETY: as above.
-            softmax_i8(&op, unsafe { ctx.write(&output)? })
+            let out = unsafe { ctx.write(&output)? };
+            match <&[i32; lookup::TABLE_LEN]>::try_from(node.prepared) {
+                Ok(table) => {
+                    op.validate(out)?;
+                    lookup::softmax_i8_with_table(&op, out, table);
+                    Ok(())
+                }
+                Err(_) => softmax_i8(&op, out),
+            }
         }
         _ => Err(Error::CorruptModel),
     }

@@ -164,6 +164,12 @@ proptest! {
         };
         let compared = compare_kernels(I8_KERNELS, run, exact)?;
         prop_assert_eq!(compared, fast_paths(I8_KERNELS));
+        // The full table an interpreter keeps serves any input of these parameters.
+        let mut table = [0i32; lookup::TABLE_LEN];
+        prop_assert!(lookup::fill_table(&params, log, &mut table).is_some());
+        let mut kept = vec![0i8; input.len()];
+        lookup::softmax_i8_with_table(&op, &mut kept, &table);
+        prop_assert_eq!(kept, run(I8_KERNELS[0].run));
     }
 
     /// int8 softmax is within one output step of the real softmax of the dequantized input,
