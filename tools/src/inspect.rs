@@ -63,6 +63,9 @@ pub struct Inspection {
     pub weight_bytes: usize,
     /// Bytes of the planned tensor arena: the inference RAM.
     pub arena_bytes: usize,
+    /// Bytes of arena with which the interpreter also keeps every record decoded, which
+    /// speeds up small layers ([`loam::Interpreter::arena_size_with_records`]).
+    pub arena_with_records_bytes: usize,
     /// Graph inputs.
     pub inputs: Vec<Port>,
     /// Graph outputs.
@@ -188,6 +191,7 @@ pub fn inspect(file: &ModelFile) -> Result<Inspection> {
         flash_bytes: file.bytes().len(),
         weight_bytes,
         arena_bytes: arena,
+        arena_with_records_bytes: loam::Interpreter::arena_size_with_records(&model),
         inputs: ports(false)?,
         outputs: ports(true)?,
         macs: ops.iter().map(|o| o.macs).sum(),
@@ -235,8 +239,12 @@ impl Inspection {
         let _ = writeln!(s, "{}: {}", self.name, self.description);
         let _ = writeln!(
             s,
-            "flash {} B (weights {} B), arena {} B, {} MACs per inference",
-            self.flash_bytes, self.weight_bytes, self.arena_bytes, self.macs
+            "flash {} B (weights {} B), arena {} B ({} B keeping its records decoded, for speed), {} MACs per inference",
+            self.flash_bytes,
+            self.weight_bytes,
+            self.arena_bytes,
+            self.arena_with_records_bytes,
+            self.macs
         );
         for (what, ports) in [("input", &self.inputs), ("output", &self.outputs)] {
             for p in ports {
@@ -306,6 +314,7 @@ mod tests {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/digits/model.loam");
         let i = inspect(&ModelFile::open(&path).unwrap()).unwrap();
         assert_eq!((i.flash_bytes, i.arena_bytes), (17_920, 1_408));
+        assert!(i.arena_with_records_bytes > i.arena_bytes);
         // conv 8x8x16 over 3x3x1, conv 4x4x32 over 3x3x16, dense 128->64, dense 64->10.
         assert_eq!(
             i.macs,
