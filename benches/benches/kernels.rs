@@ -344,6 +344,57 @@ fn depthwise_16x8(c: &mut Criterion) {
     group.finish();
 }
 
+/// int8 Add and Sub: every kernel side by side, on ResNet-8's residual Add (two same-shape
+/// tensors), a Sub of the same shape, and an Add with a per-channel operand repeated over
+/// the pixels (rows of sixteen); "elements" are outputs.
+fn binary_int8(c: &mut Criterion) {
+    use loam::ops::binary::{
+        self, BinaryI8, BinaryI8Params, BinaryOp, BinaryRequant, BinaryShape, Source,
+    };
+    let mut group = c.benchmark_group("binary_i8");
+    let cases = [
+        (
+            "add-32x32x16",
+            BinaryOp::Add,
+            [1usize, 32, 32, 16],
+            [1usize, 32, 32, 16],
+        ),
+        (
+            "sub-32x32x16",
+            BinaryOp::Sub,
+            [1, 32, 32, 16],
+            [1, 32, 32, 16],
+        ),
+        (
+            "add-32x32x16-by-16",
+            BinaryOp::Add,
+            [1, 32, 32, 16],
+            [1, 1, 1, 16],
+        ),
+    ];
+    for (name, op, da, db) in cases {
+        let shape = BinaryShape::broadcast(&da, &db).unwrap();
+        let requant = BinaryRequant::new(op, 0.05, 0.07, 0.09).unwrap();
+        let params = BinaryI8Params::from_requant(op, &requant, [3, -5, -2], (-128, 127)).unwrap();
+        let a = pattern(da.iter().product(), 1);
+        let b = pattern(db.iter().product(), 2);
+        let op = BinaryI8 {
+            shape,
+            params,
+            a: Source::Slice(&a),
+            b: Source::Slice(&b),
+        };
+        let mut output = vec![0i8; a.len()];
+        group.throughput(Throughput::Elements(a.len() as u64));
+        for (kernel, run) in binary::i8_kernels() {
+            group.bench_function(BenchmarkId::new(kernel, name), |bench| {
+                bench.iter(|| run(black_box(&op), black_box(&mut output)))
+            });
+        }
+    }
+    group.finish();
+}
+
 /// int8 softmax: every kernel side by side; criterion's "elements" here are output values.
 fn softmax_int8(c: &mut Criterion) {
     let mut group = c.benchmark_group("softmax_i8");
@@ -518,6 +569,7 @@ criterion_group!(
     convolution,
     depthwise,
     depthwise_16x8,
+    binary_int8,
     softmax_int8
 );
 criterion_main!(benches);

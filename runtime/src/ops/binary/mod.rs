@@ -20,6 +20,8 @@ mod arm_neon;
 pub mod reference;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512;
 
 use serde::{Deserialize, Serialize};
 
@@ -602,6 +604,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         isa: Isa::Avx2,
         run: x86::binary_i8,
     },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx512",
+        isa: Isa::Avx512Vnni,
+        run: x86_avx512::binary_i8,
+    },
     #[cfg(target_arch = "aarch64")]
     Kernel {
         name: "neon",
@@ -615,6 +623,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         run: arm_neon::binary_i8,
     },
 ];
+
+/// The int8 kernels this CPU can run, by name (reference first), for the benchmarks.
+#[doc(hidden)]
+pub fn i8_kernels() -> impl Iterator<Item = (&'static str, I8Kernel)> {
+    crate::isa::runnable(I8_KERNELS)
+}
 
 /// The float kernels of this build, reference first.
 pub(crate) const F32_KERNELS: &[Kernel<F32Kernel>] = &[
