@@ -246,7 +246,9 @@ impl TrainerSession {
     /// A trainer for `model` with `config`, starting from the model's own weights.
     pub fn new(model: Arc<SharedModel>, config: TrainConfig) -> Result<TrainerSession, Failure> {
         let state_len = Trainer::state_len(model.model(), &config)?;
-        let (arena_owner, arena) = Lent::zeroed(model.model().arena_size());
+        // Room for the decoded records too: the frozen layers' forward passes run faster.
+        let (arena_owner, arena) =
+            Lent::zeroed(Interpreter::arena_size_with_records(model.model()));
         let (state_owner, state) = Lent::zeroed(state_len);
         // SAFETY: as in `Session::new`; the trainer is dropped before `model`.
         let borrowed: &'static Model<'static> = unsafe { &*(model.model() as *const _) };
