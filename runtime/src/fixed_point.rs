@@ -153,13 +153,7 @@ impl QuantizedMultiplier {
     /// model whose accumulators overflow there is outside TFLite's specification anyway.
     #[inline]
     pub const fn apply(self, x: i32) -> i32 {
-        // The shift is in MIN_SHIFT..=MAX_SHIFT (the constructors guarantee it), so neither
-        // conversion can overflow.
-        let (left, right) = if self.shift > 0 {
-            (self.shift as u32, 0)
-        } else {
-            (0, self.shift.unsigned_abs())
-        };
+        let (left, right) = self.exponents();
         rounding_divide_by_pot(
             saturating_rounding_doubling_high_mul(x.wrapping_shl(left), self.multiplier),
             right,
@@ -168,6 +162,20 @@ impl QuantizedMultiplier {
 }
 
 impl QuantizedMultiplier {
+    /// The shift as `(left, right)` exponents, one of them 0: `apply` shifts left by the
+    /// first before the high multiply and divides by `2^right` after it. The vector kernels
+    /// prepare their constants from these.
+    #[inline]
+    pub(crate) const fn exponents(self) -> (u32, u32) {
+        // The shift is in MIN_SHIFT..=MAX_SHIFT (the constructors guarantee it), so both
+        // exponents are at most 31.
+        if self.shift > 0 {
+            (self.shift as u32, 0)
+        } else {
+            (0, self.shift.unsigned_abs())
+        }
+    }
+
     /// Largest shift a 16x8 layer's multiplier may have: [`QuantizedMultiplier::apply_wide`]
     /// shifts right by `15 - shift`, which must stay positive (TFLite checks `shift < 8`).
     pub const MAX_WIDE_SHIFT: i32 = 7;

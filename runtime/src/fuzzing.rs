@@ -24,16 +24,22 @@ pub fn exercise(data: &[u8]) {
     };
     let _ = model.check_plan();
     // Running is bounded by the arena the file asks for; keep it small enough to stay fast.
-    // Twice: decoding each record as the ops run, and with the records kept decoded.
     if model.arena_size() <= 1 << 16 {
-        for size in [
-            model.arena_size() + 16,
-            Interpreter::arena_size_with_records(&model),
-        ] {
-            let mut arena = vec![0u8; size];
-            if let Ok(mut interpreter) = Interpreter::new(&model, &mut arena) {
-                let _ = interpreter.invoke();
-            }
+        invoke_both_ways(&model);
+    }
+}
+
+/// Runs a loaded model once per interpreter mode, ignoring errors (a damaged model may
+/// fail cleanly, never panic): decoding each record as the ops run, and with the records
+/// kept decoded in an arena of [`Interpreter::arena_size_with_records`].
+pub fn invoke_both_ways(model: &Model<'_>) {
+    for size in [
+        model.arena_size() + 16,
+        Interpreter::arena_size_with_records(model),
+    ] {
+        let mut arena = vec![0u8; size];
+        if let Ok(mut interpreter) = Interpreter::new(model, &mut arena) {
+            let _ = interpreter.invoke();
         }
     }
 }

@@ -981,16 +981,7 @@ fn damaged_files_are_refused_cleanly() {
                 if let Ok(model) = Model::from_bytes(&aligned) {
                     let _ = model.check_plan();
                     if model.arena_size() < 1 << 20 {
-                        // With the records decoded as the ops run, and kept decoded.
-                        for size in [
-                            model.arena_size() + 16,
-                            Interpreter::arena_size_with_records(&model),
-                        ] {
-                            let mut arena = vec![0u8; size];
-                            if let Ok(mut it) = Interpreter::new(&model, &mut arena) {
-                                let _ = it.invoke();
-                            }
-                        }
+                        loam::fuzzing::invoke_both_ways(&model);
                     }
                 }
             }

@@ -60,15 +60,13 @@ impl VecMultiplier {
         // SAFETY: the caller guarantees the target features are available; memory is
         // accessed only through bounds-checked slices.
         unsafe {
-            let shift = m.shift();
-            let left = shift.max(0);
-            let right = (-shift).clamp(0, 31);
+            let (left, right) = m.exponents();
             let mask = ((1i64 << right) - 1) as i32;
             VecMultiplier {
-                left: _mm_cvtsi32_si128(left),
+                left: _mm_cvtsi32_si128(left as i32),
                 multiplier: _mm256_set1_epi32(m.multiplier()),
                 odd_multiplier: _mm256_set1_epi64x(i64::from(m.multiplier())),
-                right: _mm256_set1_epi32(right),
+                right: _mm256_set1_epi32(right as i32),
                 masks: (_mm256_set1_epi32(mask), _mm256_set1_epi32(mask >> 1)),
             }
         }

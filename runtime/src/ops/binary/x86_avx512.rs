@@ -14,7 +14,6 @@
 use core::arch::asm;
 
 use super::{BinaryI8, BinaryI8Params, BinaryOp, Source};
-use crate::fixed_point::QuantizedMultiplier;
 use crate::isa::Isa;
 
 /// The AVX-512 kernel for Add and Sub rows whose operands both advance; the AVX2 kernel for
@@ -87,14 +86,14 @@ impl Constants {
             (Self::INPUT2, p.input2_multiplier),
             (Self::OUTPUT, p.output_multiplier),
         ] {
-            let (left, right, mantissa) = split(m);
+            let (left, right) = m.exponents();
             let mask = ((1i64 << right) - 1) as i32;
-            put(at + LEFT, left);
-            put(at + RIGHT, right);
+            put(at + LEFT, left as i32);
+            put(at + RIGHT, right as i32);
             put(at + MASK, mask);
             put(at + HALF, mask >> 1);
             // Little-endian 64-bit: the mantissa, then its sign extension (non-negative).
-            put(at + MANTISSA, mantissa);
+            put(at + MANTISSA, m.multiplier());
         }
         let ozp = p.output_zero_point;
         put(Self::ZP1, p.input1_zero_point);
@@ -108,12 +107,6 @@ impl Constants {
         put(Self::NUDGE, 1 << 30);
         c
     }
-}
-
-/// A multiplier's left exponent, right exponent (0..=31) and mantissa.
-fn split(m: QuantizedMultiplier) -> (i32, i32, i32) {
-    let shift = m.shift();
-    (shift.max(0), (-shift).clamp(0, 31), m.multiplier())
 }
 
 /// `QuantizedMultiplier::apply` of the multiplier at byte offset `$m` of the constants
