@@ -379,6 +379,16 @@ impl PackedWeights {
             && channels.div_ceil(PANEL) * PANEL * k.div_ceil(4) * 4 <= MAX_PACKED_WEIGHTS
     }
 
+    /// The most output channels of `k` inputs that fit, a whole number of panels (0 when
+    /// not even one panel does).
+    pub(crate) fn channels_that_fit(k: usize) -> usize {
+        if !(1..=MAX_GEMM_DEPTH).contains(&k) {
+            return 0;
+        }
+        let panel_bytes = PANEL * k.div_ceil(4) * 4;
+        (MAX_PACKED_WEIGHTS / panel_bytes * PANEL).min(MAX_PACKED_CHANNELS)
+    }
+
     /// An empty packing.
     pub(crate) const fn new() -> Self {
         PackedWeights {

@@ -304,9 +304,9 @@ fn edge_cases_match_the_reference() {
         fixed_geometry(3, 3, 17, 8, 3, 1, [1; 4], 1),
         fixed_geometry(6, 6, 12, 6, 3, 1, [1; 4], 3),
         fixed_geometry(4, 1, 32, 32, 1, 2, [0; 4], 1),
-        // Layers too large for the AVX-512 VNNI kernels' packed weights, which take their
-        // unpacked paths: patches over 1024 bytes, then
-        // too many channels of 306 bytes, then a pointwise layer wider than 1024 channels.
+        // Layers too large for the AVX-512 VNNI kernels' packed weights: patches over 1024
+        // bytes (the unpacked path), then too many channels of 306 bytes (two slices of
+        // the packed path), then a pointwise layer wider than 1024 channels.
         fixed_geometry(3, 3, 130, 6, 3, 1, [1; 4], 1),
         fixed_geometry(3, 3, 34, 120, 3, 1, [1; 4], 1),
         fixed_geometry(2, 2, 1100, 5, 1, 1, [0; 4], 1),
@@ -341,12 +341,21 @@ fn edge_cases_match_the_reference() {
     }
 }
 
-/// A grouped layer whose patches are too long for the AVX-512 VNNI packing, with varied
-/// values that do not saturate: each group must meet its own filter rows, bias and
-/// multipliers on the unpacked path, as in the reference.
+/// Grouped layers too large for one AVX-512 VNNI packing, with varied values that do not
+/// saturate: each group must meet its own filter rows, bias and multipliers as in the
+/// reference. The first has patches too long to pack (the unpacked path); the second's
+/// groups of 70 channels of 900 inputs run as three slices, the last one partial.
 #[test]
 fn large_grouped_layers_match_the_reference() {
-    let g = fixed_geometry(3, 3, 262, 6, 3, 1, [1; 4], 2);
+    for g in [
+        fixed_geometry(3, 3, 262, 6, 3, 1, [1; 4], 2),
+        fixed_geometry(4, 5, 200, 140, 3, 1, [1, 0, 1, 2], 2),
+    ] {
+        large_grouped_layer_matches_the_reference(g);
+    }
+}
+
+fn large_grouped_layer_matches_the_reference(g: ConvGeometry) {
     let mut byte = crate::ops::testing::xorshift_bytes(0x9e37_79b9_7f4a_7c15u64);
     let input: Vec<i8> = (0..g.input_len().unwrap()).map(|_| byte()).collect();
     let filter: Vec<i8> = (0..g.out_channels * g.patch_len())
