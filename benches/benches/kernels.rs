@@ -271,6 +271,11 @@ fn depthwise(c: &mut Criterion) {
     let mut group = c.benchmark_group("depthwise_conv2d_i8");
     let cases = [
         ("dscnn-3x3x64", geometry((25, 5), 64, 64, (3, 3), 1, 64)),
+        ("mobilenet-3x3x8", geometry((48, 48), 8, 8, (3, 3), 1, 8)),
+        (
+            "mobilenet-3x3x16-s2",
+            geometry((48, 48), 16, 16, (3, 3), 2, 16),
+        ),
         (
             "mobilenet-3x3x32-s2",
             geometry((48, 48), 32, 32, (3, 3), 2, 32),
@@ -295,14 +300,11 @@ fn depthwise(c: &mut Criterion) {
                     .unwrap()
             })
         });
-        group.bench_function(BenchmarkId::new("reference", name), |b| {
-            b.iter(|| {
-                depthwise_conv2d::reference::depthwise_conv2d_i8(
-                    black_box(&op),
-                    black_box(&mut output),
-                )
-            })
-        });
+        for (kernel, run) in depthwise_conv2d::i8_kernels() {
+            group.bench_function(BenchmarkId::new(kernel, name), |b| {
+                b.iter(|| run(black_box(&op), black_box(&mut output)))
+            });
+        }
     }
     group.finish();
 }
@@ -313,6 +315,11 @@ fn depthwise_16x8(c: &mut Criterion) {
     let mut group = c.benchmark_group("depthwise_conv2d_i16");
     let cases = [
         ("dscnn-3x3x64", geometry((25, 5), 64, 64, (3, 3), 1, 64)),
+        ("mobilenet-3x3x8", geometry((48, 48), 8, 8, (3, 3), 1, 8)),
+        (
+            "mobilenet-3x3x16-s2",
+            geometry((48, 48), 16, 16, (3, 3), 2, 16),
+        ),
         (
             "mobilenet-3x3x32-s2",
             geometry((48, 48), 32, 32, (3, 3), 2, 32),

@@ -17,6 +17,8 @@ pub mod reference;
 mod tests;
 #[cfg(target_arch = "x86_64")]
 mod x86;
+#[cfg(target_arch = "x86_64")]
+mod x86_vnni;
 
 use serde::{Deserialize, Serialize};
 
@@ -408,7 +410,9 @@ impl<W: FloatWeight> DepthwiseConv2dF32<'_, W> {
     }
 }
 
-type I8Kernel = fn(&DepthwiseConv2dI8<'_>, &mut [i8]);
+/// An int8 depthwise kernel over validated operands.
+#[doc(hidden)]
+pub type I8Kernel = fn(&DepthwiseConv2dI8<'_>, &mut [i8]);
 /// A float depthwise kernel over validated operands, for filters of type `W`.
 pub type F32Kernel<W = f32> = fn(&DepthwiseConv2dF32<'_, W>, &mut [f32]);
 
@@ -445,6 +449,13 @@ pub fn f16_kernels() -> impl Iterator<Item = (&'static str, F32Kernel<half::f16>
     crate::isa::runnable(F16_KERNELS)
 }
 
+/// The int8 kernels this CPU can run, by name (reference first), for benchmarks that set
+/// kernels side by side. Each expects a validated operation.
+#[doc(hidden)]
+pub fn i8_kernels() -> impl Iterator<Item = (&'static str, I8Kernel)> {
+    crate::isa::runnable(I8_KERNELS)
+}
+
 /// The int8 kernels of this build, reference first.
 pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
     Kernel {
@@ -457,6 +468,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         name: "avx2",
         isa: Isa::Avx2,
         run: x86::depthwise_conv2d_i8,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "avx512vnni",
+        isa: Isa::Avx512Vnni,
+        run: x86_vnni::depthwise_conv2d_i8,
     },
     #[cfg(target_arch = "aarch64")]
     Kernel {

@@ -483,3 +483,110 @@ proptest! {
         }
     }
 }
+
+/// The AVX-512 VNNI kernel's own layers, each of which it must take rather than hand to the
+/// AVX2 kernel: channel counts that divide 64, are multiples of it or repeat every few
+/// chunks (3, 24, 96), strides of one and two (and a third, whose phases are copied pixel
+/// by pixel) in either direction, dilation, 5x5 windows, asymmetric padding, two images,
+/// rows whose last chunk is partial, multipliers above one (the left shift) and below, and
+/// tight activation clamps.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_vnni_kernel_takes_and_matches_its_layers() {
+    #[allow(clippy::type_complexity)]
+    let cases: &[(
+        usize,
+        (usize, usize),
+        (usize, usize),
+        (usize, usize),
+        [usize; 4],
+    )] = &[
+        // (channels, (h, w), kernel, (stride_h, stride_w), [top, left, bottom, right])
+        (8, (9, 11), (3, 3), (1, 1), [1, 1, 1, 1]),
+        (16, (9, 10), (3, 3), (2, 2), [0, 1, 1, 0]),
+        (4, (7, 13), (3, 3), (2, 2), [1, 1, 1, 1]),
+        (32, (6, 9), (3, 3), (2, 2), [1, 0, 1, 1]),
+        (64, (5, 7), (3, 3), (1, 1), [1, 1, 1, 1]),
+        (128, (4, 4), (3, 3), (2, 1), [1, 1, 1, 1]),
+        (256, (3, 3), (3, 3), (1, 2), [1, 1, 1, 1]),
+        (3, (8, 9), (3, 3), (1, 1), [1, 2, 0, 1]),
+        (24, (6, 7), (5, 5), (1, 1), [2, 2, 2, 2]),
+        (96, (5, 6), (3, 3), (2, 2), [1, 1, 1, 1]),
+        (1, (6, 70), (3, 1), (1, 1), [1, 0, 1, 0]),
+        (48, (7, 8), (3, 3), (3, 3), [2, 1, 0, 2]),
+        (8, (4, 5), (1, 1), (1, 1), [0, 0, 0, 0]),
+        (8, (9, 12), (3, 3), (2, 2), [1, 1, 1, 1]),
+    ];
+    let mut byte = crate::ops::testing::xorshift_bytes(0x2545_f491_4f6c_dd1d);
+    for (n, &(c, (h, w), (kh, kw), (sh, sw), [pt, pl, pb, pr])) in cases.iter().enumerate() {
+        let dilation = if n % 4 == 3 { 2 } else { 1 };
+        let Some(out_height) = output_size(h, kh, sh, dilation, pt, pb) else {
+            panic!("case {n}: the window must fit");
+        };
+        let Some(out_width) = output_size(w, kw, sw, dilation, pl, pr) else {
+            panic!("case {n}: the window must fit");
+        };
+        let g = ConvGeometry {
+            batch: 2,
+            in_height: h,
+            in_width: w,
+            in_channels: c,
+            out_height,
+            out_width,
+            out_channels: c,
+            kernel_height: kh,
+            kernel_width: kw,
+            stride_height: sh,
+            stride_width: sw,
+            dilation_height: dilation,
+            dilation_width: dilation,
+            pad_top: pt,
+            pad_left: pl,
+            groups: c,
+        };
+        assert!(
+            x86_vnni::applies(&g),
+            "case {n}: {g:?} must reach the kernel"
+        );
+        let input: Vec<i8> = (0..g.input_len().unwrap()).map(|_| byte()).collect();
+        let filter: Vec<i8> = (0..filter_len(&g)).map(|_| byte()).collect();
+        let bias: Vec<i32> = (0..c as i32).map(|o| o * 97 - 2_000).collect();
+        // Per channel, every fifth above one; or one for the whole layer.
+        let per_channel: Vec<QuantizedMultiplier> = (0..c)
+            .map(|o| {
+                let real = if o % 5 == 4 {
+                    1.5
+                } else {
+                    0.0008 * (1 + o % 7) as f64
+                };
+                QuantizedMultiplier::from_real(real).unwrap()
+            })
+            .collect();
+        let per_tensor = [QuantizedMultiplier::from_real(0.002).unwrap()];
+        for (multipliers, (izp, ozp), (lo, hi)) in [
+            (&per_channel[..], (-128, 5), (-128, 127)),
+            (&per_tensor[..], (127, 0), (-100, 90)),
+            (&per_channel[..], (3, -7), (-7, 127)),
+        ] {
+            let op = DepthwiseConv2dI8 {
+                geometry: g,
+                params: RequantizeParams {
+                    input_zero_point: izp,
+                    output_zero_point: ozp,
+                    multipliers,
+                    activation_min: lo,
+                    activation_max: hi,
+                },
+                input: &input,
+                filter: &filter,
+                bias: Some(&bias),
+            };
+            let want = run_i8(I8_KERNELS[0].run, &op);
+            assert!(
+                want.iter().any(|&v| v != lo && v != hi),
+                "case {n}: the outputs must not all clamp, or the test could not tell"
+            );
+            compare_kernels(I8_KERNELS, |k| run_i8(k, &op), exact).unwrap();
+        }
+    }
+}
