@@ -18,6 +18,11 @@ pub enum Isa {
     Avx2,
     /// x86_64 with AVX-512 (F, BW) and its VNNI byte dot products (`vpdpbusd`), plus BMI2.
     Avx512Vnni,
+    /// x86_64 with AMX's int8 tile multiplies (`tdpbusd`, Sapphire Rapids and later) on top
+    /// of [`Isa::Avx512Vnni`], where the OS lets the process use the tile registers (on
+    /// Linux the first check asks for them with `arch_prctl(ARCH_REQ_XCOMP_PERM)`, as
+    /// oneDNN does).
+    Amx,
     /// aarch64 Advanced SIMD (every aarch64 CPU).
     Neon,
     /// aarch64 with the Armv8.2 SDOT dot-product instructions.
@@ -36,10 +41,11 @@ pub enum Isa {
 
 impl Isa {
     /// Every family, in order of preference from least to most specific.
-    pub const ALL: [Isa; 8] = [
+    pub const ALL: [Isa; 9] = [
         Isa::Portable,
         Isa::Avx2,
         Isa::Avx512Vnni,
+        Isa::Amx,
         Isa::Neon,
         Isa::DotProd,
         Isa::Fhm,
@@ -53,6 +59,7 @@ impl Isa {
             Isa::Portable => "portable",
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Amx => "amx",
             Isa::Neon => "neon",
             Isa::DotProd => "dotprod",
             Isa::Fhm => "fhm",
@@ -68,6 +75,7 @@ impl Isa {
             Isa::Portable => true,
             Isa::Avx2 => avx2_fma(),
             Isa::Avx512Vnni => avx512_vnni(),
+            Isa::Amx => amx(),
             Isa::Neon => cfg!(target_arch = "aarch64"),
             Isa::DotProd => dotprod(),
             Isa::Fhm => fhm(),
@@ -120,6 +128,83 @@ fn avx512_vnni() -> bool {
         // stay off rather than rely on unstable target-feature names.
         false
     }
+}
+
+#[inline]
+fn amx() -> bool {
+    #[cfg(all(
+        target_arch = "x86_64",
+        target_os = "linux",
+        any(feature = "std", test)
+    ))]
+    {
+        use core::sync::atomic::{AtomicU8, Ordering};
+        /// 0: not asked yet; 1: no; 2: yes. Asked once: the answer cannot change, and the
+        /// dispatch asks on every layer call.
+        static ANSWER: AtomicU8 = AtomicU8::new(0);
+        match ANSWER.load(Ordering::Relaxed) {
+            1 => false,
+            2 => true,
+            _ => {
+                let yes = avx512_vnni() && amx_tiles_granted();
+                ANSWER.store(if yes { 2 } else { 1 }, Ordering::Relaxed);
+                yes
+            }
+        }
+    }
+    #[cfg(not(all(
+        target_arch = "x86_64",
+        target_os = "linux",
+        any(feature = "std", test)
+    )))]
+    {
+        // Elsewhere there is no stable way to ask the OS for the tile state, so the AMX
+        // kernels stay off.
+        false
+    }
+}
+
+/// Whether the CPU has AMX-TILE and AMX-INT8 (CPUID leaf 7: EDX bits 24 and 25) and Linux
+/// grants this process the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+/// XFEATURE_XTILEDATA)` returns 0; Linux 5.16 and later). `std` has no stable detection for
+/// AMX, hence CPUID and the system call by hand.
+#[cfg(all(
+    target_arch = "x86_64",
+    target_os = "linux",
+    any(feature = "std", test)
+))]
+// `__cpuid` is a safe function from Rust 1.94; the crate supports 1.85, where it is not.
+#[allow(unused_unsafe)]
+fn amx_tiles_granted() -> bool {
+    // SAFETY: CPUID is available on every x86_64 CPU; leaf 7 exists where leaf 0 says so.
+    let max_leaf = unsafe { core::arch::x86_64::__cpuid(0) }.eax;
+    if max_leaf < 7 {
+        return false;
+    }
+    // SAFETY: as above.
+    let edx = unsafe { core::arch::x86_64::__cpuid_count(7, 0) }.edx;
+    if edx & (1 << 24) == 0 || edx & (1 << 25) == 0 {
+        return false;
+    }
+    const ARCH_REQ_XCOMP_PERM: usize = 0x1023;
+    const XFEATURE_XTILEDATA: usize = 18;
+    const SYS_ARCH_PRCTL: usize = 158;
+    let result: isize;
+    // SAFETY: `arch_prctl(ARCH_REQ_XCOMP_PERM, 18)` only asks the kernel to enable a state
+    // component for this process; it reads and writes no memory of ours. The `syscall`
+    // instruction clobbers rcx and r11.
+    unsafe {
+        core::arch::asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL as isize => result,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    result == 0
 }
 
 #[inline]

@@ -26,6 +26,8 @@ pub mod reshape;
 pub mod softmax;
 pub mod transpose;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_amx;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_vnni;
 
 /// The `N` elements of `s` from `at`, as an array the SIMD kernels load whole.

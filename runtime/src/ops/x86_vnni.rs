@@ -382,10 +382,16 @@ impl PackedWeights {
     /// The most output channels of `k` inputs that fit, a whole number of panels (0 when
     /// not even one panel does).
     pub(crate) fn channels_that_fit(k: usize) -> usize {
-        if !(1..=MAX_GEMM_DEPTH).contains(&k) {
+        Self::channels_that_fit_aligned(k, 4)
+    }
+
+    /// [`PackedWeights::channels_that_fit`] with the depth padded to a multiple of `align`
+    /// bytes (64 for the AMX tiles).
+    pub(crate) fn channels_that_fit_aligned(k: usize, align: usize) -> usize {
+        if !(1..=MAX_GEMM_DEPTH).contains(&k.div_ceil(align).saturating_mul(align)) {
             return 0;
         }
-        let panel_bytes = PANEL * k.div_ceil(4) * 4;
+        let panel_bytes = PANEL * k.div_ceil(align) * align;
         (MAX_PACKED_WEIGHTS / panel_bytes * PANEL).min(MAX_PACKED_CHANNELS)
     }
 
@@ -412,7 +418,25 @@ impl PackedWeights {
         zp: i32,
         bias: Option<&[i32]>,
     ) {
-        self.groups = k.div_ceil(4);
+        // SAFETY: AVX2 is available (caller).
+        unsafe { self.pack_aligned(weights, (k, channels, 4), zp, bias) }
+    }
+
+    /// [`PackedWeights::pack`] with each panel's depth padded with zeros to a multiple of
+    /// `align` bytes (a multiple of four; 64 for the AMX tiles), which must
+    /// [fit](Self::channels_that_fit_aligned).
+    ///
+    /// # Safety
+    /// AVX2 must be available.
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn pack_aligned(
+        &mut self,
+        weights: &[i8],
+        (k, channels, align): (usize, usize, usize),
+        zp: i32,
+        bias: Option<&[i32]>,
+    ) {
+        self.groups = k.div_ceil(align) * align / 4;
         self.channels = channels;
         let panel_len = self.groups * 4 * PANEL;
         let used = channels.div_ceil(PANEL) * panel_len;
@@ -457,6 +481,26 @@ impl PackedWeights {
             let bias = bias.map_or(0, |bias| bias[c]);
             self.offsets[c] = bias.wrapping_sub(sum.wrapping_mul(128 + zp));
         }
+    }
+
+    /// Groups of four inputs in each panel (the padded depth over four).
+    pub(crate) fn groups(&self) -> usize {
+        self.groups
+    }
+
+    /// Channels packed.
+    pub(crate) fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// The channels' offsets (bias less `(128 + zp) * sum(w)`).
+    pub(crate) fn offsets(&self) -> &[i32] {
+        &self.offsets[..self.channels]
+    }
+
+    /// The packed panels' bytes.
+    pub(crate) fn panel_bytes(&self) -> *const i8 {
+        self.bytes.as_ptr().cast()
     }
 
     /// Panels packed.
@@ -516,36 +560,62 @@ unsafe fn transpose_quads(rows: &[&[i8]; PANEL], chunks: usize, panel: &mut [May
     }
 }
 
-/// Up to [`TILE_ROWS`] activation rows of `k` bytes for [`gemm_tile`], copied as `x + 128`
-/// (unsigned, the operand `vpdpbusd` reads that way) into rows padded to a multiple of four
-/// bytes; the padding meets the packing's zero weights.
-pub(crate) struct TileRows {
-    /// Room for the longest rows; only the first `TILE_ROWS * stride` bytes, which `new`
-    /// zeroes, are ever used. Zeroing all 8 KiB on every layer call cost 2% of MobileNet.
-    storage: [MaybeUninit<u8>; TILE_ROWS * MAX_GEMM_DEPTH],
+/// Most rows a tile holds: the AMX kernel's two tiles of sixteen ([`crate::ops::x86_amx`]).
+pub(crate) const MAX_TILE_ROWS: usize = 32;
+
+/// Up to [`TILE_ROWS`] (or, for the AMX kernel, [`MAX_TILE_ROWS`]) activation rows of `k`
+/// bytes for [`gemm_tile`], copied as `x + 128` (unsigned, the operand `vpdpbusd` reads that
+/// way) into rows padded to a multiple of four (or 64) bytes; the padding meets the
+/// packing's zero weights.
+pub(crate) struct TileRows<'s> {
+    /// The caller's room for the longest rows (a local array, sized for the kernel: moving
+    /// a 32 KiB struct by value cost 5-10% of the VNNI layers); only the first
+    /// `capacity * stride` bytes, which `new` zeroes, are ever used. Zeroing all of it on
+    /// every layer call cost 2% of MobileNet.
+    storage: &'s mut [MaybeUninit<u8>],
     k: usize,
-    stride: usize,
-    count: usize,
+    pub(crate) stride: usize,
+    pub(crate) capacity: usize,
+    pub(crate) count: usize,
 }
 
-impl TileRows {
-    /// Empty rows of `k` inputs, at most [`MAX_GEMM_DEPTH`].
-    pub(crate) fn new(k: usize) -> Self {
-        let mut rows = TileRows {
-            storage: [MaybeUninit::uninit(); TILE_ROWS * MAX_GEMM_DEPTH],
+/// Room for a VNNI tile's rows ([`TileRows::new`]).
+pub(crate) type TileStorage = [MaybeUninit<u8>; TILE_ROWS * MAX_GEMM_DEPTH];
+
+impl<'s> TileRows<'s> {
+    /// Empty rows of `k` inputs, at most [`MAX_GEMM_DEPTH`], for [`gemm_tile`], in
+    /// `storage`.
+    pub(crate) fn new(storage: &'s mut TileStorage, k: usize) -> Self {
+        Self::with_layout(storage, k, TILE_ROWS, 4)
+    }
+
+    /// Empty rows: `capacity` (at most [`MAX_TILE_ROWS`]) of `k` inputs, at most
+    /// [`MAX_GEMM_DEPTH`] once padded to a multiple of `align` bytes, in `storage`.
+    ///
+    /// # Panics
+    /// If `storage` cannot hold them.
+    pub(crate) fn with_layout(
+        storage: &'s mut [MaybeUninit<u8>],
+        k: usize,
+        capacity: usize,
+        align: usize,
+    ) -> Self {
+        let rows = TileRows {
+            storage,
             k,
-            stride: k.div_ceil(4) * 4,
+            stride: k.div_ceil(align) * align,
+            capacity: capacity.min(MAX_TILE_ROWS),
             count: 0,
         };
-        let used = TILE_ROWS * rows.stride;
+        let used = rows.capacity * rows.stride;
         rows.storage[..used].fill(MaybeUninit::new(0));
         rows
     }
 
     /// The rows' bytes: the part of the storage `new` initialised.
     #[inline(always)]
-    fn bytes(&self) -> &[u8] {
-        let used = TILE_ROWS * self.stride;
+    pub(crate) fn bytes(&self) -> &[u8] {
+        let used = self.capacity * self.stride;
         // SAFETY: `new` initialised the first `used` bytes (its slicing checked they lie in
         // the storage), and nothing de-initialises them.
         unsafe { core::slice::from_raw_parts(self.storage[..used].as_ptr().cast::<u8>(), used) }
@@ -554,7 +624,7 @@ impl TileRows {
     /// [`TileRows::bytes`] for writing.
     #[inline(always)]
     fn bytes_mut(&mut self) -> &mut [u8] {
-        let used = TILE_ROWS * self.stride;
+        let used = self.capacity * self.stride;
         // SAFETY: as in `bytes`; writes of `u8` keep them initialised.
         unsafe {
             core::slice::from_raw_parts_mut(self.storage[..used].as_mut_ptr().cast::<u8>(), used)
@@ -567,7 +637,7 @@ impl TileRows {
     #[inline(always)]
     pub(crate) fn copy(&mut self, tile: &[i8]) {
         let (k, stride) = (self.k, self.stride);
-        self.count = (tile.len() / k).min(TILE_ROWS);
+        self.count = (tile.len() / k).min(self.capacity);
         for (src, dst) in tile
             .chunks_exact(k)
             .zip(self.bytes_mut().chunks_exact_mut(stride))
@@ -576,12 +646,13 @@ impl TileRows {
         }
     }
 
-    /// Loads `count` rows (at most [`TILE_ROWS`]): `fill(r, row)` writes row `r`'s `k` int8
+    /// Loads `count` rows (at most the capacity): `fill(r, row)` writes row `r`'s `k` int8
     /// activations (a plain copy, which `memcpy` does fastest), and the whole tile is then
-    /// flipped to `x + 128` in one pass over its contiguous rows.
+    /// flipped to `x + 128` in one pass over its contiguous rows (faster than flipping run
+    /// by run as they are gathered: ResNet-8's 3x3 layers took 8-25% longer that way).
     #[inline(always)]
     pub(crate) fn load(&mut self, count: usize, mut fill: impl FnMut(usize, &mut [i8])) {
-        self.count = count.min(TILE_ROWS);
+        self.count = count.min(self.capacity);
         let (k, stride) = (self.k, self.stride);
         for r in 0..self.count {
             fill(
@@ -623,7 +694,7 @@ fn flip_copy(src: &[i8], dst: &mut [u8]) {
 /// writes (it may be uninitialized).
 #[inline]
 unsafe fn gemm_tile(
-    rows: &TileRows,
+    rows: &TileRows<'_>,
     weights: &PackedWeights,
     panel: usize,
     out: *mut [[i32; GEMM_BLOCK]; TILE_ROWS],
@@ -725,7 +796,7 @@ pub(crate) struct TileOutput {
 /// layer's, with `at` inside its output and channels.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn gemm_requantize(
-    rows: &TileRows,
+    rows: &TileRows<'_>,
     weights: &PackedWeights,
     params: &RequantizeParams<'_>,
     output: &mut [i8],

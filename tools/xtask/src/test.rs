@@ -149,30 +149,41 @@ fn expected_isa(triple: &str) -> &'static str {
 /// The CPU flags (`/proc/cpuinfo`) the runtime's AVX-512 VNNI kernels need.
 const AVX512_VNNI_FLAGS: [&str; 4] = ["avx512f", "avx512bw", "avx512_vnni", "bmi2"];
 
-/// Whether a `/proc/cpuinfo` text lists every flag the AVX-512 VNNI kernels need.
-fn has_avx512_vnni(cpuinfo: &str) -> bool {
+/// Whether a `/proc/cpuinfo` text lists every one of `wanted` among its CPU flags.
+fn has_flags(cpuinfo: &str, wanted: &[&str]) -> bool {
     cpuinfo
         .lines()
         .find(|l| l.starts_with("flags"))
         .and_then(|l| l.split_once(':'))
         .is_some_and(|(_, flags)| {
             let flags: Vec<&str> = flags.split_whitespace().collect();
-            AVX512_VNNI_FLAGS.iter().all(|f| flags.contains(f))
+            wanted.iter().all(|f| flags.contains(f))
         })
 }
 
-/// The host's `LOAM_EXPECT_ISA`: AVX2 always, AVX-512 VNNI where this CPU has it. There is no
-/// emulator here that runs AVX-512 user code, so a machine without it cannot test those
-/// kernels; it says so in the log instead of skipping them unseen.
+/// The CPU flags (`/proc/cpuinfo`) the runtime's AMX kernels need besides VNNI's.
+const AMX_FLAGS: [&str; 2] = ["amx_tile", "amx_int8"];
+
+/// The host's `LOAM_EXPECT_ISA`: AVX2 always, AVX-512 VNNI and AMX where this CPU has them.
+/// There is no emulator here that runs AVX-512 or AMX user code, so a machine without them
+/// cannot test those kernels; it says so in the log instead of skipping them unseen.
 fn host_expected_isa() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let mut isa = expected_isa("x86_64-unknown-linux-gnu").to_string();
-    if has_avx512_vnni(&cpuinfo) {
+    if has_flags(&cpuinfo, &AVX512_VNNI_FLAGS) {
         isa.push_str(",avx512vnni");
     } else {
         println!(
             "note: this CPU lacks AVX-512 VNNI ({}), so its int8 kernels are not tested here",
             AVX512_VNNI_FLAGS.join(", ")
+        );
+    }
+    if has_flags(&cpuinfo, &AVX512_VNNI_FLAGS) && has_flags(&cpuinfo, &AMX_FLAGS) {
+        isa.push_str(",amx");
+    } else {
+        println!(
+            "note: this CPU lacks AMX ({}), so its int8 tile kernels are not tested here",
+            AMX_FLAGS.join(", ")
         );
     }
     isa
@@ -616,14 +627,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn avx512_vnni_needs_every_flag_on_the_flags_line() {
+    fn avx512_vnni_and_amx_need_every_flag_on_the_flags_line() {
+        let vnni = |cpuinfo: &str| has_flags(cpuinfo, &AVX512_VNNI_FLAGS);
         let zen4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 bmi2 avx512f avx512bw avx512_vnni\n";
-        assert!(has_avx512_vnni(zen4));
+        assert!(vnni(zen4));
+        assert!(!has_flags(zen4, &AMX_FLAGS));
         let no_bw = "flags\t\t: avx2 bmi2 avx512f avx512_vnni\n";
-        assert!(!has_avx512_vnni(no_bw));
+        assert!(!vnni(no_bw));
         // `avx512_vnni` must be a whole flag, not part of another one.
         let only_vl = "flags\t\t: avx2 bmi2 avx512f avx512bw avx512_vnni_x\n";
-        assert!(!has_avx512_vnni(only_vl));
-        assert!(!has_avx512_vnni(""));
+        assert!(!vnni(only_vl));
+        assert!(!vnni(""));
+        let sapphire =
+            "flags\t\t: avx2 bmi2 avx512f avx512bw avx512_vnni amx_bf16 amx_tile amx_int8\n";
+        assert!(vnni(sapphire) && has_flags(sapphire, &AMX_FLAGS));
+        let no_int8 = "flags\t\t: avx2 bmi2 avx512f avx512bw avx512_vnni amx_tile amx_bf16\n";
+        assert!(!has_flags(no_int8, &AMX_FLAGS));
     }
 }

@@ -598,13 +598,67 @@ pub(crate) fn gather_patch_runs<T: Copy, U: Copy>(
     fill: U,
     copy: impl Fn(&[T], &mut [U]),
 ) {
-    let cg = g.group_in_channels();
     let per_image = g.out_height * g.out_width;
-    let (b, oy, ox) = (
-        p / per_image,
-        (p % per_image) / g.out_width,
-        p % g.out_width,
-    );
+    let at = PixelAt {
+        b: p / per_image,
+        oy: (p % per_image) / g.out_width,
+        ox: p % g.out_width,
+    };
+    gather_patch_at(g, input, at, group, dst, fill, copy)
+}
+
+/// An output pixel by its image, row and column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PixelAt {
+    pub b: usize,
+    pub oy: usize,
+    pub ox: usize,
+}
+
+impl PixelAt {
+    /// The pixel after this one in NHWC order.
+    #[inline(always)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn next(self, g: &ConvGeometry) -> PixelAt {
+        if self.ox + 1 < g.out_width {
+            PixelAt {
+                ox: self.ox + 1,
+                ..self
+            }
+        } else if self.oy + 1 < g.out_height {
+            PixelAt {
+                oy: self.oy + 1,
+                ox: 0,
+                ..self
+            }
+        } else {
+            PixelAt {
+                b: self.b + 1,
+                oy: 0,
+                ox: 0,
+            }
+        }
+    }
+}
+
+/// [`gather_patch_runs`] for a pixel given by position, for callers that walk the pixels in
+/// order ([`PixelAt::next`]) and so need no divisions to find each one.
+#[inline(always)]
+#[cfg_attr(
+    not(any(target_arch = "x86_64", target_arch = "aarch64", target_arch = "arm")),
+    allow(dead_code)
+)]
+#[cfg_attr(all(target_arch = "arm", not(loam_arm_dsp)), allow(dead_code))]
+pub(crate) fn gather_patch_at<T: Copy, U: Copy>(
+    g: &ConvGeometry,
+    input: &[T],
+    PixelAt { b, oy, ox }: PixelAt,
+    group: usize,
+    dst: &mut [U],
+    fill: U,
+    copy: impl Fn(&[T], &mut [U]),
+) {
+    let cg = g.group_in_channels();
     let row_len = g.kernel_width * cg;
     // A kernel row wholly inside the image whose taps are adjacent pixels of the one group
     // is a contiguous run of the input: copied in one loop instead of tap by tap, which is
@@ -671,6 +725,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         name: "avx512vnni",
         isa: Isa::Avx512Vnni,
         run: x86_vnni::conv2d_i8,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "amx",
+        isa: Isa::Amx,
+        run: x86_vnni::conv2d_i8_amx,
     },
     #[cfg(target_arch = "aarch64")]
     Kernel {

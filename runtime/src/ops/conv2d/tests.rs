@@ -747,3 +747,58 @@ fn i16_saturates_clamps_and_refuses_large_shifts() {
         Err(Error::InvalidQuantization(crate::error::QuantField::Scale))
     );
 }
+
+/// Layers the AMX kernel takes (patches of at least 256 bytes): both row tiles full and
+/// partial, one and two panels per pass and a partial panel, channel slices (576-byte
+/// patches of 64 channels do not fit one packing), stride two, two groups, two images and
+/// padding, with varied values that do not saturate.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_amx_kernel_takes_and_matches_its_layers() {
+    let mut byte = crate::ops::testing::xorshift_bytes(0x6a09_e667_f3bc_c908);
+    let cases = [
+        (fixed_geometry(9, 7, 32, 32, 3, 1, [1; 4], 1), 1),
+        (fixed_geometry(8, 8, 64, 64, 3, 1, [1; 4], 1), 1),
+        (fixed_geometry(7, 9, 48, 20, 3, 2, [1, 0, 1, 1], 1), 2),
+        (fixed_geometry(6, 6, 80, 36, 3, 1, [0, 1, 1, 0], 2), 1),
+        (fixed_geometry(5, 13, 30, 48, 3, 1, [1; 4], 1), 1),
+    ];
+    for (n, (mut g, batch)) in cases.into_iter().enumerate() {
+        g.batch = batch;
+        assert!(
+            super::x86_vnni::amx_takes(&g),
+            "case {n}: {g:?} must reach the tiles"
+        );
+        let input: Vec<i8> = (0..g.input_len().unwrap()).map(|_| byte()).collect();
+        let filter: Vec<i8> = (0..g.out_channels * g.patch_len())
+            .map(|_| byte())
+            .collect();
+        let bias: Vec<i32> = (0..g.out_channels as i32)
+            .map(|o| o * 7919 - 20000)
+            .collect();
+        let m: Vec<QuantizedMultiplier> = (0..g.out_channels)
+            .map(|o| QuantizedMultiplier::from_real(2e-4 * (1.0 + o as f64 / 8.0)).unwrap())
+            .collect();
+        for izp in [-128, 9] {
+            let op = Conv2dI8 {
+                geometry: g,
+                params: RequantizeParams {
+                    input_zero_point: izp,
+                    output_zero_point: -5,
+                    multipliers: &m,
+                    activation_min: -128,
+                    activation_max: 127,
+                },
+                input: &input,
+                filter: &filter,
+                bias: Some(&bias),
+            };
+            let want = run_i8(I8_KERNELS[0].run, &op);
+            assert!(
+                want.iter().any(|&v| v != -128 && v != 127),
+                "case {n}: the outputs must not all saturate"
+            );
+            compare_kernels(I8_KERNELS, |k| run_i8(k, &op), exact).unwrap();
+        }
+    }
+}

@@ -5,12 +5,41 @@
 //! dot two patches with four filter rows at a time. Accumulators are requantized 64
 //! channels at a time. Pointwise convolutions run as the VNNI fully-connected layer.
 
-use super::{Conv2dI8, ConvGeometry, gather_patch_runs};
+use super::{Conv2dI8, ConvGeometry, PixelAt, gather_patch_at, gather_patch_runs};
+use core::mem::MaybeUninit;
+
 use crate::isa::Isa;
 use crate::ops::fully_connected::x86_vnni;
+use crate::ops::x86_amx::{AMX_DEPTH, AMX_ROWS, TileSession, gemm_requantize_amx};
 use crate::ops::x86_vnni::{
-    PANEL, PackedWeights, TILE_ROWS, TileOutput, TileRows, dot_pair_requantize, gemm_requantize,
+    MAX_GEMM_DEPTH, PANEL, PackedWeights, TILE_ROWS, TileOutput, TileRows, TileStorage,
+    dot_pair_requantize, gemm_requantize,
 };
+
+/// Shortest patch the AMX kernel takes: below four steps of 64 bytes of depth, the tiles'
+/// fixed costs (sums stored and read back, depth padded to 64) outweighed their multiplies
+/// (ResNet-8's 144-byte 3x3 layers ran 20% slower than with VNNI, its 288- and 576-byte
+/// ones 8-26% faster; `loam bench --per-op`).
+const AMX_MIN_DEPTH: usize = 256;
+
+/// The AMX int8 kernel: the VNNI kernel's GEMM with tiles of 32 rows multiplied by
+/// `tdpbusd` ([`crate::ops::x86_amx`]); the VNNI kernel where AMX is missing or the layer
+/// is a pointwise one, too shallow ([`AMX_MIN_DEPTH`]) or too deep for the packing.
+pub(super) fn conv2d_i8_amx(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
+    let g = &op.geometry;
+    if Isa::Amx.available() && amx_takes(g) {
+        // SAFETY: AMX, and with it AVX-512 VNNI and AVX2, are available (checked above).
+        return unsafe { conv2d_i8_gemm(op, g, output, Tiles::Amx) };
+    }
+    conv2d_i8(op, output, scratch)
+}
+
+/// Whether [`conv2d_i8_amx`] runs the layer on the tiles (given AMX).
+pub(super) fn amx_takes(g: &ConvGeometry) -> bool {
+    !g.is_pointwise()
+        && g.patch_len() >= AMX_MIN_DEPTH
+        && PackedWeights::channels_that_fit_aligned(g.patch_len(), AMX_DEPTH) > 0
+}
 
 /// The VNNI int8 kernel; the AVX2 kernel where AVX-512 VNNI is missing.
 pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
@@ -23,7 +52,7 @@ pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16
     }
     if PackedWeights::channels_that_fit(g.patch_len()) > 0 {
         // SAFETY: AVX-512 VNNI, and with it AVX2, are available (checked above).
-        return unsafe { conv2d_i8_gemm(op, g, output) };
+        return unsafe { conv2d_i8_gemm(op, g, output, Tiles::Vnni) };
     }
     // The scratch holds two i16 patches with slack, so at least 4k bytes: two byte patches
     // fit with room to spare.
@@ -42,18 +71,34 @@ pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16
 /// AVX-512 VNNI (and so AVX2) must be available; `op` must have passed validation and its
 /// patches must be short enough for [one panel](PackedWeights::channels_that_fit).
 #[target_feature(enable = "avx2,fma")]
-unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8]) {
+unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8], tiles: Tiles) {
     let k = g.patch_len();
+    let (tile_len, align) = tiles.layout();
     let zp = op.params.input_zero_point;
     let (cg_out, oc_total) = (g.group_out_channels(), g.out_channels);
     let pixels = g.batch * g.out_height * g.out_width;
     // Validated zero points are int8.
     let fill = zp as i8;
     let mut packed = PackedWeights::new();
-    let mut rows = TileRows::new(k);
+    // Room for the rows of the tiles used: a VNNI layer's frame stays 8 KiB smaller.
+    let mut vnni_storage: TileStorage;
+    let mut amx_storage: [MaybeUninit<u8>; AMX_ROWS * MAX_GEMM_DEPTH];
+    let storage: &mut [MaybeUninit<u8>] = match tiles {
+        Tiles::Vnni => {
+            vnni_storage = [MaybeUninit::uninit(); TILE_ROWS * MAX_GEMM_DEPTH];
+            &mut vnni_storage
+        }
+        Tiles::Amx => {
+            amx_storage = [MaybeUninit::uninit(); AMX_ROWS * MAX_GEMM_DEPTH];
+            &mut amx_storage
+        }
+    };
+    let mut rows = TileRows::with_layout(storage, k, tile_len, align);
     // Slices of equal whole panels: 64 channels that do not fit as one are two of 32, not
     // 48 and 16, so that no slice leaves most of a tile's lanes idle.
-    let most = PackedWeights::channels_that_fit(k);
+    let most = PackedWeights::channels_that_fit_aligned(k, align);
+    // SAFETY: AMX is available where the tiles are AMX's (caller).
+    let session = matches!(tiles, Tiles::Amx).then(|| unsafe { TileSession::start() });
     let slices = cg_out.div_ceil(most);
     let slice_len = cg_out.div_ceil(slices).div_ceil(PANEL) * PANEL;
     for (group, from) in
@@ -63,22 +108,58 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8])
         let len = (cg_out - from).min(slice_len);
         let bias = op.bias.map(|bias| &bias[first..first + len]);
         // SAFETY: AVX2 is available (caller); `len <= most` channels fit.
-        unsafe { packed.pack(&op.filter[first * k..(first + len) * k], (k, len), zp, bias) };
+        unsafe {
+            packed.pack_aligned(
+                &op.filter[first * k..(first + len) * k],
+                (k, len, align),
+                zp,
+                bias,
+            )
+        };
         let mut p0 = 0;
+        let mut at = PixelAt { b: 0, oy: 0, ox: 0 };
         while p0 < pixels {
-            let tile_rows = (pixels - p0).min(TILE_ROWS);
-            rows.load(tile_rows, |r, patch| {
-                gather_patch_runs(g, op.input, p0 + r, group, patch, fill, copy_run)
+            let tile_rows = (pixels - p0).min(tile_len);
+            rows.load(tile_rows, |_, patch| {
+                gather_patch_at(g, op.input, at, group, patch, fill, copy_run);
+                at = at.next(g);
             });
-            let at = TileOutput {
+            let tile = TileOutput {
                 first_row: p0,
                 row_stride: oc_total,
                 first_channel: first,
             };
-            // SAFETY: AVX-512 VNNI is available (caller); the tile's pixels and the group's
-            // channels are inside the validated layer.
-            unsafe { gemm_requantize(&rows, &packed, &op.params, output, at) };
+            // SAFETY: AVX-512 VNNI, or AMX for `Tiles::Amx`, is available (caller); the
+            // tile's pixels and the group's channels are inside the validated layer, and
+            // the rows and packing have the tiles' layout.
+            unsafe {
+                match &session {
+                    None => gemm_requantize(&rows, &packed, &op.params, output, tile),
+                    Some(session) => {
+                        gemm_requantize_amx(session, &rows, &packed, &op.params, output, tile)
+                    }
+                }
+            };
             p0 += tile_rows;
+        }
+    }
+}
+
+/// Which GEMM multiplies the gathered tiles.
+#[derive(Clone, Copy)]
+enum Tiles {
+    /// [`gemm_requantize`]: eight rows, depth padded to four bytes.
+    Vnni,
+    /// [`gemm_requantize_amx`]: sixteen rows, depth padded to 64 bytes.
+    Amx,
+}
+
+impl Tiles {
+    /// Rows per tile and the depth's alignment.
+    fn layout(self) -> (usize, usize) {
+        match self {
+            Tiles::Vnni => (TILE_ROWS, 4),
+            Tiles::Amx => (AMX_ROWS, AMX_DEPTH),
         }
     }
 }

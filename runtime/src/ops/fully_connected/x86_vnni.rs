@@ -6,11 +6,13 @@
 //! go two at a time against four weight rows, 64 bytes per step, since packing would cost as
 //! much as the product.
 
+use core::mem::MaybeUninit;
+
 use super::FullyConnectedI8;
 use crate::isa::Isa;
 use crate::ops::x86_vnni::{
-    PackedWeights, TILE_ROWS, TileOutput, TileRows, dot_pair_requantize, dot_row_requantize,
-    gemm_requantize,
+    MAX_GEMM_DEPTH, PackedWeights, TILE_ROWS, TileOutput, TileRows, TileStorage,
+    dot_pair_requantize, dot_row_requantize, gemm_requantize,
 };
 
 /// Below this many inputs, two or three rows are faster through the AVX2 kernel: one 64-byte
@@ -90,7 +92,8 @@ unsafe fn gemm_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
             op.bias,
         )
     };
-    let mut rows = TileRows::new(k);
+    let mut storage: TileStorage = [MaybeUninit::uninit(); TILE_ROWS * MAX_GEMM_DEPTH];
+    let mut rows = TileRows::new(&mut storage, k);
     for (t, tile) in op.input.chunks(TILE_ROWS * k).enumerate() {
         rows.copy(tile);
         let at = TileOutput {
