@@ -18,8 +18,9 @@ use crate::ops::x86_vnni::{
 
 /// Shortest patch the AMX kernel takes: below four steps of 64 bytes of depth, the tiles'
 /// fixed costs (sums stored and read back, depth padded to 64) outweighed their multiplies
-/// (ResNet-8's 144-byte 3x3 layers ran 20% slower than with VNNI, its 288- and 576-byte
-/// ones 8-26% faster; `loam bench --per-op`).
+/// (with the tiles on every layer, ResNet-8's 144-byte 3x3 layers ran 5-7% slower than with
+/// VNNI and its 32-channel one 15-20%; its 288- and 576-byte ones ran 8-26% faster;
+/// `loam bench --per-op`).
 const AMX_MIN_DEPTH: usize = 256;
 
 /// The AMX int8 kernel: the VNNI kernel's GEMM with tiles of 32 rows multiplied by
