@@ -1,7 +1,7 @@
-//! The AMX int8 GEMM that the convolution's and fully-connected layer's AMX kernels share:
-//! sixteen activation rows against up to four panels of sixteen output channels, one
-//! `tdpbusd` per panel and 64 bytes of depth (16 x 16 x 64 multiply-adds), where AVX-512
-//! VNNI's `vpdpbusd` does 16 x 4 per instruction.
+//! The AMX int8 GEMM of the convolution's AMX kernel: 32 activation rows (two tiles of
+//! sixteen) against two panels of sixteen output channels per pass, one `tdpbusd` per row
+//! tile, panel and 64 bytes of depth (16 x 16 x 64 multiply-adds), where AVX-512 VNNI's
+//! `vpdpbusd` does 16 x 4 per instruction.
 //!
 //! It reuses the VNNI kernels' forms unchanged ([`crate::ops::x86_vnni`]): activations
 //! flipped to `x + 128` in [`TileRows`] (`tdpbusd`, like `vpdpbusd`, multiplies unsigned
@@ -64,7 +64,8 @@ const CONFIG: TileConfig = {
 };
 
 /// The tile registers configured for [`gemm_requantize_amx`] while it lives, released when
-/// it is dropped: configuring them for every tile cost more than the tiles' multiplies.
+/// it is dropped: configured once per layer, not once per tile (per tile, the kernels
+/// bench's 288-byte layer took 18.4 us against 15.2 us, in consecutive runs).
 pub(crate) struct TileSession(());
 
 impl TileSession {

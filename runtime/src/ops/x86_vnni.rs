@@ -568,10 +568,10 @@ pub(crate) const MAX_TILE_ROWS: usize = 32;
 /// way) into rows padded to a multiple of four (or 64) bytes; the padding meets the
 /// packing's zero weights.
 pub(crate) struct TileRows<'s> {
-    /// The caller's room for the longest rows (a local array, sized for the kernel: moving
-    /// a 32 KiB struct by value cost 5-10% of the VNNI layers); only the first
-    /// `capacity * stride` bytes, which `new` zeroes, are ever used. Zeroing all of it on
-    /// every layer call cost 2% of MobileNet.
+    /// The caller's room for the longest rows (a local array sized for its kernel, so that
+    /// a VNNI layer's frame does not carry the AMX kernel's 32 KiB and the rows are never
+    /// moved by value); only the first `capacity * stride` bytes, which `new` zeroes, are
+    /// ever used. Zeroing all of it on every layer call cost 2% of MobileNet.
     storage: &'s mut [MaybeUninit<u8>],
     k: usize,
     pub(crate) stride: usize,
@@ -649,7 +649,7 @@ impl<'s> TileRows<'s> {
     /// Loads `count` rows (at most the capacity): `fill(r, row)` writes row `r`'s `k` int8
     /// activations (a plain copy, which `memcpy` does fastest), and the whole tile is then
     /// flipped to `x + 128` in one pass over its contiguous rows (faster than flipping run
-    /// by run as they are gathered: ResNet-8's 3x3 layers took 8-25% longer that way).
+    /// by run as they are gathered: ResNet-8's 3x3 layers took 15-26% longer that way).
     #[inline(always)]
     pub(crate) fn load(&mut self, count: usize, mut fill: impl FnMut(usize, &mut [i8])) {
         self.count = count.min(self.capacity);
@@ -674,9 +674,10 @@ impl<'s> TileRows<'s> {
     }
 }
 
-/// Copies int8 activations `src` into `dst` as `x + 128`, the form [`TileRows`] keeps.
+/// Copies int8 activations `src` into `dst` as `x + 128`, the form [`TileRows`] keeps (and
+/// the depthwise kernel's padded rows).
 #[inline(always)]
-fn flip_copy(src: &[i8], dst: &mut [u8]) {
+pub(crate) fn flip_copy(src: &[i8], dst: &mut [u8]) {
     for (d, &x) in dst.iter_mut().zip(src) {
         *d = x as u8 ^ 0x80;
     }

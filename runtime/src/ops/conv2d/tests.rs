@@ -351,12 +351,22 @@ fn large_grouped_layers_match_the_reference() {
         fixed_geometry(3, 3, 262, 6, 3, 1, [1; 4], 2),
         fixed_geometry(4, 5, 200, 140, 3, 1, [1, 0, 1, 2], 2),
     ] {
-        large_grouped_layer_matches_the_reference(g);
+        let mut byte = crate::ops::testing::xorshift_bytes(0x9e37_79b9_7f4a_7c15u64);
+        varied_layer_matches_the_reference(g, &mut byte, (1e-4, 4.0), &[3], "grouped layer");
     }
 }
 
-fn large_grouped_layer_matches_the_reference(g: ConvGeometry) {
-    let mut byte = crate::ops::testing::xorshift_bytes(0x9e37_79b9_7f4a_7c15u64);
+/// Runs `g` with varied values through every kernel at each of `input_zero_points`: bytes
+/// from `byte`, biases `o * 7919 - 20000` and multipliers `scale * (1 + o / spread)` for
+/// output channel `o`. The reference's outputs must not all saturate (`case` names the
+/// layer), or the comparison could not tell the kernels apart.
+fn varied_layer_matches_the_reference(
+    g: ConvGeometry,
+    byte: &mut impl FnMut() -> i8,
+    (scale, spread): (f64, f64),
+    input_zero_points: &[i32],
+    case: &str,
+) {
     let input: Vec<i8> = (0..g.input_len().unwrap()).map(|_| byte()).collect();
     let filter: Vec<i8> = (0..g.out_channels * g.patch_len())
         .map(|_| byte())
@@ -365,27 +375,30 @@ fn large_grouped_layer_matches_the_reference(g: ConvGeometry) {
         .map(|o| o * 7919 - 20000)
         .collect();
     let m: Vec<QuantizedMultiplier> = (0..g.out_channels)
-        .map(|o| QuantizedMultiplier::from_real(1e-4 * (1.0 + o as f64 / 4.0)).unwrap())
+        .map(|o| QuantizedMultiplier::from_real(scale * (1.0 + o as f64 / spread)).unwrap())
         .collect();
-    let op = Conv2dI8 {
-        geometry: g,
-        params: RequantizeParams {
-            input_zero_point: 3,
-            output_zero_point: -5,
-            multipliers: &m,
-            activation_min: -128,
-            activation_max: 127,
-        },
-        input: &input,
-        filter: &filter,
-        bias: Some(&bias),
-    };
-    let want = run_i8(I8_KERNELS[0].run, &op);
-    assert!(
-        want.iter().any(|&v| v != -128 && v != 127),
-        "the outputs must not all saturate, or the test could not tell the groups apart"
-    );
-    compare_kernels(I8_KERNELS, |k| run_i8(k, &op), exact).unwrap();
+    for &input_zero_point in input_zero_points {
+        let op = Conv2dI8 {
+            geometry: g,
+            params: RequantizeParams {
+                input_zero_point,
+                output_zero_point: -5,
+                multipliers: &m,
+                activation_min: -128,
+                activation_max: 127,
+            },
+            input: &input,
+            filter: &filter,
+            bias: Some(&bias),
+        };
+        let want = run_i8(I8_KERNELS[0].run, &op);
+        assert!(
+            want.iter().any(|&v| v != -128 && v != 127),
+            "{case}: the outputs must not all saturate, or the test could not tell the \
+             kernels (and the groups) apart"
+        );
+        compare_kernels(I8_KERNELS, |k| run_i8(k, &op), exact).unwrap();
+    }
 }
 
 #[test]
@@ -769,36 +782,7 @@ fn the_amx_kernel_takes_and_matches_its_layers() {
             super::x86_vnni::amx_takes(&g),
             "case {n}: {g:?} must reach the tiles"
         );
-        let input: Vec<i8> = (0..g.input_len().unwrap()).map(|_| byte()).collect();
-        let filter: Vec<i8> = (0..g.out_channels * g.patch_len())
-            .map(|_| byte())
-            .collect();
-        let bias: Vec<i32> = (0..g.out_channels as i32)
-            .map(|o| o * 7919 - 20000)
-            .collect();
-        let m: Vec<QuantizedMultiplier> = (0..g.out_channels)
-            .map(|o| QuantizedMultiplier::from_real(2e-4 * (1.0 + o as f64 / 8.0)).unwrap())
-            .collect();
-        for izp in [-128, 9] {
-            let op = Conv2dI8 {
-                geometry: g,
-                params: RequantizeParams {
-                    input_zero_point: izp,
-                    output_zero_point: -5,
-                    multipliers: &m,
-                    activation_min: -128,
-                    activation_max: 127,
-                },
-                input: &input,
-                filter: &filter,
-                bias: Some(&bias),
-            };
-            let want = run_i8(I8_KERNELS[0].run, &op);
-            assert!(
-                want.iter().any(|&v| v != -128 && v != 127),
-                "case {n}: the outputs must not all saturate"
-            );
-            compare_kernels(I8_KERNELS, |k| run_i8(k, &op), exact).unwrap();
-        }
+        let case = format!("case {n}");
+        varied_layer_matches_the_reference(g, &mut byte, (2e-4, 8.0), &[-128, 9], &case);
     }
 }

@@ -62,15 +62,16 @@ pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16
     unsafe { conv2d_i8_vnni(op, g, output, bytes) }
 }
 
-/// Im2col into tiles of eight pixels, against the group's weights packed once: channels in
-/// lanes, no reductions (see [`gemm_requantize`]). A group whose weights do not all fit the
+/// Im2col into tiles of eight pixels (32 for AMX), against the group's weights packed
+/// once: channels in lanes, no reductions (see [`gemm_requantize`]). A group whose weights do not all fit the
 /// packing runs as several slices of its channels, each over every pixel (the gather is
 /// repeated, which costs far less than [`dot_pair_requantize`]'s reductions did: ResNet-8's
 /// 64-channel 3x3 layer went from 27.0 to 16.1 µs in `loam bench --per-op`).
 ///
 /// # Safety
-/// AVX-512 VNNI (and so AVX2) must be available; `op` must have passed validation and its
-/// patches must be short enough for [one panel](PackedWeights::channels_that_fit).
+/// AVX-512 VNNI (and so AVX2) must be available, and AMX for [`Tiles::Amx`]; `op` must have
+/// passed validation and its patches must be short enough for
+/// [one panel](PackedWeights::channels_that_fit_aligned) of the tiles' layout.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8], tiles: Tiles) {
     let k = g.patch_len();
@@ -151,7 +152,7 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8],
 enum Tiles {
     /// [`gemm_requantize`]: eight rows, depth padded to four bytes.
     Vnni,
-    /// [`gemm_requantize_amx`]: sixteen rows, depth padded to 64 bytes.
+    /// [`gemm_requantize_amx`]: 32 rows (two tiles), depth padded to 64 bytes.
     Amx,
 }
 

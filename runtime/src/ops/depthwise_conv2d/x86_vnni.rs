@@ -42,6 +42,7 @@ use core::mem::MaybeUninit;
 use super::DepthwiseConv2dI8;
 use crate::isa::Isa;
 use crate::ops::conv2d::ConvGeometry;
+use crate::ops::x86_vnni::flip_copy;
 
 /// Bytes of a row the kernel takes per step (one zmm).
 const VECTOR: usize = 64;
@@ -512,14 +513,6 @@ unsafe fn flip_pixel(src: &[i8], dst: &mut [u8]) {
             let v = _mm256_loadu_si256(s.as_ptr().cast());
             _mm256_storeu_si256(d.as_mut_ptr().cast(), _mm256_xor_si256(v, flip));
         }
-    }
-}
-
-/// Copies `src` into `dst` (the same length) as `x + 128`.
-#[inline(always)]
-fn flip_copy(src: &[i8], dst: &mut [u8]) {
-    for (d, &x) in dst.iter_mut().zip(src) {
-        *d = x as u8 ^ 0x80;
     }
 }
 
