@@ -82,7 +82,8 @@ fn fully_connected(c: &mut Criterion) {
     // A digits MLP layer, the autoencoder's layers (its input layer, then layers after a
     // ReLU, whose input zero point is -128: the 128-wide middle, the bottleneck's way out and
     // the 640-wide output), a KWS head, and a pointwise convolution seen as a batch of pixels
-    // (DS-CNN: 125 pixels, 64 -> 64).
+    // (DS-CNN: 125 pixels, 64 -> 64), and MobileNetV1-0.25's widest, middle and deepest
+    // pointwise layers (2,304 pixels, 8 -> 16; 36, 128 -> 128; 9, 256 -> 256).
     for (batch, in_features, out_features, input_zero_point) in [
         (1, 64, 32, -3),
         (1, 640, 128, -3),
@@ -91,6 +92,9 @@ fn fully_connected(c: &mut Criterion) {
         (1, 128, 640, -128),
         (1, 1024, 12, -3),
         (125, 64, 64, -3),
+        (2304, 8, 16, -128),
+        (36, 128, 128, -128),
+        (9, 256, 256, -128),
     ] {
         let shape = FullyConnectedShape {
             batch,

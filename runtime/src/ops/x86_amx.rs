@@ -1,14 +1,16 @@
-//! The AMX int8 GEMM of the convolution's AMX kernel: 32 activation rows (two tiles of
-//! sixteen) against two panels of sixteen output channels per pass, one `tdpbusd` per row
-//! tile, panel and 64 bytes of depth (16 x 16 x 64 multiply-adds), where AVX-512 VNNI's
+//! The AMX int8 GEMM of the AMX kernels: 32 activation rows (two tiles of sixteen) against
+//! two panels of sixteen output channels per pass, one tile multiply per row tile, panel
+//! and chunk of up to 64 bytes of depth (16 x 16 x 64 multiply-adds), where AVX-512 VNNI's
 //! `vpdpbusd` does 16 x 4 per instruction.
 //!
-//! It reuses the VNNI kernels' forms unchanged ([`crate::ops::x86_vnni`]): activations
-//! flipped to `x + 128` in [`TileRows`] (`tdpbusd`, like `vpdpbusd`, multiplies unsigned
-//! bytes by signed ones), and weights in [`PackedWeights`]' panels, whose rows of sixteen
-//! channels' four bytes are exactly the layout of a `tdpbusd` B tile. Both are padded to a
-//! multiple of 64 bytes of depth, zeros meeting zeros. The sums are exact modulo 2^32, as
-//! the reference's wrapping accumulator, so the results are the reference's bytes.
+//! Weights are [`PackedWeights`]' panels, whose rows of sixteen channels' four bytes are
+//! exactly the layout of a B tile. Activations come two ways ([`TileActivations`]): the
+//! convolution's gathered [`TileRows`], flipped to `x + 128` and padded to 64 bytes of
+//! depth like its panels (`tdpbusd`, like `vpdpbusd`, multiplies unsigned bytes by signed
+//! ones); or, for a fully-connected layer or a pointwise convolution, the input rows in
+//! place, multiplied as they are by `tdpbssd` (signed by signed), in chunks that divide
+//! the depth. The sums are exact modulo 2^32, as the reference's wrapping accumulator, so
+//! the results are the reference's bytes.
 //!
 //! Inline assembly: Rust has no stable AMX intrinsics. [`Isa::Amx`](crate::isa::Isa::Amx)
 //! asks the CPU and the OS (Linux grants the tile state per process) before any kernel runs
@@ -18,8 +20,7 @@
 use core::arch::asm;
 use core::mem::MaybeUninit;
 
-use crate::ops::RequantizeParams;
-use crate::ops::requantize::x86_avx512::requantize_rows;
+use crate::ops::requantize::x86_avx512::{ChannelTable, requantize_table_rows};
 use crate::ops::x86_vnni::{MAX_TILE_ROWS, PANEL, PackedWeights, TileOutput, TileRows};
 
 const _: () = assert!(AMX_ROWS <= MAX_TILE_ROWS, "tile rows hold both row tiles");
@@ -32,10 +33,10 @@ pub(crate) const AMX_DEPTH: usize = 64;
 /// Panels (of sixteen channels) accumulated per pass: with two row tiles, four C tiles.
 const PANELS_PER_PASS: usize = 2;
 
-/// The tile configuration `ldtilecfg` reads (palette 1), every tile sixteen rows of 64
-/// bytes: tiles 0-3 accumulate (row tile `r`, panel `p` in tile `2r + p`; sixteen i32 a
-/// row), 4 and 5 hold the two row tiles' activations, 6 and 7 two panels' 64 bytes of
-/// depth (sixteen rows of sixteen channels' four bytes).
+/// The tile configuration `ldtilecfg` reads (palette 1): tiles 0-3 accumulate (row tile
+/// `r`, panel `p` in tile `2r + p`; sixteen rows of sixteen i32), 4 and 5 hold the two row
+/// tiles' activations (sixteen rows of one chunk of depth), 6 and 7 two panels' rows for
+/// that chunk (a row per four bytes of depth, sixteen channels' four bytes each).
 #[repr(C, align(64))]
 struct TileConfig {
     palette: u8,
@@ -45,38 +46,86 @@ struct TileConfig {
     rows: [u8; 16],
 }
 
-const CONFIG: TileConfig = {
-    let mut bytes_per_row = [0u16; 16];
-    let mut rows = [0u8; 16];
-    let mut t = 0;
-    while t < 8 {
-        bytes_per_row[t] = 64;
-        rows[t] = 16;
-        t += 1;
+impl TileConfig {
+    /// The configuration for steps of `chunk` bytes of depth.
+    const fn new(chunk: usize) -> TileConfig {
+        let mut bytes_per_row = [0u16; 16];
+        let mut rows = [0u8; 16];
+        let mut t = 0;
+        while t < 8 {
+            let (r, b) = match t {
+                0..=3 => (16, 64),
+                4 | 5 => (16, chunk),
+                _ => (chunk / 4, 64),
+            };
+            bytes_per_row[t] = b as u16;
+            rows[t] = r as u8;
+            t += 1;
+        }
+        TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            bytes_per_row,
+            rows,
+        }
     }
-    TileConfig {
-        palette: 1,
-        start_row: 0,
-        reserved: [0; 14],
-        bytes_per_row,
-        rows,
-    }
-};
+}
 
-/// The tile registers configured for [`gemm_requantize_amx`] while it lives, released when
-/// it is dropped: configured once per layer, not once per tile (per tile, the kernels
-/// bench's 288-byte layer took 18.4 us against 15.2 us, in consecutive runs).
-pub(crate) struct TileSession(());
+/// Sums of one pass: 32 rows of two panels' sixteen i32.
+type PassSums = [[i32; PANELS_PER_PASS * PANEL]; AMX_ROWS];
+
+/// The tile registers configured for a layer while it lives, released when it is dropped
+/// (configured once per layer, not once per tile: per tile, the kernels bench's 288-byte
+/// layer took 18.4 us against 15.2 us, in consecutive runs); and the passes' sums.
+///
+/// A pass's sums are requantized only after the next pass has been issued
+/// ([`TileSession::gemm_requantize`]), so that its tile stores have left the core before
+/// they are read back: a load waits for an earlier `tilestored` to reach the cache, where
+/// vector stores forward their data to the loads that follow.
+pub(crate) struct TileSession {
+    /// Bytes of depth each tile multiply takes.
+    chunk: usize,
+    /// Two passes' sums: the pass issued last, and the one before, still to requantize.
+    /// Written by the tile stores before they are read, and only the rows and channels
+    /// those wrote are read.
+    sums: [MaybeUninit<PassSums>; 2],
+    /// The pass whose sums wait in `sums[pending.slot]`.
+    pending: Option<Pending>,
+}
+
+/// Where a pass's sums go once requantized.
+struct Pending {
+    slot: usize,
+    rows: usize,
+    starts: [usize; AMX_ROWS],
+    /// The first channel (of the packing and the table), and the channels.
+    first: usize,
+    len: usize,
+}
 
 impl TileSession {
-    /// Configures the tiles.
+    /// Configures the tiles for steps of `chunk` bytes of depth ([`AMX_DEPTH`] for rows
+    /// and panels padded to it; less for a shallower layer's whole depth).
     ///
     /// # Safety
     /// [`Isa::Amx`](crate::isa::Isa::Amx) must be available.
-    pub(crate) unsafe fn start() -> TileSession {
+    ///
+    /// # Panics
+    /// If `chunk` is not a multiple of four in `4..=64`.
+    pub(crate) unsafe fn start(chunk: usize) -> TileSession {
+        assert!(
+            chunk % 4 == 0 && (4..=AMX_DEPTH).contains(&chunk),
+            "a tile chunk of whole quads"
+        );
+        let config = TileConfig::new(chunk);
         // SAFETY: AMX is available (caller); `ldtilecfg` reads the 64-byte configuration.
-        unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG, options(nostack, readonly)) };
-        TileSession(())
+        unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
+        TileSession {
+            chunk,
+            sums: [MaybeUninit::uninit(), MaybeUninit::uninit()],
+            pending: None,
+        }
     }
 }
 
@@ -88,166 +137,259 @@ impl Drop for TileSession {
     }
 }
 
-/// Runs `rows` (laid out with [`AMX_ROWS`] rows padded to [`AMX_DEPTH`]) against every
-/// panel of `weights` (packed with the same padding) and requantizes the sums, with the
-/// packing's offsets as their bias, into `output` 64 channels at a time.
-///
-/// # Safety
-/// [`Isa::Amx`](crate::isa::Isa::Amx) (and so AVX-512 VNNI) must be available; `params`
-/// and `output` must be a validated layer's, with `at` inside its output and channels.
-///
-/// # Panics
-/// If the rows and weights were not laid out for the AMX tiles and the same depth.
-pub(crate) unsafe fn gemm_requantize_amx(
-    _tiles: &TileSession,
-    rows: &TileRows<'_>,
-    weights: &PackedWeights,
-    params: &RequantizeParams<'_>,
-    output: &mut [i8],
-    at: TileOutput,
-) {
-    let depth = weights.groups() * 4;
-    assert!(
-        rows.capacity == AMX_ROWS && rows.stride == depth && depth % AMX_DEPTH == 0,
-        "rows and weights laid out for the AMX tiles"
-    );
-    let panel_len = depth * PANEL;
-    // Written by the tile stores before it is read: the rows of the row tiles used, sixteen
-    // channels per panel of the pass, and only those are read.
-    let mut acc = MaybeUninit::<[[i32; PANELS_PER_PASS * PANEL]; AMX_ROWS]>::uninit();
-    let row_tiles = if rows.count > 16 { 2 } else { 1 };
-    let mut first_panel = 0;
-    while first_panel < weights.panels() {
-        let panels = (weights.panels() - first_panel).min(PANELS_PER_PASS);
-        // SAFETY: the session configured the tiles (caller). The A loads read 16 or 32
-        // rows of `stride` bytes, 64 at a time over `depth`, inside `rows.bytes()`
-        // (`capacity == 32` rows); the B loads read `panels` panels of `panel_len` bytes
-        // from `first_panel` on, inside the packing; the stores write `panels * 16` i32 of
-        // the used rows of `acc`.
-        unsafe {
-            tile_pass(
-                (rows.bytes().as_ptr(), rows.stride, row_tiles),
-                weights.panel_bytes().add(first_panel * panel_len),
-                (panel_len, depth / AMX_DEPTH, panels),
-                acc.as_mut_ptr().cast(),
-            )
-        };
-        let first = first_panel * PANEL;
-        let len = (weights.channels() - first).min(panels * PANEL);
-        let channel = at.first_channel + first;
-        let mut sums: [&[i32]; AMX_ROWS] = [&[]; AMX_ROWS];
-        let mut starts = [0usize; AMX_ROWS];
-        for r in 0..rows.count {
-            // SAFETY: `tile_pass` wrote channels `0..panels * PANEL` (at least `len`) of
-            // every row of the used row tiles of `acc` just above.
-            sums[r] = unsafe {
-                core::slice::from_raw_parts(
-                    acc.as_ptr().cast::<i32>().add(r * PANELS_PER_PASS * PANEL),
-                    len,
+/// The activation rows (the A tiles) of one pass of [`TileSession::gemm_requantize`]: up to 32
+/// rows, `stride` bytes apart, either flipped to `x + 128` (a gathered [`TileRows`],
+/// multiplied by `tdpbusd`) or the layer's int8 input as it is (`tdpbssd`, signed by
+/// signed, which needs neither a copy nor the flip).
+pub(crate) struct TileActivations<'a> {
+    bytes: &'a [u8],
+    stride: usize,
+    count: usize,
+    signed: bool,
+}
+
+impl<'a> TileActivations<'a> {
+    /// Gathered rows laid out for the tiles ([`AMX_ROWS`] rows, depth padded to
+    /// [`AMX_DEPTH`]).
+    ///
+    /// # Panics
+    /// If the rows were laid out otherwise.
+    pub(crate) fn flipped(rows: &'a TileRows<'_>) -> Self {
+        assert!(
+            rows.capacity == AMX_ROWS && rows.stride % AMX_DEPTH == 0,
+            "rows laid out for the AMX tiles"
+        );
+        TileActivations {
+            bytes: rows.bytes(),
+            stride: rows.stride,
+            count: rows.count,
+            signed: false,
+        }
+    }
+
+    /// `count` (1..=32) int8 rows of `stride` bytes at the start of `rows`, read in place.
+    ///
+    /// # Panics
+    /// If `rows` does not hold every row of the row tiles used (16 or 32 rows; rows past
+    /// `count` may hold anything, their sums are dropped).
+    pub(crate) fn signed(rows: &'a [i8], stride: usize, count: usize) -> Self {
+        assert!((1..=AMX_ROWS).contains(&count), "one or two row tiles");
+        assert!(
+            rows.len() >= count.div_ceil(16) * 16 * stride,
+            "whole row tiles of input"
+        );
+        TileActivations {
+            bytes: bytemuck::cast_slice(rows),
+            stride,
+            count,
+            signed: true,
+        }
+    }
+}
+
+impl TileSession {
+    /// Runs `rows` against every panel of `weights` and requantizes the sums through
+    /// `table`, prepared for the packed channels with the packing's offsets as their bias,
+    /// into `output`: two panels (32 channels) per pass,
+    /// each pass's sums requantized after the next pass is issued; [`TileSession::finish`]
+    /// requantizes the last. The weights must be packed with their depth a whole number of
+    /// the session's chunks, for rows of that depth: flipped rows with the offsets of
+    /// [`PackedWeights::pack_aligned`] for the layer's zero point, signed rows with those
+    /// for the zero point less 128 (the sums are then over `x`, not `x + 128`).
+    ///
+    /// # Safety
+    /// [`Isa::Amx`](crate::isa::Isa::Amx) (and so AVX-512 VNNI) must be available; `output`
+    /// must be a validated layer's, with `at` inside it and its channels, and the same in
+    /// every call until `finish`, as must `weights` and `table` (repack only after
+    /// `finish`).
+    ///
+    /// # Panics
+    /// If the rows and weights were not laid out for the session's chunk and the same
+    /// depth, or the table was not prepared for the packed channels.
+    pub(crate) unsafe fn gemm_requantize(
+        &mut self,
+        rows: &TileActivations<'_>,
+        weights: &PackedWeights,
+        table: &ChannelTable,
+        output: &mut [i8],
+        at: TileOutput,
+    ) {
+        let depth = weights.groups() * 4;
+        assert!(
+            depth % self.chunk == 0 && rows.stride >= depth,
+            "rows and weights laid out for the session's chunk"
+        );
+        assert_eq!(
+            table.channels(),
+            weights.channels(),
+            "a table of the packing"
+        );
+        let panel_len = depth * PANEL;
+        let row_tiles = rows.count.div_ceil(16);
+        let mut first_panel = 0;
+        while first_panel < weights.panels() {
+            let panels = (weights.panels() - first_panel).min(PANELS_PER_PASS);
+            let slot = self.pending.as_ref().map_or(0, |p| 1 - p.slot);
+            // SAFETY: the session configured the tiles for `chunk` (caller). The A loads
+            // read 16 or 32 rows of `stride` bytes, `chunk` at a time over `depth`, inside
+            // `rows.bytes` (checked by its constructors); the B loads read `panels` panels
+            // of `panel_len` bytes from `first_panel` on, inside the packing; the stores
+            // write `panels * 16` i32 of the used rows of the slot's sums.
+            unsafe {
+                tile_pass(
+                    (rows.bytes.as_ptr(), rows.stride, row_tiles, rows.signed),
+                    weights.panel_bytes().add(first_panel * panel_len),
+                    (panel_len, depth / self.chunk, self.chunk, panels),
+                    self.sums[slot].as_mut_ptr().cast(),
                 )
             };
-            starts[r] = (at.first_row + r) * at.row_stride + channel;
+            // SAFETY: as this function's.
+            unsafe { self.finish(table, output) };
+            let first = first_panel * PANEL;
+            let channel = at.first_channel + first;
+            let mut starts = [0usize; AMX_ROWS];
+            for (r, start) in starts[..rows.count].iter_mut().enumerate() {
+                *start = (at.first_row + r) * at.row_stride + channel;
+            }
+            self.pending = Some(Pending {
+                slot,
+                rows: rows.count,
+                starts,
+                first,
+                len: (weights.channels() - first).min(panels * PANEL),
+            });
+            first_panel += panels;
+        }
+    }
+
+    /// Requantizes the last pass's sums, if any are waiting.
+    ///
+    /// # Safety
+    /// As [`TileSession::gemm_requantize`]'s: the table and output of the calls before.
+    pub(crate) unsafe fn finish(&mut self, table: &ChannelTable, output: &mut [i8]) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        let base = self.sums[p.slot].as_ptr().cast::<i32>();
+        let mut sums: [&[i32]; AMX_ROWS] = [&[]; AMX_ROWS];
+        for (r, sum) in sums[..p.rows].iter_mut().enumerate() {
+            // SAFETY: the pass that filled this slot stored channels `0..panels * PANEL`
+            // (at least `len`) of each of its `rows` rows.
+            *sum = unsafe {
+                core::slice::from_raw_parts(base.add(r * PANELS_PER_PASS * PANEL), p.len)
+            };
         }
         // SAFETY: AVX-512 F/BW and BMI2 are available (AMX implies VNNI, caller); `len`
-        // accumulators for channels `channel..channel + len`, inside the validated
-        // multipliers.
+        // accumulators of the table's channels `first..first + len`, the layer's channels
+        // `channel..channel + len` (`starts`).
         unsafe {
-            requantize_rows(
-                params,
-                &sums[..rows.count],
-                Some(&weights.offsets()[first..first + len]),
-                channel,
+            requantize_table_rows(
+                table,
+                (p.first, p.len),
+                &sums[..p.rows],
+                0,
                 output,
-                &starts[..rows.count],
+                &p.starts[..p.rows],
             )
         };
-        first_panel += panels;
     }
 }
 
 /// One or two row tiles (sixteen rows each, the second `16 * stride` bytes after the
-/// first) against one or two panels over `chunks` steps of 64 bytes of depth, the sums
-/// stored as rows of 32 i32 (128 bytes apart) at `acc`, panel `p` at column `16 * p`.
+/// first) against one or two panels over `chunks` steps of `chunk` bytes of depth, the
+/// sums stored as rows of 32 i32 (128 bytes apart) at `acc`, panel `p` at column `16 * p`;
+/// `tdpbssd` for signed rows, `tdpbusd` for flipped ones.
 ///
 /// # Safety
-/// The tiles must be configured (a [`TileSession`]); `rows` must hold `16 * row_tiles`
-/// rows `stride` bytes apart of at least `64 * chunks` bytes, `panels` the given panels of
-/// `panel_len` bytes each, and `acc` room for 32 rows of 32 i32.
+/// The tiles must be configured for `chunk` (a [`TileSession`]); `rows` must hold
+/// `16 * row_tiles` rows `stride` bytes apart of at least `chunk * chunks` bytes, `panels`
+/// the given panels of `panel_len` bytes each, and `acc` room for 32 rows of 32 i32.
 #[inline]
 unsafe fn tile_pass(
-    (rows, stride, row_tiles): (*const u8, usize, usize),
+    (rows, stride, row_tiles, signed): (*const u8, usize, usize, bool),
     panels: *const i8,
-    (panel_len, chunks, count): (usize, usize, usize),
+    (panel_len, chunks, chunk, count): (usize, usize, usize, usize),
     acc: *mut i32,
 ) {
     debug_assert!((1..=PANELS_PER_PASS).contains(&count) && (1..=2).contains(&row_tiles));
     debug_assert!(chunks > 0);
+    // The same pass with either multiply: `asm!` takes a literal template.
+    macro_rules! pass {
+        ($dp:literal) => {
+            asm!(
+                // rdi: row tile 0 at this chunk; rsi: the rows' stride; r13: 16 rows' bytes
+                // (row tile 1 is there); r12: two row tiles (else one); rdx: panel 0 at
+                // this chunk; r8: the panel length; r9: panels; rcx: chunks left; r10:
+                // `acc`; r11: 64; r14, r15: a chunk's bytes in the rows and in a panel;
+                // rax: scratch.
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "2:",
+                "tileloadd tmm4, [rdi + rsi * 1]",
+                "tileloadd tmm6, [rdx + r11 * 1]",
+                concat!($dp, " tmm0, tmm4, tmm6"),
+                "test r12, r12",
+                "jz 3f",
+                "lea rax, [rdi + r13]",
+                "tileloadd tmm5, [rax + rsi * 1]",
+                concat!($dp, " tmm2, tmm5, tmm6"),
+                "3:",
+                "cmp r9, 2",
+                "jb 4f",
+                "lea rax, [rdx + r8]",
+                "tileloadd tmm7, [rax + r11 * 1]",
+                concat!($dp, " tmm1, tmm4, tmm7"),
+                "test r12, r12",
+                "jz 4f",
+                concat!($dp, " tmm3, tmm5, tmm7"),
+                "4:",
+                "add rdi, r14",
+                "add rdx, r15",
+                "dec rcx",
+                "jnz 2b",
+                // Stores: rows of 128 bytes; row tile 1 starts 2,048 bytes in, panel 1 64.
+                "mov rax, 128",
+                "tilestored [r10 + rax * 1], tmm0",
+                "cmp r9, 2",
+                "jb 5f",
+                "lea rdx, [r10 + 64]",
+                "tilestored [rdx + rax * 1], tmm1",
+                "5:",
+                "test r12, r12",
+                "jz 6f",
+                "lea rdx, [r10 + 2048]",
+                "tilestored [rdx + rax * 1], tmm2",
+                "cmp r9, 2",
+                "jb 6f",
+                "lea rdx, [r10 + 2112]",
+                "tilestored [rdx + rax * 1], tmm3",
+                "6:",
+                inout("rdi") rows => _,
+                in("rsi") stride,
+                in("r13") 16 * stride,
+                in("r12") usize::from(row_tiles == 2),
+                inout("rdx") panels => _,
+                in("r8") panel_len,
+                in("r9") count,
+                inout("rcx") chunks => _,
+                in("r10") acc,
+                in("r11") 64usize,
+                in("r14") chunk,
+                in("r15") chunk * 16,
+                out("rax") _,
+                options(nostack),
+            )
+        };
+    }
     // SAFETY: the caller's contract. The tile registers are the session's; Rust code never
     // uses them. General registers used are declared; the stack is untouched.
     unsafe {
-        asm!(
-            // rdi: row tile 0 at this chunk; rsi: the rows' stride; r13: 16 rows' bytes
-            // (row tile 1 is there); r12: two row tiles (else one); rdx: panel 0 at this
-            // chunk; r8: the panel length; r9: panels; rcx: chunks left; r10: `acc`;
-            // r11: 64; rax: scratch.
-            "tilezero tmm0",
-            "tilezero tmm1",
-            "tilezero tmm2",
-            "tilezero tmm3",
-            "2:",
-            "tileloadd tmm4, [rdi + rsi * 1]",
-            "tileloadd tmm6, [rdx + r11 * 1]",
-            "tdpbusd tmm0, tmm4, tmm6",
-            "test r12, r12",
-            "jz 3f",
-            "lea rax, [rdi + r13]",
-            "tileloadd tmm5, [rax + rsi * 1]",
-            "tdpbusd tmm2, tmm5, tmm6",
-            "3:",
-            "cmp r9, 2",
-            "jb 4f",
-            "lea rax, [rdx + r8]",
-            "tileloadd tmm7, [rax + r11 * 1]",
-            "tdpbusd tmm1, tmm4, tmm7",
-            "test r12, r12",
-            "jz 4f",
-            "tdpbusd tmm3, tmm5, tmm7",
-            "4:",
-            // The next 64 bytes of depth: 64 bytes into the rows, sixteen groups (1,024
-            // bytes) into the panels.
-            "add rdi, 64",
-            "add rdx, 1024",
-            "dec rcx",
-            "jnz 2b",
-            // Stores: rows of 128 bytes; row tile 1 starts 2,048 bytes in, panel 1 64.
-            "mov rax, 128",
-            "tilestored [r10 + rax * 1], tmm0",
-            "cmp r9, 2",
-            "jb 5f",
-            "lea rdx, [r10 + 64]",
-            "tilestored [rdx + rax * 1], tmm1",
-            "5:",
-            "test r12, r12",
-            "jz 6f",
-            "lea rdx, [r10 + 2048]",
-            "tilestored [rdx + rax * 1], tmm2",
-            "cmp r9, 2",
-            "jb 6f",
-            "lea rdx, [r10 + 2112]",
-            "tilestored [rdx + rax * 1], tmm3",
-            "6:",
-            inout("rdi") rows => _,
-            in("rsi") stride,
-            in("r13") 16 * stride,
-            in("r12") usize::from(row_tiles == 2),
-            inout("rdx") panels => _,
-            in("r8") panel_len,
-            in("r9") count,
-            inout("rcx") chunks => _,
-            in("r10") acc,
-            in("r11") 64usize,
-            out("rax") _,
-            options(nostack),
-        );
+        if signed {
+            pass!("tdpbssd")
+        } else {
+            pass!("tdpbusd")
+        }
     }
 }

@@ -22,7 +22,7 @@ use core::arch::asm;
 use core::mem::MaybeUninit;
 
 use crate::ops::RequantizeParams;
-use crate::ops::requantize::x86_avx512::{requantize_row, requantize_rows};
+use crate::ops::requantize::x86_avx512::{ChannelTable, requantize_row, requantize_table_rows};
 
 /// `dots[r]` and `dots[4 + r]`: weight row `r` dotted with activation rows 0 and 1 (read as
 /// `x + 128`); `dots[8 + r]`: the sum of weight row `r`.
@@ -789,20 +789,25 @@ pub(crate) struct TileOutput {
     pub first_channel: usize,
 }
 
-/// Runs `rows` against every panel of `weights` ([`gemm_tile`]) and requantizes the sums,
-/// with the packing's offsets as their bias, into `output` 64 channels at a time.
+/// Runs `rows` against every panel of `weights` ([`gemm_tile`]) and requantizes the sums
+/// through `table`, prepared for the packed channels with the packing's offsets as their
+/// bias, into `output` 64 channels at a time.
 ///
 /// # Safety
-/// AVX-512 VNNI (and so AVX2) must be available; `params` and `output` must be a validated
-/// layer's, with `at` inside its output and channels.
+/// AVX-512 VNNI (and so AVX2) must be available; `output` must be a validated layer's,
+/// with `at` inside it and its channels.
+///
+/// # Panics
+/// If the table was not prepared for the packed channels.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn gemm_requantize(
     rows: &TileRows<'_>,
     weights: &PackedWeights,
-    params: &RequantizeParams<'_>,
+    table: &ChannelTable,
     output: &mut [i8],
     at: TileOutput,
 ) {
+    assert_eq!(table.channels(), weights.channels, "a table of the packing");
     // Written by `gemm_tile` before it is read: every row, sixteen channels per panel, and
     // only the channels of the panels written are read. Clearing 2 KiB per tile cost more
     // than the requantization of a small tile.
@@ -838,14 +843,14 @@ pub(crate) unsafe fn gemm_requantize(
             };
             starts[r] = (at.first_row + r) * at.row_stride + channel;
         }
-        // SAFETY: AVX-512 F/BW and BMI2 are available (caller); `len` accumulators for
-        // channels `channel..channel + len`, inside the validated multipliers.
+        // SAFETY: AVX-512 F/BW and BMI2 are available (caller); `len` accumulators of the
+        // table's channels `first..first + len`, the layer's `channel..channel + len`.
         unsafe {
-            requantize_rows(
-                params,
+            requantize_table_rows(
+                table,
+                (first, len),
                 &sums[..rows.count],
-                Some(&weights.offsets[first..first + len]),
-                channel,
+                0,
                 output,
                 &starts[..rows.count],
             )

@@ -10,7 +10,8 @@ use core::mem::MaybeUninit;
 
 use crate::isa::Isa;
 use crate::ops::fully_connected::x86_vnni;
-use crate::ops::x86_amx::{AMX_DEPTH, AMX_ROWS, TileSession, gemm_requantize_amx};
+use crate::ops::requantize::x86_avx512::{ChannelTable, TABLE_CHANNELS};
+use crate::ops::x86_amx::{AMX_DEPTH, AMX_ROWS, TileActivations, TileSession};
 use crate::ops::x86_vnni::{
     MAX_GEMM_DEPTH, PANEL, PackedWeights, TILE_ROWS, TileOutput, TileRows, TileStorage,
     dot_pair_requantize, gemm_requantize,
@@ -24,10 +25,17 @@ use crate::ops::x86_vnni::{
 const AMX_MIN_DEPTH: usize = 256;
 
 /// The AMX int8 kernel: the VNNI kernel's GEMM with tiles of 32 rows multiplied by
-/// `tdpbusd` ([`crate::ops::x86_amx`]); the VNNI kernel where AMX is missing or the layer
-/// is a pointwise one, too shallow ([`AMX_MIN_DEPTH`]) or too deep for the packing.
+/// `tdpbusd` ([`crate::ops::x86_amx`]); pointwise layers through the AMX fully-connected
+/// kernel; the VNNI kernel where AMX is missing or the layer is too shallow
+/// ([`AMX_MIN_DEPTH`]) or too deep for the packing.
 pub(super) fn conv2d_i8_amx(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
     let g = &op.geometry;
+    if g.is_pointwise() {
+        return crate::ops::fully_connected::x86_amx::fully_connected_i8(
+            &op.as_fully_connected(),
+            output,
+        );
+    }
     if Isa::Amx.available() && amx_takes(g) {
         // SAFETY: AMX, and with it AVX-512 VNNI and AVX2, are available (checked above).
         return unsafe { conv2d_i8_gemm(op, g, output, Tiles::Amx) };
@@ -82,6 +90,7 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8],
     // Validated zero points are int8.
     let fill = zp as i8;
     let mut packed = PackedWeights::new();
+    let mut table = ChannelTable::new();
     // Room for the rows of the tiles used: a VNNI layer's frame stays 8 KiB smaller.
     let mut vnni_storage: TileStorage;
     let mut amx_storage: [MaybeUninit<u8>; AMX_ROWS * MAX_GEMM_DEPTH];
@@ -98,9 +107,9 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8],
     let mut rows = TileRows::with_layout(storage, k, tile_len, align);
     // Slices of equal whole panels: 64 channels that do not fit as one are two of 32, not
     // 48 and 16, so that no slice leaves most of a tile's lanes idle.
-    let most = PackedWeights::channels_that_fit_aligned(k, align);
+    let most = PackedWeights::channels_that_fit_aligned(k, align).min(TABLE_CHANNELS);
     // SAFETY: AMX is available where the tiles are AMX's (caller).
-    let session = matches!(tiles, Tiles::Amx).then(|| unsafe { TileSession::start() });
+    let mut session = matches!(tiles, Tiles::Amx).then(|| unsafe { TileSession::start(AMX_DEPTH) });
     let slices = cg_out.div_ceil(most);
     let slice_len = cg_out.div_ceil(slices).div_ceil(PANEL) * PANEL;
     for (group, from) in
@@ -118,6 +127,9 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8],
                 bias,
             )
         };
+        // SAFETY: AVX-512 VNNI is available (caller); `len <= TABLE_CHANNELS`, inside the
+        // validated multipliers.
+        unsafe { table.prepare(&op.params, Some(packed.offsets()), first, len) };
         let mut p0 = 0;
         let mut at = PixelAt { b: 0, oy: 0, ox: 0 };
         while p0 < pixels {
@@ -135,14 +147,23 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8],
             // tile's pixels and the group's channels are inside the validated layer, and
             // the rows and packing have the tiles' layout.
             unsafe {
-                match &session {
-                    None => gemm_requantize(&rows, &packed, &op.params, output, tile),
-                    Some(session) => {
-                        gemm_requantize_amx(session, &rows, &packed, &op.params, output, tile)
-                    }
+                match &mut session {
+                    None => gemm_requantize(&rows, &packed, &table, output, tile),
+                    Some(session) => session.gemm_requantize(
+                        &TileActivations::flipped(&rows),
+                        &packed,
+                        &table,
+                        output,
+                        tile,
+                    ),
                 }
             };
             p0 += tile_rows;
+        }
+        if let Some(session) = &mut session {
+            // SAFETY: AMX is available (caller); the packing and layer of the calls above,
+            // before the next slice repacks.
+            unsafe { session.finish(&table, output) };
         }
     }
 }

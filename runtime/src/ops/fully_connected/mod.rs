@@ -14,6 +14,8 @@ pub mod reference;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_amx;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_vnni;
 
 use serde::{Deserialize, Serialize};
@@ -288,6 +290,12 @@ pub(crate) const I8_KERNELS: &[Kernel<I8Kernel>] = &[
         name: "avx512vnni",
         isa: Isa::Avx512Vnni,
         run: x86_vnni::fully_connected_i8,
+    },
+    #[cfg(target_arch = "x86_64")]
+    Kernel {
+        name: "amx",
+        isa: Isa::Amx,
+        run: x86_amx::fully_connected_i8,
     },
     #[cfg(target_arch = "aarch64")]
     Kernel {

@@ -847,3 +847,68 @@ fn f16_rows_either_side_of_the_widening_buffer() {
         within_tolerance(F16_KERNELS, &p.op_f16(&halves)).unwrap();
     }
 }
+
+/// Layers the AMX kernel takes (given AMX): depths of 8 to 1,024 bytes in chunks of 8 to
+/// 64, a partial panel and a pass of one panel, channel slices (weights beyond one packing,
+/// or beyond a requantization table's 256 channels), batches read in place with an
+/// overlapping last block and batches shorter than a row tile (copied), zero points at
+/// both extremes and multipliers above one (a left shift); varied values that do not all
+/// saturate. Each must reach the tiles and give the reference's bytes.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_amx_kernel_takes_and_matches_its_layers() {
+    let mut byte = crate::ops::testing::xorshift_bytes(0x510e_527f_ade6_82d1);
+    let cases = [
+        (125, 64, 64, (-3, 5), 2e-4),
+        (70, 8, 16, (-128, 127), 3e-3),
+        (100, 96, 48, (127, -128), 4e-4),
+        // Inputs and weights of -4..=3 (see below), so that a multiplier above one does
+        // not saturate every output.
+        (64, 12, 20, (0, 0), 1.5),
+        (9, 256, 256, (-128, -7), 2e-4),
+        (20, 1024, 40, (11, 3), 5e-5),
+        (300, 200, 300, (-100, 20), 1e-4),
+    ];
+    for (n, (batch, in_features, out_features, (izp, ozp), real)) in cases.into_iter().enumerate() {
+        let shape = FullyConnectedShape {
+            batch,
+            in_features,
+            out_features,
+        };
+        assert!(
+            super::x86_amx::amx_takes(&shape),
+            "case {n}: {shape:?} must reach the tiles"
+        );
+        let narrow = real > 1.0;
+        let mut value = || if narrow { byte() >> 5 } else { byte() };
+        let input: Vec<i8> = (0..batch * in_features).map(|_| value()).collect();
+        let weights: Vec<i8> = (0..out_features * in_features).map(|_| value()).collect();
+        let bias_scale = if narrow { 1 } else { 300 };
+        let bias: Vec<i32> = (0..out_features)
+            .map(|_| i32::from(byte()) * bias_scale)
+            .collect();
+        let multipliers: Vec<QuantizedMultiplier> = (0..out_features)
+            .map(|o| QuantizedMultiplier::from_real(real * (1.0 + o as f64 / 64.0)).unwrap())
+            .collect();
+        let op = FullyConnectedI8 {
+            shape,
+            params: FullyConnectedI8Params {
+                input_zero_point: izp,
+                output_zero_point: ozp,
+                multipliers: &multipliers,
+                activation_min: -128,
+                activation_max: 127,
+            },
+            input: &input,
+            weights: &weights,
+            bias: Some(&bias),
+        };
+        let want = run_i8(reference::fully_connected_i8, &op);
+        let distinct = want.iter().collect::<std::collections::BTreeSet<_>>().len();
+        assert!(distinct > 16, "case {n}: only {distinct} distinct outputs");
+        if crate::isa::Isa::Amx.available() {
+            let got = run_i8(super::x86_amx::fully_connected_i8, &op);
+            assert!(got == want, "case {n}: the tiles' bytes differ");
+        }
+    }
+}

@@ -10,6 +10,7 @@ use core::mem::MaybeUninit;
 
 use super::FullyConnectedI8;
 use crate::isa::Isa;
+use crate::ops::requantize::x86_avx512::{ChannelTable, TABLE_CHANNELS};
 use crate::ops::x86_vnni::{
     MAX_GEMM_DEPTH, PackedWeights, TILE_ROWS, TileOutput, TileRows, TileStorage,
     dot_pair_requantize, dot_row_requantize, gemm_requantize,
@@ -73,8 +74,9 @@ unsafe fn fully_connected_i8_vnni(op: &FullyConnectedI8<'_>, output: &mut [i8]) 
     }
 }
 
-/// The batched layer through [`gemm_requantize`]: the weights packed once, then the input a
-/// tile of eight rows at a time.
+/// The batched layer through [`gemm_requantize`]: the weights packed once (a slice of
+/// channels at a time where a layer has more than a table holds), then the input a tile
+/// of eight rows at a time.
 ///
 /// # Safety
 /// AVX-512 VNNI (and so AVX2) must be available; `op` must have passed `validate(output)`
@@ -83,26 +85,34 @@ unsafe fn fully_connected_i8_vnni(op: &FullyConnectedI8<'_>, output: &mut [i8]) 
 unsafe fn gemm_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
     let (k, channels) = (op.shape.in_features, op.shape.out_features);
     let mut packed = PackedWeights::new();
-    // SAFETY: AVX2 is available (caller).
-    unsafe {
-        packed.pack(
-            op.weights,
-            (k, channels),
-            op.params.input_zero_point,
-            op.bias,
-        )
-    };
+    let mut table = ChannelTable::new();
     let mut storage: TileStorage = [MaybeUninit::uninit(); TILE_ROWS * MAX_GEMM_DEPTH];
     let mut rows = TileRows::new(&mut storage, k);
-    for (t, tile) in op.input.chunks(TILE_ROWS * k).enumerate() {
-        rows.copy(tile);
-        let at = TileOutput {
-            first_row: t * TILE_ROWS,
-            row_stride: channels,
-            first_channel: 0,
+    for from in (0..channels).step_by(TABLE_CHANNELS) {
+        let len = (channels - from).min(TABLE_CHANNELS);
+        let bias = op.bias.map(|bias| &bias[from..from + len]);
+        // SAFETY: AVX2 is available (caller); a slice of weights that fit.
+        unsafe {
+            packed.pack(
+                &op.weights[from * k..(from + len) * k],
+                (k, len),
+                op.params.input_zero_point,
+                bias,
+            )
         };
-        // SAFETY: AVX-512 VNNI is available (caller); the tile's rows and channels are
-        // inside the validated layer.
-        unsafe { gemm_requantize(&rows, &packed, &op.params, output, at) };
+        // SAFETY: AVX-512 VNNI is available (caller); `len <= TABLE_CHANNELS`, inside the
+        // validated multipliers.
+        unsafe { table.prepare(&op.params, Some(packed.offsets()), from, len) };
+        for (t, tile) in op.input.chunks(TILE_ROWS * k).enumerate() {
+            rows.copy(tile);
+            let at = TileOutput {
+                first_row: t * TILE_ROWS,
+                row_stride: channels,
+                first_channel: from,
+            };
+            // SAFETY: AVX-512 VNNI is available (caller); the tile's rows and channels are
+            // inside the validated layer.
+            unsafe { gemm_requantize(&rows, &packed, &table, output, at) };
+        }
     }
 }

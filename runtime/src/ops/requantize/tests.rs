@@ -84,9 +84,10 @@ proptest! {
             unsafe { x86_avx512::requantize_row(&params, acc, bias, first, &mut got) };
             prop_assert_eq!(&got[..n], &want[..]);
             prop_assert_eq!(got[n], 0, "a byte past the row was written");
-            // Eleven rows sharing the channels (one call of eight, one of three), each the
-            // row rotated by its index, written with a gap of two bytes after each.
-            let rows: Vec<Vec<i32>> = (0..11)
+            // Thirty-seven rows sharing the channels (one call of 32, one of five, padded to
+            // eight), each the row rotated by its index, written with a gap of two bytes
+            // after each.
+            let rows: Vec<Vec<i32>> = (0..37)
                 .map(|r| {
                     let mut row = acc.to_vec();
                     if n > 0 {
@@ -96,8 +97,8 @@ proptest! {
                 })
                 .collect();
             let views: Vec<&[i32]> = rows.iter().map(Vec::as_slice).collect();
-            let starts: Vec<usize> = (0..11).map(|r| r * (n + 2)).collect();
-            let mut all = vec![0i8; 11 * (n + 2)];
+            let starts: Vec<usize> = (0..37).map(|r| r * (n + 2)).collect();
+            let mut all = vec![0i8; 37 * (n + 2)];
             // SAFETY: as above; every row's output lies inside `all`.
             unsafe {
                 x86_avx512::requantize_rows(&params, &views, bias.map(|b| &b[first..]), first, &mut all, &starts)
