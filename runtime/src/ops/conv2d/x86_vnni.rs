@@ -173,7 +173,7 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8],
 enum Tiles {
     /// [`gemm_requantize`]: eight rows, depth padded to four bytes.
     Vnni,
-    /// [`gemm_requantize_amx`]: 32 rows (two tiles), depth padded to 64 bytes.
+    /// [`TileSession::gemm_requantize`]: 32 rows (two tiles), depth padded to 64 bytes.
     Amx,
 }
 

@@ -2,7 +2,7 @@
 //! `clamp(MultiplyByQuantizedMultiplier(acc + bias[c], m[c]) + zero_point)` for consecutive
 //! output channels `c`.
 //!
-//! The scalar form is [`RequantizeParams::output`]; the vector forms here reproduce it bit for
+//! The scalar form is [`RequantizeParams::output`](crate::ops::RequantizeParams::output); the vector forms here reproduce it bit for
 //! bit (TFLite's double rounding, the `i32::MIN * i32::MIN` saturation, the saturating zero
 //! point add), so kernels accumulate a row of channels and requantize it in one pass.
 
