@@ -668,6 +668,25 @@ pub(crate) fn gather_patch_at<T: Copy, U: Copy>(
         && g.dilation_width == 1
         && first_col >= 0
         && first_col as usize + g.kernel_width <= g.in_width;
+    // A window wholly inside the image (most pixels of a large one): every kernel row is
+    // such a run, a fixed step apart, with no row to test for the padding.
+    let top = (oy * g.stride_height) as i64 - g.pad_top as i64;
+    if contiguous_rows
+        && top >= 0
+        && top as usize + (g.kernel_height - 1) * g.dilation_height < g.in_height
+    {
+        let step = g.dilation_height * g.in_width * g.in_channels;
+        let start =
+            ((b * g.in_height + top as usize) * g.in_width + first_col as usize) * g.in_channels;
+        for (ky, row) in dst[..g.kernel_height * row_len]
+            .chunks_exact_mut(row_len)
+            .enumerate()
+        {
+            let from = start + ky * step;
+            copy(&input[from..from + row_len], row);
+        }
+        return;
+    }
     for ky in 0..g.kernel_height {
         let row = &mut dst[ky * row_len..(ky + 1) * row_len];
         let Some(iy) = g.input_row(oy, ky) else {

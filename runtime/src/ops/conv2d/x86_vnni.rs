@@ -91,20 +91,26 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8],
     let fill = zp as i8;
     let mut packed = PackedWeights::new();
     let mut table = ChannelTable::new();
-    // Room for the rows of the tiles used: a VNNI layer's frame stays 8 KiB smaller.
-    let mut vnni_storage: TileStorage;
-    let mut amx_storage: [MaybeUninit<u8>; AMX_ROWS * MAX_GEMM_DEPTH];
-    let storage: &mut [MaybeUninit<u8>] = match tiles {
+    // Room for two tiles' rows, the one gathered while the one before is multiplied (see
+    // below), of the tiles used: a VNNI layer's frame stays 48 KiB smaller.
+    let mut vnni_storage: [TileStorage; 2];
+    let mut amx_storage: [[MaybeUninit<u8>; AMX_ROWS * MAX_GEMM_DEPTH]; 2];
+    let [first_storage, second_storage]: [&mut [MaybeUninit<u8>]; 2] = match tiles {
         Tiles::Vnni => {
-            vnni_storage = [MaybeUninit::uninit(); TILE_ROWS * MAX_GEMM_DEPTH];
-            &mut vnni_storage
+            vnni_storage = [[MaybeUninit::uninit(); TILE_ROWS * MAX_GEMM_DEPTH]; 2];
+            let [a, b] = &mut vnni_storage;
+            [a, b]
         }
         Tiles::Amx => {
-            amx_storage = [MaybeUninit::uninit(); AMX_ROWS * MAX_GEMM_DEPTH];
-            &mut amx_storage
+            amx_storage = [[MaybeUninit::uninit(); AMX_ROWS * MAX_GEMM_DEPTH]; 2];
+            let [a, b] = &mut amx_storage;
+            [a, b]
         }
     };
-    let mut rows = TileRows::with_layout(storage, k, tile_len, align);
+    let mut buffers = [
+        TileRows::with_layout(first_storage, k, tile_len, align),
+        TileRows::with_layout(second_storage, k, tile_len, align),
+    ];
     // Slices of equal whole panels: 64 channels that do not fit as one are two of 32, not
     // 48 and 16, so that no slice leaves most of a tile's lanes idle.
     let most = PackedWeights::channels_that_fit_aligned(k, align).min(TABLE_CHANNELS);
@@ -130,27 +136,45 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8],
         // SAFETY: AVX-512 VNNI is available (caller); `len <= TABLE_CHANNELS`, inside the
         // validated multipliers.
         unsafe { table.prepare(&op.params, Some(packed.offsets()), first, len) };
+        // Each tile is multiplied after the next one is gathered: the multiply reads the
+        // rows back in pieces (broadcast quads, tile rows) that span several of the
+        // gather's small stores, which cannot be forwarded and stall until those stores
+        // have reached the cache.
+        let mut pending: Option<(usize, TileOutput)> = None;
         let mut p0 = 0;
         let mut at = PixelAt { b: 0, oy: 0, ox: 0 };
-        while p0 < pixels {
-            let tile_rows = (pixels - p0).min(tile_len);
-            rows.load(tile_rows, |_, patch| {
-                gather_patch_at(g, op.input, at, group, patch, fill, copy_run);
-                at = at.next(g);
+        let mut next = 0;
+        loop {
+            let gathered = (p0 < pixels).then(|| {
+                let tile_rows = (pixels - p0).min(tile_len);
+                buffers[next].load(tile_rows, |_, patch| {
+                    gather_patch_at(g, op.input, at, group, patch, fill, copy_run);
+                    at = at.next(g);
+                });
+                let tile = TileOutput {
+                    first_row: p0,
+                    row_stride: oc_total,
+                    first_channel: first,
+                };
+                p0 += tile_rows;
+                next ^= 1;
+                (next ^ 1, tile)
             });
-            let tile = TileOutput {
-                first_row: p0,
-                row_stride: oc_total,
-                first_channel: first,
+            let Some((index, tile)) = core::mem::replace(&mut pending, gathered) else {
+                if pending.is_none() {
+                    break;
+                }
+                continue;
             };
+            let rows = &buffers[index];
             // SAFETY: AVX-512 VNNI, or AMX for `Tiles::Amx`, is available (caller); the
             // tile's pixels and the group's channels are inside the validated layer, and
             // the rows and packing have the tiles' layout.
             unsafe {
                 match &mut session {
-                    None => gemm_requantize(&rows, &packed, &table, output, tile),
+                    None => gemm_requantize(rows, &packed, &table, output, tile),
                     Some(session) => session.gemm_requantize(
-                        &TileActivations::flipped(&rows),
+                        &TileActivations::flipped(rows),
                         &packed,
                         &table,
                         output,
@@ -158,7 +182,6 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8],
                     ),
                 }
             };
-            p0 += tile_rows;
         }
         if let Some(session) = &mut session {
             // SAFETY: AMX is available (caller); the packing and layer of the calls above,
