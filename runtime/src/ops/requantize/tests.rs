@@ -109,6 +109,14 @@ proptest! {
                 prop_assert_eq!(&all[starts[r]..starts[r] + n], &want_row[..], "row {}", r);
                 prop_assert_eq!(&all[starts[r] + n..starts[r] + n + 2], &[0i8, 0][..]);
             }
+            // Three rows: fewer than a table pays for, each step's constants computed in
+            // registers.
+            let mut few = vec![0i8; 3 * (n + 2)];
+            // SAFETY: as above; every row's output lies inside `few`.
+            unsafe {
+                x86_avx512::requantize_rows(&params, &views[..3], bias.map(|b| &b[first..]), first, &mut few, &starts[..3])
+            };
+            prop_assert_eq!(&few[..], &all[..3 * (n + 2)]);
         }
         let _ = &mut got;
     }
