@@ -13,8 +13,8 @@ use crate::ops::fully_connected::x86_vnni;
 use crate::ops::requantize::x86_avx512::{ChannelTable, TABLE_CHANNELS};
 use crate::ops::x86_amx::{AMX_DEPTH, AMX_ROWS, TileActivations, TileSession};
 use crate::ops::x86_vnni::{
-    MAX_GEMM_DEPTH, PANEL, PackedWeights, TILE_ROWS, TileOutput, TileRows, TileStorage,
-    dot_pair_requantize, gemm_requantize,
+    MAX_GEMM_DEPTH, PANEL, PackedWeights, TILE_ROWS, TileOutput, TileRows, dot_pair_requantize,
+    gemm_requantize,
 };
 
 /// Shortest patch the AMX kernel takes: below four steps of 64 bytes of depth, the tiles'
@@ -38,7 +38,7 @@ pub(super) fn conv2d_i8_amx(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut 
     }
     if Isa::Amx.available() && amx_takes(g) {
         // SAFETY: AMX, and with it AVX-512 VNNI and AVX2, are available (checked above).
-        return unsafe { conv2d_i8_gemm(op, g, output, Tiles::Amx) };
+        return unsafe { conv2d_i8_gemm::<AMX_ROW_BYTES>(op, g, output, Tiles::Amx) };
     }
     conv2d_i8(op, output, scratch)
 }
@@ -61,7 +61,7 @@ pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16
     }
     if PackedWeights::channels_that_fit(g.patch_len()) > 0 {
         // SAFETY: AVX-512 VNNI, and with it AVX2, are available (checked above).
-        return unsafe { conv2d_i8_gemm(op, g, output, Tiles::Vnni) };
+        return unsafe { conv2d_i8_gemm::<VNNI_ROW_BYTES>(op, g, output, Tiles::Vnni) };
     }
     // The scratch holds two i16 patches with slack, so at least 4k bytes: two byte patches
     // fit with room to spare.
@@ -81,7 +81,12 @@ pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16
 /// passed validation and its patches must be short enough for
 /// [one panel](PackedWeights::channels_that_fit_aligned) of the tiles' layout.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8], tiles: Tiles) {
+unsafe fn conv2d_i8_gemm<const ROW_BYTES: usize>(
+    op: &Conv2dI8<'_>,
+    g: &ConvGeometry,
+    output: &mut [i8],
+    tiles: Tiles,
+) {
     let k = g.patch_len();
     let (tile_len, align) = tiles.layout();
     let zp = op.params.input_zero_point;
@@ -91,22 +96,11 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8],
     let fill = zp as i8;
     let mut packed = PackedWeights::new();
     let mut table = ChannelTable::new();
-    // Room for two tiles' rows, the one gathered while the one before is multiplied (see
-    // below), of the tiles used: a VNNI layer's frame stays 48 KiB smaller.
-    let mut vnni_storage: [TileStorage; 2];
-    let mut amx_storage: [[MaybeUninit<u8>; AMX_ROWS * MAX_GEMM_DEPTH]; 2];
-    let [first_storage, second_storage]: [&mut [MaybeUninit<u8>]; 2] = match tiles {
-        Tiles::Vnni => {
-            vnni_storage = [[MaybeUninit::uninit(); TILE_ROWS * MAX_GEMM_DEPTH]; 2];
-            let [a, b] = &mut vnni_storage;
-            [a, b]
-        }
-        Tiles::Amx => {
-            amx_storage = [[MaybeUninit::uninit(); AMX_ROWS * MAX_GEMM_DEPTH]; 2];
-            let [a, b] = &mut amx_storage;
-            [a, b]
-        }
-    };
+    // Room for two tiles' rows of the tiles used, the one gathered while the one before is
+    // multiplied (see below): `ROW_BYTES` is sized for the tiles, so that a VNNI layer's
+    // frame does not carry the AMX tiles' 64 KiB.
+    let mut storage = [[MaybeUninit::<u8>::uninit(); ROW_BYTES]; 2];
+    let [first_storage, second_storage] = &mut storage;
     let mut buffers = [
         TileRows::with_layout(first_storage, k, tile_len, align),
         TileRows::with_layout(second_storage, k, tile_len, align),
@@ -190,6 +184,11 @@ unsafe fn conv2d_i8_gemm(op: &Conv2dI8<'_>, g: &ConvGeometry, output: &mut [i8],
         }
     }
 }
+
+/// Bytes of one tile's rows for each GEMM: [`TILE_ROWS`] or [`AMX_ROWS`] rows of up to
+/// [`MAX_GEMM_DEPTH`] bytes.
+const VNNI_ROW_BYTES: usize = TILE_ROWS * MAX_GEMM_DEPTH;
+const AMX_ROW_BYTES: usize = AMX_ROWS * MAX_GEMM_DEPTH;
 
 /// Which GEMM multiplies the gathered tiles.
 #[derive(Clone, Copy)]
