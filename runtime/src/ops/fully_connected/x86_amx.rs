@@ -1,6 +1,6 @@
 //! x86_64 AMX int8 fully-connected layer, which pointwise convolutions run as too: the
-//! weights packed once into panels (a slice of channels at a time where they do not all
-//! fit), then the input rows multiplied in place by the tiles ([`crate::ops::x86_amx`]),
+//! weights packed into panels once per call (a slice of channels at a time where they do
+//! not all fit), then the input rows multiplied in place by the tiles ([`crate::ops::x86_amx`]),
 //! 32 rows at a time, `tdpbssd` on the signed bytes as they are (no copy, no `x + 128`
 //! flip), the input zero point folded into the packing's offsets. The depth is walked in
 //! chunks of up to 64 bytes that divide it, so nothing pads it.
