@@ -660,18 +660,20 @@ pub(crate) fn gather_patch_at<T: Copy, U: Copy>(
 ) {
     let cg = g.group_in_channels();
     let row_len = g.kernel_width * cg;
-    // A kernel row wholly inside the image whose taps are adjacent pixels of the one group
-    // is a contiguous run of the input: copied in one loop instead of tap by tap, which is
-    // most of the gather's cost when channels are few.
+    // With one group and no dilation, the taps of a kernel row that fall inside the image,
+    // `lo..hi`, are adjacent pixels: a contiguous run of the input, copied in one go
+    // between padding on either side, instead of tap by tap (most of the gather's cost
+    // when channels are few).
     let first_col = (ox * g.stride_width) as i64 - g.pad_left as i64;
-    let contiguous_rows = g.groups == 1
-        && g.dilation_width == 1
-        && first_col >= 0
-        && first_col as usize + g.kernel_width <= g.in_width;
+    let inside = (g.groups == 1 && g.dilation_width == 1).then(|| {
+        let lo = (-first_col).clamp(0, g.kernel_width as i64) as usize;
+        let hi = (g.in_width as i64 - first_col).clamp(lo as i64, g.kernel_width as i64);
+        (lo, hi as usize)
+    });
     // A window wholly inside the image (most pixels of a large one): every kernel row is
-    // such a run, a fixed step apart, with no row to test for the padding.
+    // such a run, whole, a fixed step apart, with no row to test for the padding.
     let top = (oy * g.stride_height) as i64 - g.pad_top as i64;
-    if contiguous_rows
+    if inside == Some((0, g.kernel_width))
         && top >= 0
         && top as usize + (g.kernel_height - 1) * g.dilation_height < g.in_height
     {
@@ -687,13 +689,6 @@ pub(crate) fn gather_patch_at<T: Copy, U: Copy>(
         }
         return;
     }
-    // With one group and no dilation, the taps of a kernel row that fall inside the image
-    // are one run of the input too, between padding on either side.
-    let inside = (g.groups == 1 && g.dilation_width == 1).then(|| {
-        let lo = (-first_col).clamp(0, g.kernel_width as i64) as usize;
-        let hi = (g.in_width as i64 - first_col).clamp(lo as i64, g.kernel_width as i64);
-        (lo, hi as usize)
-    });
     for ky in 0..g.kernel_height {
         let row = &mut dst[ky * row_len..(ky + 1) * row_len];
         let Some(iy) = g.input_row(oy, ky) else {
@@ -701,11 +696,6 @@ pub(crate) fn gather_patch_at<T: Copy, U: Copy>(
             continue;
         };
         let line = (b * g.in_height + iy) * g.in_width;
-        if contiguous_rows {
-            let start = (line + first_col as usize) * g.in_channels;
-            copy(&input[start..start + row_len], row);
-            continue;
-        }
         if let Some((lo, hi)) = inside {
             fill_run(&mut row[..lo * cg], fill);
             if lo < hi {

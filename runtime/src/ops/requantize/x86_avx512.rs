@@ -110,8 +110,9 @@ pub(crate) unsafe fn requantize_rows(
 }
 
 /// [`requantize_rows`] for fewer than [`ROW_GROUP`] rows (a fully-connected layer's batch
-/// of one), where preparing a [`ChannelTable`] would cost more than it saves: each step's
-/// constants computed in registers and used at once ([`requantize_few_rows`]).
+/// of one), where the table path would prepare every block for one row and pad the rows
+/// to four: each step's constants computed in registers and used at once
+/// ([`requantize_few_rows`]).
 ///
 /// # Safety
 /// As [`requantize_rows`]'.
@@ -624,8 +625,9 @@ unsafe fn requantize_block_rows(
 /// constants computed in registers and used at once, in the two steps of the AVX2 form
 /// (`vpmuldq` on the even and odd lanes for `SaturatingRoundingDoublingHighMul`, the
 /// masked remainder test for `RoundingDivideByPOT`), each row clamped and narrowed alone.
-/// The FC autoencoder's layers (batches of one) took 1.3x as long through a table
-/// (`loam bench --per-op`, both builds in one run).
+/// The FC autoencoder's layers (batches of one) took 1.3x as long through the table path
+/// (`loam bench --per-op`, both builds in one run); that path then also padded the one row
+/// to four, and the two costs were not measured apart.
 ///
 /// # Safety
 /// As [`requantize_rows`]' comment at its call: `sums[..count]` and `outs[..count]` hold
