@@ -19,6 +19,8 @@ mod tests;
 mod x86;
 #[cfg(target_arch = "x86_64")]
 mod x86_vnni;
+#[cfg(target_arch = "x86_64")]
+mod x86_vnni_quad_rows;
 
 use serde::{Deserialize, Serialize};
 

@@ -484,15 +484,24 @@ proptest! {
     }
 }
 
-/// The AVX-512 VNNI kernel's own layers, each of which it must take rather than hand to the
-/// AVX2 kernel: channel counts that divide 64, are multiples of it or repeat every few
-/// chunks (3, 24, 96), strides of one and two (and a third, whose phases are copied pixel
-/// by pixel) in either direction, dilation, 5x5 windows, asymmetric padding, two images,
-/// rows whose last chunk is partial, multipliers above one (the left shift) and below, and
-/// tight activation clamps.
+/// The AVX-512 VNNI kernels' own layers, each of which must reach the kernel named for it
+/// (`Quad`: the quad-row kernel; `Chunk`: the chunk kernel, for channel counts whose
+/// pattern repeats only after more than 256 positions, and rows too long for the quad rows)
+/// rather than
+/// the AVX2 kernel: channel counts that divide 64, are multiples of it or repeat every few
+/// chunks (3, 5, 12, 24, 40, 80, 96), strides of one and two (and a third, whose phases are copied
+/// pixel by pixel) in either direction, dilation, 5x5 and 1x7 windows (two quads of taps
+/// per kernel row), asymmetric padding, two images, rows whose last chunk is partial,
+/// multipliers above one (the left shift) and below, and tight activation clamps.
 #[cfg(target_arch = "x86_64")]
 #[test]
-fn the_vnni_kernel_takes_and_matches_its_layers() {
+fn the_vnni_kernels_take_and_match_their_layers() {
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Reaches {
+        Quad,
+        Chunk,
+    }
+    use Reaches::{Chunk, Quad};
     #[allow(clippy::type_complexity)]
     let cases: &[(
         usize,
@@ -500,25 +509,35 @@ fn the_vnni_kernel_takes_and_matches_its_layers() {
         (usize, usize),
         (usize, usize),
         [usize; 4],
+        Reaches,
     )] = &[
-        // (channels, (h, w), kernel, (stride_h, stride_w), [top, left, bottom, right])
-        (8, (9, 11), (3, 3), (1, 1), [1, 1, 1, 1]),
-        (16, (9, 10), (3, 3), (2, 2), [0, 1, 1, 0]),
-        (4, (7, 13), (3, 3), (2, 2), [1, 1, 1, 1]),
-        (32, (6, 9), (3, 3), (2, 2), [1, 0, 1, 1]),
-        (64, (5, 7), (3, 3), (1, 1), [1, 1, 1, 1]),
-        (128, (4, 4), (3, 3), (2, 1), [1, 1, 1, 1]),
-        (256, (3, 3), (3, 3), (1, 2), [1, 1, 1, 1]),
-        (3, (8, 9), (3, 3), (1, 1), [1, 2, 0, 1]),
-        (24, (6, 7), (5, 5), (1, 1), [2, 2, 2, 2]),
-        (96, (5, 6), (3, 3), (2, 2), [1, 1, 1, 1]),
-        (1, (6, 70), (3, 1), (1, 1), [1, 0, 1, 0]),
-        (48, (7, 8), (3, 3), (3, 3), [2, 1, 0, 2]),
-        (8, (4, 5), (1, 1), (1, 1), [0, 0, 0, 0]),
-        (8, (9, 12), (3, 3), (2, 2), [1, 1, 1, 1]),
+        // (channels, (h, w), kernel, (stride_h, stride_w), [top, left, bottom, right], kernel)
+        (8, (9, 11), (3, 3), (1, 1), [1, 1, 1, 1], Quad),
+        (16, (9, 10), (3, 3), (2, 2), [0, 1, 1, 0], Quad),
+        (4, (7, 13), (3, 3), (2, 2), [1, 1, 1, 1], Quad),
+        (32, (6, 9), (3, 3), (2, 2), [1, 0, 1, 1], Quad),
+        (64, (5, 7), (3, 3), (1, 1), [1, 1, 1, 1], Quad),
+        (128, (4, 4), (3, 3), (2, 1), [1, 1, 1, 1], Quad),
+        (256, (3, 3), (3, 3), (1, 2), [1, 1, 1, 1], Quad),
+        (3, (8, 9), (3, 3), (1, 1), [1, 2, 0, 1], Quad),
+        (24, (6, 7), (5, 5), (1, 1), [2, 2, 2, 2], Quad),
+        (96, (5, 6), (3, 3), (2, 2), [1, 1, 1, 1], Quad),
+        (1, (6, 70), (3, 1), (1, 1), [1, 0, 1, 0], Quad),
+        (48, (7, 8), (3, 3), (3, 3), [2, 1, 0, 2], Quad),
+        (8, (4, 5), (1, 1), (1, 1), [0, 0, 0, 0], Quad),
+        (8, (9, 12), (3, 3), (2, 2), [1, 1, 1, 1], Quad),
+        (16, (7, 8), (5, 5), (1, 1), [2, 2, 2, 2], Quad),
+        (8, (3, 20), (1, 7), (1, 1), [0, 3, 0, 3], Quad),
+        (2, (5, 9), (3, 3), (2, 1), [1, 1, 1, 1], Quad),
+        (12, (6, 9), (3, 3), (1, 2), [1, 1, 1, 1], Quad),
+        (80, (5, 6), (3, 3), (1, 1), [1, 1, 1, 1], Chunk),
+        (5, (7, 9), (3, 3), (2, 2), [1, 1, 1, 1], Chunk),
+        (40, (6, 8), (5, 5), (2, 1), [2, 2, 2, 2], Chunk),
+        (64, (4, 40), (3, 3), (1, 1), [1, 1, 1, 1], Chunk),
     ];
     let mut byte = crate::ops::testing::xorshift_bytes(0x2545_f491_4f6c_dd1d);
-    for (n, &(c, (h, w), (kh, kw), (sh, sw), [pt, pl, pb, pr])) in cases.iter().enumerate() {
+    for (n, &(c, (h, w), (kh, kw), (sh, sw), [pt, pl, pb, pr], reaches)) in cases.iter().enumerate()
+    {
         let dilation = if n % 4 == 3 { 2 } else { 1 };
         let Some(out_height) = output_size(h, kh, sh, dilation, pt, pb) else {
             panic!("case {n}: the window must fit");
@@ -544,10 +563,14 @@ fn the_vnni_kernel_takes_and_matches_its_layers() {
             pad_left: pl,
             groups: c,
         };
-        assert!(
-            x86_vnni::applies(&g),
-            "case {n}: {g:?} must reach the kernel"
-        );
+        let reached = if x86_vnni_quad_rows::applies(&g) {
+            Some(Quad)
+        } else if x86_vnni::applies(&g) {
+            Some(Chunk)
+        } else {
+            None
+        };
+        assert_eq!(reached, Some(reaches), "case {n}: {g:?}");
         let input: Vec<i8> = (0..g.input_len().unwrap()).map(|_| byte()).collect();
         let filter: Vec<i8> = (0..filter_len(&g)).map(|_| byte()).collect();
         let bias: Vec<i32> = (0..c as i32).map(|o| o * 97 - 2_000).collect();

@@ -81,6 +81,18 @@ struct LaneConstants {
 /// A pattern's constants: one block per accumulator.
 type PatternConstants = [LaneConstants; 4];
 
+/// How the padded, phase-split copy of an input row is laid out: `stride` phases of
+/// `phase_len` bytes, each holding `positions` pixels of `channels` bytes (and slack).
+#[derive(Clone, Copy)]
+pub(super) struct PhaseRows {
+    pub(super) channels: usize,
+    pub(super) stride: usize,
+    /// Bytes of one phase of one padded row (with slack for the last loads).
+    pub(super) phase_len: usize,
+    /// Pixels of one phase.
+    pub(super) positions: usize,
+}
+
 /// How a layer maps onto the kernel.
 struct Layout {
     channels: usize,
@@ -92,6 +104,17 @@ struct Layout {
     phase_len: usize,
     /// Pixels of one phase.
     positions: usize,
+}
+
+impl Layout {
+    fn phase_rows(&self) -> PhaseRows {
+        PhaseRows {
+            channels: self.channels,
+            stride: self.stride,
+            phase_len: self.phase_len,
+            positions: self.positions,
+        }
+    }
 }
 
 impl Layout {
@@ -128,15 +151,23 @@ impl Layout {
     }
 }
 
-/// Whether the kernel takes this layer itself (the others go to the AVX2 kernel); for tests
-/// that must know their layers reach it.
+/// Whether the chunk kernel takes this layer (where the quad-row kernel does not; the others
+/// go to the AVX2 kernel); for tests that must know their layers reach it.
 #[cfg(test)]
 pub(super) fn applies(g: &ConvGeometry) -> bool {
     Layout::of(g).is_some()
 }
 
-/// The VNNI kernel; the AVX2 kernel for layers it does not take or CPUs without VNNI.
+/// The VNNI kernels: the quad-row kernel ([`super::x86_vnni_quad_rows`]) for the layers it
+/// takes, this module's chunk kernel for the others it takes, and the AVX2 kernel for the
+/// rest and for CPUs without VNNI.
 pub(super) fn depthwise_conv2d_i8(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
+    // SAFETY: AVX-512 VNNI is available (checked first); `op` was validated by the caller.
+    if Isa::Avx512Vnni.available()
+        && unsafe { super::x86_vnni_quad_rows::depthwise_conv2d_i8(op, output) }
+    {
+        return;
+    }
     match Layout::of(&op.geometry) {
         // SAFETY: AVX-512 VNNI, and with it AVX2, are available (checked here).
         Some(layout) if Isa::Avx512Vnni.available() => unsafe {
@@ -242,7 +273,7 @@ unsafe fn depthwise_i8_vnni(op: &DepthwiseConv2dI8<'_>, layout: &Layout, output:
                     fill_slot(
                         input_row,
                         was_image,
-                        (g, layout),
+                        (g, &layout.phase_rows()),
                         pad,
                         &mut rows[slot * slot_len..][..slot_len],
                     )
@@ -296,11 +327,11 @@ fn for_each_run(channel_at: &[usize; VECTOR], c: usize, mut run: impl FnMut(usiz
 
 /// Row `v` of the input padded at the top, as a row of the image (`None` in the padding).
 #[inline(always)]
-fn image_row(g: &ConvGeometry, v: usize) -> Option<usize> {
+pub(super) fn image_row(g: &ConvGeometry, v: usize) -> Option<usize> {
     v.checked_sub(g.pad_top).filter(|&iy| iy < g.in_height)
 }
 
-fn gcd(a: usize, b: usize) -> usize {
+pub(super) fn gcd(a: usize, b: usize) -> usize {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
@@ -361,10 +392,10 @@ fn pattern_constants(
 /// # Safety
 /// AVX2 must be available.
 #[target_feature(enable = "avx2")]
-unsafe fn fill_slot(
+pub(super) unsafe fn fill_slot(
     input_row: Option<&[i8]>,
     was_image: bool,
-    (g, layout): (&ConvGeometry, &Layout),
+    (g, layout): (&ConvGeometry, &PhaseRows),
     pad: u8,
     slot: &mut [u8],
 ) {

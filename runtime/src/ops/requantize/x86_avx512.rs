@@ -37,7 +37,8 @@ const ROW_GROUP: usize = 4;
 /// `vpermt2d` indices that interleave the even dwords of two vectors: the even channels'
 /// results (the low dwords of one vector's 64-bit lanes) with the odd channels' (the
 /// other's).
-static INTERLEAVE: [u32; 16] = [0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30];
+pub(crate) static INTERLEAVE: [u32; 16] =
+    [0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30];
 
 /// `vpermd` indices that undo the saturating packs' order: after packing four rows, dword
 /// `4 l + j` holds channels `4 l..4 l + 4` of row `j`; this gathers each row's sixteen
@@ -185,6 +186,20 @@ pub(crate) const TABLE_CHANNELS: usize = 256;
 const TABLE_BLOCKS: usize = TABLE_CHANNELS / 16;
 /// 64-byte lines of a [`ChannelBlock`].
 const BLOCK_LINES: usize = 11;
+/// Bytes of a [`ChannelBlock`].
+pub(crate) const CHANNEL_BLOCK_BYTES: usize = BLOCK_LINES * 64;
+/// Byte offsets of a [`ChannelBlock`]'s lines, as assembly templates take them: the bias,
+/// the even and the odd channels' mantissas, the left exponents, the even and odd
+/// rounding terms, negative bounds and shifts, and the any-left-shift flag.
+pub(crate) mod block_lines {
+    pub(crate) const BIAS: usize = 0;
+    pub(crate) const MANTISSA: usize = 64;
+    pub(crate) const ODD_MANTISSA: usize = 128;
+    pub(crate) const LEFT: usize = 192;
+    pub(crate) const ROUNDING: [usize; 2] = [256, 320];
+    pub(crate) const NEGATIVE: [usize; 2] = [384, 448];
+    pub(crate) const SHIFT: [usize; 2] = [512, 576];
+}
 
 /// Sixteen channels' constants, the lines the row loop loads: the bias; the mantissas
 /// (`vpmuldq` reads the even channels' from the low dwords of the 64-bit lanes); the odd
@@ -223,6 +238,13 @@ impl ChannelTable {
     /// Channels prepared.
     pub(crate) fn channels(&self) -> usize {
         self.channels
+    }
+
+    /// The prepared blocks, [`CHANNEL_BLOCK_BYTES`] apart, for kernels that requantize in
+    /// their own assembly (the depthwise quad-row kernel); each block's lines are in the
+    /// order [`ChannelBlock`] documents, at the offsets of [`block_lines`].
+    pub(crate) fn blocks_ptr(&self) -> *const u8 {
+        self.blocks.as_ptr().cast()
     }
 
     /// Prepares channels `first..first + n` of `params` (at most [`TABLE_CHANNELS`]), with
