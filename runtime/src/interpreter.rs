@@ -75,10 +75,15 @@ impl<'m, 'a> Interpreter<'m, 'a> {
     /// Bytes of arena with which [`Interpreter::new`] keeps every tensor's and op's record
     /// decoded, and the constants some ops derive from the model (an int8 fully-connected
     /// layer's bias with its input zero point folded in, one word per output channel; an int8
-    /// softmax's table of exponentials, 256 words):
+    /// softmax's table of exponentials, 256 words; on x86_64 CPUs with AVX-512 VNNI, the
+    /// packed weights of the int8 fully-connected layers and pointwise convolutions that the
+    /// GEMMs run, about the size of those weights):
     /// [`Model::arena_size`], plus those records and words, plus room to align them. The
     /// record sizes are this runtime's, not the file's, so this is computed here rather than
-    /// stored in the model; it depends on the model alone, not on the CPU.
+    /// stored in the model. It depends on the model and, through the packed weights, on the
+    /// CPU: the same on every CPU without AVX-512 VNNI (every Arm target among them), larger
+    /// on those with it. An arena sized on one machine and used on another still runs the
+    /// model; it keeps the records only where they fit.
     pub fn arena_size_with_records(model: &Model<'_>) -> usize {
         let words = (0..model.op_count())
             .map(|i| prepared_len(model, i))

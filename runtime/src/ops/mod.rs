@@ -350,6 +350,7 @@ pub(crate) fn check(kind: OpKind, node: &Node<'_>) -> Result<(), OpProblem> {
 pub(crate) fn prepared_len(kind: OpKind, node: &Node<'_>) -> usize {
     match kind {
         OpKind::FullyConnected => fully_connected::prepared_len(node),
+        OpKind::Conv2d => conv2d::prepared_len(node),
         OpKind::Softmax | OpKind::LogSoftmax => softmax::prepared_len(node),
         _ => 0,
     }
@@ -363,6 +364,7 @@ pub(crate) fn prepare(kind: OpKind, node: &Node<'_>, words: &mut [i32]) -> Optio
     }
     match kind {
         OpKind::FullyConnected => fully_connected::prepare(node, words),
+        OpKind::Conv2d => conv2d::prepare(node, words),
         OpKind::Softmax | OpKind::LogSoftmax => softmax::prepare(kind, node, words),
         _ => Some(()),
     }

@@ -3,7 +3,7 @@
 //! and chunk of up to 64 bytes of depth (16 x 16 x 64 multiply-adds), where AVX-512 VNNI's
 //! `vpdpbusd` does 16 x 4 per instruction.
 //!
-//! Weights are [`PackedWeights`]' panels, whose rows of sixteen channels' four bytes are
+//! Weights are [`crate::ops::x86_vnni::PackedWeights`]' panels, whose rows of sixteen channels' four bytes are
 //! exactly the layout of a B tile. Activations come two ways ([`TileActivations`]): the
 //! convolution's gathered [`TileRows`], flipped to `x + 128` and padded to 64 bytes of
 //! depth like its panels (`tdpbusd`, like `vpdpbusd`, multiplies unsigned bytes by signed
@@ -21,7 +21,7 @@ use core::arch::asm;
 use core::mem::MaybeUninit;
 
 use crate::ops::requantize::x86_avx512::{ChannelTable, requantize_table_rows};
-use crate::ops::x86_vnni::{MAX_TILE_ROWS, PANEL, PackedWeights, TileOutput, TileRows};
+use crate::ops::x86_vnni::{MAX_TILE_ROWS, PANEL, Panels, TileOutput, TileRows};
 
 const _: () = assert!(AMX_ROWS <= MAX_TILE_ROWS, "tile rows hold both row tiles");
 
@@ -209,7 +209,7 @@ impl TileSession {
     pub(crate) unsafe fn gemm_requantize(
         &mut self,
         rows: &TileActivations<'_>,
-        weights: &PackedWeights,
+        weights: &Panels<'_>,
         table: &ChannelTable,
         output: &mut [i8],
         at: TileOutput,

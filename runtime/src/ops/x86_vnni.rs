@@ -19,6 +19,7 @@
 //! itself, so they contribute `(z - z) * w = 0`, exactly the reference's skipped taps.
 
 use core::arch::asm;
+use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 
 use crate::ops::RequantizeParams;
@@ -436,56 +437,138 @@ impl PackedWeights {
         zp: i32,
         bias: Option<&[i32]>,
     ) {
-        self.groups = k.div_ceil(align) * align / 4;
+        // SAFETY: AVX2 is available (caller).
+        self.groups = unsafe {
+            pack_panels(
+                &mut self.bytes,
+                &mut self.offsets[..channels],
+                weights,
+                (k, align),
+                zp,
+                bias,
+            )
+        };
         self.channels = channels;
-        let panel_len = self.groups * 4 * PANEL;
-        let used = channels.div_ceil(PANEL) * panel_len;
-        // Whole panels' first `k / 32 * 32` bytes are transposed eight quads at a time;
-        // the rest (a partial panel, the last quads of every row) a quad at a time.
-        let chunks = k / 32;
-        // Zeros meet the padding and the channels past the last; where there are none
-        // (whole panels of rows that are whole 32-byte chunks) the transposes write every
-        // byte.
-        if channels % PANEL != 0 || chunks * 32 != self.groups * 4 {
-            self.bytes[..used].fill(MaybeUninit::new(0));
+    }
+
+    /// The packed panels, for the GEMMs.
+    pub(crate) fn view(&self) -> Panels<'_> {
+        Panels {
+            bytes: self.bytes.as_ptr().cast(),
+            groups: self.groups,
+            channels: self.channels,
+            _packing: PhantomData,
         }
-        let full_panels = channels / PANEL;
-        for p in 0..full_panels {
-            let rows: [&[i8]; PANEL] =
-                core::array::from_fn(|r| &weights[(p * PANEL + r) * k..][..k]);
-            let panel = &mut self.bytes[p * panel_len..][..panel_len];
-            // SAFETY: AVX2 is available (caller); the panel holds `groups >= 8 * chunks`
-            // groups of 64 bytes, and every row `8 * chunks * 4 <= k` bytes.
-            unsafe { transpose_quads(&rows, chunks, panel) };
-        }
-        for (c, row) in weights.chunks_exact(k).take(channels).enumerate() {
-            let panel = &mut self.bytes[(c / PANEL) * panel_len..][..panel_len];
-            let lane = (c % PANEL) * 4;
-            let done = if c < full_panels * PANEL {
-                chunks * 8
-            } else {
-                0
-            };
-            let quads = row[done * 4..].chunks_exact(4);
-            let tail = quads.remainder();
-            if quads.len() > 0 {
-                let slots = panel[done * 4 * PANEL + lane..].chunks_mut(4 * PANEL);
-                for (quad, slot) in quads.zip(slots) {
-                    for (slot, &w) in slot[..4].iter_mut().zip(quad) {
-                        *slot = MaybeUninit::new(w);
-                    }
-                }
-            }
-            if !tail.is_empty() {
-                let last = (k / 4) * 4 * PANEL + lane;
-                for (slot, &w) in panel[last..].iter_mut().zip(tail) {
+    }
+
+    /// The channels' offsets (bias less `(128 + zp) * sum(w)`).
+    pub(crate) fn offsets(&self) -> &[i32] {
+        &self.offsets[..self.channels]
+    }
+}
+
+/// Bytes of panels that `channels` rows of `k` inputs pack into, the depth padded to a
+/// multiple of `align` bytes.
+pub(crate) fn panel_bytes(k: usize, channels: usize, align: usize) -> usize {
+    channels.div_ceil(PANEL) * PANEL * k.div_ceil(align) * align
+}
+
+/// Packs `offsets.len()` rows of `k` inputs of `weights` into panels in `bytes` (which must
+/// hold [`panel_bytes`]), each panel's depth padded with zeros to a multiple of `align`
+/// bytes (a multiple of four; 64 for the AMX tiles), and writes each channel's `bias` less
+/// `(128 + zp) * sum(w)` into `offsets`. Returns the groups of four inputs per panel.
+///
+/// # Safety
+/// AVX2 must be available.
+///
+/// # Panics
+/// If `bytes` is too short, or `weights` or `bias` do not cover the channels.
+#[target_feature(enable = "avx2")]
+pub(crate) unsafe fn pack_panels(
+    bytes: &mut [MaybeUninit<i8>],
+    offsets: &mut [i32],
+    weights: &[i8],
+    (k, align): (usize, usize),
+    zp: i32,
+    bias: Option<&[i32]>,
+) -> usize {
+    let channels = offsets.len();
+    let groups = k.div_ceil(align) * align / 4;
+    let panel_len = groups * 4 * PANEL;
+    let used = channels.div_ceil(PANEL) * panel_len;
+    assert!(bytes.len() >= used, "room for the panels");
+    // Whole panels' first `k / 32 * 32` bytes are transposed eight quads at a time; the
+    // rest (a partial panel, the last quads of every row) a quad at a time.
+    let chunks = k / 32;
+    // Zeros meet the padding and the channels past the last; where there are none (whole
+    // panels of rows that are whole 32-byte chunks) the transposes write every byte.
+    if channels % PANEL != 0 || chunks * 32 != groups * 4 {
+        bytes[..used].fill(MaybeUninit::new(0));
+    }
+    let full_panels = channels / PANEL;
+    for p in 0..full_panels {
+        let rows: [&[i8]; PANEL] = core::array::from_fn(|r| &weights[(p * PANEL + r) * k..][..k]);
+        let panel = &mut bytes[p * panel_len..][..panel_len];
+        // SAFETY: AVX2 is available (caller); the panel holds `groups >= 8 * chunks` groups
+        // of 64 bytes, and every row `8 * chunks * 4 <= k` bytes.
+        unsafe { transpose_quads(&rows, chunks, panel) };
+    }
+    for (c, row) in weights.chunks_exact(k).take(channels).enumerate() {
+        let panel = &mut bytes[(c / PANEL) * panel_len..][..panel_len];
+        let lane = (c % PANEL) * 4;
+        let done = if c < full_panels * PANEL {
+            chunks * 8
+        } else {
+            0
+        };
+        let quads = row[done * 4..].chunks_exact(4);
+        let tail = quads.remainder();
+        if quads.len() > 0 {
+            let slots = panel[done * 4 * PANEL + lane..].chunks_mut(4 * PANEL);
+            for (quad, slot) in quads.zip(slots) {
+                for (slot, &w) in slot[..4].iter_mut().zip(quad) {
                     *slot = MaybeUninit::new(w);
                 }
             }
-            // SAFETY: AVX2 is available (caller).
-            let sum = unsafe { byte_sum(row) };
-            let bias = bias.map_or(0, |bias| bias[c]);
-            self.offsets[c] = bias.wrapping_sub(sum.wrapping_mul(128 + zp));
+        }
+        if !tail.is_empty() {
+            let last = (k / 4) * 4 * PANEL + lane;
+            for (slot, &w) in panel[last..].iter_mut().zip(tail) {
+                *slot = MaybeUninit::new(w);
+            }
+        }
+        // SAFETY: AVX2 is available (caller).
+        let sum = unsafe { byte_sum(row) };
+        let bias = bias.map_or(0, |bias| bias[c]);
+        offsets[c] = bias.wrapping_sub(sum.wrapping_mul(128 + zp));
+    }
+    groups
+}
+
+/// Packed panels wherever they are kept: a [`PackedWeights`] on the stack, or the words an
+/// interpreter prepared when it was made
+/// ([`crate::ops::fully_connected::x86_prepared`]).
+#[derive(Clone, Copy)]
+pub(crate) struct Panels<'a> {
+    bytes: *const i8,
+    groups: usize,
+    channels: usize,
+    _packing: PhantomData<&'a [i8]>,
+}
+
+impl<'a> Panels<'a> {
+    /// Panels that [`pack_panels`] wrote into `bytes` for `channels` channels, `groups`
+    /// groups of four inputs deep.
+    ///
+    /// # Panics
+    /// If `bytes` is shorter than those panels.
+    pub(crate) fn new(bytes: &'a [i8], groups: usize, channels: usize) -> Self {
+        assert!(bytes.len() >= channels.div_ceil(PANEL) * groups * 4 * PANEL);
+        Panels {
+            bytes: bytes.as_ptr(),
+            groups,
+            channels,
+            _packing: PhantomData,
         }
     }
 
@@ -499,14 +582,9 @@ impl PackedWeights {
         self.channels
     }
 
-    /// The channels' offsets (bias less `(128 + zp) * sum(w)`).
-    pub(crate) fn offsets(&self) -> &[i32] {
-        &self.offsets[..self.channels]
-    }
-
     /// The packed panels' bytes.
     pub(crate) fn panel_bytes(&self) -> *const i8 {
-        self.bytes.as_ptr().cast()
+        self.bytes
     }
 
     /// Panels packed.
@@ -734,7 +812,7 @@ pub(crate) fn flip_copy(src: &[i8], dst: &mut [u8]) {
 #[inline]
 unsafe fn gemm_tile(
     rows: &TileRows<'_>,
-    weights: &PackedWeights,
+    weights: &Panels<'_>,
     panel: usize,
     out: *mut [[i32; GEMM_BLOCK]; TILE_ROWS],
     column: usize,
@@ -753,7 +831,7 @@ unsafe fn gemm_tile(
     // `clobber_abi("C")`, and the callee-saved r12-r15 are declared; the stack is
     // untouched.
     unsafe {
-        let panel = weights.bytes.as_ptr().add(panel * panel_len).cast::<i8>();
+        let panel = weights.bytes.add(panel * panel_len);
         asm!(
             // rdi, rsi, rdx, rcx, r8-r11: the rows; rax: byte offset in them; r12: the
             // panel; r13: the depth in bytes; r15: `out` at the column.
@@ -840,7 +918,7 @@ pub(crate) struct TileOutput {
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn gemm_requantize(
     rows: &TileRows<'_>,
-    weights: &PackedWeights,
+    weights: &Panels<'_>,
     table: &ChannelTable,
     output: &mut [i8],
     at: TileOutput,

@@ -1025,6 +1025,69 @@ pub(crate) fn scratch_bytes(node: &Node<'_>) -> Result<usize, OpProblem> {
     Ok(scratch_len(&g) * element)
 }
 
+/// An int8 pointwise layer as [`prepare`] packs it: its shape as a fully-connected layer,
+/// filter, bias and input zero point.
+type Pointwise<'m> = (
+    crate::ops::fully_connected::FullyConnectedShape,
+    &'m [i8],
+    Option<&'m [i32]>,
+    i32,
+);
+
+/// The int8 pointwise layer `node` is, for [`prepare`].
+fn int8_pointwise<'m>(node: &Node<'m>) -> Option<Pointwise<'m>> {
+    let a: Conv2dAttributes = node.attributes().ok()?;
+    let operands = LayerOperands::read(node).ok()?;
+    let g = geometry(&operands, &a).ok()?;
+    if operands.input.record.dtype != DType::I8
+        || operands.weights.record.dtype != DType::I8
+        || !g.is_pointwise()
+    {
+        return None;
+    }
+    let bias = match node.optional_input(2).ok()? {
+        Some(b) => Some(node.constant::<i32>(&b).ok()?),
+        None => None,
+    };
+    Some((
+        g.pointwise_shape(),
+        node.constant::<i8>(&operands.weights).ok()?,
+        bias,
+        operands.input.record.quantization.zero_point(),
+    ))
+}
+
+/// Words [`prepare`] keeps: on x86 CPUs with AVX-512 VNNI, an int8 pointwise layer that the
+/// fully-connected GEMMs take keeps its packed weights
+/// ([`crate::ops::fully_connected::x86_prepared`]); nothing elsewhere.
+pub(crate) fn prepared_len(node: &Node<'_>) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        int8_pointwise(node).map_or(0, |(shape, ..)| {
+            crate::ops::fully_connected::x86_prepared::words(&shape)
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = node;
+        0
+    }
+}
+
+/// Packs an int8 pointwise layer's weights into its [`prepared_len`] words.
+pub(crate) fn prepare(node: &Node<'_>, words: &mut [i32]) -> Option<()> {
+    let (shape, filter, bias, zero_point) = int8_pointwise(node)?;
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::ops::fully_connected::x86_prepared::prepare(&shape, filter, bias, zero_point, words)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (shape, filter, bias, zero_point, words);
+        None
+    }
+}
+
 pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
     let node = &ctx.node;
     let corrupt = |_| Error::CorruptModel;
@@ -1078,6 +1141,14 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
             // SAFETY: as above.
             let (out, scratch) =
                 unsafe { (ctx.write::<i8>(&output)?, scratch_view::<i16>(ctx, temp)?) };
+            if !node.prepared.is_empty() && geometry.is_pointwise() {
+                // The weights the interpreter packed (`prepare`).
+                return crate::ops::fully_connected::fully_connected_i8_packed(
+                    &op.as_fully_connected(),
+                    node.prepared,
+                    out,
+                );
+            }
             conv2d_i8(&op, out, scratch)
         }
         (DType::I16, _) => {

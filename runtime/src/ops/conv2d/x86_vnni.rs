@@ -168,10 +168,10 @@ unsafe fn conv2d_i8_gemm<const ROW_BYTES: usize>(
             // the rows and packing have the tiles' layout.
             unsafe {
                 match &mut session {
-                    None => gemm_requantize(rows, &packed, &table, output, tile),
+                    None => gemm_requantize(rows, &packed.view(), &table, output, tile),
                     Some(session) => session.gemm_requantize(
                         &TileActivations::flipped(rows),
-                        &packed,
+                        &packed.view(),
                         &table,
                         output,
                         tile,

@@ -162,8 +162,9 @@ pub(super) fn applies(g: &ConvGeometry) -> bool {
 /// takes, this module's chunk kernel for the others it takes, and the AVX2 kernel for the
 /// rest and for CPUs without VNNI.
 pub(super) fn depthwise_conv2d_i8(op: &DepthwiseConv2dI8<'_>, output: &mut [i8]) {
-    // SAFETY: AVX-512 VNNI is available (checked first); `op` was validated by the caller.
     if Isa::Avx512Vnni.available()
+        // SAFETY: AVX-512 VNNI is available (checked first); `op` was validated by the
+        // caller.
         && unsafe { super::x86_vnni_quad_rows::depthwise_conv2d_i8(op, output) }
     {
         return;

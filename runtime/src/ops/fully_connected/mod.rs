@@ -16,6 +16,8 @@ pub(crate) mod x86;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_amx;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_prepared;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_vnni;
 
 use serde::{Deserialize, Serialize};
@@ -119,6 +121,25 @@ pub fn fully_connected_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) -> Resul
     op.validate(output)?;
     (best(I8_KERNELS))(op, output);
     Ok(())
+}
+
+/// [`fully_connected_i8`] with the weights an interpreter packed when it was made
+/// ([`prepare`]; empty where it keeps none, or on CPUs it packs nothing for).
+pub(crate) fn fully_connected_i8_packed(
+    op: &FullyConnectedI8<'_>,
+    packing: &[i32],
+    output: &mut [i8],
+) -> Result<(), Error> {
+    #[cfg(target_arch = "x86_64")]
+    if !packing.is_empty() {
+        op.validate(output)?;
+        if x86_prepared::fully_connected_i8(op, packing, output) {
+            return Ok(());
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = packing;
+    fully_connected_i8(op, output)
 }
 
 /// The operands of a 16x8 fully-connected call: int16 activations, int8 weights.
@@ -543,9 +564,32 @@ fn foldable<'m>(node: &Node<'m>) -> Option<Foldable<'m>> {
 }
 
 /// Words [`prepare`] keeps: an int8 layer whose input zero point is not -128 keeps one per
-/// output channel.
+/// output channel (its folded bias), and on x86 CPUs with AVX-512 VNNI an int8 layer that
+/// the GEMMs take keeps its packed weights after them ([`x86_prepared`]).
 pub(crate) fn prepared_len(node: &Node<'_>) -> usize {
-    foldable(node).map_or(0, |f| f.out_features)
+    foldable(node).map_or(0, |f| f.out_features) + packing_len(node)
+}
+
+/// The words of an int8 layer's packed weights on this CPU (0 elsewhere).
+fn packing_len(node: &Node<'_>) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        int8_shape(node).map_or(0, |shape| x86_prepared::words(&shape))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = node;
+        0
+    }
+}
+
+/// The shape of an int8 layer (int8 input and weights).
+fn int8_shape(node: &Node<'_>) -> Option<FullyConnectedShape> {
+    let operands = LayerOperands::read(node).ok()?;
+    if operands.input.record.dtype != DType::I8 || operands.weights.record.dtype != DType::I8 {
+        return None;
+    }
+    geometry(&operands).ok()
 }
 
 /// The layer's bias with its input zero point folded in: `bias[o] - (128 + zp) * sum(w[o])`,
@@ -555,13 +599,48 @@ pub(crate) fn prepared_len(node: &Node<'_>) -> usize {
 /// kernel. Kernels that multiply `x + 128` as unsigned bytes (x86 VNNI) then skip the weight
 /// sums they would compute on every run, as TFLite Micro and CMSIS-NN keep their kernel
 /// sums from `Prepare`.
+///
+/// The packed weights that follow ([`packing_len`]) are packed from the folded layer
+/// where there is one.
 pub(crate) fn prepare(node: &Node<'_>, words: &mut [i32]) -> Option<()> {
-    let f = foldable(node)?;
-    if words.len() != f.out_features || f.out_features == 0 {
+    let fold = foldable(node).map_or(0, |f| f.out_features);
+    let (folded, packing) = words.split_at_mut_checked(fold)?;
+    if packing.len() != packing_len(node) {
         return None;
     }
-    fold_input_zero_point(f.weights, f.bias, f.zero_point, words);
-    Some(())
+    let (weights, bias, zero_point) = match foldable(node) {
+        Some(f) if f.out_features > 0 => {
+            fold_input_zero_point(f.weights, f.bias, f.zero_point, folded);
+            (f.weights, Some(&*folded), -128)
+        }
+        Some(_) => return None,
+        None if packing.is_empty() => return Some(()),
+        None => {
+            let operands = LayerOperands::read(node).ok()?;
+            let bias = match node.optional_input(2).ok()? {
+                Some(b) => Some(node.constant::<i32>(&b).ok()?),
+                None => None,
+            };
+            (
+                node.constant::<i8>(&operands.weights).ok()?,
+                bias,
+                operands.input.record.quantization.zero_point(),
+            )
+        }
+    };
+    if packing.is_empty() {
+        return Some(());
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let shape = int8_shape(node)?;
+        x86_prepared::prepare(&shape, weights, bias, zero_point, packing)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (weights, bias, zero_point);
+        None
+    }
 }
 
 /// `folded[o] = bias[o] - (128 + zero_point) * sum(weights[o])` (wrapping) for the
@@ -632,10 +711,25 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
                 attributes.activation,
             )?);
             let mut bias = layer::bias(ctx)?;
-            if node.prepared.len() == shape.out_features && shape.out_features > 0 {
-                // The bias with the input zero point folded in (`prepare`).
-                params.input_zero_point = -128;
-                bias = Some(node.prepared);
+            // The prepared words, when the interpreter keeps them: the bias with the input
+            // zero point folded in where it is not -128, then the packed weights, if any
+            // (`prepare`).
+            let mut packing: &[i32] = &[];
+            if !node.prepared.is_empty() {
+                let fold = if params.input_zero_point != -128 {
+                    shape.out_features
+                } else {
+                    0
+                };
+                let (folded, rest) = node
+                    .prepared
+                    .split_at_checked(fold)
+                    .ok_or(Error::CorruptModel)?;
+                if fold > 0 {
+                    params.input_zero_point = -128;
+                    bias = Some(folded);
+                }
+                packing = rest;
             }
             let op = FullyConnectedI8 {
                 shape,
@@ -645,7 +739,8 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
                 bias,
             };
             // SAFETY: validation keeps the output clear of every input.
-            fully_connected_i8(&op, unsafe { ctx.write(&output)? })
+            let output = unsafe { ctx.write(&output)? };
+            fully_connected_i8_packed(&op, packing, output)
         }
         (DType::I16, _) => {
             let op = FullyConnectedI16 {

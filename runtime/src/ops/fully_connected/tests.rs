@@ -912,3 +912,238 @@ fn the_amx_kernel_takes_and_matches_its_layers() {
         }
     }
 }
+
+/// Runs `p` through the packing an interpreter would prepare on this CPU (its words placed
+/// one word past an aligned start, so that the panels' alignment is the module's own
+/// work), or `None` where this CPU packs nothing for the shape.
+#[cfg(target_arch = "x86_64")]
+fn run_prepared(p: &Problem) -> Option<(x86_prepared::Kernel, Vec<i8>)> {
+    let plan = x86_prepared::Plan::of(&p.shape)?;
+    let len = x86_prepared::words(&p.shape);
+    let mut storage = vec![0i32; len + 1];
+    let words = &mut storage[1..];
+    x86_prepared::prepare(
+        &p.shape,
+        &p.weights,
+        p.bias.as_deref(),
+        p.input_zero_point,
+        words,
+    )
+    .expect("the words of the shape");
+    let op = p.op();
+    let mut out = vec![0i8; p.shape.batch * p.shape.out_features];
+    op.validate(&out).unwrap();
+    assert!(
+        x86_prepared::fully_connected_i8(&op, words, &mut out),
+        "the kernel took its own packing"
+    );
+    // Words tagged for the other kernel are refused, not misread.
+    words[0] = match plan.kernel() {
+        x86_prepared::Kernel::Vnni => x86_prepared::Kernel::Amx as i32,
+        x86_prepared::Kernel::Amx => x86_prepared::Kernel::Vnni as i32,
+    };
+    let mut untouched = vec![7i8; out.len()];
+    assert!(!x86_prepared::fully_connected_i8(
+        &op,
+        words,
+        &mut untouched
+    ));
+    assert!(untouched.iter().all(|&v| v == 7));
+    Some((plan.kernel(), out))
+}
+
+#[cfg(target_arch = "x86_64")]
+proptest! {
+    /// The weights an interpreter packs when it is made give the reference's bytes through
+    /// the kernel that reads them.
+    #[test]
+    fn prepared_packings_give_the_layers_bytes(p in problem()) {
+        if let Some((_, got)) = run_prepared(&p) {
+            let want = run_i8(I8_KERNELS[0].run, &p.op());
+            prop_assert!(exact(&want, &got).is_ok(), "{:?}", exact(&want, &got));
+        }
+    }
+}
+
+/// Named shapes for the prepared packings: each GEMM this CPU has must take some of them
+/// (the AMX tiles from 64 rows, VNNI below), with several slices of channels (over 256
+/// channels, and over what the AMX packing holds), partial panels and tiles, and the zero
+/// points at both ends.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn prepared_packings_of_every_gemm_give_the_layers_bytes() {
+    let mut byte = crate::ops::testing::xorshift_bytes(0x9e37_79b9_7f4a_7c15);
+    let mut taken = std::collections::BTreeMap::new();
+    for (n, &(batch, in_features, out_features)) in [
+        (4, 64, 40),
+        (9, 100, 300),
+        (13, 1024, 20),
+        (64, 64, 64),
+        (70, 96, 300),
+        (100, 256, 140),
+        (200, 512, 33),
+        (1, 64, 64),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let shape = FullyConnectedShape {
+            batch,
+            in_features,
+            out_features,
+        };
+        let multipliers: Vec<QuantizedMultiplier> = (0..out_features)
+            .map(|o| QuantizedMultiplier::from_real(0.0004 * (1 + o % 9) as f64).unwrap())
+            .collect();
+        let p = Problem {
+            shape,
+            input_zero_point: [-128, 127, 3][n % 3],
+            output_zero_point: [0, -20, 9][n % 3],
+            multipliers,
+            activation: (-128, 127),
+            input: (0..batch * in_features).map(|_| byte()).collect(),
+            weights: (0..out_features * in_features).map(|_| byte()).collect(),
+            bias: (n % 2 == 0).then(|| (0..out_features as i32).map(|o| o * 37 - 900).collect()),
+        };
+        let Some((kernel, got)) = run_prepared(&p) else {
+            assert_eq!(batch, 1, "case {n}: a batch GEMMs take");
+            continue;
+        };
+        *taken.entry(format!("{kernel:?}")).or_insert(0) += 1;
+        let want = run_i8(I8_KERNELS[0].run, &p.op());
+        assert!(
+            want.iter().any(|&v| v != want[0]),
+            "case {n}: a constant output tests little"
+        );
+        exact(&want, &got).unwrap_or_else(|e| panic!("case {n} ({kernel:?}): {e:?}"));
+    }
+    if crate::isa::Isa::Avx512Vnni.available() {
+        assert!(taken.get("Vnni").copied().unwrap_or(0) >= 2, "{taken:?}");
+    }
+    if crate::isa::Isa::Amx.available() {
+        assert!(taken.get("Amx").copied().unwrap_or(0) >= 3, "{taken:?}");
+    }
+}
+
+/// An interpreter whose arena has room for its records keeps, on x86 CPUs with AVX-512
+/// VNNI, the packed weights of its batched int8 fully-connected layers and pointwise
+/// convolutions (one of 150 inputs for the VNNI GEMM, one of 40 for the AMX tiles where
+/// the CPU has them, a pointwise convolution of 16 channels), and computes the bytes of an
+/// interpreter that keeps nothing.
+#[test]
+fn kept_packings_compute_the_bytes_of_packing_per_call() {
+    use crate::format::AlignedBytes;
+    use crate::format::writer::{ModelBuilder, QuantSpec};
+    use crate::ops::conv2d::ConvSpec;
+    use crate::quant::QuantParams;
+    use crate::tensor::DType;
+    use crate::{Interpreter, Model};
+
+    let weights: Vec<f32> = (0..40 * 150)
+        .map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5)
+        .collect();
+    let bias: Vec<f32> = (0..40).map(|i| i as f32 * 0.1 - 2.0).collect();
+    let mut b = ModelBuilder::new("packed");
+    let in_q = QuantParams::i8_from_range(-1.0, 3.0);
+    let q = QuantSpec::PerTensor {
+        scale: in_q.scale,
+        zero_point: in_q.zero_point,
+    };
+    let x = b.tensor("x", DType::I8, &[70, 150], q.clone()).unwrap();
+    b.input(x);
+    let out_q = QuantParams::i8_from_range(-8.0, 8.0);
+    let h = b
+        .fully_connected_i8("fc", x, &weights, Some(&bias), out_q, FusedActivation::NONE)
+        .unwrap();
+    let y = b
+        .fully_connected_i8(
+            "fc2",
+            h,
+            &weights[..40 * 40],
+            None,
+            out_q,
+            FusedActivation::RELU,
+        )
+        .unwrap();
+    b.output(y);
+    // A pointwise convolution: 8x9 pixels, 16 -> 24 channels.
+    let image = b.tensor("image", DType::I8, &[1, 8, 9, 16], q).unwrap();
+    b.input(image);
+    let filter: Vec<f32> = (0..24 * 16)
+        .map(|i| ((i * 5) % 11) as f32 / 11.0 - 0.5)
+        .collect();
+    let z = b
+        .conv2d_i8(
+            "pointwise",
+            image,
+            ConvSpec::new(24, 1),
+            &filter,
+            Some(&bias[..24]),
+            out_q,
+            FusedActivation::NONE,
+        )
+        .unwrap();
+    b.output(z);
+    let built = b.build().unwrap();
+    let aligned = AlignedBytes::new(&built.bytes);
+    let model = Model::from_bytes(&aligned).unwrap();
+    let inputs: [Vec<i8>; 2] = [
+        (0..70 * 150)
+            .map(|i| ((i * 37) % 256) as u8 as i8)
+            .collect(),
+        (0..8 * 9 * 16)
+            .map(|i| ((i * 53) % 256) as u8 as i8)
+            .collect(),
+    ];
+
+    let run = |arena: &mut [u8]| -> (usize, Vec<Vec<i8>>) {
+        let mut interpreter = Interpreter::new(&model, arena).unwrap();
+        for (i, input) in inputs.iter().enumerate() {
+            interpreter
+                .input_mut::<i8>(i)
+                .unwrap()
+                .copy_from_slice(input);
+        }
+        interpreter.invoke().unwrap();
+        let outputs = (0..2)
+            .map(|i| interpreter.output::<i8>(i).unwrap().to_vec())
+            .collect();
+        (interpreter.prepared_words(), outputs)
+    };
+    let mut roomy = vec![0u8; Interpreter::arena_size_with_records(&model)];
+    let (words, kept) = run(&mut roomy);
+    let mut plain = vec![0u8; model.arena_size() + 16];
+    let skip = plain.as_ptr().align_offset(crate::format::ARENA_ALIGN);
+    let (none, packed_per_call) = run(&mut plain[skip..skip + model.arena_size()]);
+    assert_eq!(none, 0);
+    assert_eq!(kept, packed_per_call);
+    for output in &kept {
+        assert!(
+            output.iter().any(|&v| v != output[0]),
+            "a constant output tests little"
+        );
+    }
+    // The folded biases of both layers, then whatever this CPU packs.
+    #[cfg(target_arch = "x86_64")]
+    {
+        let shape = |batch, in_features, out_features| FullyConnectedShape {
+            batch,
+            in_features,
+            out_features,
+        };
+        let packings = x86_prepared::words(&shape(70, 150, 40))
+            + x86_prepared::words(&shape(70, 40, 40))
+            + x86_prepared::words(&shape(72, 16, 24));
+        assert_eq!(words, 80 + packings);
+        if crate::isa::Isa::Avx512Vnni.available() {
+            assert!(x86_prepared::Plan::of(&shape(72, 16, 24)).is_some());
+            assert!(packings > 0);
+        }
+        if crate::isa::Isa::Amx.available() {
+            let plan = x86_prepared::Plan::of(&shape(70, 40, 40)).unwrap();
+            assert_eq!(plan.kernel(), x86_prepared::Kernel::Amx);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    assert_eq!(words, 80);
+}

@@ -7,6 +7,7 @@
 
 use core::mem::MaybeUninit;
 
+use super::x86_prepared::Prepared;
 use super::{FullyConnectedI8, FullyConnectedShape};
 use crate::isa::Isa;
 use crate::ops::requantize::x86_avx512::{ChannelTable, TABLE_CHANNELS};
@@ -36,7 +37,7 @@ pub(crate) fn fully_connected_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
         Some(chunk) if Isa::Amx.available() && amx_takes(&op.shape) => {
             // SAFETY: AMX, and with it AVX-512 VNNI and AVX2, are available (checked just
             // above); the layer suits the tiles.
-            unsafe { fully_connected_i8_amx(op, output, chunk) }
+            unsafe { fully_connected_i8_amx(op, output, chunk, None) }
         }
         _ => super::x86_vnni::fully_connected_i8(op, output),
     }
@@ -73,20 +74,51 @@ pub(crate) fn depth_chunk(k: usize) -> Option<usize> {
     }
 }
 
+/// Channels per slice of the packing for rows of `k` bytes: equal slices of whole panels,
+/// as the convolution's (0 where not one panel fits).
+pub(crate) fn slice_len(k: usize, channels: usize) -> usize {
+    let most = PackedWeights::channels_that_fit(k).min(TABLE_CHANNELS);
+    if most == 0 {
+        return 0;
+    }
+    let slices = channels.div_ceil(most);
+    channels.div_ceil(slices.max(1)).div_ceil(PANEL) * PANEL
+}
+
+/// [`fully_connected_i8`] on the tiles with the interpreter's `prepared` packing.
+///
 /// # Safety
 /// AMX (and so AVX-512 VNNI and AVX2) must be available; `op` must have passed
-/// `validate(output)` and its shape suit the tiles, `chunk` being its [`depth_chunk`].
+/// `validate(output)` and its shape suit the tiles ([`amx_takes`], [`depth_chunk`]);
+/// `prepared` must be for `op`'s weights.
+pub(crate) unsafe fn fully_connected_i8_prepared(
+    op: &FullyConnectedI8<'_>,
+    output: &mut [i8],
+    prepared: &Prepared<'_>,
+) {
+    let chunk = depth_chunk(op.shape.in_features).expect("a depth the tiles take");
+    // SAFETY: the caller's contract.
+    unsafe { fully_connected_i8_amx(op, output, chunk, Some(prepared)) }
+}
+
+/// # Safety
+/// AMX (and so AVX-512 VNNI and AVX2) must be available; `op` must have passed
+/// `validate(output)` and its shape suit the tiles, `chunk` being its [`depth_chunk`];
+/// `prepared`, if any, must be for `op`'s weights.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn fully_connected_i8_amx(op: &FullyConnectedI8<'_>, output: &mut [i8], chunk: usize) {
+unsafe fn fully_connected_i8_amx(
+    op: &FullyConnectedI8<'_>,
+    output: &mut [i8],
+    chunk: usize,
+    prepared: Option<&Prepared<'_>>,
+) {
     let s = op.shape;
     let (k, channels, batch) = (s.in_features, s.out_features, s.batch);
     // Signed rows: the packing's offsets for the zero point less 128 are the layer's bias
     // less `zp * sum(w)` (see `TileSession::gemm_requantize`).
     let zp = op.params.input_zero_point - 128;
-    // Equal slices of whole panels, as the convolution's.
-    let most = PackedWeights::channels_that_fit(k).min(TABLE_CHANNELS);
-    let slices = channels.div_ceil(most);
-    let slice_len = channels.div_ceil(slices).div_ceil(PANEL) * PANEL;
+    let slice_len = slice_len(k, channels);
+    debug_assert!(prepared.is_none_or(|p| p.slice_len() == slice_len));
     // A batch shorter than a row tile is copied into one, zeros after it; longer batches
     // are read in place, the last block of rows overlapping the one before it (its rows
     // are computed twice, to the same bytes) rather than running past the input.
@@ -110,14 +142,20 @@ unsafe fn fully_connected_i8_amx(op: &FullyConnectedI8<'_>, output: &mut [i8], c
     let mut table = ChannelTable::new();
     // SAFETY: AMX is available (caller); `chunk` is a multiple of four in `4..=64`.
     let mut session = unsafe { TileSession::start(chunk) };
-    for from in (0..channels).step_by(slice_len) {
+    for (slice, from) in (0..channels).step_by(slice_len).enumerate() {
         let len = (channels - from).min(slice_len);
-        let bias = op.bias.map(|bias| &bias[from..from + len]);
-        // SAFETY: AVX2 is available (caller); `len <= most` channels fit.
-        unsafe { packed.pack(&op.weights[from * k..(from + len) * k], (k, len), zp, bias) };
+        let (offsets, panels) = match prepared {
+            Some(prepared) => prepared.slice(slice),
+            None => {
+                let bias = op.bias.map(|bias| &bias[from..from + len]);
+                // SAFETY: AVX2 is available (caller); `len` channels fit (`slice_len`).
+                unsafe { packed.pack(&op.weights[from * k..(from + len) * k], (k, len), zp, bias) };
+                (packed.offsets(), packed.view())
+            }
+        };
         // SAFETY: AVX-512 VNNI is available (caller); `len <= TABLE_CHANNELS`, inside the
         // validated multipliers.
-        unsafe { table.prepare(&op.params, Some(packed.offsets()), from, len) };
+        unsafe { table.prepare(&op.params, Some(offsets), from, len) };
         let mut next = 0;
         while next < batch {
             let first_row = next.min(batch - block.min(batch));
@@ -131,7 +169,7 @@ unsafe fn fully_connected_i8_amx(op: &FullyConnectedI8<'_>, output: &mut [i8], c
             // SAFETY: AMX is available (caller); the rows and channels are inside the
             // validated layer; the packing's depth is `k`, a multiple of the session's
             // chunk, and the rows are `k` bytes apart.
-            unsafe { session.gemm_requantize(&tile, &packed, &table, output, at) };
+            unsafe { session.gemm_requantize(&tile, &panels, &table, output, at) };
             next += block;
         }
         // SAFETY: AMX is available (caller); the packing and layer of the calls above,

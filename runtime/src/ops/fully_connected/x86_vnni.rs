@@ -8,7 +8,8 @@
 
 use core::mem::MaybeUninit;
 
-use super::FullyConnectedI8;
+use super::x86_prepared::Prepared;
+use super::{FullyConnectedI8, FullyConnectedShape};
 use crate::isa::Isa;
 use crate::ops::requantize::x86_avx512::{ChannelTable, TABLE_CHANNELS};
 use crate::ops::x86_vnni::{
@@ -42,9 +43,9 @@ pub(crate) fn fully_connected_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
 unsafe fn fully_connected_i8_vnni(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
     let s = op.shape;
     let n = s.in_features;
-    if s.batch >= GEMM_MIN_ROWS && PackedWeights::fits(n, s.out_features) {
+    if packs(&s) {
         // SAFETY: as this function's.
-        return unsafe { gemm_i8(op, output) };
+        return unsafe { gemm_i8(op, output, None) };
     }
     if n < SHORT_ROW && s.batch > 1 {
         // SAFETY: AVX2 is available (caller).
@@ -74,35 +75,52 @@ unsafe fn fully_connected_i8_vnni(op: &FullyConnectedI8<'_>, output: &mut [i8]) 
     }
 }
 
-/// The batched layer through [`gemm_requantize`]: the weights packed once (a slice of
-/// channels at a time where a layer has more than a table holds), then the input a tile
-/// of eight rows at a time.
+/// Whether the layer runs through [`gemm_i8`], which packs its weights: several rows, and
+/// weights that [fit](PackedWeights::fits) the packing.
+pub(crate) fn packs(shape: &FullyConnectedShape) -> bool {
+    shape.batch >= GEMM_MIN_ROWS && PackedWeights::fits(shape.in_features, shape.out_features)
+}
+
+/// The batched layer through [`gemm_requantize`]: the weights packed once per call (a
+/// slice of channels at a time where a layer has more than a table holds), or taken from
+/// the interpreter's `prepared` packing, then the input a tile of eight rows at a time.
 ///
 /// # Safety
 /// AVX-512 VNNI (and so AVX2) must be available; `op` must have passed `validate(output)`
-/// and its weights must [fit](PackedWeights::fits) the packing.
+/// and its shape be one the kernel [packs](packs); `prepared` must be for `op`'s weights.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gemm_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
+pub(crate) unsafe fn gemm_i8(
+    op: &FullyConnectedI8<'_>,
+    output: &mut [i8],
+    prepared: Option<&Prepared<'_>>,
+) {
     let (k, channels) = (op.shape.in_features, op.shape.out_features);
     let mut packed = PackedWeights::new();
     let mut table = ChannelTable::new();
     let mut storage: TileStorage = [MaybeUninit::uninit(); TILE_ROWS * MAX_GEMM_DEPTH];
     let mut rows = TileRows::new(&mut storage, k);
-    for from in (0..channels).step_by(TABLE_CHANNELS) {
+    debug_assert!(prepared.is_none_or(|p| p.slice_len() == TABLE_CHANNELS));
+    for (slice, from) in (0..channels).step_by(TABLE_CHANNELS).enumerate() {
         let len = (channels - from).min(TABLE_CHANNELS);
-        let bias = op.bias.map(|bias| &bias[from..from + len]);
-        // SAFETY: AVX2 is available (caller); a slice of weights that fit.
-        unsafe {
-            packed.pack(
-                &op.weights[from * k..(from + len) * k],
-                (k, len),
-                op.params.input_zero_point,
-                bias,
-            )
+        let (offsets, panels) = match prepared {
+            Some(prepared) => prepared.slice(slice),
+            None => {
+                let bias = op.bias.map(|bias| &bias[from..from + len]);
+                // SAFETY: AVX2 is available (caller); a slice of weights that fit.
+                unsafe {
+                    packed.pack(
+                        &op.weights[from * k..(from + len) * k],
+                        (k, len),
+                        op.params.input_zero_point,
+                        bias,
+                    )
+                };
+                (packed.offsets(), packed.view())
+            }
         };
         // SAFETY: AVX-512 VNNI is available (caller); `len <= TABLE_CHANNELS`, inside the
         // validated multipliers.
-        unsafe { table.prepare(&op.params, Some(packed.offsets()), from, len) };
+        unsafe { table.prepare(&op.params, Some(offsets), from, len) };
         for (t, tile) in op.input.chunks(TILE_ROWS * k).enumerate() {
             rows.copy(tile);
             let at = TileOutput {
@@ -112,7 +130,7 @@ unsafe fn gemm_i8(op: &FullyConnectedI8<'_>, output: &mut [i8]) {
             };
             // SAFETY: AVX-512 VNNI is available (caller); the tile's rows and channels are
             // inside the validated layer.
-            unsafe { gemm_requantize(&rows, &packed, &table, output, at) };
+            unsafe { gemm_requantize(&rows, &panels, &table, output, at) };
         }
     }
 }

@@ -1,0 +1,229 @@
+//! Weights packed once, when an interpreter is made, for the x86 GEMMs of int8
+//! fully-connected layers and pointwise convolutions (which run as fully-connected layers).
+//!
+//! The VNNI and AMX kernels multiply weights packed into panels of sixteen channels
+//! ([`crate::ops::x86_vnni::pack_panels`]). Packing on every call cost 9% of MobileNet's
+//! time (`perf`), most of it in the pointwise layers; ONNX Runtime packs once, at session
+//! creation. An interpreter whose arena has room for its records
+//! ([`crate::Interpreter::arena_size_with_records`]) keeps these panels among the ops'
+//! prepared words, so each call only prepares its requantization table.
+//!
+//! What is kept depends on the CPU: the panels are those of the kernel that this CPU runs
+//! for the layer's shape ([`Plan::of`]); another CPU, or a shape no GEMM takes, keeps
+//! nothing, and the kernels pack per call as before. The words start with a tag naming the
+//! kernel, and a kernel given another's words packs for itself.
+
+use core::mem::MaybeUninit;
+
+use super::{FullyConnectedI8, FullyConnectedShape, x86_amx, x86_vnni};
+use crate::isa::Isa;
+use crate::ops::requantize::x86_avx512::TABLE_CHANNELS;
+use crate::ops::x86_vnni::{PANEL, Panels, pack_panels, panel_bytes};
+
+/// The kernel a packing is for (the words' first word).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Kernel {
+    /// [`x86_vnni`]'s GEMM: slices of up to [`TABLE_CHANNELS`], offsets for the layer's
+    /// zero point.
+    Vnni = 1,
+    /// [`x86_amx`]'s tiles: its equal slices, offsets for the zero point less 128.
+    Amx = 2,
+}
+
+/// Words before the slices: the tag, then room to start the panels on a 64-byte line.
+const HEADER_WORDS: usize = 1 + 15;
+
+/// How a layer's weights are packed on this CPU.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Plan {
+    kernel: Kernel,
+    k: usize,
+    channels: usize,
+    slice_len: usize,
+}
+
+impl Plan {
+    /// The packing the kernel this CPU runs for `shape` uses, or `None` where it packs
+    /// nothing (a batch of one, a layer too large for the packing, a CPU without VNNI).
+    pub(crate) fn of(shape: &FullyConnectedShape) -> Option<Plan> {
+        let (k, channels) = (shape.in_features, shape.out_features);
+        let kernel = if Isa::Amx.available()
+            && x86_amx::depth_chunk(k).is_some()
+            && x86_amx::amx_takes(shape)
+        {
+            Kernel::Amx
+        } else if Isa::Avx512Vnni.available() && x86_vnni::packs(shape) {
+            Kernel::Vnni
+        } else {
+            return None;
+        };
+        let slice_len = match kernel {
+            Kernel::Vnni => TABLE_CHANNELS,
+            Kernel::Amx => x86_amx::slice_len(k, channels),
+        };
+        (slice_len > 0 && channels > 0).then_some(Plan {
+            kernel,
+            k,
+            channels,
+            slice_len,
+        })
+    }
+
+    /// The kernel the packing is for.
+    pub(crate) fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+
+    fn slices(&self) -> usize {
+        self.channels.div_ceil(self.slice_len)
+    }
+
+    /// Words of slice `i`: its offsets (a whole number of 64-byte lines) then its panels.
+    fn slice_words(&self, i: usize) -> (usize, usize) {
+        let len = (self.channels - i * self.slice_len).min(self.slice_len);
+        (len.div_ceil(PANEL) * PANEL, panel_bytes(self.k, len, 4) / 4)
+    }
+
+    /// Every word the packing keeps.
+    fn words(&self) -> usize {
+        let whole = self.slice_words(0);
+        let last = self.slice_words(self.slices() - 1);
+        HEADER_WORDS + (self.slices() - 1) * (whole.0 + whole.1) + last.0 + last.1
+    }
+
+    /// The zero point the packing's offsets are for, given the layer's.
+    fn packing_zero_point(&self, zp: i32) -> i32 {
+        match self.kernel {
+            Kernel::Vnni => zp,
+            // The tiles multiply the signed input as it is (see `x86_amx`).
+            Kernel::Amx => zp - 128,
+        }
+    }
+}
+
+/// Words [`prepare`] keeps for an int8 layer of `shape` on this CPU (0 where nothing is
+/// packed).
+pub(crate) fn words(shape: &FullyConnectedShape) -> usize {
+    Plan::of(shape).map_or(0, |p| p.words())
+}
+
+/// Where the slices start in `words`: past the tag, on the first 64-byte line.
+fn data_start(words: &[i32]) -> usize {
+    let misaligned = (words.as_ptr() as usize / 4 + 1) % 16;
+    1 + (16 - misaligned) % 16
+}
+
+/// Packs `weights` (`[channels][k]`) with `bias` and the input zero point `zp` into
+/// `words`, which must hold [`words`] for `shape`. `None` where the words do not match.
+pub(crate) fn prepare(
+    shape: &FullyConnectedShape,
+    weights: &[i8],
+    bias: Option<&[i32]>,
+    zp: i32,
+    words: &mut [i32],
+) -> Option<()> {
+    let plan = Plan::of(shape)?;
+    if words.len() != plan.words()
+        || weights.len() != plan.k * plan.channels
+        || bias.is_some_and(|b| b.len() != plan.channels)
+    {
+        return None;
+    }
+    words[0] = plan.kernel as i32;
+    let mut at = data_start(words);
+    let zp = plan.packing_zero_point(zp);
+    for i in 0..plan.slices() {
+        let from = i * plan.slice_len;
+        let len = (plan.channels - from).min(plan.slice_len);
+        let (offset_words, panel_words) = plan.slice_words(i);
+        let (offsets, rest) = words[at..].split_at_mut(offset_words);
+        let panels: &mut [MaybeUninit<i8>] = {
+            let panels = &mut rest[..panel_words];
+            // SAFETY: `i32` words reinterpreted as the bytes they hold; every byte pattern
+            // is a valid `i8`, and the slice covers exactly those words.
+            unsafe { core::slice::from_raw_parts_mut(panels.as_mut_ptr().cast(), panel_words * 4) }
+        };
+        let bias = bias.map(|b| &b[from..from + len]);
+        // SAFETY: AVX2 is available (the plan's kernel needs AVX-512 VNNI, which implies
+        // it); the panels hold `panel_bytes(k, len, 4)` bytes.
+        unsafe {
+            pack_panels(
+                panels,
+                &mut offsets[..len],
+                &weights[from * plan.k..(from + len) * plan.k],
+                (plan.k, 4),
+                zp,
+                bias,
+            )
+        };
+        at += offset_words + panel_words;
+    }
+    Some(())
+}
+
+/// A layer's packing as [`prepare`] left it, checked against the kernel that reads it.
+pub(crate) struct Prepared<'a> {
+    plan: Plan,
+    words: &'a [i32],
+}
+
+impl<'a> Prepared<'a> {
+    /// The packing in `words` for a layer of `shape`, if they hold one for `kernel` (the
+    /// kernel asking) on this CPU.
+    pub(crate) fn of(
+        words: &'a [i32],
+        shape: &FullyConnectedShape,
+        kernel: Kernel,
+    ) -> Option<Self> {
+        let plan = Plan::of(shape)?;
+        (plan.kernel == kernel && words.len() == plan.words() && words[0] == kernel as i32)
+            .then_some(Prepared { plan, words })
+    }
+
+    /// Channels per slice (the last may have fewer).
+    pub(crate) fn slice_len(&self) -> usize {
+        self.plan.slice_len
+    }
+
+    /// Slice `i`'s offsets (bias less `(128 + zp) * sum(w)` for the packing's zero point)
+    /// and panels.
+    ///
+    /// # Panics
+    /// If there is no slice `i`.
+    pub(crate) fn slice(&self, i: usize) -> (&'a [i32], Panels<'a>) {
+        let plan = &self.plan;
+        assert!(i < plan.slices(), "a slice of the packing");
+        let whole = plan.slice_words(0);
+        let at = data_start(self.words) + i * (whole.0 + whole.1);
+        let len = (plan.channels - i * plan.slice_len).min(plan.slice_len);
+        let (offset_words, panel_words) = plan.slice_words(i);
+        let offsets = &self.words[at..at + len];
+        let panels = &self.words[at + offset_words..][..panel_words];
+        let bytes: &'a [i8] = bytemuck::cast_slice(panels);
+        (offsets, Panels::new(bytes, plan.k.div_ceil(4), len))
+    }
+}
+
+/// Runs `op` (validated for `output`) through the packing in `words`, if they hold one
+/// for the kernel this CPU runs for it; `false` (nothing written) where they do not.
+pub(crate) fn fully_connected_i8(
+    op: &FullyConnectedI8<'_>,
+    words: &[i32],
+    output: &mut [i8],
+) -> bool {
+    let Some(plan) = Plan::of(&op.shape) else {
+        return false;
+    };
+    let Some(prepared) = Prepared::of(words, &op.shape, plan.kernel()) else {
+        return false;
+    };
+    match plan.kernel() {
+        // SAFETY: the plan's kernel ran its checks: AMX available and a shape the tiles
+        // take; `op` is validated (caller).
+        Kernel::Amx => unsafe { x86_amx::fully_connected_i8_prepared(op, output, &prepared) },
+        // SAFETY: AVX-512 VNNI is available and the GEMM takes the shape (the plan's
+        // checks); `op` is validated (caller).
+        Kernel::Vnni => unsafe { x86_vnni::gemm_i8(op, output, Some(&prepared)) },
+    }
+    true
+}
