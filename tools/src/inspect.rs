@@ -239,7 +239,7 @@ impl Inspection {
         let _ = writeln!(s, "{}: {}", self.name, self.description);
         let _ = writeln!(
             s,
-            "flash {} B (weights {} B), arena {} B ({} B keeping its records decoded, for speed), {} MACs per inference",
+            "flash {} B (weights {} B), arena {} B ({} B keeping its records decoded and its weights packed for this CPU, for speed), {} MACs per inference",
             self.flash_bytes,
             self.weight_bytes,
             self.arena_bytes,

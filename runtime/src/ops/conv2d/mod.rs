@@ -19,7 +19,7 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 #[cfg(target_arch = "x86_64")]
-mod x86_vnni;
+pub(crate) mod x86_vnni;
 
 use serde::{Deserialize, Serialize};
 
@@ -1025,47 +1025,49 @@ pub(crate) fn scratch_bytes(node: &Node<'_>) -> Result<usize, OpProblem> {
     Ok(scratch_len(&g) * element)
 }
 
-/// An int8 pointwise layer as [`prepare`] packs it: its shape as a fully-connected layer,
-/// filter, bias and input zero point.
-type Pointwise<'m> = (
-    crate::ops::fully_connected::FullyConnectedShape,
-    &'m [i8],
-    Option<&'m [i32]>,
-    i32,
-);
+/// An int8 convolution as [`prepare`] packs it.
+struct Int8Layer<'m> {
+    geometry: ConvGeometry,
+    filter: &'m [i8],
+    bias: Option<&'m [i32]>,
+    zero_point: i32,
+}
 
-/// The int8 pointwise layer `node` is, for [`prepare`].
-fn int8_pointwise<'m>(node: &Node<'m>) -> Option<Pointwise<'m>> {
+/// The int8 convolution `node` is (int8 input and filter), for [`prepare`].
+fn int8_layer<'m>(node: &Node<'m>) -> Option<Int8Layer<'m>> {
     let a: Conv2dAttributes = node.attributes().ok()?;
     let operands = LayerOperands::read(node).ok()?;
-    let g = geometry(&operands, &a).ok()?;
-    if operands.input.record.dtype != DType::I8
-        || operands.weights.record.dtype != DType::I8
-        || !g.is_pointwise()
-    {
+    let geometry = geometry(&operands, &a).ok()?;
+    if operands.input.record.dtype != DType::I8 || operands.weights.record.dtype != DType::I8 {
         return None;
     }
     let bias = match node.optional_input(2).ok()? {
         Some(b) => Some(node.constant::<i32>(&b).ok()?),
         None => None,
     };
-    Some((
-        g.pointwise_shape(),
-        node.constant::<i8>(&operands.weights).ok()?,
+    Some(Int8Layer {
+        geometry,
+        filter: node.constant::<i8>(&operands.weights).ok()?,
         bias,
-        operands.input.record.quantization.zero_point(),
-    ))
+        zero_point: operands.input.record.quantization.zero_point(),
+    })
 }
 
-/// Words [`prepare`] keeps: on x86 CPUs with AVX-512 VNNI, an int8 pointwise layer that the
-/// fully-connected GEMMs take keeps its packed weights
-/// ([`crate::ops::fully_connected::x86_prepared`]); nothing elsewhere.
+/// Words [`prepare`] keeps: on x86 CPUs with AVX-512 VNNI, an int8 layer that a GEMM takes
+/// keeps its packed weights ([`crate::ops::fully_connected::x86_prepared`]): a pointwise
+/// one those of the fully-connected GEMMs, another those of the im2col GEMM; nothing
+/// elsewhere.
 pub(crate) fn prepared_len(node: &Node<'_>) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
-        int8_pointwise(node).map_or(0, |(shape, ..)| {
-            crate::ops::fully_connected::x86_prepared::words(&shape)
-        })
+        use crate::ops::fully_connected::x86_prepared;
+        match int8_layer(node) {
+            Some(layer) if layer.geometry.is_pointwise() => {
+                x86_prepared::words(&layer.geometry.pointwise_shape())
+            }
+            Some(layer) => x86_prepared::conv_words(&layer.geometry),
+            None => 0,
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -1074,16 +1076,28 @@ pub(crate) fn prepared_len(node: &Node<'_>) -> usize {
     }
 }
 
-/// Packs an int8 pointwise layer's weights into its [`prepared_len`] words.
+/// Packs an int8 layer's weights into its [`prepared_len`] words.
 pub(crate) fn prepare(node: &Node<'_>, words: &mut [i32]) -> Option<()> {
-    let (shape, filter, bias, zero_point) = int8_pointwise(node)?;
+    let layer = int8_layer(node)?;
     #[cfg(target_arch = "x86_64")]
     {
-        crate::ops::fully_connected::x86_prepared::prepare(&shape, filter, bias, zero_point, words)
+        use crate::ops::fully_connected::x86_prepared;
+        let Int8Layer {
+            geometry: g,
+            filter,
+            bias,
+            zero_point,
+        } = layer;
+        if g.is_pointwise() {
+            x86_prepared::prepare(&g.pointwise_shape(), filter, bias, zero_point, words)
+        } else {
+            let plan = x86_prepared::Plan::conv(&g)?;
+            x86_prepared::prepare_plan(&plan, filter, bias, zero_point, words)
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (shape, filter, bias, zero_point, words);
+        let _ = (layer, words);
         None
     }
 }
@@ -1141,13 +1155,20 @@ pub(crate) fn run(ctx: &Ctx<'_, '_>) -> Result<(), Error> {
             // SAFETY: as above.
             let (out, scratch) =
                 unsafe { (ctx.write::<i8>(&output)?, scratch_view::<i16>(ctx, temp)?) };
-            if !node.prepared.is_empty() && geometry.is_pointwise() {
-                // The weights the interpreter packed (`prepare`).
-                return crate::ops::fully_connected::fully_connected_i8_packed(
-                    &op.as_fully_connected(),
-                    node.prepared,
-                    out,
-                );
+            // The weights the interpreter packed (`prepare`).
+            #[cfg(target_arch = "x86_64")]
+            if !node.prepared.is_empty() {
+                if geometry.is_pointwise() {
+                    return crate::ops::fully_connected::fully_connected_i8_packed(
+                        &op.as_fully_connected(),
+                        node.prepared,
+                        out,
+                    );
+                }
+                op.validate(out)?;
+                if x86_vnni::conv2d_i8_prepared(&op, node.prepared, out) {
+                    return Ok(());
+                }
             }
             conv2d_i8(&op, out, scratch)
         }

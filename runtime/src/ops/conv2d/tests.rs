@@ -356,17 +356,19 @@ fn large_grouped_layers_match_the_reference() {
     }
 }
 
-/// Runs `g` with varied values through every kernel at each of `input_zero_points`: bytes
-/// from `byte`, biases `o * 7919 - 20000` and multipliers `scale * (1 + o / spread)` for
-/// output channel `o`. The reference's outputs must not all saturate (`case` names the
-/// layer), or the comparison could not tell the kernels apart.
+/// Runs `g` with varied values through every kernel at each of `input_zero_points`, and on
+/// x86 through the packing an interpreter would keep for it on this CPU (returning which
+/// kernel's, if any): bytes from `byte`, biases `o * 7919 - 20000` and multipliers `scale *
+/// (1 + o / spread)` for output channel `o`. The reference's outputs must not all saturate
+/// (`case` names the layer), or the comparison could not tell the kernels apart.
 fn varied_layer_matches_the_reference(
     g: ConvGeometry,
     byte: &mut impl FnMut() -> i8,
     (scale, spread): (f64, f64),
     input_zero_points: &[i32],
     case: &str,
-) {
+) -> Option<std::string::String> {
+    let mut prepared_kernel = None;
     let input: Vec<i8> = (0..g.input_len().unwrap()).map(|_| byte()).collect();
     let filter: Vec<i8> = (0..g.out_channels * g.patch_len())
         .map(|_| byte())
@@ -398,7 +400,25 @@ fn varied_layer_matches_the_reference(
              kernels (and the groups) apart"
         );
         compare_kernels(I8_KERNELS, |k| run_i8(k, &op), exact).unwrap();
+        #[cfg(target_arch = "x86_64")]
+        if let Some(plan) = crate::ops::fully_connected::x86_prepared::Plan::conv(&g) {
+            use crate::ops::fully_connected::x86_prepared;
+            // One word past an aligned start: the panels' alignment is the module's work.
+            let mut storage = vec![0i32; x86_prepared::conv_words(&g) + 1];
+            let words = &mut storage[1..];
+            x86_prepared::prepare_plan(&plan, &filter, Some(&bias), input_zero_point, words)
+                .unwrap();
+            let mut got = vec![0i8; want.len()];
+            op.validate(&got).unwrap();
+            assert!(
+                super::x86_vnni::conv2d_i8_prepared(&op, words, &mut got),
+                "{case}"
+            );
+            exact(&want, &got).unwrap_or_else(|e| panic!("{case}, prepared: {e:?}"));
+            prepared_kernel = Some(format!("{:?}", plan.kernel()));
+        }
     }
+    prepared_kernel
 }
 
 #[test]
@@ -783,6 +803,36 @@ fn the_amx_kernel_takes_and_matches_its_layers() {
             "case {n}: {g:?} must reach the tiles"
         );
         let case = format!("case {n}");
-        varied_layer_matches_the_reference(g, &mut byte, (2e-4, 8.0), &[-128, 9], &case);
+        let prepared =
+            varied_layer_matches_the_reference(g, &mut byte, (2e-4, 8.0), &[-128, 9], &case);
+        if crate::isa::Isa::Amx.available() {
+            assert_eq!(prepared.as_deref(), Some("ConvAmx"), "{case}");
+        }
+    }
+}
+
+/// Layers the VNNI im2col GEMM takes (patches under the AMX kernel's 256 bytes, or any
+/// patch on CPUs without AMX), run also through the packing an interpreter keeps: one and
+/// several slices, groups, stride two, padding, and a patch too long to pack (nothing
+/// kept).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn prepared_packings_of_the_vnni_gemm_give_the_layers_bytes() {
+    let mut byte = crate::ops::testing::xorshift_bytes(0xbb67_ae85_84ca_a73b);
+    let cases = [
+        (fixed_geometry(9, 7, 16, 16, 3, 1, [1; 4], 1), true),
+        (fixed_geometry(8, 9, 3, 40, 3, 2, [1, 0, 1, 1], 1), true),
+        (fixed_geometry(6, 6, 12, 300, 3, 1, [0, 1, 1, 0], 1), true),
+        (fixed_geometry(7, 5, 24, 36, 3, 1, [1; 4], 3), true),
+        (fixed_geometry(3, 3, 262, 6, 3, 1, [1; 4], 2), false),
+    ];
+    for (n, (g, packs)) in cases.into_iter().enumerate() {
+        let case = format!("case {n}");
+        let prepared =
+            varied_layer_matches_the_reference(g, &mut byte, (2e-4, 8.0), &[-128, 4], &case);
+        if crate::isa::Isa::Avx512Vnni.available() && !super::x86_vnni::amx_takes(&g) {
+            let want = packs.then_some("ConvVnni");
+            assert_eq!(prepared.as_deref(), want, "{case}");
+        }
     }
 }

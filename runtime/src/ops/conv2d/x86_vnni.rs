@@ -9,6 +9,7 @@ use super::{Conv2dI8, ConvGeometry, PixelAt, gather_patch_at, gather_patch_runs}
 use core::mem::MaybeUninit;
 
 use crate::isa::Isa;
+use crate::ops::fully_connected::x86_prepared::{Kernel, Prepared};
 use crate::ops::fully_connected::x86_vnni;
 use crate::ops::requantize::x86_avx512::{ChannelTable, TABLE_CHANNELS};
 use crate::ops::x86_amx::{AMX_DEPTH, AMX_ROWS, TileActivations, TileSession};
@@ -38,13 +39,54 @@ pub(super) fn conv2d_i8_amx(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut 
     }
     if Isa::Amx.available() && amx_takes(g) {
         // SAFETY: AMX, and with it AVX-512 VNNI and AVX2, are available (checked above).
-        return unsafe { conv2d_i8_gemm::<AMX_ROW_BYTES>(op, g, output, Tiles::Amx) };
+        return unsafe { conv2d_i8_gemm::<AMX_ROW_BYTES>(op, g, output, Tiles::Amx, None) };
     }
     conv2d_i8(op, output, scratch)
 }
 
+/// Runs `op` (validated for `output`) through the packing an interpreter prepared in
+/// `words`, if they hold the one for the GEMM this CPU runs for the layer
+/// ([`crate::ops::fully_connected::x86_prepared`]); `false` (nothing written) where they do
+/// not.
+pub(crate) fn conv2d_i8_prepared(op: &Conv2dI8<'_>, words: &[i32], output: &mut [i8]) -> bool {
+    let g = &op.geometry;
+    if let Some(prepared) = Prepared::conv(words, g, Kernel::ConvAmx) {
+        // SAFETY: the plan's checks: AMX (and so AVX-512 VNNI and AVX2) is available and
+        // the tiles take the layer; `op` is validated (caller).
+        unsafe {
+            conv2d_i8_gemm::<AMX_ROW_BYTES>(op, g, output, Tiles::Amx, Some(&prepared));
+        }
+        return true;
+    }
+    if let Some(prepared) = Prepared::conv(words, g, Kernel::ConvVnni) {
+        // SAFETY: the plan's checks: AVX-512 VNNI (and so AVX2) is available and the
+        // packing holds the layer's panels; `op` is validated (caller).
+        unsafe {
+            conv2d_i8_gemm::<VNNI_ROW_BYTES>(op, g, output, Tiles::Vnni, Some(&prepared));
+        }
+        return true;
+    }
+    false
+}
+
+/// Bytes the AMX GEMM pads each panel's depth to a multiple of.
+pub(crate) const AMX_ALIGN: usize = AMX_DEPTH;
+
+/// Channels per slice of a group of `channels` whose patches of `k` bytes are packed with
+/// their depth padded to `align`: equal slices of whole panels, as few as fit the packing
+/// and a requantization table (64 channels that do not fit as one are two of 32, not 48
+/// and 16, so that no slice leaves most of a tile's lanes idle); 0 where no panel fits.
+pub(crate) fn slice_len(k: usize, channels: usize, align: usize) -> usize {
+    let most = PackedWeights::channels_that_fit_aligned(k, align).min(TABLE_CHANNELS);
+    if most == 0 {
+        return 0;
+    }
+    let slices = channels.div_ceil(most).max(1);
+    channels.div_ceil(slices).div_ceil(PANEL) * PANEL
+}
+
 /// Whether [`conv2d_i8_amx`] runs the layer on the tiles (given AMX).
-pub(super) fn amx_takes(g: &ConvGeometry) -> bool {
+pub(crate) fn amx_takes(g: &ConvGeometry) -> bool {
     !g.is_pointwise()
         && g.patch_len() >= AMX_MIN_DEPTH
         && PackedWeights::channels_that_fit_aligned(g.patch_len(), AMX_DEPTH) > 0
@@ -61,7 +103,7 @@ pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16
     }
     if PackedWeights::channels_that_fit(g.patch_len()) > 0 {
         // SAFETY: AVX-512 VNNI, and with it AVX2, are available (checked above).
-        return unsafe { conv2d_i8_gemm::<VNNI_ROW_BYTES>(op, g, output, Tiles::Vnni) };
+        return unsafe { conv2d_i8_gemm::<VNNI_ROW_BYTES>(op, g, output, Tiles::Vnni, None) };
     }
     // The scratch holds two i16 patches with slack, so at least 4k bytes: two byte patches
     // fit with room to spare.
@@ -79,13 +121,15 @@ pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16
 /// # Safety
 /// AVX-512 VNNI (and so AVX2) must be available, and AMX for [`Tiles::Amx`]; `op` must have
 /// passed validation and its patches must be short enough for
-/// [one panel](PackedWeights::channels_that_fit_aligned) of the tiles' layout.
+/// [one panel](PackedWeights::channels_that_fit_aligned) of the tiles' layout; `prepared`,
+/// if any, must be the interpreter's packing of `op`'s weights for these tiles.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn conv2d_i8_gemm<const ROW_BYTES: usize>(
     op: &Conv2dI8<'_>,
     g: &ConvGeometry,
     output: &mut [i8],
     tiles: Tiles,
+    prepared: Option<&Prepared<'_>>,
 ) {
     let k = g.patch_len();
     let (tile_len, align) = tiles.layout();
@@ -105,31 +149,34 @@ unsafe fn conv2d_i8_gemm<const ROW_BYTES: usize>(
         TileRows::with_layout(first_storage, k, tile_len, align),
         TileRows::with_layout(second_storage, k, tile_len, align),
     ];
-    // Slices of equal whole panels: 64 channels that do not fit as one are two of 32, not
-    // 48 and 16, so that no slice leaves most of a tile's lanes idle.
-    let most = PackedWeights::channels_that_fit_aligned(k, align).min(TABLE_CHANNELS);
     // SAFETY: AMX is available where the tiles are AMX's (caller).
     let mut session = matches!(tiles, Tiles::Amx).then(|| unsafe { TileSession::start(AMX_DEPTH) });
-    let slices = cg_out.div_ceil(most);
-    let slice_len = cg_out.div_ceil(slices).div_ceil(PANEL) * PANEL;
+    let slice_len = slice_len(k, cg_out, align);
+    debug_assert!(prepared.is_none_or(|p| p.slice_len() == slice_len));
     for (group, from) in
         (0..g.groups).flat_map(|group| (0..cg_out).step_by(slice_len).map(move |c| (group, c)))
     {
         let first = group * cg_out + from;
         let len = (cg_out - from).min(slice_len);
-        let bias = op.bias.map(|bias| &bias[first..first + len]);
-        // SAFETY: AVX2 is available (caller); `len <= most` channels fit.
-        unsafe {
-            packed.pack_aligned(
-                &op.filter[first * k..(first + len) * k],
-                (k, len, align),
-                zp,
-                bias,
-            )
+        let (offsets, panels) = match prepared {
+            Some(prepared) => prepared.group_slice(group, from / slice_len),
+            None => {
+                let bias = op.bias.map(|bias| &bias[first..first + len]);
+                // SAFETY: AVX2 is available (caller); `len` channels fit (`slice_len`).
+                unsafe {
+                    packed.pack_aligned(
+                        &op.filter[first * k..(first + len) * k],
+                        (k, len, align),
+                        zp,
+                        bias,
+                    )
+                };
+                (packed.offsets(), packed.view())
+            }
         };
         // SAFETY: AVX-512 VNNI is available (caller); `len <= TABLE_CHANNELS`, inside the
         // validated multipliers.
-        unsafe { table.prepare(&op.params, Some(packed.offsets()), first, len) };
+        unsafe { table.prepare(&op.params, Some(offsets), first, len) };
         // Each tile is multiplied after the next one is gathered: the AMX tile loads read
         // the rows back 64 bytes at a time, across several of the gather's stores, which
         // the core cannot forward to them (they wait for those stores to reach the cache);
@@ -168,10 +215,10 @@ unsafe fn conv2d_i8_gemm<const ROW_BYTES: usize>(
             // the rows and packing have the tiles' layout.
             unsafe {
                 match &mut session {
-                    None => gemm_requantize(rows, &packed.view(), &table, output, tile),
+                    None => gemm_requantize(rows, &panels, &table, output, tile),
                     Some(session) => session.gemm_requantize(
                         &TileActivations::flipped(rows),
-                        &packed.view(),
+                        &panels,
                         &table,
                         output,
                         tile,

@@ -940,7 +940,7 @@ fn run_prepared(p: &Problem) -> Option<(x86_prepared::Kernel, Vec<i8>)> {
     // Words tagged for the other kernel are refused, not misread.
     words[0] = match plan.kernel() {
         x86_prepared::Kernel::Vnni => x86_prepared::Kernel::Amx as i32,
-        x86_prepared::Kernel::Amx => x86_prepared::Kernel::Vnni as i32,
+        _ => x86_prepared::Kernel::Vnni as i32,
     };
     let mut untouched = vec![7i8; out.len()];
     assert!(!x86_prepared::fully_connected_i8(

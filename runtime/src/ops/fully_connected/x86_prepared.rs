@@ -1,9 +1,11 @@
 //! Weights packed once, when an interpreter is made, for the x86 GEMMs of int8
-//! fully-connected layers and pointwise convolutions (which run as fully-connected layers).
+//! fully-connected layers, pointwise convolutions (which run as fully-connected layers) and
+//! the other convolutions' im2col GEMMs.
 //!
 //! The VNNI and AMX kernels multiply weights packed into panels of sixteen channels
 //! ([`crate::ops::x86_vnni::pack_panels`]). Packing on every call cost 9% of MobileNet's
-//! time (`perf`), most of it in the pointwise layers; ONNX Runtime packs once, at session
+//! time (`perf`), most of it in the pointwise layers, and 4% of ResNet-8's, in its 3x3
+//! layers; ONNX Runtime packs once, at session
 //! creation. An interpreter whose arena has room for its records
 //! ([`crate::Interpreter::arena_size_with_records`]) keeps these panels among the ops'
 //! prepared words, so each call only prepares its requantization table.
@@ -17,8 +19,9 @@ use core::mem::MaybeUninit;
 
 use super::{FullyConnectedI8, FullyConnectedShape, x86_amx, x86_vnni};
 use crate::isa::Isa;
+use crate::ops::conv2d::ConvGeometry;
 use crate::ops::requantize::x86_avx512::TABLE_CHANNELS;
-use crate::ops::x86_vnni::{PANEL, Panels, pack_panels, panel_bytes};
+use crate::ops::x86_vnni::{PANEL, PackedWeights, Panels, pack_panels, panel_bytes};
 
 /// The kernel a packing is for (the words' first word).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -28,6 +31,11 @@ pub(crate) enum Kernel {
     Vnni = 1,
     /// [`x86_amx`]'s tiles: its equal slices, offsets for the zero point less 128.
     Amx = 2,
+    /// The VNNI convolution GEMM (`conv2d::x86_vnni`): each group's equal slices, depth
+    /// padded to four bytes.
+    ConvVnni = 3,
+    /// The AMX convolution GEMM: each group's equal slices, depth padded to 64 bytes.
+    ConvAmx = 4,
 }
 
 /// Words before the slices: the tag, then room to start the panels on a 64-byte line.
@@ -38,8 +46,12 @@ const HEADER_WORDS: usize = 1 + 15;
 pub(crate) struct Plan {
     kernel: Kernel,
     k: usize,
+    /// Channels per group.
     channels: usize,
+    groups: usize,
     slice_len: usize,
+    /// Bytes each panel's depth is padded to a multiple of.
+    align: usize,
 }
 
 impl Plan {
@@ -47,25 +59,51 @@ impl Plan {
     /// nothing (a batch of one, a layer too large for the packing, a CPU without VNNI).
     pub(crate) fn of(shape: &FullyConnectedShape) -> Option<Plan> {
         let (k, channels) = (shape.in_features, shape.out_features);
-        let kernel = if Isa::Amx.available()
+        let (kernel, slice_len) = if Isa::Amx.available()
             && x86_amx::depth_chunk(k).is_some()
             && x86_amx::amx_takes(shape)
         {
-            Kernel::Amx
+            (Kernel::Amx, x86_amx::slice_len(k, channels))
         } else if Isa::Avx512Vnni.available() && x86_vnni::packs(shape) {
-            Kernel::Vnni
+            (Kernel::Vnni, TABLE_CHANNELS)
         } else {
             return None;
-        };
-        let slice_len = match kernel {
-            Kernel::Vnni => TABLE_CHANNELS,
-            Kernel::Amx => x86_amx::slice_len(k, channels),
         };
         (slice_len > 0 && channels > 0).then_some(Plan {
             kernel,
             k,
             channels,
+            groups: 1,
             slice_len,
+            align: 4,
+        })
+    }
+
+    /// The packing the convolution kernel this CPU runs for `g` uses in its im2col GEMM, or
+    /// `None` where it packs nothing (pointwise layers run as fully-connected ones, see
+    /// [`Plan::of`]; deeper patches than the packing holds dot rows instead).
+    pub(crate) fn conv(g: &ConvGeometry) -> Option<Plan> {
+        use crate::ops::conv2d::x86_vnni as conv;
+        if g.is_pointwise() || !Isa::Avx512Vnni.available() {
+            return None;
+        }
+        let k = g.patch_len();
+        let (kernel, align) = if Isa::Amx.available() && conv::amx_takes(g) {
+            (Kernel::ConvAmx, conv::AMX_ALIGN)
+        } else if PackedWeights::channels_that_fit(k) > 0 {
+            (Kernel::ConvVnni, 4)
+        } else {
+            return None;
+        };
+        let channels = g.group_out_channels();
+        let slice_len = conv::slice_len(k, channels, align);
+        (slice_len > 0 && channels > 0 && g.groups > 0).then_some(Plan {
+            kernel,
+            k,
+            channels,
+            groups: g.groups,
+            slice_len,
+            align,
         })
     }
 
@@ -74,27 +112,42 @@ impl Plan {
         self.kernel
     }
 
+    /// Slices per group.
     fn slices(&self) -> usize {
         self.channels.div_ceil(self.slice_len)
     }
 
-    /// Words of slice `i`: its offsets (a whole number of 64-byte lines) then its panels.
+    /// Channels of a group's slice `i`.
+    fn slice_channels(&self, i: usize) -> usize {
+        (self.channels - i * self.slice_len).min(self.slice_len)
+    }
+
+    /// Words of a group's slice `i`: its offsets (a whole number of 64-byte lines) then its
+    /// panels.
     fn slice_words(&self, i: usize) -> (usize, usize) {
-        let len = (self.channels - i * self.slice_len).min(self.slice_len);
-        (len.div_ceil(PANEL) * PANEL, panel_bytes(self.k, len, 4) / 4)
+        let len = self.slice_channels(i);
+        (
+            len.div_ceil(PANEL) * PANEL,
+            panel_bytes(self.k, len, self.align) / 4,
+        )
+    }
+
+    /// Words of one group's slices.
+    fn group_words(&self) -> usize {
+        let whole = self.slice_words(0);
+        let last = self.slice_words(self.slices() - 1);
+        (self.slices() - 1) * (whole.0 + whole.1) + last.0 + last.1
     }
 
     /// Every word the packing keeps.
     fn words(&self) -> usize {
-        let whole = self.slice_words(0);
-        let last = self.slice_words(self.slices() - 1);
-        HEADER_WORDS + (self.slices() - 1) * (whole.0 + whole.1) + last.0 + last.1
+        HEADER_WORDS + self.groups * self.group_words()
     }
 
     /// The zero point the packing's offsets are for, given the layer's.
     fn packing_zero_point(&self, zp: i32) -> i32 {
         match self.kernel {
-            Kernel::Vnni => zp,
+            Kernel::Vnni | Kernel::ConvVnni | Kernel::ConvAmx => zp,
             // The tiles multiply the signed input as it is (see `x86_amx`).
             Kernel::Amx => zp - 128,
         }
@@ -105,6 +158,12 @@ impl Plan {
 /// packed).
 pub(crate) fn words(shape: &FullyConnectedShape) -> usize {
     Plan::of(shape).map_or(0, |p| p.words())
+}
+
+/// Words [`prepare_plan`] keeps for an int8 convolution of `g` on this CPU (0 where nothing
+/// is packed).
+pub(crate) fn conv_words(g: &ConvGeometry) -> usize {
+    Plan::conv(g).map_or(0, |p| p.words())
 }
 
 /// Where the slices start in `words`: past the tag, on the first 64-byte line.
@@ -122,19 +181,31 @@ pub(crate) fn prepare(
     zp: i32,
     words: &mut [i32],
 ) -> Option<()> {
-    let plan = Plan::of(shape)?;
+    prepare_plan(&Plan::of(shape)?, weights, bias, zp, words)
+}
+
+/// Packs `weights` (`[groups * channels][k]`, the groups' channels one after the other) as
+/// `plan` lays them out into `words`, which must hold its words.
+pub(crate) fn prepare_plan(
+    plan: &Plan,
+    weights: &[i8],
+    bias: Option<&[i32]>,
+    zp: i32,
+    words: &mut [i32],
+) -> Option<()> {
+    let total = plan.groups * plan.channels;
     if words.len() != plan.words()
-        || weights.len() != plan.k * plan.channels
-        || bias.is_some_and(|b| b.len() != plan.channels)
+        || weights.len() != plan.k * total
+        || bias.is_some_and(|b| b.len() != total)
     {
         return None;
     }
     words[0] = plan.kernel as i32;
     let mut at = data_start(words);
     let zp = plan.packing_zero_point(zp);
-    for i in 0..plan.slices() {
-        let from = i * plan.slice_len;
-        let len = (plan.channels - from).min(plan.slice_len);
+    for (group, i) in (0..plan.groups).flat_map(|g| (0..plan.slices()).map(move |i| (g, i))) {
+        let from = group * plan.channels + i * plan.slice_len;
+        let len = plan.slice_channels(i);
         let (offset_words, panel_words) = plan.slice_words(i);
         let (offsets, rest) = words[at..].split_at_mut(offset_words);
         let panels: &mut [MaybeUninit<i8>] = {
@@ -151,7 +222,7 @@ pub(crate) fn prepare(
                 panels,
                 &mut offsets[..len],
                 &weights[from * plan.k..(from + len) * plan.k],
-                (plan.k, 4),
+                (plan.k, plan.align),
                 zp,
                 bias,
             )
@@ -175,7 +246,15 @@ impl<'a> Prepared<'a> {
         shape: &FullyConnectedShape,
         kernel: Kernel,
     ) -> Option<Self> {
-        let plan = Plan::of(shape)?;
+        Self::of_plan(words, Plan::of(shape)?, kernel)
+    }
+
+    /// The packing in `words` for a convolution of `g`, if they hold one for `kernel`.
+    pub(crate) fn conv(words: &'a [i32], g: &ConvGeometry, kernel: Kernel) -> Option<Self> {
+        Self::of_plan(words, Plan::conv(g)?, kernel)
+    }
+
+    fn of_plan(words: &'a [i32], plan: Plan, kernel: Kernel) -> Option<Self> {
         (plan.kernel == kernel && words.len() == plan.words() && words[0] == kernel as i32)
             .then_some(Prepared { plan, words })
     }
@@ -186,21 +265,33 @@ impl<'a> Prepared<'a> {
     }
 
     /// Slice `i`'s offsets (bias less `(128 + zp) * sum(w)` for the packing's zero point)
-    /// and panels.
+    /// and panels, of the first group.
     ///
     /// # Panics
     /// If there is no slice `i`.
     pub(crate) fn slice(&self, i: usize) -> (&'a [i32], Panels<'a>) {
+        self.group_slice(0, i)
+    }
+
+    /// Slice `i` of group `group`, as [`Prepared::slice`].
+    ///
+    /// # Panics
+    /// If there is no such slice.
+    pub(crate) fn group_slice(&self, group: usize, i: usize) -> (&'a [i32], Panels<'a>) {
         let plan = &self.plan;
-        assert!(i < plan.slices(), "a slice of the packing");
+        assert!(
+            i < plan.slices() && group < plan.groups,
+            "a slice of the packing"
+        );
         let whole = plan.slice_words(0);
-        let at = data_start(self.words) + i * (whole.0 + whole.1);
-        let len = (plan.channels - i * plan.slice_len).min(plan.slice_len);
+        let at = data_start(self.words) + group * plan.group_words() + i * (whole.0 + whole.1);
+        let len = plan.slice_channels(i);
         let (offset_words, panel_words) = plan.slice_words(i);
         let offsets = &self.words[at..at + len];
         let panels = &self.words[at + offset_words..][..panel_words];
         let bytes: &'a [i8] = bytemuck::cast_slice(panels);
-        (offsets, Panels::new(bytes, plan.k.div_ceil(4), len))
+        let groups = plan.k.div_ceil(plan.align) * plan.align / 4;
+        (offsets, Panels::new(bytes, groups, len))
     }
 }
 
@@ -224,6 +315,7 @@ pub(crate) fn fully_connected_i8(
         // SAFETY: AVX-512 VNNI is available and the GEMM takes the shape (the plan's
         // checks); `op` is validated (caller).
         Kernel::Vnni => unsafe { x86_vnni::gemm_i8(op, output, Some(&prepared)) },
+        Kernel::ConvVnni | Kernel::ConvAmx => return false,
     }
     true
 }
