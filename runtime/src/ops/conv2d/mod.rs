@@ -19,6 +19,8 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_vbmi;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_vnni;
 
 use serde::{Deserialize, Serialize};

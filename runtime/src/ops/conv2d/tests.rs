@@ -836,3 +836,41 @@ fn prepared_packings_of_the_vnni_gemm_give_the_layers_bytes() {
         }
     }
 }
+
+/// First layers the AVX-512 VBMI kernel takes (few input channels, at most sixteen
+/// outputs, pixels in lanes): MobileNet's (3 -> 8, 3x3, stride two) and ResNet-8's (3 ->
+/// 16), one and five output channels, one and two input channels, strides one to three,
+/// a 5x5 window (two quads per kernel row), rows whose last block is partial and rows of
+/// one block, asymmetric padding, and two images; each must reach the kernel on a CPU
+/// with VBMI (every CPU with AMX has it) and give the reference's bytes on every kernel.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_vbmi_first_layer_kernel_takes_and_matches_its_layers() {
+    let mut byte = crate::ops::testing::xorshift_bytes(0x3c6e_f372_fe94_f82b);
+    let cases = [
+        (fixed_geometry(20, 21, 3, 8, 3, 2, [0, 0, 1, 1], 1), 1),
+        (fixed_geometry(12, 33, 3, 16, 3, 1, [1; 4], 1), 2),
+        (fixed_geometry(9, 17, 1, 1, 3, 1, [1, 0, 1, 2], 1), 1),
+        (fixed_geometry(7, 40, 2, 5, 3, 3, [1; 4], 1), 1),
+        (fixed_geometry(10, 11, 2, 12, 5, 2, [2; 4], 1), 2),
+        (fixed_geometry(5, 5, 3, 16, 3, 1, [1; 4], 1), 1),
+    ];
+    for (n, (mut g, batch)) in cases.into_iter().enumerate() {
+        g.batch = batch;
+        if crate::isa::Isa::Amx.available() {
+            assert!(crate::isa::avx512_vbmi(), "a CPU with AMX has VBMI");
+        }
+        if crate::isa::avx512_vbmi() {
+            assert!(
+                super::x86_vbmi::takes(&g),
+                "case {n}: {g:?} must reach the kernel"
+            );
+        }
+        let case = format!("case {n}");
+        let prepared =
+            varied_layer_matches_the_reference(g, &mut byte, (2e-4, 8.0), &[-128, 11], &case);
+        if crate::isa::avx512_vbmi() {
+            assert_eq!(prepared, None, "{case}: the kernel packs nothing");
+        }
+    }
+}

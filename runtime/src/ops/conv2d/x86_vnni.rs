@@ -101,6 +101,10 @@ pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16
     if g.is_pointwise() {
         return x86_vnni::fully_connected_i8(&op.as_fully_connected(), output);
     }
+    // SAFETY: AVX-512 VNNI is available (checked above); `op` was validated by the caller.
+    if unsafe { super::x86_vbmi::conv2d_i8(op, output) } {
+        return;
+    }
     if PackedWeights::channels_that_fit(g.patch_len()) > 0 {
         // SAFETY: AVX-512 VNNI, and with it AVX2, are available (checked above).
         return unsafe { conv2d_i8_gemm::<VNNI_ROW_BYTES>(op, g, output, Tiles::Vnni, None) };

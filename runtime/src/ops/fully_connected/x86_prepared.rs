@@ -84,7 +84,12 @@ impl Plan {
     /// [`Plan::of`]; deeper patches than the packing holds dot rows instead).
     pub(crate) fn conv(g: &ConvGeometry) -> Option<Plan> {
         use crate::ops::conv2d::x86_vnni as conv;
-        if g.is_pointwise() || !Isa::Avx512Vnni.available() {
+        // Pointwise layers run as fully-connected ones; the first-layer kernel packs
+        // nothing.
+        if g.is_pointwise()
+            || !Isa::Avx512Vnni.available()
+            || crate::ops::conv2d::x86_vbmi::takes(g)
+        {
             return None;
         }
         let k = g.patch_len();

@@ -1,0 +1,616 @@
+//! x86_64 AVX-512 VNNI + VBMI int8 convolution for first layers: few input channels, at
+//! most sixteen output channels, sixteen output pixels in the lanes of each vector.
+//!
+//! **Why.** A network's first layer (MobileNet's: three channels in, eight out, 3x3 with
+//! stride two; ResNet-8's: three in, sixteen out) has short patches (27 bytes) and few
+//! channels. The im2col GEMM of [`super::x86_vnni`] puts channels in lanes: eight output
+//! channels fill half of each vector, every pixel's patch is gathered run by run, and every
+//! pixel is requantized alone, half its lanes idle. MobileNet's first layer took a quarter
+//! of the model's time that way (`loam bench --per-op`).
+//!
+//! **Pixels in lanes.** Here each vector holds sixteen consecutive output pixels of one
+//! row. A kernel row's taps read `kw * C` consecutive bytes of an input row, the run of
+//! output pixel `ox` starting `ox * stride * C` bytes in; four bytes of each of the
+//! sixteen runs are one `vpermi2b` (a byte permute over two 64-byte loads of the row:
+//! `15 * stride * C + 16 <= 128` bytes, so the layer must be narrow), and one `vpdpbusd`
+//! per output channel multiplies them with that channel's four weights, broadcast from
+//! memory. So per sixteen pixels and four bytes of patch: one permute and one
+//! multiply-add per channel, against the GEMM's broadcast and multiply-add per pixel.
+//!
+//! **Requantization** is the one-rounding form of [`crate::ops::requantize::x86_avx512`]
+//! with each channel's constants broadcast to its sixteen pixels, the clamp on dwords; the
+//! bytes of the sixteen channels are then transposed to the output's pixel-major order by
+//! two more byte permutes per 64 output bytes.
+//!
+//! Input rows are copied once into padded rows (`x + 128`, the unsigned operand of
+//! `vpdpbusd`, with `zp + 128` in the padding), one slot per kernel row, shared between
+//! output rows as in the depthwise kernels. Inline assembly, like the other AVX-512
+//! kernels, because the AVX-512 intrinsics are stable only from Rust 1.89 while the crate
+//! supports 1.85.
+
+use core::arch::asm;
+use core::mem::MaybeUninit;
+
+use super::{Conv2dI8, ConvGeometry};
+use crate::isa;
+use crate::ops::requantize::x86_avx512::INTERLEAVE;
+use crate::ops::x86_vnni::flip_copy;
+
+/// Output pixels per vector.
+const LANES: usize = 16;
+/// Most output channels (one accumulator each).
+const MAX_CHANNELS: usize = 16;
+/// Most bytes of a kernel row's run (four quads).
+const MAX_RUN: usize = 16;
+/// Most kernel rows.
+const MAX_KERNEL_ROWS: usize = 11;
+/// Bytes of one padded input row.
+const ROW_BYTES: usize = 4096;
+
+/// How a layer maps onto the kernel.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    /// Bytes of a kernel row's run (`kw * C`).
+    run: usize,
+    /// Quads of a run.
+    quads: usize,
+    /// Bytes between the runs of neighbouring output pixels (`stride * C`).
+    lane_step: usize,
+    /// Bytes of a padded row.
+    row_len: usize,
+}
+
+impl Layout {
+    fn of(g: &ConvGeometry) -> Option<Layout> {
+        let c = g.in_channels;
+        let run = g.kernel_width.checked_mul(c)?;
+        let lane_step = g.stride_width.checked_mul(c)?;
+        let quads = run.div_ceil(4);
+        let fits = g.groups == 1
+            && g.dilation_height == 1
+            && g.dilation_width == 1
+            && (1..=MAX_CHANNELS).contains(&g.out_channels)
+            && (1..=MAX_RUN).contains(&run)
+            && (1..=MAX_KERNEL_ROWS).contains(&g.kernel_height)
+            && (LANES - 1) * lane_step + 4 * quads <= 128;
+        if !fits {
+            return None;
+        }
+        // Every block's two 64-byte loads start at its first pixel's run.
+        let row_len = g
+            .out_width
+            .div_ceil(LANES)
+            .checked_mul(LANES * lane_step)?
+            .checked_add(128)?
+            .max((g.pad_left + g.in_width) * c);
+        (row_len <= ROW_BYTES).then_some(Layout {
+            run,
+            quads,
+            lane_step,
+            row_len,
+        })
+    }
+}
+
+/// Whether the kernel takes the layer on this CPU (AVX-512 VNNI and VBMI).
+pub(crate) fn takes(g: &ConvGeometry) -> bool {
+    isa::avx512_vbmi() && Layout::of(g).is_some()
+}
+
+/// Runs the layer if the kernel takes it (`false`, nothing written, where it does not).
+///
+/// # Safety
+/// AVX-512 VNNI must be available (the kernel checks VBMI itself); `op` must have passed
+/// validation.
+pub(crate) unsafe fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8]) -> bool {
+    let Some(layout) = Layout::of(&op.geometry) else {
+        return false;
+    };
+    if !isa::avx512_vbmi() {
+        return false;
+    }
+    // SAFETY: AVX-512 VNNI and VBMI are available (the caller's and the check above).
+    unsafe { conv2d_i8_vbmi(op, &layout, output) };
+    true
+}
+
+/// 64-byte aligned bytes.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line(#[allow(dead_code)] [u8; 64]);
+
+/// One channel's constants as the assembly broadcasts them: the bias less `(128 + zp) *
+/// sum(w)`, the left exponent, the mantissa (as a 64-bit value for `vpmuldq`), the
+/// one-rounding form's rounding term, negative bound and shift (see
+/// [`crate::ops::requantize::x86_avx512`]), and the clamp's bounds less the output zero
+/// point, then that zero point.
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(64))]
+struct ChannelConstants {
+    offset: i32,
+    left: i32,
+    mantissa: i64,
+    rounding: i64,
+    negative: i64,
+    shift: i64,
+    lo: i32,
+    hi: i32,
+    zero_point: i32,
+}
+
+/// The indices and masks that transpose a block's bytes from channel-major (channel `c`'s
+/// sixteen pixels at `16 * c`) to the output's pixel-major order: for each 64 output bytes,
+/// the indices into the first 128 bytes (channels 0-7), those into the last 128 less 128
+/// (channels 8-15), and which bytes take the latter.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Transpose {
+    low: [u8; 64],
+    high: [u8; 64],
+    takes_high: u64,
+    _pad: [u64; 7],
+}
+
+/// What the row assembly reads: the slots' row pointers (one per kernel row), their count,
+/// the quads per run, the packed weights, the channels' constants, the gather indices (one
+/// vector per quad), the transposes, the store masks of a whole block and of the row's
+/// last, the bytes between blocks in the rows and in the output, and the 256-byte scratch
+/// where a block's bytes are transposed.
+#[repr(C)]
+struct RowPlan {
+    rows: *const *const u8,
+    kernel_rows: u64,
+    quads: u64,
+    weights: *const u8,
+    constants: *const ChannelConstants,
+    gather: *const u8,
+    transpose: *const Transpose,
+    whole_masks: *const u64,
+    last_masks: *const u64,
+    block_step: u64,
+    out_step: u64,
+    scratch: *mut u8,
+    any_left: u64,
+}
+
+/// # Safety
+/// AVX-512 VNNI and VBMI must be available; `op` must have passed validation and `layout`
+/// be its.
+#[inline(never)]
+#[target_feature(enable = "avx2")]
+unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) {
+    let g = &op.geometry;
+    let (c, n) = (g.in_channels, g.out_channels);
+    let zp = op.params.input_zero_point;
+    let k = g.patch_len();
+
+    // Weights: for kernel row `ky` and quad `j`, sixteen channels' four bytes (zero past the
+    // run and past the layer's channels).
+    let mut weights = [[[0i8; 4]; MAX_CHANNELS]; MAX_KERNEL_ROWS * 4];
+    for (t, quad) in weights
+        .iter_mut()
+        .enumerate()
+        .take(g.kernel_height * layout.quads)
+    {
+        let (ky, j) = (t / layout.quads, t % layout.quads);
+        for (o, lanes) in quad.iter_mut().enumerate().take(n) {
+            for (b, w) in lanes.iter_mut().enumerate() {
+                let at = 4 * j + b;
+                if at < layout.run {
+                    *w = op.filter[o * k + ky * layout.run + at];
+                }
+            }
+        }
+    }
+    // Each channel's constants.
+    let mut constants = [ChannelConstants::default(); MAX_CHANNELS];
+    for (o, constant) in constants.iter_mut().enumerate().take(n) {
+        let sum = op.filter[o * k..(o + 1) * k]
+            .iter()
+            .fold(0i32, |s, &w| s.wrapping_add(i32::from(w)));
+        let bias = op.bias.map_or(0, |b| b[o]);
+        let m = op.params.multiplier(o);
+        let (left, right) = m.exponents();
+        let ozp = op.params.output_zero_point;
+        *constant = ChannelConstants {
+            offset: bias.wrapping_sub((128 + zp).wrapping_mul(sum)),
+            left: left as i32,
+            mantissa: i64::from(m.multiplier()),
+            rounding: if right > 0 {
+                (1i64 << 30) + (1i64 << (30 + right))
+            } else {
+                1 << 30
+            },
+            negative: if right > 0 {
+                1i64 << (30 + right)
+            } else {
+                i64::MIN
+            },
+            shift: 31 + i64::from(right),
+            lo: i32::from(op.params.activation_min) - ozp,
+            hi: i32::from(op.params.activation_max) - ozp,
+            zero_point: ozp,
+        };
+    }
+    let any_left = op.params.multipliers.iter().any(|m| m.exponents().0 > 0);
+    // The gather: lane `i` of quad `j` reads bytes `i * lane_step + 4 * j..+4` of the
+    // block's 128.
+    let mut gather = [[0u8; 64]; 4];
+    for (j, indices) in gather.iter_mut().enumerate().take(layout.quads) {
+        for (x, index) in indices.iter_mut().enumerate() {
+            *index = ((x / 4) * layout.lane_step + 4 * j + x % 4) as u8;
+        }
+    }
+    // The transposes: output byte `s` of a block is pixel `s / n`, channel `s % n`, at
+    // `16 * channel + pixel` of the channel-major bytes.
+    let out_vectors = (LANES * n).div_ceil(64);
+    let mut transpose = [Transpose {
+        low: [0; 64],
+        high: [0; 64],
+        takes_high: 0,
+        _pad: [0; 7],
+    }; 4];
+    for (v, t) in transpose.iter_mut().enumerate().take(out_vectors) {
+        for x in 0..64 {
+            let s = 64 * v + x;
+            let (p, o) = ((s / n).min(LANES - 1), s % n);
+            let at = 16 * o + p;
+            if at < 128 {
+                t.low[x] = at as u8;
+            } else {
+                t.high[x] = (at - 128) as u8;
+                t.takes_high |= 1 << x;
+            }
+        }
+    }
+    let masks = |pixels: usize| {
+        let mut m = [0u64; 4];
+        for (v, m) in m.iter_mut().enumerate() {
+            let bytes = (pixels * n).saturating_sub(64 * v).min(64);
+            *m = if bytes == 64 {
+                u64::MAX
+            } else {
+                (1u64 << bytes) - 1
+            };
+        }
+        m
+    };
+    let whole_masks = masks(LANES);
+    let last = g.out_width - (g.out_width.div_ceil(LANES) - 1) * LANES;
+    let last_masks = masks(last);
+
+    // The padded rows, one slot per kernel row (row `v` of the padded input in slot `v %
+    // kernel_height`: consecutive output rows share input rows), filled with the padding
+    // once; copying an image row only writes the image's positions.
+    let pad = zp as i8 as u8 ^ 0x80;
+    let mut slot_lines = [MaybeUninit::<Line>::uninit(); MAX_KERNEL_ROWS * ROW_BYTES / 64];
+    let slots: *mut u8 = slot_lines.as_mut_ptr().cast();
+    let slot_len = layout.row_len.next_multiple_of(64);
+    // SAFETY: `kernel_height * slot_len` bytes lie inside the slots' storage (`Layout::of`
+    // bounds both factors).
+    unsafe { core::ptr::write_bytes(slots, pad, g.kernel_height * slot_len) };
+    let mut tags = [None::<(usize, usize)>; MAX_KERNEL_ROWS];
+    let mut rows = [core::ptr::null::<u8>(); MAX_KERNEL_ROWS];
+    let mut scratch = [MaybeUninit::<Line>::uninit(); 4];
+    let mut plan = RowPlan {
+        rows: rows.as_ptr(),
+        kernel_rows: g.kernel_height as u64,
+        quads: layout.quads as u64,
+        weights: weights.as_ptr().cast(),
+        constants: constants.as_ptr(),
+        gather: gather.as_ptr().cast(),
+        transpose: transpose.as_ptr(),
+        whole_masks: whole_masks.as_ptr(),
+        last_masks: last_masks.as_ptr(),
+        block_step: (LANES * layout.lane_step) as u64,
+        out_step: (LANES * n) as u64,
+        scratch: scratch.as_mut_ptr().cast(),
+        any_left: u64::from(any_left),
+    };
+    let row_len = g.out_width * n;
+    let image_len = g.in_width * c;
+    for out_row in 0..g.batch * g.out_height {
+        let (b, oy) = (out_row / g.out_height, out_row % g.out_height);
+        for (ky, row) in rows.iter_mut().enumerate().take(g.kernel_height) {
+            let v = oy * g.stride_height + ky;
+            let slot = v % g.kernel_height;
+            // SAFETY: inside the slots' storage, as above.
+            let slot_bytes = unsafe { slots.add(slot * slot_len) };
+            *row = slot_bytes;
+            if tags[slot] == Some((b, v)) {
+                continue;
+            }
+            let image_row = v.checked_sub(g.pad_top).filter(|&iy| iy < g.in_height);
+            let was_image = tags[slot]
+                .is_some_and(|(_, v)| v.checked_sub(g.pad_top).is_some_and(|iy| iy < g.in_height));
+            tags[slot] = Some((b, v));
+            // SAFETY: the slot's `slot_len` bytes, inside the storage; only `u8` values
+            // are written through this.
+            let slot_bytes = unsafe { core::slice::from_raw_parts_mut(slot_bytes, slot_len) };
+            let image = &mut slot_bytes[g.pad_left * c..][..image_len];
+            match image_row {
+                Some(iy) => flip_copy(
+                    &op.input[(b * g.in_height + iy) * image_len..][..image_len],
+                    image,
+                ),
+                None if was_image => image.fill(pad),
+                None => {}
+            }
+        }
+        plan.rows = rows.as_ptr();
+        let out = &mut output[out_row * row_len..][..row_len];
+        // SAFETY: AVX-512 VNNI and VBMI are available (caller). Each block's two loads
+        // read 128 bytes at `block * block_step` of each row, inside its `row_len` bytes
+        // (`Layout::of`); the weights, constants, gather indices and transposes cover the
+        // kernel rows, quads, channels and output vectors the plan names; the stores
+        // write the row's `out_width * n` bytes through the masks.
+        unsafe { convolve_row(&plan, g.out_width.div_ceil(LANES), out.as_mut_ptr()) };
+    }
+}
+
+/// One accumulator's requantization with channel `$c`'s constants (at `r10 + 64 * $c`),
+/// clamped and offset by the output zero point, its sixteen bytes stored at `16 * $c` of
+/// the scratch (r13). zmm16 and k5, k6 are clobbered; zmm17 holds 2^31 per 64-bit lane and
+/// zmm18 `INTERLEAVE`.
+macro_rules! requantize {
+    ($c:literal) => {
+        concat!(
+            "vpaddd zmm",
+            $c,
+            ", zmm",
+            $c,
+            ", dword ptr [r10 + 64 * ",
+            $c,
+            "]{{1to16}}\n",
+            "test r14, r14\n",
+            "jz 50",
+            $c,
+            "f\n",
+            "vpsllvd zmm",
+            $c,
+            ", zmm",
+            $c,
+            ", dword ptr [r10 + 64 * ",
+            $c,
+            " + 4]{{1to16}}\n",
+            "50",
+            $c,
+            ":\n",
+            "vpsrlq zmm16, zmm",
+            $c,
+            ", 32\n",
+            "vpmuldq zmm",
+            $c,
+            ", zmm",
+            $c,
+            ", qword ptr [r10 + 64 * ",
+            $c,
+            " + 8]{{1to8}}\n",
+            "vpmuldq zmm16, zmm16, qword ptr [r10 + 64 * ",
+            $c,
+            " + 8]{{1to8}}\n",
+            "vpaddq zmm",
+            $c,
+            ", zmm",
+            $c,
+            ", qword ptr [r10 + 64 * ",
+            $c,
+            " + 16]{{1to8}}\n",
+            "vpaddq zmm16, zmm16, qword ptr [r10 + 64 * ",
+            $c,
+            " + 16]{{1to8}}\n",
+            "vpcmpq k5, zmm",
+            $c,
+            ", qword ptr [r10 + 64 * ",
+            $c,
+            " + 24]{{1to8}}, 1\n",
+            "vpcmpq k6, zmm16, qword ptr [r10 + 64 * ",
+            $c,
+            " + 24]{{1to8}}, 1\n",
+            "vpsubq zmm",
+            $c,
+            " {{k5}}, zmm",
+            $c,
+            ", zmm17\n",
+            "vpsubq zmm16 {{k6}}, zmm16, zmm17\n",
+            "vpsravq zmm",
+            $c,
+            ", zmm",
+            $c,
+            ", qword ptr [r10 + 64 * ",
+            $c,
+            " + 32]{{1to8}}\n",
+            "vpsravq zmm16, zmm16, qword ptr [r10 + 64 * ",
+            $c,
+            " + 32]{{1to8}}\n",
+            "vpermt2d zmm",
+            $c,
+            ", zmm18, zmm16\n",
+            "vpmaxsd zmm",
+            $c,
+            ", zmm",
+            $c,
+            ", dword ptr [r10 + 64 * ",
+            $c,
+            " + 40]{{1to16}}\n",
+            "vpminsd zmm",
+            $c,
+            ", zmm",
+            $c,
+            ", dword ptr [r10 + 64 * ",
+            $c,
+            " + 44]{{1to16}}\n",
+            "vpaddd zmm",
+            $c,
+            ", zmm",
+            $c,
+            ", dword ptr [r10 + 64 * ",
+            $c,
+            " + 48]{{1to16}}\n",
+            "vpmovdb xmmword ptr [r13 + 16 * ",
+            $c,
+            "], zmm",
+            $c,
+            "\n",
+        )
+    };
+}
+
+/// One output vector of a block's bytes: transpose `$v` (at `r12 + 192 * $v`) applied to
+/// the scratch's channel-major bytes (zmm19-zmm22), stored at `r11 + 64 * $v` through mask
+/// `$v` of the block's masks (rax).
+macro_rules! store {
+    ($v:literal) => {
+        concat!(
+            "vmovdqu8 zmm23, zmmword ptr [r12 + 192 * ",
+            $v,
+            "]\n",
+            "vpermi2b zmm23, zmm19, zmm20\n",
+            "vmovdqu8 zmm24, zmmword ptr [r12 + 192 * ",
+            $v,
+            " + 64]\n",
+            "vpermi2b zmm24, zmm21, zmm22\n",
+            "kmovq k1, qword ptr [r12 + 192 * ",
+            $v,
+            " + 128]\n",
+            "vmovdqu8 zmm23 {{k1}}, zmm24\n",
+            "kmovq k1, qword ptr [rax + 8 * ",
+            $v,
+            "]\n",
+            "vmovdqu8 zmmword ptr [r11 + 64 * ",
+            $v,
+            "] {{k1}}, zmm23\n",
+        )
+    };
+}
+
+/// An output row, `blocks` blocks of sixteen pixels (the last through its masks).
+///
+/// # Safety
+/// AVX-512 VNNI and VBMI must be available, and `plan` describe reads and writes inside
+/// the layer's rows, tables and output row `out`, as [`conv2d_i8_vbmi`] sets them up.
+#[inline]
+unsafe fn convolve_row(plan: &RowPlan, blocks: usize, out: *mut i8) {
+    // SAFETY: the caller's contract; vector registers and k1, k5, k6 are clobbered through
+    // `clobber_abi("C")`; the stack is untouched (the scratch is the caller's).
+    unsafe {
+        asm!(
+            // r15: the plan; rcx: blocks left; rdx: the block's byte offset in the rows;
+            // r11: the output; rsi: the row pointers; r8: kernel rows left; rdi: the
+            // weights; r9: quads left; r12: the gather indices; r10: the constants;
+            // r13: the scratch; r14: any left shift; rax: scratch.
+            "vmovdqu32 zmm18, zmmword ptr [{interleave}]",
+            "mov eax, 0x80000000",
+            "vpbroadcastq zmm17, rax",
+            "xor edx, edx",
+            "2:",
+            "vpxord zmm0, zmm0, zmm0",
+            "vpxord zmm1, zmm1, zmm1",
+            "vpxord zmm2, zmm2, zmm2",
+            "vpxord zmm3, zmm3, zmm3",
+            "vpxord zmm4, zmm4, zmm4",
+            "vpxord zmm5, zmm5, zmm5",
+            "vpxord zmm6, zmm6, zmm6",
+            "vpxord zmm7, zmm7, zmm7",
+            "vpxord zmm8, zmm8, zmm8",
+            "vpxord zmm9, zmm9, zmm9",
+            "vpxord zmm10, zmm10, zmm10",
+            "vpxord zmm11, zmm11, zmm11",
+            "vpxord zmm12, zmm12, zmm12",
+            "vpxord zmm13, zmm13, zmm13",
+            "vpxord zmm14, zmm14, zmm14",
+            "vpxord zmm15, zmm15, zmm15",
+            "mov rsi, qword ptr [r15]",
+            "mov r8, qword ptr [r15 + 8]",
+            "mov rdi, qword ptr [r15 + 24]",
+            "3:",
+            // The kernel row's 128 bytes from the block's first pixel on.
+            "mov rax, qword ptr [rsi]",
+            "vmovdqu8 zmm19, zmmword ptr [rax + rdx]",
+            "vmovdqu8 zmm20, zmmword ptr [rax + rdx + 64]",
+            "mov r9, qword ptr [r15 + 16]",
+            "mov r12, qword ptr [r15 + 40]",
+            "4:",
+            "vmovdqu8 zmm16, zmmword ptr [r12]",
+            "vpermi2b zmm16, zmm19, zmm20",
+            "vpdpbusd zmm0, zmm16, dword ptr [rdi]{{1to16}}",
+            "vpdpbusd zmm1, zmm16, dword ptr [rdi + 4]{{1to16}}",
+            "vpdpbusd zmm2, zmm16, dword ptr [rdi + 8]{{1to16}}",
+            "vpdpbusd zmm3, zmm16, dword ptr [rdi + 12]{{1to16}}",
+            "vpdpbusd zmm4, zmm16, dword ptr [rdi + 16]{{1to16}}",
+            "vpdpbusd zmm5, zmm16, dword ptr [rdi + 20]{{1to16}}",
+            "vpdpbusd zmm6, zmm16, dword ptr [rdi + 24]{{1to16}}",
+            "vpdpbusd zmm7, zmm16, dword ptr [rdi + 28]{{1to16}}",
+            "vpdpbusd zmm8, zmm16, dword ptr [rdi + 32]{{1to16}}",
+            "vpdpbusd zmm9, zmm16, dword ptr [rdi + 36]{{1to16}}",
+            "vpdpbusd zmm10, zmm16, dword ptr [rdi + 40]{{1to16}}",
+            "vpdpbusd zmm11, zmm16, dword ptr [rdi + 44]{{1to16}}",
+            "vpdpbusd zmm12, zmm16, dword ptr [rdi + 48]{{1to16}}",
+            "vpdpbusd zmm13, zmm16, dword ptr [rdi + 52]{{1to16}}",
+            "vpdpbusd zmm14, zmm16, dword ptr [rdi + 56]{{1to16}}",
+            "vpdpbusd zmm15, zmm16, dword ptr [rdi + 60]{{1to16}}",
+            "add rdi, 64",
+            "add r12, 64",
+            "dec r9",
+            "jnz 4b",
+            "add rsi, 8",
+            "dec r8",
+            "jnz 3b",
+            // Requantize each channel's sixteen pixels into the scratch, channel-major.
+            "mov r10, qword ptr [r15 + 32]",
+            "mov r13, qword ptr [r15 + 88]",
+            "mov r14, qword ptr [r15 + 96]",
+            requantize!("0"),
+            requantize!("1"),
+            requantize!("2"),
+            requantize!("3"),
+            requantize!("4"),
+            requantize!("5"),
+            requantize!("6"),
+            requantize!("7"),
+            requantize!("8"),
+            requantize!("9"),
+            requantize!("10"),
+            requantize!("11"),
+            requantize!("12"),
+            requantize!("13"),
+            requantize!("14"),
+            requantize!("15"),
+            // Transpose to pixel-major bytes and store, through the last block's masks on
+            // the row's last block.
+            "vmovdqu8 zmm19, zmmword ptr [r13]",
+            "vmovdqu8 zmm20, zmmword ptr [r13 + 64]",
+            "vmovdqu8 zmm21, zmmword ptr [r13 + 128]",
+            "vmovdqu8 zmm22, zmmword ptr [r13 + 192]",
+            "mov r12, qword ptr [r15 + 48]",
+            "mov rax, qword ptr [r15 + 56]",
+            "cmp rcx, 1",
+            "cmove rax, qword ptr [r15 + 64]",
+            store!("0"),
+            store!("1"),
+            store!("2"),
+            store!("3"),
+            "add rdx, qword ptr [r15 + 72]",
+            "add r11, qword ptr [r15 + 80]",
+            "dec rcx",
+            "jnz 2b",
+            "vzeroupper",
+            interleave = in(reg) INTERLEAVE.as_ptr(),
+            in("r15") plan,
+            inout("rcx") blocks => _,
+            out("rdx") _,
+            inout("r11") out => _,
+            out("rsi") _,
+            out("r8") _,
+            out("rdi") _,
+            out("r9") _,
+            out("r12") _,
+            out("r10") _,
+            out("r13") _,
+            out("r14") _,
+            out("rax") _,
+            clobber_abi("C"),
+            options(nostack),
+        );
+    }
+}
