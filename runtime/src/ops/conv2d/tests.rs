@@ -838,8 +838,10 @@ fn prepared_packings_of_the_vnni_gemm_give_the_layers_bytes() {
 }
 
 /// First layers the AVX-512 VBMI kernel takes (few input channels, at most sixteen
-/// outputs, pixels in lanes): MobileNet's (3 -> 8, 3x3, stride two) and ResNet-8's (3 ->
-/// 16), one and five output channels, one and two input channels, strides one to three,
+/// outputs or a few passes of sixteen, pixels in lanes): MobileNet's (3 -> 8, 3x3, stride
+/// two), ResNet-8's (3 -> 16), DS-CNN's shape on wider rows (1 -> 64, 10x4, stride two), 32
+/// and 48 outputs
+/// (several passes, stored pixel by pixel), one and five output channels, one and two input channels, strides one to three,
 /// a 5x5 window (two quads per kernel row), rows whose last block is partial and rows of
 /// one block, asymmetric padding, and two images; each must reach the kernel on a CPU
 /// with VBMI (every CPU with AMX has it) and give the reference's bytes on every kernel.
@@ -852,8 +854,11 @@ fn the_vbmi_first_layer_kernel_takes_and_matches_its_layers() {
         (fixed_geometry(12, 33, 3, 16, 3, 1, [1; 4], 1), 2),
         (fixed_geometry(9, 17, 1, 1, 3, 1, [1, 0, 1, 2], 1), 1),
         (fixed_geometry(7, 40, 2, 5, 3, 3, [1; 4], 1), 1),
-        (fixed_geometry(10, 11, 2, 12, 5, 2, [2; 4], 1), 2),
-        (fixed_geometry(5, 5, 3, 16, 3, 1, [1; 4], 1), 1),
+        (fixed_geometry(10, 21, 2, 12, 5, 2, [2; 4], 1), 2),
+        (fixed_geometry(5, 9, 3, 16, 3, 1, [1; 4], 1), 1),
+        (fixed_geometry(9, 23, 3, 32, 3, 2, [1; 4], 1), 1),
+        (fixed_geometry(6, 17, 2, 48, 3, 1, [0, 1, 1, 0], 1), 2),
+        (wide_first_layer(), 1),
     ];
     for (n, (mut g, batch)) in cases.into_iter().enumerate() {
         g.batch = batch;
@@ -872,5 +877,30 @@ fn the_vbmi_first_layer_kernel_takes_and_matches_its_layers() {
         if crate::isa::avx512_vbmi() {
             assert_eq!(prepared, None, "{case}: the kernel packs nothing");
         }
+    }
+}
+
+/// A first layer of one channel and 64 outputs with a 10x4 window of stride two, as
+/// DS-CNN's, on a spectrogram four times as wide (DS-CNN's own rows, five pixels, are too
+/// narrow for the kernel).
+#[cfg(target_arch = "x86_64")]
+fn wide_first_layer() -> ConvGeometry {
+    ConvGeometry {
+        batch: 1,
+        in_height: 25,
+        in_width: 40,
+        in_channels: 1,
+        out_height: output_size(25, 10, 2, 1, 4, 5).unwrap(),
+        out_width: output_size(40, 4, 2, 1, 1, 2).unwrap(),
+        out_channels: 64,
+        kernel_height: 10,
+        kernel_width: 4,
+        stride_height: 2,
+        stride_width: 2,
+        dilation_height: 1,
+        dilation_width: 1,
+        pad_top: 4,
+        pad_left: 1,
+        groups: 1,
     }
 }

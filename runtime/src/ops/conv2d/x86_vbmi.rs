@@ -1,5 +1,6 @@
-//! x86_64 AVX-512 VNNI + VBMI int8 convolution for first layers: few input channels, at
-//! most sixteen output channels, sixteen output pixels in the lanes of each vector.
+//! x86_64 AVX-512 VNNI + VBMI int8 convolution for first layers: few input channels, up to
+//! sixteen output channels (or 32, 48 or 64, sixteen at a time), sixteen output pixels in
+//! the lanes of each vector.
 //!
 //! **Why.** A network's first layer (MobileNet's: three channels in, eight out, 3x3 with
 //! stride two; ResNet-8's: three in, sixteen out) has short patches (27 bytes) and few
@@ -38,8 +39,10 @@ use crate::ops::x86_vnni::flip_copy;
 
 /// Output pixels per vector.
 const LANES: usize = 16;
-/// Most output channels (one accumulator each).
-const MAX_CHANNELS: usize = 16;
+/// Output channels per pass over a block (one accumulator each).
+const CHUNK: usize = 16;
+/// Most output channels (four passes).
+const MAX_CHANNELS: usize = 4 * CHUNK;
 /// Most bytes of a kernel row's run (four quads).
 const MAX_RUN: usize = 16;
 /// Most kernel rows.
@@ -66,9 +69,14 @@ impl Layout {
         let run = g.kernel_width.checked_mul(c)?;
         let lane_step = g.stride_width.checked_mul(c)?;
         let quads = run.div_ceil(4);
+        // Rows narrower than half a vector leave most lanes idle: DS-CNN's first layer
+        // (five pixels a row) took 10.6 us here against 7.6 through the GEMM (`loam bench
+        // --per-op`, both builds).
         let fits = g.groups == 1
+            && g.out_width >= LANES / 2
             && g.dilation_height == 1
             && g.dilation_width == 1
+            && (g.out_channels <= CHUNK || g.out_channels % CHUNK == 0)
             && (1..=MAX_CHANNELS).contains(&g.out_channels)
             && (1..=MAX_RUN).contains(&run)
             && (1..=MAX_KERNEL_ROWS).contains(&g.kernel_height)
@@ -154,8 +162,9 @@ struct Transpose {
 /// What the row assembly reads: the slots' row pointers (one per kernel row), their count,
 /// the quads per run, the packed weights, the channels' constants, the gather indices (one
 /// vector per quad), the transposes, the store masks of a whole block and of the row's
-/// last, the bytes between blocks in the rows and in the output, and the 256-byte scratch
-/// where a block's bytes are transposed.
+/// last, the bytes between blocks in the rows and in the output, the 512-byte scratch
+/// where a block's bytes are transposed, whether any channel shifts left, the passes of
+/// sixteen channels, the output's channels, and the pixels of the row's last block.
 #[repr(C)]
 struct RowPlan {
     rows: *const *const u8,
@@ -171,6 +180,9 @@ struct RowPlan {
     out_step: u64,
     scratch: *mut u8,
     any_left: u64,
+    chunks: u64,
+    out_channels: u64,
+    last_pixels: u64,
 }
 
 /// # Safety
@@ -181,19 +193,23 @@ struct RowPlan {
 unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) {
     let g = &op.geometry;
     let (c, n) = (g.in_channels, g.out_channels);
+    // Channels per pass, and passes.
+    let (chunk, chunks) = (n.min(CHUNK), n.div_ceil(CHUNK));
     let zp = op.params.input_zero_point;
     let k = g.patch_len();
 
-    // Weights: for kernel row `ky` and quad `j`, sixteen channels' four bytes (zero past the
-    // run and past the layer's channels).
-    let mut weights = [[[0i8; 4]; MAX_CHANNELS]; MAX_KERNEL_ROWS * 4];
-    for (t, quad) in weights
-        .iter_mut()
-        .enumerate()
-        .take(g.kernel_height * layout.quads)
-    {
+    // Weights: for each pass, kernel row `ky` and quad `j`, sixteen channels' four bytes
+    // (zero past the run and past the layer's channels).
+    let taps = g.kernel_height * layout.quads;
+    let mut weights = [[[0i8; 4]; CHUNK]; 4 * MAX_KERNEL_ROWS * 4];
+    for (at, quad) in weights.iter_mut().enumerate().take(chunks * taps) {
+        let (pass, t) = (at / taps, at % taps);
         let (ky, j) = (t / layout.quads, t % layout.quads);
-        for (o, lanes) in quad.iter_mut().enumerate().take(n) {
+        for (i, lanes) in quad.iter_mut().enumerate() {
+            let o = pass * CHUNK + i;
+            if o >= n {
+                break;
+            }
             for (b, w) in lanes.iter_mut().enumerate() {
                 let at = 4 * j + b;
                 if at < layout.run {
@@ -241,9 +257,9 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
             *index = ((x / 4) * layout.lane_step + 4 * j + x % 4) as u8;
         }
     }
-    // The transposes: output byte `s` of a block is pixel `s / n`, channel `s % n`, at
-    // `16 * channel + pixel` of the channel-major bytes.
-    let out_vectors = (LANES * n).div_ceil(64);
+    // The transposes: output byte `s` of a pass is pixel `s / chunk`, channel `s % chunk`,
+    // at `16 * channel + pixel` of the channel-major bytes.
+    let out_vectors = (LANES * chunk).div_ceil(64);
     let mut transpose = [Transpose {
         low: [0; 64],
         high: [0; 64],
@@ -253,7 +269,7 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
     for (v, t) in transpose.iter_mut().enumerate().take(out_vectors) {
         for x in 0..64 {
             let s = 64 * v + x;
-            let (p, o) = ((s / n).min(LANES - 1), s % n);
+            let (p, o) = ((s / chunk).min(LANES - 1), s % chunk);
             let at = 16 * o + p;
             if at < 128 {
                 t.low[x] = at as u8;
@@ -291,7 +307,7 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
     unsafe { core::ptr::write_bytes(slots, pad, g.kernel_height * slot_len) };
     let mut tags = [None::<(usize, usize)>; MAX_KERNEL_ROWS];
     let mut rows = [core::ptr::null::<u8>(); MAX_KERNEL_ROWS];
-    let mut scratch = [MaybeUninit::<Line>::uninit(); 4];
+    let mut scratch = [MaybeUninit::<Line>::uninit(); 8];
     let mut plan = RowPlan {
         rows: rows.as_ptr(),
         kernel_rows: g.kernel_height as u64,
@@ -306,6 +322,9 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
         out_step: (LANES * n) as u64,
         scratch: scratch.as_mut_ptr().cast(),
         any_left: u64::from(any_left),
+        chunks: chunks as u64,
+        out_channels: n as u64,
+        last_pixels: last as u64,
     };
     let row_len = g.out_width * n;
     let image_len = g.in_width * c;
@@ -348,7 +367,8 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
     }
 }
 
-/// One accumulator's requantization with channel `$c`'s constants (at `r10 + 64 * $c`),
+/// One accumulator's requantization with the pass's channel `$c`'s constants (at `r10 + 64 *
+/// $c`),
 /// clamped and offset by the output zero point, its sixteen bytes stored at `16 * $c` of
 /// the scratch (r13). zmm16 and k5, k6 are clobbered; zmm17 holds 2^31 per 64-bit lane and
 /// zmm18 `INTERLEAVE`.
@@ -362,8 +382,8 @@ macro_rules! requantize {
             ", dword ptr [r10 + 64 * ",
             $c,
             "]{{1to16}}\n",
-            "test r14, r14\n",
-            "jz 50",
+            "cmp qword ptr [r15 + 96], 0\n",
+            "je 50",
             $c,
             "f\n",
             "vpsllvd zmm",
@@ -484,6 +504,30 @@ macro_rules! store {
     };
 }
 
+/// One output vector of a pass's bytes, transposed as [`store!`]'s, into the scratch's
+/// second 256 bytes (at `r13 + 256 + 64 * $v`), for passes that store pixel by pixel.
+macro_rules! transpose {
+    ($v:literal) => {
+        concat!(
+            "vmovdqu8 zmm23, zmmword ptr [r12 + 192 * ",
+            $v,
+            "]\n",
+            "vpermi2b zmm23, zmm19, zmm20\n",
+            "vmovdqu8 zmm24, zmmword ptr [r12 + 192 * ",
+            $v,
+            " + 64]\n",
+            "vpermi2b zmm24, zmm21, zmm22\n",
+            "kmovq k1, qword ptr [r12 + 192 * ",
+            $v,
+            " + 128]\n",
+            "vmovdqu8 zmm23 {{k1}}, zmm24\n",
+            "vmovdqu8 zmmword ptr [r13 + 256 + 64 * ",
+            $v,
+            "], zmm23\n",
+        )
+    };
+}
+
 /// An output row, `blocks` blocks of sixteen pixels (the last through its masks).
 ///
 /// # Safety
@@ -504,6 +548,10 @@ unsafe fn convolve_row(plan: &RowPlan, blocks: usize, out: *mut i8) {
             "vpbroadcastq zmm17, rax",
             "xor edx, edx",
             "2:",
+            "mov rdi, qword ptr [r15 + 24]",
+            "mov r10, qword ptr [r15 + 32]",
+            "xor r14d, r14d",
+            "6:",
             "vpxord zmm0, zmm0, zmm0",
             "vpxord zmm1, zmm1, zmm1",
             "vpxord zmm2, zmm2, zmm2",
@@ -522,7 +570,6 @@ unsafe fn convolve_row(plan: &RowPlan, blocks: usize, out: *mut i8) {
             "vpxord zmm15, zmm15, zmm15",
             "mov rsi, qword ptr [r15]",
             "mov r8, qword ptr [r15 + 8]",
-            "mov rdi, qword ptr [r15 + 24]",
             "3:",
             // The kernel row's 128 bytes from the block's first pixel on.
             "mov rax, qword ptr [rsi]",
@@ -557,9 +604,7 @@ unsafe fn convolve_row(plan: &RowPlan, blocks: usize, out: *mut i8) {
             "dec r8",
             "jnz 3b",
             // Requantize each channel's sixteen pixels into the scratch, channel-major.
-            "mov r10, qword ptr [r15 + 32]",
             "mov r13, qword ptr [r15 + 88]",
-            "mov r14, qword ptr [r15 + 96]",
             requantize!("0"),
             requantize!("1"),
             requantize!("2"),
@@ -583,6 +628,9 @@ unsafe fn convolve_row(plan: &RowPlan, blocks: usize, out: *mut i8) {
             "vmovdqu8 zmm21, zmmword ptr [r13 + 128]",
             "vmovdqu8 zmm22, zmmword ptr [r13 + 192]",
             "mov r12, qword ptr [r15 + 48]",
+            "cmp qword ptr [r15 + 104], 1",
+            "jne 7f",
+            // One pass: the block's bytes are contiguous in the output.
             "mov rax, qword ptr [r15 + 56]",
             "cmp rcx, 1",
             "cmove rax, qword ptr [r15 + 64]",
@@ -590,6 +638,34 @@ unsafe fn convolve_row(plan: &RowPlan, blocks: usize, out: *mut i8) {
             store!("1"),
             store!("2"),
             store!("3"),
+            "jmp 8f",
+            // Several passes: each pixel's sixteen bytes of this pass, `out_channels` apart,
+            // sixteen bytes into the pixel per pass before.
+            "7:",
+            transpose!("0"),
+            transpose!("1"),
+            transpose!("2"),
+            transpose!("3"),
+            "mov r9, 16",
+            "cmp rcx, 1",
+            "cmove r9, qword ptr [r15 + 120]",
+            "mov rax, r14",
+            "shl rax, 4",
+            "add rax, r11",
+            "lea rsi, [r13 + 256]",
+            "9:",
+            "vmovdqu8 xmm23, xmmword ptr [rsi]",
+            "vmovdqu8 xmmword ptr [rax], xmm23",
+            "add rsi, 16",
+            "add rax, qword ptr [r15 + 112]",
+            "dec r9",
+            "jnz 9b",
+            "8:",
+            // The next pass's constants (the weights follow on).
+            "add r10, 16 * 64",
+            "inc r14",
+            "cmp r14, qword ptr [r15 + 104]",
+            "jb 6b",
             "add rdx, qword ptr [r15 + 72]",
             "add r11, qword ptr [r15 + 80]",
             "dec rcx",
