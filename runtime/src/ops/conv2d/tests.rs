@@ -839,7 +839,8 @@ fn prepared_packings_of_the_vnni_gemm_give_the_layers_bytes() {
 
 /// First layers the AVX-512 VBMI kernel takes (few input channels, at most sixteen
 /// outputs or a few passes of sixteen, pixels in lanes): MobileNet's (3 -> 8, 3x3, stride
-/// two), ResNet-8's (3 -> 16), DS-CNN's shape on wider rows (1 -> 64, 10x4, stride two), 32
+/// two), ResNet-8's (3 -> 16), DS-CNN's (1 -> 64, 10x4, stride two; its rows of five
+/// pixels run as a plane, as do two more narrow images) and its shape on wider rows, 32
 /// and 48 outputs
 /// (several passes, stored pixel by pixel), one and five output channels, one and two input channels, strides one to three,
 /// a 5x5 window (two quads per kernel row), rows whose last block is partial and rows of
@@ -859,6 +860,9 @@ fn the_vbmi_first_layer_kernel_takes_and_matches_its_layers() {
         (fixed_geometry(9, 23, 3, 32, 3, 2, [1; 4], 1), 1),
         (fixed_geometry(6, 17, 2, 48, 3, 1, [0, 1, 1, 0], 1), 2),
         (wide_first_layer(), 1),
+        (dscnn_first_layer(), 2),
+        (fixed_geometry(9, 6, 1, 16, 3, 1, [1; 4], 1), 1),
+        (fixed_geometry(4, 3, 2, 8, 3, 1, [1, 1, 1, 0], 1), 3),
     ];
     for (n, (mut g, batch)) in cases.into_iter().enumerate() {
         g.batch = batch;
@@ -902,5 +906,18 @@ fn wide_first_layer() -> ConvGeometry {
         pad_top: 4,
         pad_left: 1,
         groups: 1,
+    }
+}
+
+/// DS-CNN's first layer: a 49x10 spectrogram of one channel, 64 outputs, a 10x4 window of
+/// stride two, padded as "same" (rows of five output pixels: the kernel's plane mode).
+#[cfg(target_arch = "x86_64")]
+fn dscnn_first_layer() -> ConvGeometry {
+    ConvGeometry {
+        in_height: 49,
+        in_width: 10,
+        out_height: output_size(49, 10, 2, 1, 4, 5).unwrap(),
+        out_width: output_size(10, 4, 2, 1, 1, 2).unwrap(),
+        ..wide_first_layer()
     }
 }

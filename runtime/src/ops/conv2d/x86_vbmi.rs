@@ -25,7 +25,12 @@
 //!
 //! Input rows are copied once into padded rows (`x + 128`, the unsigned operand of
 //! `vpdpbusd`, with `zp + 128` in the padding), one slot per kernel row, shared between
-//! output rows as in the depthwise kernels. Inline assembly, like the other AVX-512
+//! output rows as in the depthwise kernels.
+//!
+//! **Narrow images** (output rows under eight pixels, DS-CNN's five) would leave most lanes
+//! idle, so there the sixteen lanes are sixteen consecutive output pixels in raster order,
+//! across rows: the whole image is copied into one padded plane, and the permute's indices
+//! depend on where the block starts in its row (one set per starting column). Inline assembly, like the other AVX-512
 //! kernels, because the AVX-512 intrinsics are stable only from Rust 1.89 while the crate
 //! supports 1.85.
 
@@ -49,6 +54,10 @@ const MAX_RUN: usize = 16;
 const MAX_KERNEL_ROWS: usize = 11;
 /// Bytes of one padded input row.
 const ROW_BYTES: usize = 4096;
+/// Bytes of a padded plane (narrow images).
+const PLANE_BYTES: usize = 16 * 1024;
+/// Output rows narrower than this run as a plane.
+const NARROW: usize = LANES / 2;
 
 /// How a layer maps onto the kernel.
 #[derive(Clone, Copy, Debug)]
@@ -61,6 +70,8 @@ struct Layout {
     lane_step: usize,
     /// Bytes of a padded row.
     row_len: usize,
+    /// For a narrow image, its padded plane's columns; `None` for rows.
+    plane: Option<usize>,
 }
 
 impl Layout {
@@ -69,19 +80,49 @@ impl Layout {
         let run = g.kernel_width.checked_mul(c)?;
         let lane_step = g.stride_width.checked_mul(c)?;
         let quads = run.div_ceil(4);
-        // Rows narrower than half a vector leave most lanes idle: DS-CNN's first layer
-        // (five pixels a row) took 10.6 us here against 7.6 through the GEMM (`loam bench
-        // --per-op`, both builds).
         let fits = g.groups == 1
-            && g.out_width >= LANES / 2
+            && g.out_width > 0
             && g.dilation_height == 1
             && g.dilation_width == 1
             && (g.out_channels <= CHUNK || g.out_channels % CHUNK == 0)
             && (1..=MAX_CHANNELS).contains(&g.out_channels)
             && (1..=MAX_RUN).contains(&run)
-            && (1..=MAX_KERNEL_ROWS).contains(&g.kernel_height)
-            && (LANES - 1) * lane_step + 4 * quads <= 128;
+            && (1..=MAX_KERNEL_ROWS).contains(&g.kernel_height);
         if !fits {
+            return None;
+        }
+        if g.out_width < NARROW {
+            // Rows of five pixels (DS-CNN's first layer) in blocks of a row took 10.6 us
+            // against 7.6 through the GEMM (`loam bench --per-op`, both builds): as a plane.
+            let columns =
+                (g.pad_left + g.in_width).max((g.out_width - 1) * g.stride_width + g.kernel_width);
+            let rows = (g.pad_top + g.in_height)
+                .max((g.out_height - 1) * g.stride_height + g.kernel_height);
+            let row_bytes = columns.checked_mul(c)?;
+            // The furthest lane of any block from its first pixel, plus its run.
+            let reach = (0..g.out_width)
+                .map(|phase| {
+                    let last = phase + LANES - 1;
+                    (last / g.out_width) * g.stride_height * row_bytes
+                        + (last % g.out_width) * lane_step
+                        - phase * lane_step
+                })
+                .max()?
+                + 4 * quads;
+            // Slack past the plane for a last block's lanes beyond the image.
+            let plane_len = rows.checked_mul(row_bytes)?.checked_add(128 + reach)?;
+            let fits = reach <= 128
+                && plane_len <= PLANE_BYTES
+                && (g.kernel_height - 1) * row_bytes + 128 <= plane_len;
+            return fits.then_some(Layout {
+                run,
+                quads,
+                lane_step,
+                row_len: plane_len,
+                plane: Some(columns),
+            });
+        }
+        if (LANES - 1) * lane_step + 4 * quads > 128 {
             return None;
         }
         // Every block's two 64-byte loads start at its first pixel's run.
@@ -96,6 +137,7 @@ impl Layout {
             quads,
             lane_step,
             row_len,
+            plane: None,
         })
     }
 }
@@ -200,20 +242,27 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
 
     // Weights: for each pass, kernel row `ky` and quad `j`, sixteen channels' four bytes
     // (zero past the run and past the layer's channels).
-    let taps = g.kernel_height * layout.quads;
     let mut weights = [[[0i8; 4]; CHUNK]; 4 * MAX_KERNEL_ROWS * 4];
-    for (at, quad) in weights.iter_mut().enumerate().take(chunks * taps) {
-        let (pass, t) = (at / taps, at % taps);
-        let (ky, j) = (t / layout.quads, t % layout.quads);
-        for (i, lanes) in quad.iter_mut().enumerate() {
-            let o = pass * CHUNK + i;
-            if o >= n {
-                break;
-            }
-            for (b, w) in lanes.iter_mut().enumerate() {
-                let at = 4 * j + b;
-                if at < layout.run {
-                    *w = op.filter[o * k + ky * layout.run + at];
+    // Nested loops rather than one divided index: this runs on every call, and divisions
+    // by the layer's sizes cost more than the copies.
+    // At most four passes of eleven kernel rows of four quads (`Layout::of`).
+    let mut at = 0;
+    for pass in 0..chunks {
+        let channels = (n - pass * CHUNK).min(CHUNK);
+        for ky in 0..g.kernel_height {
+            for j in 0..layout.quads {
+                let quad = &mut weights[at];
+                at += 1;
+                let (from, len) = (ky * layout.run + 4 * j, (layout.run - 4 * j).min(4));
+                for (i, lanes) in quad.iter_mut().enumerate().take(channels) {
+                    let o = pass * CHUNK + i;
+                    let src = &op.filter[o * k + from..][..len];
+                    // A whole quad as one fixed-size copy (a `memmove` call per quad cost
+                    // a seventh of DS-CNN's first layer).
+                    match <[i8; 4]>::try_from(src) {
+                        Ok(quad) => *lanes = quad,
+                        Err(_) => lanes[..len].copy_from_slice(src),
+                    }
                 }
             }
         }
@@ -266,16 +315,21 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
         takes_high: 0,
         _pad: [0; 7],
     }; 4];
-    for (v, t) in transpose.iter_mut().enumerate().take(out_vectors) {
+    // (Counted rather than divided: the divisions by a layer's channel count cost more
+    // than a narrow layer's whole convolution.)
+    let (mut p, mut o) = (0, 0);
+    for t in transpose.iter_mut().take(out_vectors) {
         for x in 0..64 {
-            let s = 64 * v + x;
-            let (p, o) = ((s / chunk).min(LANES - 1), s % chunk);
-            let at = 16 * o + p;
+            let at = 16 * o + p.min(LANES - 1);
             if at < 128 {
                 t.low[x] = at as u8;
             } else {
                 t.high[x] = (at - 128) as u8;
                 t.takes_high |= 1 << x;
+            }
+            o += 1;
+            if o == chunk {
+                (p, o) = (p + 1, 0);
             }
         }
     }
@@ -302,9 +356,6 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
     let mut slot_lines = [MaybeUninit::<Line>::uninit(); MAX_KERNEL_ROWS * ROW_BYTES / 64];
     let slots: *mut u8 = slot_lines.as_mut_ptr().cast();
     let slot_len = layout.row_len.next_multiple_of(64);
-    // SAFETY: `kernel_height * slot_len` bytes lie inside the slots' storage (`Layout::of`
-    // bounds both factors).
-    unsafe { core::ptr::write_bytes(slots, pad, g.kernel_height * slot_len) };
     let mut tags = [None::<(usize, usize)>; MAX_KERNEL_ROWS];
     let mut rows = [core::ptr::null::<u8>(); MAX_KERNEL_ROWS];
     let mut scratch = [MaybeUninit::<Line>::uninit(); 8];
@@ -328,6 +379,14 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
     };
     let row_len = g.out_width * n;
     let image_len = g.in_width * c;
+    if let Some(columns) = layout.plane {
+        // SAFETY: as this function's; `layout` is the plane's.
+        unsafe { convolve_planes(op, layout, columns, &mut plan, output) };
+        return;
+    }
+    // SAFETY: `kernel_height * slot_len` bytes lie inside the slots' storage (`Layout::of`
+    // bounds both factors).
+    unsafe { core::ptr::write_bytes(slots, pad, g.kernel_height * slot_len) };
     for out_row in 0..g.batch * g.out_height {
         let (b, oy) = (out_row / g.out_height, out_row % g.out_height);
         for (ky, row) in rows.iter_mut().enumerate().take(g.kernel_height) {
@@ -364,6 +423,94 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
         // kernel rows, quads, channels and output vectors the plan names; the stores
         // write the row's `out_width * n` bytes through the masks.
         unsafe { convolve_row(&plan, g.out_width.div_ceil(LANES), out.as_mut_ptr()) };
+    }
+}
+
+/// The narrow image's blocks: each image copied into a padded plane `columns` pixels wide, then each block of sixteen output pixels in raster order run by [`convolve_row`]
+/// as a row of one block, its kernel rows and gather indices those of its first pixel.
+///
+/// # Safety
+/// AVX-512 VNNI and VBMI must be available; `op` must have passed validation, `layout` be
+/// its (a plane), and `plan` hold its weights, constants and transposes.
+#[inline(never)]
+#[target_feature(enable = "avx2")]
+unsafe fn convolve_planes(
+    op: &Conv2dI8<'_>,
+    layout: &Layout,
+    columns: usize,
+    plan: &mut RowPlan,
+    output: &mut [i8],
+) {
+    let g = &op.geometry;
+    let (c, n) = (g.in_channels, g.out_channels);
+    let row_bytes = columns * c;
+    // Gather indices per starting column: lane `i` of a block starting at column `phase`
+    // is pixel `phase + i` of its row, which may lie rows further down.
+    let mut gather = [[[0u8; 64]; 4]; NARROW];
+    for (phase, quads) in gather.iter_mut().enumerate().take(g.out_width) {
+        // Each lane's run from the block's first pixel, counted along the rows.
+        let mut starts = [0usize; LANES];
+        let (mut row, mut column) = (0, phase);
+        for start in &mut starts {
+            *start = row * g.stride_height * row_bytes + column * layout.lane_step
+                - phase * layout.lane_step;
+            column += 1;
+            if column == g.out_width {
+                (row, column) = (row + 1, 0);
+            }
+        }
+        for (j, indices) in quads.iter_mut().enumerate().take(layout.quads) {
+            for (x, index) in indices.iter_mut().enumerate() {
+                *index = (starts[x / 4] + 4 * j + x % 4) as u8;
+            }
+        }
+    }
+    let pad = op.params.input_zero_point as i8 as u8 ^ 0x80;
+    let mut plane_lines = [MaybeUninit::<Line>::uninit(); PLANE_BYTES / 64];
+    // SAFETY: the plane's `row_len` bytes lie in its storage (`Layout::of`).
+    unsafe { core::ptr::write_bytes(plane_lines.as_mut_ptr().cast::<u8>(), pad, layout.row_len) };
+    // SAFETY: just initialised; only `u8` values are written through this.
+    let plane: &mut [u8] = unsafe {
+        core::slice::from_raw_parts_mut(plane_lines.as_mut_ptr().cast::<u8>(), layout.row_len)
+    };
+    let image_len = g.in_width * c;
+    let pixels = g.out_height * g.out_width;
+    let mut kernel_rows = [core::ptr::null::<u8>(); MAX_KERNEL_ROWS];
+    for b in 0..g.batch {
+        for iy in 0..g.in_height {
+            flip_copy(
+                &op.input[(b * g.in_height + iy) * image_len..][..image_len],
+                &mut plane[((g.pad_top + iy) * columns + g.pad_left) * c..][..image_len],
+            );
+        }
+        for first in (0..pixels).step_by(LANES) {
+            let (oy, phase) = (first / g.out_width, first % g.out_width);
+            let start = (oy * g.stride_height * columns + phase * g.stride_width) * c;
+            for (ky, row) in kernel_rows.iter_mut().enumerate().take(g.kernel_height) {
+                *row = plane[start + ky * row_bytes..].as_ptr();
+            }
+            let valid = (pixels - first).min(LANES);
+            let mut masks = [0u64; 4];
+            for (v, m) in masks.iter_mut().enumerate() {
+                let bytes = (valid * n).saturating_sub(64 * v).min(64);
+                *m = if bytes == 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << bytes) - 1
+                };
+            }
+            plan.rows = kernel_rows.as_ptr();
+            plan.gather = gather[phase].as_ptr().cast();
+            plan.last_masks = masks.as_ptr();
+            plan.last_pixels = valid as u64;
+            let out = &mut output[(b * pixels + first) * n..][..valid * n];
+            // SAFETY: AVX-512 VNNI and VBMI are available (caller). The block's loads read
+            // 128 bytes from each kernel row's start, at most `(kh - 1) * row_bytes + 128`
+            // past the block's start, whose lanes reach at most `reach` bytes (both inside
+            // the plane and its slack, `Layout::of`); the stores write the `valid` pixels'
+            // bytes through the masks (one pass) or pixel by pixel (several).
+            unsafe { convolve_row(plan, 1, out.as_mut_ptr()) };
+        }
     }
 }
 
