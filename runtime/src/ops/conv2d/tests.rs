@@ -921,3 +921,38 @@ fn dscnn_first_layer() -> ConvGeometry {
         ..wide_first_layer()
     }
 }
+
+/// Layers the VBMI kernel takes as quad planes (a multiple of four input channels, too many
+/// for runs of bytes, at most sixteen outputs): ResNet-8's 3x3 layers of sixteen channels
+/// (and the same with stride two), eight channels to sixteen, twelve to five with stride
+/// three, four channels with a 5x5
+/// window, stride two with padding on one side, two images; each must reach the kernel
+/// that way on a CPU with VBMI and give the reference's bytes on every kernel.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_vbmi_kernel_takes_deeper_inputs_as_quad_planes() {
+    let mut byte = crate::ops::testing::xorshift_bytes(0xa54f_f53a_5f1d_36f1);
+    let cases = [
+        (fixed_geometry(32, 32, 16, 16, 3, 1, [1; 4], 1), 1),
+        (fixed_geometry(32, 32, 16, 16, 3, 2, [0, 0, 1, 1], 1), 1),
+        (fixed_geometry(9, 21, 8, 16, 3, 1, [1; 4], 1), 2),
+        (fixed_geometry(11, 19, 4, 12, 5, 2, [2, 1, 2, 2], 1), 1),
+        (fixed_geometry(6, 40, 12, 5, 3, 3, [1; 4], 1), 1),
+    ];
+    for (n, (mut g, batch)) in cases.into_iter().enumerate() {
+        g.batch = batch;
+        assert!(
+            super::x86_vbmi::takes_as_quad_planes(&g),
+            "case {n}: {g:?} must reach the quad planes"
+        );
+        if crate::isa::avx512_vbmi() {
+            assert!(super::x86_vbmi::takes(&g), "case {n}");
+        }
+        let case = format!("case {n}");
+        let prepared =
+            varied_layer_matches_the_reference(g, &mut byte, (1e-4, 8.0), &[-128, 6], &case);
+        if crate::isa::avx512_vbmi() && !super::x86_vnni::amx_takes(&g) {
+            assert_eq!(prepared, None, "{case}: the kernel packs nothing");
+        }
+    }
+}

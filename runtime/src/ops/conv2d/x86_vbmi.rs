@@ -27,6 +27,13 @@
 //! `vpdpbusd`, with `zp + 128` in the padding), one slot per kernel row, shared between
 //! output rows as in the depthwise kernels.
 //!
+//! **Deeper inputs** (a multiple of four channels, too many for a run of sixteen bytes, and
+//! at most sixteen outputs: ResNet-8's 3x3 layers of sixteen channels, whose 144-byte
+//! patches are too short for the AMX tiles) are copied into *quad planes* instead: for each quad of channels `m` (and
+//! each phase of the stride), the row's pixels' four bytes of those channels side by side.
+//! Sixteen consecutive output pixels' four bytes for tap `kx` and quad `m` are then one
+//! 64-byte load, with no permute, and the weights and everything after them are as above.
+//!
 //! **Narrow images** (output rows under eight pixels, DS-CNN's five) would leave most lanes
 //! idle, so there the sixteen lanes are sixteen consecutive output pixels in raster order,
 //! across rows: the whole image is copied into one padded plane, and the permute's indices
@@ -58,6 +65,10 @@ const ROW_BYTES: usize = 4096;
 const PLANE_BYTES: usize = 16 * 1024;
 /// Output rows narrower than this run as a plane.
 const NARROW: usize = LANES / 2;
+/// Most loads per block in the quad planes (kernel taps times quads of channels).
+const MAX_TAPS: usize = 64;
+/// Room for the weights of every pass (taps of four bytes for sixteen channels).
+const WEIGHT_QUADS: usize = 4 * MAX_KERNEL_ROWS * 4;
 
 /// How a layer maps onto the kernel.
 #[derive(Clone, Copy, Debug)]
@@ -72,10 +83,54 @@ struct Layout {
     row_len: usize,
     /// For a narrow image, its padded plane's columns; `None` for rows.
     plane: Option<usize>,
+    /// For deeper inputs, the bytes of one quad plane; `None` for runs of bytes.
+    quad_plane: Option<usize>,
 }
 
 impl Layout {
     fn of(g: &ConvGeometry) -> Option<Layout> {
+        Self::of_bytes(g).or_else(|| Self::of_quads(g))
+    }
+
+    /// The quad planes' layout, for inputs of a multiple of four channels.
+    fn of_quads(g: &ConvGeometry) -> Option<Layout> {
+        let c = g.in_channels;
+        let s = g.stride_width;
+        let quads = g.kernel_width.checked_mul(c)? / 4;
+        let taps = g.kernel_height.checked_mul(quads)?;
+        let fits = c % 4 == 0
+            && c > 0
+            && s > 0
+            && g.groups == 1
+            && g.out_width >= NARROW
+            && g.dilation_height == 1
+            && g.dilation_width == 1
+            // One pass: with two or more, ResNet-8's strided layers (16 -> 32 and 32 -> 64
+            // channels) ran 1.1-2.1x as long as through the GEMM (`loam bench --per-op`,
+            // both builds), where its 16 -> 16 layers ran 0.62x.
+            && (1..=CHUNK).contains(&g.out_channels)
+            && (1..=MAX_KERNEL_ROWS).contains(&g.kernel_height)
+            && (1..=MAX_TAPS).contains(&taps)
+            && g.out_channels.div_ceil(CHUNK) * taps <= WEIGHT_QUADS;
+        if !fits {
+            return None;
+        }
+        // Each block loads sixteen positions from `kx / s` on.
+        let positions = g.out_width.div_ceil(LANES) * LANES + (g.kernel_width - 1) / s;
+        let plane_bytes = (4 * positions).next_multiple_of(64);
+        let slot = s.checked_mul(c / 4)?.checked_mul(plane_bytes)?;
+        (slot <= ROW_BYTES).then_some(Layout {
+            run: g.kernel_width * c,
+            quads,
+            lane_step: 4,
+            row_len: slot,
+            plane: None,
+            quad_plane: Some(plane_bytes),
+        })
+    }
+
+    /// The runs of bytes' layout, for inputs of few channels.
+    fn of_bytes(g: &ConvGeometry) -> Option<Layout> {
         let c = g.in_channels;
         let run = g.kernel_width.checked_mul(c)?;
         let lane_step = g.stride_width.checked_mul(c)?;
@@ -120,6 +175,7 @@ impl Layout {
                 lane_step,
                 row_len: plane_len,
                 plane: Some(columns),
+                quad_plane: None,
             });
         }
         if (LANES - 1) * lane_step + 4 * quads > 128 {
@@ -138,8 +194,15 @@ impl Layout {
             lane_step,
             row_len,
             plane: None,
+            quad_plane: None,
         })
     }
+}
+
+/// Whether the kernel takes the layer as quad planes (given VBMI), for tests.
+#[cfg(test)]
+pub(crate) fn takes_as_quad_planes(g: &ConvGeometry) -> bool {
+    Layout::of(g).is_some_and(|l| l.quad_plane.is_some())
 }
 
 /// Whether the kernel takes the layer on this CPU (AVX-512 VNNI and VBMI).
@@ -225,6 +288,9 @@ struct RowPlan {
     chunks: u64,
     out_channels: u64,
     last_pixels: u64,
+    /// Whether `rows` holds one pointer per tap and quad (the quad planes), each read as
+    /// sixteen dwords, rather than one per kernel row.
+    quad_rows: u64,
 }
 
 /// # Safety
@@ -242,7 +308,7 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
 
     // Weights: for each pass, kernel row `ky` and quad `j`, sixteen channels' four bytes
     // (zero past the run and past the layer's channels).
-    let mut weights = [[[0i8; 4]; CHUNK]; 4 * MAX_KERNEL_ROWS * 4];
+    let mut weights = [[[0i8; 4]; CHUNK]; WEIGHT_QUADS];
     // Nested loops rather than one divided index: this runs on every call, and divisions
     // by the layer's sizes cost more than the copies.
     // At most four passes of eleven kernel rows of four quads (`Layout::of`).
@@ -376,12 +442,18 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
         chunks: chunks as u64,
         out_channels: n as u64,
         last_pixels: last as u64,
+        quad_rows: 0,
     };
     let row_len = g.out_width * n;
     let image_len = g.in_width * c;
     if let Some(columns) = layout.plane {
         // SAFETY: as this function's; `layout` is the plane's.
         unsafe { convolve_planes(op, layout, columns, &mut plan, output) };
+        return;
+    }
+    if let Some(plane_bytes) = layout.quad_plane {
+        // SAFETY: as this function's; `layout` is the quad planes'.
+        unsafe { convolve_quad_planes(op, layout, plane_bytes, &mut plan, output) };
         return;
     }
     // SAFETY: `kernel_height * slot_len` bytes lie inside the slots' storage (`Layout::of`
@@ -423,6 +495,106 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
         // kernel rows, quads, channels and output vectors the plan names; the stores
         // write the row's `out_width * n` bytes through the masks.
         unsafe { convolve_row(&plan, g.out_width.div_ceil(LANES), out.as_mut_ptr()) };
+    }
+}
+
+/// The quad planes' output rows: each input row copied, once, into a slot of quad planes
+/// (`plane_bytes` each: for each phase of the stride and quad of channels, the dwords of the
+/// row's pixels of that phase), then each output row run by [`convolve_row`] with one row
+/// pointer per kernel row, tap and quad.
+///
+/// # Safety
+/// AVX-512 VNNI and VBMI must be available; `op` must have passed validation, `layout` be
+/// its (quad planes), and `plan` hold its weights, constants and transposes.
+#[inline(never)]
+#[target_feature(enable = "avx2")]
+unsafe fn convolve_quad_planes(
+    op: &Conv2dI8<'_>,
+    layout: &Layout,
+    plane_bytes: usize,
+    plan: &mut RowPlan,
+    output: &mut [i8],
+) {
+    let g = &op.geometry;
+    let (c, n) = (g.in_channels, g.out_channels);
+    let (s, quads_per_pixel) = (g.stride_width, c / 4);
+    let positions = plane_bytes / 4;
+    let pad = op.params.input_zero_point as i8 as u8 ^ 0x80;
+    let pad_word = u32::from_ne_bytes([pad; 4]);
+    let slot_len = layout.row_len;
+    let mut slot_lines = [MaybeUninit::<Line>::uninit(); MAX_KERNEL_ROWS * ROW_BYTES / 64];
+    let slots: *mut u32 = slot_lines.as_mut_ptr().cast();
+    // SAFETY: `kernel_height * slot_len` bytes lie inside the slots' storage (`Layout::of`
+    // bounds both); only `u32` values are written through this.
+    let slots: &mut [u32] =
+        unsafe { core::slice::from_raw_parts_mut(slots, g.kernel_height * slot_len / 4) };
+    slots.fill(pad_word);
+    let mut tags = [None::<(usize, usize)>; MAX_KERNEL_ROWS];
+    let mut rows = [core::ptr::null::<u8>(); MAX_TAPS];
+    plan.kernel_rows = (g.kernel_height * layout.quads) as u64;
+    plan.block_step = (LANES * 4) as u64;
+    plan.quad_rows = 1;
+    let row_len = g.out_width * n;
+    let image_len = g.in_width * c;
+    for out_row in 0..g.batch * g.out_height {
+        let (b, oy) = (out_row / g.out_height, out_row % g.out_height);
+        for ky in 0..g.kernel_height {
+            let v = oy * g.stride_height + ky;
+            let slot = v % g.kernel_height;
+            let words = &mut slots[slot * slot_len / 4..][..slot_len / 4];
+            if tags[slot] != Some((b, v)) {
+                let image_row = v.checked_sub(g.pad_top).filter(|&iy| iy < g.in_height);
+                let was_image = tags[slot].is_some_and(|(_, v)| {
+                    v.checked_sub(g.pad_top).is_some_and(|iy| iy < g.in_height)
+                });
+                tags[slot] = Some((b, v));
+                match image_row {
+                    Some(iy) => {
+                        let input = &op.input[(b * g.in_height + iy) * image_len..][..image_len];
+                        // Pixel `x` lies in column `x + pad_left`: phase `column % s`,
+                        // position `column / s` (counted, not divided).
+                        let (mut phase, mut position) = (g.pad_left % s, g.pad_left / s);
+                        for pixel in input.chunks_exact(c) {
+                            if position >= positions {
+                                break;
+                            }
+                            for (m, quad) in pixel.chunks_exact(4).enumerate() {
+                                let word = u32::from_ne_bytes([
+                                    quad[0] as u8,
+                                    quad[1] as u8,
+                                    quad[2] as u8,
+                                    quad[3] as u8,
+                                ]);
+                                let plane = phase * quads_per_pixel + m;
+                                words[plane * positions + position] = word ^ 0x8080_8080;
+                            }
+                            phase += 1;
+                            if phase == s {
+                                (phase, position) = (0, position + 1);
+                            }
+                        }
+                    }
+                    None if was_image => words.fill(pad_word),
+                    None => {}
+                }
+            }
+            let base: *const u8 = words.as_ptr().cast();
+            for kx in 0..g.kernel_width {
+                for m in 0..quads_per_pixel {
+                    let plane = (kx % s) * quads_per_pixel + m;
+                    let at = plane * plane_bytes + (kx / s) * 4;
+                    rows[(ky * g.kernel_width + kx) * quads_per_pixel + m] = base.wrapping_add(at);
+                }
+            }
+        }
+        plan.rows = rows.as_ptr();
+        let out = &mut output[out_row * row_len..][..row_len];
+        // SAFETY: AVX-512 VNNI and VBMI are available (caller). Each block loads 64 bytes at
+        // `64 * block` from each tap's start, `(kx / s) * 4` bytes into its plane, inside the
+        // plane's `positions` dwords (`Layout::of`); the weights, constants and transposes
+        // cover the taps, channels and output vectors the plan names; the stores write the
+        // row's `out_width * n` bytes through the masks, or pixel by pixel.
+        unsafe { convolve_row(plan, g.out_width.div_ceil(LANES), out.as_mut_ptr()) };
     }
 }
 
@@ -717,6 +889,8 @@ unsafe fn convolve_row(plan: &RowPlan, blocks: usize, out: *mut i8) {
             "vpxord zmm15, zmm15, zmm15",
             "mov rsi, qword ptr [r15]",
             "mov r8, qword ptr [r15 + 8]",
+            "cmp qword ptr [r15 + 128], 0",
+            "jne 21f",
             "3:",
             // The kernel row's 128 bytes from the block's first pixel on.
             "mov rax, qword ptr [rsi]",
@@ -750,6 +924,32 @@ unsafe fn convolve_row(plan: &RowPlan, blocks: usize, out: *mut i8) {
             "add rsi, 8",
             "dec r8",
             "jnz 3b",
+            "jmp 22f",
+            // Quad planes: each tap and quad of channels one load of sixteen pixels' dwords.
+            "21:",
+            "mov rax, qword ptr [rsi]",
+            "vmovdqu8 zmm16, zmmword ptr [rax + rdx]",
+            "vpdpbusd zmm0, zmm16, dword ptr [rdi]{{1to16}}",
+            "vpdpbusd zmm1, zmm16, dword ptr [rdi + 4]{{1to16}}",
+            "vpdpbusd zmm2, zmm16, dword ptr [rdi + 8]{{1to16}}",
+            "vpdpbusd zmm3, zmm16, dword ptr [rdi + 12]{{1to16}}",
+            "vpdpbusd zmm4, zmm16, dword ptr [rdi + 16]{{1to16}}",
+            "vpdpbusd zmm5, zmm16, dword ptr [rdi + 20]{{1to16}}",
+            "vpdpbusd zmm6, zmm16, dword ptr [rdi + 24]{{1to16}}",
+            "vpdpbusd zmm7, zmm16, dword ptr [rdi + 28]{{1to16}}",
+            "vpdpbusd zmm8, zmm16, dword ptr [rdi + 32]{{1to16}}",
+            "vpdpbusd zmm9, zmm16, dword ptr [rdi + 36]{{1to16}}",
+            "vpdpbusd zmm10, zmm16, dword ptr [rdi + 40]{{1to16}}",
+            "vpdpbusd zmm11, zmm16, dword ptr [rdi + 44]{{1to16}}",
+            "vpdpbusd zmm12, zmm16, dword ptr [rdi + 48]{{1to16}}",
+            "vpdpbusd zmm13, zmm16, dword ptr [rdi + 52]{{1to16}}",
+            "vpdpbusd zmm14, zmm16, dword ptr [rdi + 56]{{1to16}}",
+            "vpdpbusd zmm15, zmm16, dword ptr [rdi + 60]{{1to16}}",
+            "add rdi, 64",
+            "add rsi, 8",
+            "dec r8",
+            "jnz 21b",
+            "22:",
             // Requantize each channel's sixteen pixels into the scratch, channel-major.
             "mov r13, qword ptr [r15 + 88]",
             requantize!("0"),
