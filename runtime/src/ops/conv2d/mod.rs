@@ -1064,6 +1064,7 @@ pub(crate) fn prepared_len(node: &Node<'_>) -> usize {
     {
         use crate::ops::fully_connected::x86_prepared;
         match int8_layer(node) {
+            Some(layer) if x86_vbmi::takes(&layer.geometry) => 0,
             Some(layer) if layer.geometry.is_pointwise() => {
                 x86_prepared::words(&layer.geometry.pointwise_shape())
             }

@@ -840,8 +840,8 @@ fn prepared_packings_of_the_vnni_gemm_give_the_layers_bytes() {
 /// First layers the AVX-512 VBMI kernel takes (few input channels, at most sixteen
 /// outputs or a few passes of sixteen, pixels in lanes): MobileNet's (3 -> 8, 3x3, stride
 /// two), ResNet-8's (3 -> 16), DS-CNN's (1 -> 64, 10x4, stride two; its rows of five
-/// pixels run as a plane, as do two more narrow images) and its shape on wider rows, 32
-/// and 48 outputs
+/// pixels run as a plane, as do two more narrow images) and its shape on wider rows,
+/// MobileNet's first pointwise layer (8 -> 16), 32 and 48 outputs
 /// (several passes, stored pixel by pixel), one and five output channels, one and two input channels, strides one to three,
 /// a 5x5 window (two quads per kernel row), rows whose last block is partial and rows of
 /// one block, asymmetric padding, and two images; each must reach the kernel on a CPU
@@ -861,6 +861,7 @@ fn the_vbmi_first_layer_kernel_takes_and_matches_its_layers() {
         (fixed_geometry(6, 17, 2, 48, 3, 1, [0, 1, 1, 0], 1), 2),
         (wide_first_layer(), 1),
         (dscnn_first_layer(), 2),
+        (fixed_geometry(12, 20, 8, 16, 1, 1, [0; 4], 1), 1),
         (fixed_geometry(9, 6, 1, 16, 3, 1, [1; 4], 1), 1),
         (fixed_geometry(4, 3, 2, 8, 3, 1, [1, 1, 1, 0], 1), 3),
     ];

@@ -27,10 +27,18 @@ const AMX_MIN_DEPTH: usize = 256;
 
 /// The AMX int8 kernel: the VNNI kernel's GEMM with tiles of 32 rows multiplied by
 /// `tdpbusd` ([`crate::ops::x86_amx`]); pointwise layers through the AMX fully-connected
-/// kernel; the VNNI kernel where AMX is missing or the layer is too shallow
-/// ([`AMX_MIN_DEPTH`]) or too deep for the packing.
+/// kernel (those of few channels the VBMI kernel takes through it, [`super::x86_vbmi`]);
+/// the VNNI kernel where AMX is missing or the layer is too shallow ([`AMX_MIN_DEPTH`]) or
+/// too deep for the packing.
 pub(super) fn conv2d_i8_amx(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
     let g = &op.geometry;
+    if g.is_pointwise()
+        && Isa::Avx512Vnni.available()
+        // SAFETY: AVX-512 VNNI is available (checked just before); `op` was validated.
+        && unsafe { super::x86_vbmi::conv2d_i8(op, output) }
+    {
+        return;
+    }
     if g.is_pointwise() {
         return crate::ops::fully_connected::x86_amx::fully_connected_i8(
             &op.as_fully_connected(),
@@ -98,12 +106,12 @@ pub(super) fn conv2d_i8(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16
         return super::x86::conv2d_i8(op, output, scratch);
     }
     let g = &op.geometry;
-    if g.is_pointwise() {
-        return x86_vnni::fully_connected_i8(&op.as_fully_connected(), output);
-    }
     // SAFETY: AVX-512 VNNI is available (checked above); `op` was validated by the caller.
     if unsafe { super::x86_vbmi::conv2d_i8(op, output) } {
         return;
+    }
+    if g.is_pointwise() {
+        return x86_vnni::fully_connected_i8(&op.as_fully_connected(), output);
     }
     if PackedWeights::channels_that_fit(g.patch_len()) > 0 {
         // SAFETY: AVX-512 VNNI, and with it AVX2, are available (checked above).
