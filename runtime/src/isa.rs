@@ -133,6 +133,7 @@ fn avx512_vnni() -> bool {
 /// Whether AVX-512 VBMI (byte permutes across a whole vector, `vpermi2b`) is available beside
 /// [`Isa::Avx512Vnni`]: every CPU with AMX has it; Cascade Lake, which has VNNI, does not.
 /// Kernels that need it fall back to the other VNNI kernels without it.
+#[cfg(target_arch = "x86_64")]
 #[inline]
 pub(crate) fn avx512_vbmi() -> bool {
     #[cfg(all(target_arch = "x86_64", any(feature = "std", test)))]

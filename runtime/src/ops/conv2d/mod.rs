@@ -1028,6 +1028,7 @@ pub(crate) fn scratch_bytes(node: &Node<'_>) -> Result<usize, OpProblem> {
 }
 
 /// An int8 convolution as [`prepare`] packs it.
+#[cfg(target_arch = "x86_64")]
 struct Int8Layer<'m> {
     geometry: ConvGeometry,
     filter: &'m [i8],
@@ -1036,6 +1037,7 @@ struct Int8Layer<'m> {
 }
 
 /// The int8 convolution `node` is (int8 input and filter), for [`prepare`].
+#[cfg(target_arch = "x86_64")]
 fn int8_layer<'m>(node: &Node<'m>) -> Option<Int8Layer<'m>> {
     let a: Conv2dAttributes = node.attributes().ok()?;
     let operands = LayerOperands::read(node).ok()?;
@@ -1081,7 +1083,6 @@ pub(crate) fn prepared_len(node: &Node<'_>) -> usize {
 
 /// Packs an int8 layer's weights into its [`prepared_len`] words.
 pub(crate) fn prepare(node: &Node<'_>, words: &mut [i32]) -> Option<()> {
-    let layer = int8_layer(node)?;
     #[cfg(target_arch = "x86_64")]
     {
         use crate::ops::fully_connected::x86_prepared;
@@ -1090,7 +1091,7 @@ pub(crate) fn prepare(node: &Node<'_>, words: &mut [i32]) -> Option<()> {
             filter,
             bias,
             zero_point,
-        } = layer;
+        } = int8_layer(node)?;
         if g.is_pointwise() {
             x86_prepared::prepare(&g.pointwise_shape(), filter, bias, zero_point, words)
         } else {
@@ -1100,7 +1101,7 @@ pub(crate) fn prepare(node: &Node<'_>, words: &mut [i32]) -> Option<()> {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (layer, words);
+        let _ = (node, words);
         None
     }
 }

@@ -584,6 +584,7 @@ fn packing_len(node: &Node<'_>) -> usize {
 }
 
 /// The shape of an int8 layer (int8 input and weights).
+#[cfg(target_arch = "x86_64")]
 fn int8_shape(node: &Node<'_>) -> Option<FullyConnectedShape> {
     let operands = LayerOperands::read(node).ok()?;
     if operands.input.record.dtype != DType::I8 || operands.weights.record.dtype != DType::I8 {
