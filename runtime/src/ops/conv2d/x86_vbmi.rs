@@ -304,7 +304,7 @@ struct RowPlan {
 #[target_feature(enable = "avx2")]
 unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) {
     let g = &op.geometry;
-    let (c, n) = (g.in_channels, g.out_channels);
+    let n = g.out_channels;
     // Channels per pass, and passes.
     let (chunk, chunks) = (n.min(CHUNK), n.div_ceil(CHUNK));
     let zp = op.params.input_zero_point;
@@ -422,12 +422,7 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
     // The padded rows, one slot per kernel row (row `v` of the padded input in slot `v %
     // kernel_height`: consecutive output rows share input rows), filled with the padding
     // once; copying an image row only writes the image's positions.
-    let pad = zp as i8 as u8 ^ 0x80;
-    let mut slot_lines = [MaybeUninit::<Line>::uninit(); MAX_KERNEL_ROWS * ROW_BYTES / 64];
-    let slots: *mut u8 = slot_lines.as_mut_ptr().cast();
-    let slot_len = layout.row_len.next_multiple_of(64);
-    let mut tags = [None::<(usize, usize)>; MAX_KERNEL_ROWS];
-    let mut rows = [core::ptr::null::<u8>(); MAX_KERNEL_ROWS];
+    let rows = [core::ptr::null::<u8>(); MAX_KERNEL_ROWS];
     let mut scratch = [MaybeUninit::<Line>::uninit(); 8];
     let mut plan = RowPlan {
         rows: rows.as_ptr(),
@@ -448,8 +443,6 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
         last_pixels: last as u64,
         quad_rows: 0,
     };
-    let row_len = g.out_width * n;
-    let image_len = g.in_width * c;
     if let Some(columns) = layout.plane {
         // SAFETY: as this function's; `layout` is the plane's.
         unsafe { convolve_planes(op, layout, columns, &mut plan, output) };
@@ -460,6 +453,30 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
         unsafe { convolve_quad_planes(op, layout, plane_bytes, &mut plan, output) };
         return;
     }
+    // SAFETY: as this function's; `layout` is the rows'.
+    unsafe { convolve_rows(op, layout, &mut plan, output) };
+}
+
+/// The output rows of a layer of runs of bytes: each input row copied into a padded slot
+/// once, then each output row run by [`convolve_row`]. (Its own function, like the other
+/// modes, so that the caller's frame does not carry every mode's buffers at once.)
+///
+/// # Safety
+/// AVX-512 VNNI and VBMI must be available; `op` must have passed validation, `layout` be
+/// its (runs of bytes in rows), and `plan` hold its weights, constants and transposes.
+#[inline(never)]
+#[target_feature(enable = "avx2")]
+unsafe fn convolve_rows(op: &Conv2dI8<'_>, layout: &Layout, plan: &mut RowPlan, output: &mut [i8]) {
+    let g = &op.geometry;
+    let (c, n) = (g.in_channels, g.out_channels);
+    let pad = op.params.input_zero_point as i8 as u8 ^ 0x80;
+    let mut slot_lines = [MaybeUninit::<Line>::uninit(); MAX_KERNEL_ROWS * ROW_BYTES / 64];
+    let slots: *mut u8 = slot_lines.as_mut_ptr().cast();
+    let slot_len = layout.row_len.next_multiple_of(64);
+    let mut tags = [None::<(usize, usize)>; MAX_KERNEL_ROWS];
+    let mut rows = [core::ptr::null::<u8>(); MAX_KERNEL_ROWS];
+    let row_len = g.out_width * n;
+    let image_len = g.in_width * c;
     // SAFETY: `kernel_height * slot_len` bytes lie inside the slots' storage (`Layout::of`
     // bounds both factors).
     unsafe { core::ptr::write_bytes(slots, pad, g.kernel_height * slot_len) };
@@ -498,7 +515,7 @@ unsafe fn conv2d_i8_vbmi(op: &Conv2dI8<'_>, layout: &Layout, output: &mut [i8]) 
         // (`Layout::of`); the weights, constants, gather indices and transposes cover the
         // kernel rows, quads, channels and output vectors the plan names; the stores
         // write the row's `out_width * n` bytes through the masks.
-        unsafe { convolve_row(&plan, g.out_width.div_ceil(LANES), out.as_mut_ptr()) };
+        unsafe { convolve_row(plan, g.out_width.div_ceil(LANES), out.as_mut_ptr()) };
     }
 }
 
