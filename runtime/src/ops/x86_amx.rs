@@ -194,7 +194,7 @@ impl TileSession {
     /// each pass's sums requantized after the next pass is issued; [`TileSession::finish`]
     /// requantizes the last. The weights must be packed with their depth a whole number of
     /// the session's chunks, for rows of that depth: flipped rows with the offsets of
-    /// [`PackedWeights::pack_aligned`] for the layer's zero point, signed rows with those
+    /// [`crate::ops::x86_vnni::PackedWeights::pack_aligned`] for the layer's zero point, signed rows with those
     /// for the zero point less 128 (the sums are then over `x`, not `x + 128`).
     ///
     /// # Safety

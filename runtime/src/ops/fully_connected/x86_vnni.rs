@@ -87,7 +87,7 @@ pub(crate) fn packs(shape: &FullyConnectedShape) -> bool {
 ///
 /// # Safety
 /// AVX-512 VNNI (and so AVX2) must be available; `op` must have passed `validate(output)`
-/// and its shape be one the kernel [packs](packs); `prepared` must be for `op`'s weights.
+/// and its shape be one the kernel [`packs`]; `prepared` must be for the weights of `op`.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) unsafe fn gemm_i8(
     op: &FullyConnectedI8<'_>,
