@@ -108,7 +108,89 @@ pub fn output_size(
     Some((padded - effective) / stride + 1)
 }
 
+/// Which padded input row each of a kernel's row slots holds, for the x86 kernels that copy
+/// each input row once into a slot and share it between the output rows that read it. Row
+/// `v` of the padded input (counting the top padding) goes to slot `v % kernel_height` when
+/// the kernel rows of one output row land in distinct slots that way (the dilation is prime
+/// to the kernel height); otherwise each kernel row has its own slot.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct RowSlots {
+    tags: [Option<(usize, usize)>; RowSlots::MAX],
+    shared: bool,
+}
+
+/// The greatest common divisor.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+/// What a slot needs before an output row reads it ([`RowSlots::claim`]).
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct SlotFill {
+    /// The image row to copy in, or `None` for a row of padding.
+    pub(crate) image_row: Option<usize>,
+    /// What the slot held before.
+    pub(crate) held: Held,
+}
+
+/// What a slot held before its [`SlotFill`].
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    Nothing,
+    Image,
+    Padding,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl RowSlots {
+    /// Most slots (kernel rows).
+    pub(crate) const MAX: usize = 32;
+
+    /// Empty slots for a layer of `g`, whose kernel height is at most [`RowSlots::MAX`].
+    pub(crate) fn new(g: &ConvGeometry) -> Self {
+        RowSlots {
+            tags: [None; RowSlots::MAX],
+            shared: gcd(g.dilation_height, g.kernel_height) == 1,
+        }
+    }
+
+    /// The slot that kernel row `ky` of output row `oy` of image `b` reads, and what it
+    /// needs first (`None` where it holds that row already); the slot is then tagged with
+    /// the row.
+    pub(crate) fn claim(
+        &mut self,
+        g: &ConvGeometry,
+        (b, oy, ky): (usize, usize, usize),
+    ) -> (usize, Option<SlotFill>) {
+        let v = oy * g.stride_height + ky * g.dilation_height;
+        let slot = if self.shared { v % g.kernel_height } else { ky };
+        let tag = &mut self.tags[slot];
+        if *tag == Some((b, v)) {
+            return (slot, None);
+        }
+        let held = match *tag {
+            None => Held::Nothing,
+            Some((_, v)) if g.image_row(v).is_some() => Held::Image,
+            Some(_) => Held::Padding,
+        };
+        *tag = Some((b, v));
+        let image_row = g.image_row(v);
+        (slot, Some(SlotFill { image_row, held }))
+    }
+}
+
 impl ConvGeometry {
+    /// Row `v` of the input padded at the top, as a row of the image (`None` in the
+    /// padding).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    pub(crate) fn image_row(&self, v: usize) -> Option<usize> {
+        v.checked_sub(self.pad_top)
+            .filter(|&iy| iy < self.in_height)
+    }
+
     /// Input channels per group (the patch depth).
     pub fn group_in_channels(&self) -> usize {
         self.in_channels / self.groups.max(1)

@@ -48,7 +48,7 @@
 use core::arch::asm;
 use core::mem::MaybeUninit;
 
-use super::{Conv2dI8, ConvGeometry};
+use super::{Conv2dI8, ConvGeometry, Held, RowSlots};
 use crate::isa;
 use crate::ops::requantize::x86_avx512::INTERLEAVE;
 use crate::ops::x86_vnni::flip_copy;
@@ -478,7 +478,7 @@ unsafe fn convolve_rows(op: &Conv2dI8<'_>, layout: &Layout, plan: &mut RowPlan, 
     let mut slot_lines = [MaybeUninit::<Line>::uninit(); MAX_KERNEL_ROWS * ROW_BYTES / 64];
     let slots: *mut u8 = slot_lines.as_mut_ptr().cast();
     let slot_len = layout.row_len.next_multiple_of(64);
-    let mut tags = [None::<(usize, usize)>; MAX_KERNEL_ROWS];
+    let mut row_slots = RowSlots::new(g);
     let mut rows = [core::ptr::null::<u8>(); MAX_KERNEL_ROWS];
     let row_len = g.out_width * n;
     let image_len = g.in_width * c;
@@ -488,28 +488,23 @@ unsafe fn convolve_rows(op: &Conv2dI8<'_>, layout: &Layout, plan: &mut RowPlan, 
     for out_row in 0..g.batch * g.out_height {
         let (b, oy) = (out_row / g.out_height, out_row % g.out_height);
         for (ky, row) in rows.iter_mut().enumerate().take(g.kernel_height) {
-            let v = oy * g.stride_height + ky;
-            let slot = v % g.kernel_height;
+            let (slot, fill) = row_slots.claim(g, (b, oy, ky));
             // SAFETY: inside the slots' storage, as above.
             let slot_bytes = unsafe { slots.add(slot * slot_len) };
             *row = slot_bytes;
-            if tags[slot] == Some((b, v)) {
+            let Some(fill) = fill else {
                 continue;
-            }
-            let image_row = v.checked_sub(g.pad_top).filter(|&iy| iy < g.in_height);
-            let was_image = tags[slot]
-                .is_some_and(|(_, v)| v.checked_sub(g.pad_top).is_some_and(|iy| iy < g.in_height));
-            tags[slot] = Some((b, v));
+            };
             // SAFETY: the slot's `slot_len` bytes, inside the storage; only `u8` values
             // are written through this.
             let slot_bytes = unsafe { core::slice::from_raw_parts_mut(slot_bytes, slot_len) };
             let image = &mut slot_bytes[g.pad_left * c..][..image_len];
-            match image_row {
+            match fill.image_row {
                 Some(iy) => flip_copy(
                     &op.input[(b * g.in_height + iy) * image_len..][..image_len],
                     image,
                 ),
-                None if was_image => image.fill(pad),
+                None if fill.held == Held::Image => image.fill(pad),
                 None => {}
             }
         }
@@ -555,7 +550,7 @@ unsafe fn convolve_quad_planes(
     let slots: &mut [u32] =
         unsafe { core::slice::from_raw_parts_mut(slots, g.kernel_height * slot_len / 4) };
     slots.fill(pad_word);
-    let mut tags = [None::<(usize, usize)>; MAX_KERNEL_ROWS];
+    let mut row_slots = RowSlots::new(g);
     let mut rows = [core::ptr::null::<u8>(); MAX_TAPS];
     plan.kernel_rows = (g.kernel_height * layout.quads) as u64;
     plan.block_step = (LANES * 4) as u64;
@@ -565,16 +560,10 @@ unsafe fn convolve_quad_planes(
     for out_row in 0..g.batch * g.out_height {
         let (b, oy) = (out_row / g.out_height, out_row % g.out_height);
         for ky in 0..g.kernel_height {
-            let v = oy * g.stride_height + ky;
-            let slot = v % g.kernel_height;
+            let (slot, fill) = row_slots.claim(g, (b, oy, ky));
             let words = &mut slots[slot * slot_len / 4..][..slot_len / 4];
-            if tags[slot] != Some((b, v)) {
-                let image_row = v.checked_sub(g.pad_top).filter(|&iy| iy < g.in_height);
-                let was_image = tags[slot].is_some_and(|(_, v)| {
-                    v.checked_sub(g.pad_top).is_some_and(|iy| iy < g.in_height)
-                });
-                tags[slot] = Some((b, v));
-                match image_row {
+            if let Some(fill) = fill {
+                match fill.image_row {
                     Some(iy) => {
                         let input = &op.input[(b * g.in_height + iy) * image_len..][..image_len];
                         // Pixel `x` lies in column `x + pad_left`: phase `column % s`,
@@ -600,7 +589,7 @@ unsafe fn convolve_quad_planes(
                             }
                         }
                     }
-                    None if was_image => words.fill(pad_word),
+                    None if fill.held == Held::Image => words.fill(pad_word),
                     None => {}
                 }
             }

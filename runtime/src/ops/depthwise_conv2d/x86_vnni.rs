@@ -41,7 +41,7 @@ use core::mem::MaybeUninit;
 
 use super::DepthwiseConv2dI8;
 use crate::isa::Isa;
-use crate::ops::conv2d::ConvGeometry;
+use crate::ops::conv2d::{ConvGeometry, Held, RowSlots};
 use crate::ops::x86_vnni::flip_copy;
 
 /// Bytes of a row the kernel takes per step (one zmm).
@@ -245,35 +245,27 @@ unsafe fn depthwise_i8_vnni(op: &DepthwiseConv2dI8<'_>, layout: &Layout, output:
             reach % layout.stride * layout.phase_len + reach / layout.stride * c,
         );
     }
-    // Consecutive output rows share input rows: row `v` of the padded input (counting the
-    // top padding) goes to slot `v % kernel_height` when the kernel rows of one output row
-    // land in distinct slots that way (the dilation is prime to the kernel height), so
-    // each is copied once; otherwise each kernel row has its own slot. A slot's tag says
-    // which row it holds.
-    let shared = gcd(g.dilation_height, g.kernel_height) == 1;
-    let mut tags = [None::<(usize, usize)>; 4 * MAX_QUADS];
+    // Consecutive output rows share input rows, each copied once into a slot.
+    let mut slots = RowSlots::new(g);
     let mut slot_of = [0usize; 4 * MAX_QUADS];
     let row_len = g.out_width * c;
     let mut sources = [core::ptr::null::<u8>(); 4 * MAX_QUADS];
     for b in 0..g.batch {
         for oy in 0..g.out_height {
             for (ky, slot_of) in slot_of.iter_mut().enumerate().take(g.kernel_height) {
-                let v = oy * g.stride_height + ky * g.dilation_height;
-                let slot = if shared { v % g.kernel_height } else { ky };
+                let (slot, fill) = slots.claim(g, (b, oy, ky));
                 *slot_of = slot;
-                if tags[slot] == Some((b, v)) {
+                let Some(fill) = fill else {
                     continue;
-                }
-                let was_image = tags[slot].is_some_and(|(_, v)| image_row(g, v).is_some());
-                tags[slot] = Some((b, v));
-                let input_row = image_row(g, v).map(|iy| {
+                };
+                let input_row = fill.image_row.map(|iy| {
                     &op.input[(b * g.in_height + iy) * g.in_width * c..][..g.in_width * c]
                 });
                 // SAFETY: AVX2 is available (caller).
                 unsafe {
                     fill_slot(
                         input_row,
-                        was_image,
+                        fill.held == Held::Image,
                         (g, &layout.phase_rows()),
                         pad,
                         &mut rows[slot * slot_len..][..slot_len],
@@ -324,16 +316,6 @@ fn for_each_run(channel_at: &[usize; VECTOR], c: usize, mut run: impl FnMut(usiz
         run(p, ch, len);
         p += len;
     }
-}
-
-/// Row `v` of the input padded at the top, as a row of the image (`None` in the padding).
-#[inline(always)]
-pub(super) fn image_row(g: &ConvGeometry, v: usize) -> Option<usize> {
-    v.checked_sub(g.pad_top).filter(|&iy| iy < g.in_height)
-}
-
-pub(super) fn gcd(a: usize, b: usize) -> usize {
-    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 /// One pattern's requantization constants, each position's in its accumulator lane.

@@ -35,10 +35,10 @@ use core::arch::asm;
 use core::mem::MaybeUninit;
 
 use super::DepthwiseConv2dI8;
-use super::x86_vnni::{PhaseRows, fill_slot, gcd, image_row};
+use super::x86_vnni::{PhaseRows, fill_slot};
 use crate::fixed_point::QuantizedMultiplier;
 use crate::ops::RequantizeParams;
-use crate::ops::conv2d::ConvGeometry;
+use crate::ops::conv2d::{ConvGeometry, Held, RowSlots, gcd};
 use crate::ops::requantize::x86_avx512::{
     CHANNEL_BLOCK_BYTES, ChannelTable, INTERLEAVE, TABLE_CHANNELS, block_lines,
 };
@@ -268,35 +268,28 @@ unsafe fn depthwise_i8_quad_rows(op: &DepthwiseConv2dI8<'_>, layout: &Layout, ou
         core::slice::from_raw_parts_mut(phase_storage.as_mut_ptr().cast::<u8>(), rows_len)
     };
 
-    // The quad rows, one slot per kernel row. Consecutive output rows share input rows: row
-    // `v` of the padded input (counting the top padding) goes to slot `v % kernel_height`
-    // when the kernel rows of one output row land in distinct slots that way (the dilation
-    // is prime to the kernel height), so each is interleaved once; otherwise each kernel row
-    // has its own slot. A slot's tag says which row it holds.
+    // The quad rows, one slot per kernel row ([`RowSlots`]): consecutive output rows share
+    // input rows, so each is interleaved once.
     let slot_len = layout.quads * row_bytes;
     let mut quad_lines = [MaybeUninit::<Line>::uninit(); QUAD_BYTES / 64];
     let quads: *mut u8 = quad_lines.as_mut_ptr().cast();
-    let shared = gcd(g.dilation_height, g.kernel_height) == 1;
-    let mut tags = [None::<(usize, usize)>; MAX_TAP_ROWS];
+    let mut slots = RowSlots::new(g);
     let mut slot_of = [0usize; MAX_TAP_ROWS];
     let mut sources = [core::ptr::null::<u8>(); MAX_TAP_ROWS];
     for out_row in 0..g.batch * g.out_height {
         let (b, oy) = (out_row / g.out_height, out_row % g.out_height);
         for (ky, slot_of) in slot_of.iter_mut().enumerate().take(g.kernel_height) {
-            let v = oy * g.stride_height + ky * g.dilation_height;
-            let slot = if shared { v % g.kernel_height } else { ky };
+            let (slot, fill) = slots.claim(g, (b, oy, ky));
             *slot_of = slot;
-            if tags[slot] == Some((b, v)) {
+            let Some(fill) = fill else {
                 continue;
-            }
-            let was_padding = tags[slot].is_some_and(|(_, v)| image_row(g, v).is_none());
-            tags[slot] = Some((b, v));
+            };
             // SAFETY: the slot's `slot_len` bytes lie inside the quad rows' buffer
             // (`Layout::of` bounds `kernel_height * slot_len`).
             let slot_bytes = unsafe { quads.add(slot * slot_len) };
-            match image_row(g, v) {
+            match fill.image_row {
                 // A row of padding interleaves to padding.
-                None if was_padding => {}
+                None if fill.held == Held::Padding => {}
                 // SAFETY: as above.
                 None => unsafe { core::ptr::write_bytes(slot_bytes, pad, slot_len) },
                 Some(iy) => {
