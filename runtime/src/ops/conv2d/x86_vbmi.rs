@@ -810,10 +810,9 @@ macro_rules! requantize {
     };
 }
 
-/// One output vector of a block's bytes: transpose `$v` (at `r12 + 192 * $v`) applied to
-/// the scratch's channel-major bytes (zmm19-zmm22), stored at `r11 + 64 * $v` through mask
-/// `$v` of the block's masks (rax).
-macro_rules! store {
+/// Output vector `$v` of a block's bytes in zmm23: transpose `$v` (at `r12 + 192 * $v`)
+/// applied to the scratch's channel-major bytes (zmm19-zmm22); zmm24 and k1 are clobbered.
+macro_rules! transposed {
     ($v:literal) => {
         concat!(
             "vmovdqu8 zmm23, zmmword ptr [r12 + 192 * ",
@@ -828,6 +827,16 @@ macro_rules! store {
             $v,
             " + 128]\n",
             "vmovdqu8 zmm23 {{k1}}, zmm24\n",
+        )
+    };
+}
+
+/// One output vector of a block's bytes ([`transposed!`]), stored at `r11 + 64 * $v`
+/// through mask `$v` of the block's masks (rax).
+macro_rules! store {
+    ($v:literal) => {
+        concat!(
+            transposed!($v),
             "kmovq k1, qword ptr [rax + 8 * ",
             $v,
             "]\n",
@@ -838,26 +847,49 @@ macro_rules! store {
     };
 }
 
-/// One output vector of a pass's bytes, transposed as [`store!`]'s, into the scratch's
-/// second 256 bytes (at `r13 + 256 + 64 * $v`), for passes that store pixel by pixel.
+/// One output vector of a pass's bytes ([`transposed!`]) into the scratch's second 256
+/// bytes (at `r13 + 256 + 64 * $v`), for passes that store pixel by pixel.
 macro_rules! transpose {
     ($v:literal) => {
         concat!(
-            "vmovdqu8 zmm23, zmmword ptr [r12 + 192 * ",
-            $v,
-            "]\n",
-            "vpermi2b zmm23, zmm19, zmm20\n",
-            "vmovdqu8 zmm24, zmmword ptr [r12 + 192 * ",
-            $v,
-            " + 64]\n",
-            "vpermi2b zmm24, zmm21, zmm22\n",
-            "kmovq k1, qword ptr [r12 + 192 * ",
-            $v,
-            " + 128]\n",
-            "vmovdqu8 zmm23 {{k1}}, zmm24\n",
+            transposed!($v),
             "vmovdqu8 zmmword ptr [r13 + 256 + 64 * ",
             $v,
             "], zmm23\n",
+        )
+    };
+}
+
+/// zmm0-zmm7 += zmm16 (sixteen pixels' four bytes) times channels 0-7's four weights at
+/// rdi, broadcast.
+macro_rules! multiply_eight {
+    () => {
+        concat!(
+            "vpdpbusd zmm0, zmm16, dword ptr [rdi]{{1to16}}\n",
+            "vpdpbusd zmm1, zmm16, dword ptr [rdi + 4]{{1to16}}\n",
+            "vpdpbusd zmm2, zmm16, dword ptr [rdi + 8]{{1to16}}\n",
+            "vpdpbusd zmm3, zmm16, dword ptr [rdi + 12]{{1to16}}\n",
+            "vpdpbusd zmm4, zmm16, dword ptr [rdi + 16]{{1to16}}\n",
+            "vpdpbusd zmm5, zmm16, dword ptr [rdi + 20]{{1to16}}\n",
+            "vpdpbusd zmm6, zmm16, dword ptr [rdi + 24]{{1to16}}\n",
+            "vpdpbusd zmm7, zmm16, dword ptr [rdi + 28]{{1to16}}\n",
+        )
+    };
+}
+
+/// [`multiply_eight!`] for all sixteen channels (zmm0-zmm15).
+macro_rules! multiply_sixteen {
+    () => {
+        concat!(
+            multiply_eight!(),
+            "vpdpbusd zmm8, zmm16, dword ptr [rdi + 32]{{1to16}}\n",
+            "vpdpbusd zmm9, zmm16, dword ptr [rdi + 36]{{1to16}}\n",
+            "vpdpbusd zmm10, zmm16, dword ptr [rdi + 40]{{1to16}}\n",
+            "vpdpbusd zmm11, zmm16, dword ptr [rdi + 44]{{1to16}}\n",
+            "vpdpbusd zmm12, zmm16, dword ptr [rdi + 48]{{1to16}}\n",
+            "vpdpbusd zmm13, zmm16, dword ptr [rdi + 52]{{1to16}}\n",
+            "vpdpbusd zmm14, zmm16, dword ptr [rdi + 56]{{1to16}}\n",
+            "vpdpbusd zmm15, zmm16, dword ptr [rdi + 60]{{1to16}}\n",
         )
     };
 }
@@ -918,22 +950,7 @@ unsafe fn convolve_row(plan: &RowPlan, blocks: usize, out: *mut i8) {
             "4:",
             "vmovdqu8 zmm16, zmmword ptr [r12]",
             "vpermi2b zmm16, zmm19, zmm20",
-            "vpdpbusd zmm0, zmm16, dword ptr [rdi]{{1to16}}",
-            "vpdpbusd zmm1, zmm16, dword ptr [rdi + 4]{{1to16}}",
-            "vpdpbusd zmm2, zmm16, dword ptr [rdi + 8]{{1to16}}",
-            "vpdpbusd zmm3, zmm16, dword ptr [rdi + 12]{{1to16}}",
-            "vpdpbusd zmm4, zmm16, dword ptr [rdi + 16]{{1to16}}",
-            "vpdpbusd zmm5, zmm16, dword ptr [rdi + 20]{{1to16}}",
-            "vpdpbusd zmm6, zmm16, dword ptr [rdi + 24]{{1to16}}",
-            "vpdpbusd zmm7, zmm16, dword ptr [rdi + 28]{{1to16}}",
-            "vpdpbusd zmm8, zmm16, dword ptr [rdi + 32]{{1to16}}",
-            "vpdpbusd zmm9, zmm16, dword ptr [rdi + 36]{{1to16}}",
-            "vpdpbusd zmm10, zmm16, dword ptr [rdi + 40]{{1to16}}",
-            "vpdpbusd zmm11, zmm16, dword ptr [rdi + 44]{{1to16}}",
-            "vpdpbusd zmm12, zmm16, dword ptr [rdi + 48]{{1to16}}",
-            "vpdpbusd zmm13, zmm16, dword ptr [rdi + 52]{{1to16}}",
-            "vpdpbusd zmm14, zmm16, dword ptr [rdi + 56]{{1to16}}",
-            "vpdpbusd zmm15, zmm16, dword ptr [rdi + 60]{{1to16}}",
+            multiply_sixteen!(),
             "add rdi, 64",
             "add r12, 64",
             "dec r9",
@@ -943,14 +960,7 @@ unsafe fn convolve_row(plan: &RowPlan, blocks: usize, out: *mut i8) {
             "24:",
             "vmovdqu8 zmm16, zmmword ptr [r12]",
             "vpermi2b zmm16, zmm19, zmm20",
-            "vpdpbusd zmm0, zmm16, dword ptr [rdi]{{1to16}}",
-            "vpdpbusd zmm1, zmm16, dword ptr [rdi + 4]{{1to16}}",
-            "vpdpbusd zmm2, zmm16, dword ptr [rdi + 8]{{1to16}}",
-            "vpdpbusd zmm3, zmm16, dword ptr [rdi + 12]{{1to16}}",
-            "vpdpbusd zmm4, zmm16, dword ptr [rdi + 16]{{1to16}}",
-            "vpdpbusd zmm5, zmm16, dword ptr [rdi + 20]{{1to16}}",
-            "vpdpbusd zmm6, zmm16, dword ptr [rdi + 24]{{1to16}}",
-            "vpdpbusd zmm7, zmm16, dword ptr [rdi + 28]{{1to16}}",
+            multiply_eight!(),
             "add rdi, 64",
             "add r12, 64",
             "dec r9",
@@ -964,22 +974,7 @@ unsafe fn convolve_row(plan: &RowPlan, blocks: usize, out: *mut i8) {
             "21:",
             "mov rax, qword ptr [rsi]",
             "vmovdqu8 zmm16, zmmword ptr [rax + rdx]",
-            "vpdpbusd zmm0, zmm16, dword ptr [rdi]{{1to16}}",
-            "vpdpbusd zmm1, zmm16, dword ptr [rdi + 4]{{1to16}}",
-            "vpdpbusd zmm2, zmm16, dword ptr [rdi + 8]{{1to16}}",
-            "vpdpbusd zmm3, zmm16, dword ptr [rdi + 12]{{1to16}}",
-            "vpdpbusd zmm4, zmm16, dword ptr [rdi + 16]{{1to16}}",
-            "vpdpbusd zmm5, zmm16, dword ptr [rdi + 20]{{1to16}}",
-            "vpdpbusd zmm6, zmm16, dword ptr [rdi + 24]{{1to16}}",
-            "vpdpbusd zmm7, zmm16, dword ptr [rdi + 28]{{1to16}}",
-            "vpdpbusd zmm8, zmm16, dword ptr [rdi + 32]{{1to16}}",
-            "vpdpbusd zmm9, zmm16, dword ptr [rdi + 36]{{1to16}}",
-            "vpdpbusd zmm10, zmm16, dword ptr [rdi + 40]{{1to16}}",
-            "vpdpbusd zmm11, zmm16, dword ptr [rdi + 44]{{1to16}}",
-            "vpdpbusd zmm12, zmm16, dword ptr [rdi + 48]{{1to16}}",
-            "vpdpbusd zmm13, zmm16, dword ptr [rdi + 52]{{1to16}}",
-            "vpdpbusd zmm14, zmm16, dword ptr [rdi + 56]{{1to16}}",
-            "vpdpbusd zmm15, zmm16, dword ptr [rdi + 60]{{1to16}}",
+            multiply_sixteen!(),
             "add rdi, 64",
             "add rsi, 8",
             "dec r8",
