@@ -75,6 +75,17 @@ impl TileConfig {
 /// Sums of one pass: 32 rows of two panels' sixteen i32.
 type PassSums = [[i32; PANELS_PER_PASS * PANEL]; AMX_ROWS];
 
+/// Every row of a pass, in order.
+const ALL_ROWS: [u8; AMX_ROWS] = {
+    let mut rows = [0u8; AMX_ROWS];
+    let mut r = 0;
+    while r < AMX_ROWS {
+        rows[r] = r as u8;
+        r += 1;
+    }
+    rows
+};
+
 /// The tile registers configured for a layer while it lives, released when it is dropped
 /// (configured once per layer, not once per tile: per tile, the kernels bench's 288-byte
 /// layer took 18.4 us against 15.2 us, in consecutive runs); and the passes' sums.
@@ -90,14 +101,18 @@ pub(crate) struct TileSession {
     /// Written by the tile stores before they are read, and only the rows and channels
     /// those wrote are read.
     sums: [MaybeUninit<PassSums>; 2],
-    /// The pass whose sums wait in `sums[pending.slot]`.
-    pending: Option<Pending>,
+    /// The pass whose sums wait in `sums[pending.slot]`, if one is waiting; written in
+    /// place (as an `Option` each pass copied it whole).
+    pending: Pending,
 }
 
 /// Where a pass's sums go once requantized.
 struct Pending {
+    waiting: bool,
     slot: usize,
+    /// Rows to requantize: `sum_rows[..rows]` of the pass's sums, to `starts[..rows]`.
     rows: usize,
+    sum_rows: [u8; AMX_ROWS],
     starts: [usize; AMX_ROWS],
     /// The first channel (of the packing and the table), and the channels.
     first: usize,
@@ -124,7 +139,15 @@ impl TileSession {
         TileSession {
             chunk,
             sums: [MaybeUninit::uninit(), MaybeUninit::uninit()],
-            pending: None,
+            pending: Pending {
+                waiting: false,
+                slot: 0,
+                rows: 0,
+                sum_rows: ALL_ROWS,
+                starts: [0; AMX_ROWS],
+                first: 0,
+                len: 0,
+            },
         }
     }
 }
@@ -229,7 +252,11 @@ impl TileSession {
         let mut first_panel = 0;
         while first_panel < weights.panels() {
             let panels = (weights.panels() - first_panel).min(PANELS_PER_PASS);
-            let slot = self.pending.as_ref().map_or(0, |p| 1 - p.slot);
+            let slot = if self.pending.waiting {
+                1 - self.pending.slot
+            } else {
+                0
+            };
             // SAFETY: the session configured the tiles for `chunk` (caller). The A loads
             // read 16 or 32 rows of `stride` bytes, `chunk` at a time over `depth`, inside
             // `rows.bytes` (checked by its constructors); the B loads read `panels` panels
@@ -247,17 +274,13 @@ impl TileSession {
             unsafe { self.finish(table, output) };
             let first = first_panel * PANEL;
             let channel = at.first_channel + first;
-            let mut starts = [0usize; AMX_ROWS];
-            for (r, start) in starts[..rows.count].iter_mut().enumerate() {
+            let p = &mut self.pending;
+            for (r, start) in p.starts[..rows.count].iter_mut().enumerate() {
                 *start = (at.first_row + r) * at.row_stride + channel;
             }
-            self.pending = Some(Pending {
-                slot,
-                rows: rows.count,
-                starts,
-                first,
-                len: (weights.channels() - first).min(panels * PANEL),
-            });
+            p.sum_rows = ALL_ROWS;
+            (p.waiting, p.slot, p.rows, p.first) = (true, slot, rows.count, first);
+            p.len = (weights.channels() - first).min(panels * PANEL);
             first_panel += panels;
         }
     }
@@ -267,16 +290,22 @@ impl TileSession {
     /// # Safety
     /// As [`TileSession::gemm_requantize`]'s: the table and output of the calls before.
     pub(crate) unsafe fn finish(&mut self, table: &ChannelTable, output: &mut [i8]) {
-        let Some(p) = self.pending.take() else {
+        if !self.pending.waiting {
             return;
-        };
+        }
+        self.pending.waiting = false;
+        let p = &self.pending;
         let base = self.sums[p.slot].as_ptr().cast::<i32>();
         let mut sums: [&[i32]; AMX_ROWS] = [&[]; AMX_ROWS];
-        for (r, sum) in sums[..p.rows].iter_mut().enumerate() {
+        for (sum, &r) in sums[..p.rows].iter_mut().zip(&p.sum_rows) {
             // SAFETY: the pass that filled this slot stored channels `0..panels * PANEL`
-            // (at least `len`) of each of its `rows` rows.
+            // (at least `len`) of each of its rows, and `sum_rows` names rows of it
+            // (`r < AMX_ROWS`).
             *sum = unsafe {
-                core::slice::from_raw_parts(base.add(r * PANELS_PER_PASS * PANEL), p.len)
+                core::slice::from_raw_parts(
+                    base.add(usize::from(r) * PANELS_PER_PASS * PANEL),
+                    p.len,
+                )
             };
         }
         // SAFETY: AVX-512 F/BW and BMI2 are available (AMX implies VNNI, caller); `len`
@@ -392,4 +421,203 @@ unsafe fn tile_pass(
             pass!("tdpbusd")
         }
     }
+}
+
+/// Most steps of depth a [`PatchTiles`] pass takes.
+pub(crate) const MAX_PATCH_STEPS: usize = 64;
+
+/// The activation rows of one pass of [`TileSession::patches_requantize`], read in place
+/// from an image (an implicit GEMM: no patch is gathered). Two row tiles of sixteen rows,
+/// `stride` bytes apart, the first row of tile `t` at `bytes[bases[t]..]`; step `j` of the
+/// depth reads each row's `chunk` bytes at `steps[j]` past its start. The rows overlap
+/// where the stride is shorter than a patch, as a convolution's patches do.
+pub(crate) struct PatchTiles<'a> {
+    bytes: &'a [i8],
+    bases: [usize; 2],
+    stride: usize,
+    steps: &'a [usize],
+}
+
+impl<'a> PatchTiles<'a> {
+    /// Two row tiles of `bytes` for steps of `chunk` bytes.
+    ///
+    /// # Panics
+    /// If a step, more than [`MAX_PATCH_STEPS`] of them, or no step, would read past
+    /// `bytes`.
+    pub(crate) fn new(
+        bytes: &'a [i8],
+        bases: [usize; 2],
+        stride: usize,
+        (steps, chunk): (&'a [usize], usize),
+    ) -> Self {
+        assert!(
+            (1..=MAX_PATCH_STEPS).contains(&steps.len()),
+            "one to MAX_PATCH_STEPS steps"
+        );
+        let last_row = bases[0].max(bases[1]) + 15 * stride;
+        let furthest = steps.iter().max().copied().unwrap_or(0);
+        assert!(
+            last_row + furthest + chunk <= bytes.len(),
+            "every step of every row inside the bytes"
+        );
+        PatchTiles {
+            bytes,
+            bases,
+            stride,
+            steps,
+        }
+    }
+}
+
+impl TileSession {
+    /// Runs `rows` against every panel of `weights`, packed for the signed rows (offsets
+    /// for the zero point less 128, as the fully-connected kernel's) with their depth in
+    /// the steps' order, `steps.len()` chunks of the session's; then requantizes, as
+    /// [`TileSession::gemm_requantize`] does, the pass's sum rows `outs[i].0` (0-15 the
+    /// first row tile's, 16-31 the second's) into `output[outs[i].1 + c]` for the packed
+    /// channels `c`, the table's channel `c` applying.
+    ///
+    /// # Safety
+    /// As [`TileSession::gemm_requantize`]'s, with every start in `outs` plus the packed
+    /// channels inside `output`.
+    ///
+    /// # Panics
+    /// If the weights are not `steps.len()` chunks deep, the table is not the packing's, or
+    /// a sum row is not one of the pass's 32.
+    pub(crate) unsafe fn patches_requantize(
+        &mut self,
+        rows: &PatchTiles<'_>,
+        weights: &Panels<'_>,
+        table: &ChannelTable,
+        output: &mut [i8],
+        outs: &[(u8, usize)],
+    ) {
+        let depth = weights.groups() * 4;
+        assert_eq!(
+            depth,
+            rows.steps.len() * self.chunk,
+            "weights as deep as the steps"
+        );
+        assert_eq!(
+            table.channels(),
+            weights.channels(),
+            "a table of the packing"
+        );
+        assert!(
+            outs.len() <= AMX_ROWS && outs.iter().all(|&(r, _)| usize::from(r) < AMX_ROWS),
+            "rows of the pass"
+        );
+        let panel_len = depth * PANEL;
+        let mut first_panel = 0;
+        while first_panel < weights.panels() {
+            let panels = (weights.panels() - first_panel).min(PANELS_PER_PASS);
+            let slot = if self.pending.waiting {
+                1 - self.pending.slot
+            } else {
+                0
+            };
+            // SAFETY: the session configured the tiles for `chunk` (caller). The A loads
+            // read sixteen rows `stride` bytes apart from each base, `chunk` bytes at each
+            // step's offset, inside `rows.bytes` (checked by `PatchTiles::new`); the B
+            // loads read `panels` panels of `panel_len` bytes from `first_panel` on, inside
+            // the packing; the stores write `panels * 16` i32 of every row of the slot.
+            unsafe {
+                patch_pass(
+                    rows,
+                    weights.panel_bytes().add(first_panel * panel_len),
+                    (panel_len, panels),
+                    self.sums[slot].as_mut_ptr().cast(),
+                )
+            };
+            // SAFETY: as this function's.
+            unsafe { self.finish(table, output) };
+            let first = first_panel * PANEL;
+            let p = &mut self.pending;
+            for ((row, start), &(r, at)) in p.sum_rows.iter_mut().zip(&mut p.starts).zip(outs) {
+                (*row, *start) = (r, at + first);
+            }
+            (p.waiting, p.slot, p.rows, p.first) = (true, slot, outs.len(), first);
+            p.len = (weights.channels() - first).min(panels * PANEL);
+            first_panel += panels;
+        }
+    }
+}
+
+/// Two row tiles read in place ([`PatchTiles`]) against one or two panels, `tdpbssd`, the
+/// sums stored as [`tile_pass`] stores them.
+///
+/// # Safety
+/// The tiles must be configured for the rows' chunk (a [`TileSession`]); the rows' steps
+/// must lie inside their bytes, `panels` hold `count` panels of `panel_len` bytes (a
+/// chunk's rows per step), and `acc` room for 32 rows of 32 i32.
+#[inline]
+unsafe fn patch_pass(
+    rows: &PatchTiles<'_>,
+    panels: *const i8,
+    (panel_len, count): (usize, usize),
+    acc: *mut i32,
+) {
+    debug_assert!((1..=PANELS_PER_PASS).contains(&count));
+    let image = rows.bytes.as_ptr();
+    let chunk_rows = panel_len / rows.steps.len();
+    // SAFETY: the caller's contract. The tile registers are the session's; Rust code never
+    // uses them. General registers used are declared; the stack is untouched.
+    unsafe {
+        asm!(
+            // rdi, r13: the two row tiles' first rows; rsi: the rows' stride; r10: the
+            // steps' offsets; rcx: steps left; rdx: panel 0 at this step; r8: the panel
+            // length; r9: panels; r11: 64; r14: a step's bytes in a panel; r12: `acc`;
+            // rax, r15: scratch.
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "2:",
+            "mov rax, [r10]",
+            "lea r15, [rdi + rax]",
+            "tileloadd tmm4, [r15 + rsi * 1]",
+            "tileloadd tmm6, [rdx + r11 * 1]",
+            "tdpbssd tmm0, tmm4, tmm6",
+            "lea r15, [r13 + rax]",
+            "tileloadd tmm5, [r15 + rsi * 1]",
+            "tdpbssd tmm2, tmm5, tmm6",
+            "cmp r9, 2",
+            "jb 3f",
+            "lea r15, [rdx + r8]",
+            "tileloadd tmm7, [r15 + r11 * 1]",
+            "tdpbssd tmm1, tmm4, tmm7",
+            "tdpbssd tmm3, tmm5, tmm7",
+            "3:",
+            "add r10, 8",
+            "add rdx, r14",
+            "dec rcx",
+            "jnz 2b",
+            // Stores: rows of 128 bytes; row tile 1 starts 2,048 bytes in, panel 1 64.
+            "mov rax, 128",
+            "tilestored [r12 + rax * 1], tmm0",
+            "lea r15, [r12 + 2048]",
+            "tilestored [r15 + rax * 1], tmm2",
+            "cmp r9, 2",
+            "jb 4f",
+            "lea r15, [r12 + 64]",
+            "tilestored [r15 + rax * 1], tmm1",
+            "lea r15, [r12 + 2112]",
+            "tilestored [r15 + rax * 1], tmm3",
+            "4:",
+            in("rdi") image.add(rows.bases[0]),
+            in("r13") image.add(rows.bases[1]),
+            in("rsi") rows.stride,
+            inout("r10") rows.steps.as_ptr() => _,
+            inout("rcx") rows.steps.len() => _,
+            inout("rdx") panels => _,
+            in("r8") panel_len,
+            in("r9") count,
+            in("r11") 64usize,
+            in("r14") chunk_rows,
+            in("r12") acc,
+            out("rax") _,
+            out("r15") _,
+            options(nostack),
+        )
+    };
 }

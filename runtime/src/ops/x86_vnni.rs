@@ -451,6 +451,27 @@ impl PackedWeights {
         self.channels = channels;
     }
 
+    /// [`PackedWeights::pack`] for rows of `runs` runs of `run` bytes each (`run` a
+    /// multiple of four), each run's depth padded with zeros to `padded_run` bytes
+    /// ([`spread_runs`]); the padded depth must [fit](Self::channels_that_fit).
+    ///
+    /// # Safety
+    /// AVX2 must be available.
+    #[target_feature(enable = "avx2")]
+    pub(crate) unsafe fn pack_runs(
+        &mut self,
+        weights: &[i8],
+        channels: usize,
+        (runs, run, padded_run): (usize, usize, usize),
+        zp: i32,
+        bias: Option<&[i32]>,
+    ) {
+        // SAFETY: AVX2 is available (caller).
+        unsafe { self.pack(weights, (runs * run, channels), zp, bias) };
+        spread_runs(&mut self.bytes, channels, (runs, run, padded_run));
+        self.groups = runs * padded_run / 4;
+    }
+
     /// The packed panels, for the GEMMs.
     pub(crate) fn view(&self) -> Panels<'_> {
         Panels {
@@ -464,6 +485,37 @@ impl PackedWeights {
     /// The channels' offsets (bias less `(128 + zp) * sum(w)`).
     pub(crate) fn offsets(&self) -> &[i32] {
         &self.offsets[..self.channels]
+    }
+}
+
+/// Spreads panels that [`pack_panels`] wrote for `channels` rows of `runs * run` bytes
+/// (`run` a multiple of four, no padding) so that each run's groups of four start
+/// `padded_run` bytes of depth after the last run's, zeros between: the panels of the same
+/// weights with every run padded. A panel's group of four is one 64-byte row, so whole
+/// rows move, the last first (every row moves to a later place, or stays).
+///
+/// # Panics
+/// If `bytes` cannot hold the spread panels, or a run is not whole groups.
+pub(crate) fn spread_runs(
+    bytes: &mut [MaybeUninit<i8>],
+    channels: usize,
+    (runs, run, padded_run): (usize, usize, usize),
+) {
+    assert!(
+        run % 4 == 0 && padded_run % 4 == 0 && run <= padded_run,
+        "runs of whole groups"
+    );
+    const ROW: usize = 4 * PANEL;
+    let (dense, spread) = (runs * run / 4 * ROW, runs * padded_run / 4 * ROW);
+    let panels = channels.div_ceil(PANEL);
+    assert!(bytes.len() >= panels * spread, "room for the spread panels");
+    let (run_rows, padded_rows) = (run / 4 * ROW, padded_run / 4 * ROW);
+    for p in (0..panels).rev() {
+        for r in (0..runs).rev() {
+            let (from, to) = (p * dense + r * run_rows, p * spread + r * padded_rows);
+            bytes.copy_within(from..from + run_rows, to);
+            bytes[to + run_rows..to + padded_rows].fill(MaybeUninit::new(0));
+        }
     }
 }
 

@@ -19,6 +19,8 @@ mod tests;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_amx_implicit;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_vbmi;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_vnni;
@@ -1148,6 +1150,9 @@ pub(crate) fn prepared_len(node: &Node<'_>) -> usize {
     {
         use crate::ops::fully_connected::x86_prepared;
         match int8_layer(node) {
+            Some(layer) if x86_amx_implicit::takes(&layer.geometry) => {
+                x86_prepared::conv_words(&layer.geometry)
+            }
             Some(layer) if x86_vbmi::takes(&layer.geometry) => 0,
             Some(layer) if layer.geometry.is_pointwise() => {
                 x86_prepared::words(&layer.geometry.pointwise_shape())

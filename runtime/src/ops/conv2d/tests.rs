@@ -781,17 +781,18 @@ fn i16_saturates_clamps_and_refuses_large_shifts() {
     );
 }
 
-/// Layers the AMX kernel takes (patches of at least 256 bytes): both row tiles full and
-/// partial, one and two panels per pass and a partial panel, channel slices (576-byte
-/// patches of 64 channels do not fit one packing), stride two, two groups, two images and
-/// padding, with varied values that do not saturate.
+/// Layers the AMX im2col kernel takes (patches of at least 256 bytes that the implicit
+/// kernel does not: fewer than 32 outputs, strided rows under sixteen pixels, groups, runs
+/// of a kernel row that are not whole quads): both row tiles full and partial, one and two
+/// panels per pass and a partial panel, stride two, two groups, two images and padding,
+/// with varied values that do not saturate.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn the_amx_kernel_takes_and_matches_its_layers() {
     let mut byte = crate::ops::testing::xorshift_bytes(0x6a09_e667_f3bc_c908);
     let cases = [
-        (fixed_geometry(9, 7, 32, 32, 3, 1, [1; 4], 1), 1),
-        (fixed_geometry(8, 8, 64, 64, 3, 1, [1; 4], 1), 1),
+        (fixed_geometry(9, 7, 32, 16, 3, 1, [1; 4], 1), 1),
+        (fixed_geometry(8, 8, 64, 64, 3, 2, [1; 4], 1), 1),
         (fixed_geometry(7, 9, 48, 20, 3, 2, [1, 0, 1, 1], 1), 2),
         (fixed_geometry(6, 6, 80, 36, 3, 1, [0, 1, 1, 0], 2), 1),
         (fixed_geometry(5, 13, 30, 48, 3, 1, [1; 4], 1), 1),
@@ -799,14 +800,71 @@ fn the_amx_kernel_takes_and_matches_its_layers() {
     for (n, (mut g, batch)) in cases.into_iter().enumerate() {
         g.batch = batch;
         assert!(
-            super::x86_vnni::amx_takes(&g),
-            "case {n}: {g:?} must reach the tiles"
+            super::x86_vnni::amx_takes(&g) && super::x86_amx_implicit::runs(&g).is_none(),
+            "case {n}: {g:?} must reach the im2col tiles"
         );
         let case = format!("case {n}");
         let prepared =
             varied_layer_matches_the_reference(g, &mut byte, (2e-4, 8.0), &[-128, 9], &case);
         if crate::isa::Isa::Amx.available() {
             assert_eq!(prepared.as_deref(), Some("ConvAmx"), "{case}");
+        }
+    }
+}
+
+/// Layers the AMX implicit-GEMM kernel takes: ResNet-8's 16 -> 32 strided, 32 -> 32 and
+/// 64 -> 64 layers (two slices of the packing), rows across several bands (a 40-pixel
+/// image of 32 channels), strided rows of sixteen to twenty pixels (the last tile
+/// overlapping), two images, vertical dilation, asymmetric padding, a 5x5 window of 16
+/// channels (runs of 80 bytes padded to 128), a 3x1 window (runs of one pixel), 40 and 48
+/// outputs (partial panels), a run of two lines and a patch of 27 steps; each must reach
+/// the kernel on an AMX CPU, run through its packing, and give the reference's bytes.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_amx_implicit_kernel_takes_and_matches_its_layers() {
+    let mut byte = crate::ops::testing::xorshift_bytes(0x510e_527f_ade6_82d1);
+    let dilated = |mut g: ConvGeometry, d: usize| {
+        g.dilation_height = d;
+        g.out_height = output_size(g.in_height, g.kernel_height, 1, d, 2, 2).unwrap();
+        g
+    };
+    let tall = |mut g: ConvGeometry| {
+        g.kernel_width = 1;
+        g.out_width = g.in_width;
+        g.pad_left = 0;
+        g
+    };
+    let cases = [
+        (fixed_geometry(32, 32, 16, 32, 3, 2, [0, 0, 1, 1], 1), 1),
+        (fixed_geometry(16, 16, 32, 32, 3, 1, [1; 4], 1), 1),
+        (fixed_geometry(8, 8, 64, 64, 3, 1, [1; 4], 1), 1),
+        (fixed_geometry(40, 40, 32, 32, 3, 1, [1; 4], 1), 1),
+        (fixed_geometry(33, 40, 16, 48, 3, 2, [1, 1, 1, 0], 1), 2),
+        (fixed_geometry(11, 9, 16, 40, 3, 1, [1, 1, 1, 1], 1), 2),
+        (
+            dilated(fixed_geometry(12, 10, 32, 32, 3, 1, [2, 1, 2, 1], 1), 2),
+            1,
+        ),
+        (fixed_geometry(9, 19, 16, 32, 5, 1, [2, 0, 2, 3], 1), 1),
+        (
+            tall(fixed_geometry(10, 7, 32, 32, 3, 1, [1, 0, 1, 0], 1)),
+            1,
+        ),
+        (fixed_geometry(7, 6, 96, 32, 3, 1, [1; 4], 1), 1),
+    ];
+    for (n, (mut g, batch)) in cases.into_iter().enumerate() {
+        g.batch = batch;
+        let case = format!("case {n}");
+        if crate::isa::Isa::Amx.available() {
+            assert!(
+                super::x86_amx_implicit::takes(&g),
+                "{case}: {g:?} must reach the kernel"
+            );
+        }
+        let prepared =
+            varied_layer_matches_the_reference(g, &mut byte, (2e-4, 8.0), &[-128, 127, 5], &case);
+        if crate::isa::Isa::Amx.available() {
+            assert_eq!(prepared.as_deref(), Some("ConvImplicit"), "{case}");
         }
     }
 }
@@ -822,7 +880,7 @@ fn prepared_packings_of_the_vnni_gemm_give_the_layers_bytes() {
     let cases = [
         (fixed_geometry(9, 7, 16, 16, 3, 1, [1; 4], 1), true),
         (fixed_geometry(8, 9, 3, 40, 3, 2, [1, 0, 1, 1], 1), true),
-        (fixed_geometry(6, 6, 12, 300, 3, 1, [0, 1, 1, 0], 1), true),
+        (fixed_geometry(6, 6, 10, 300, 3, 1, [0, 1, 1, 0], 1), true),
         (fixed_geometry(7, 5, 24, 36, 3, 1, [1; 4], 3), true),
         (fixed_geometry(3, 3, 262, 6, 3, 1, [1; 4], 2), false),
     ];

@@ -32,6 +32,10 @@ const AMX_MIN_DEPTH: usize = 256;
 /// too deep for the packing.
 pub(super) fn conv2d_i8_amx(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut [i16]) {
     let g = &op.geometry;
+    // SAFETY: `op` was validated; no packing is passed.
+    if unsafe { super::x86_amx_implicit::conv2d_i8(op, output, None) } {
+        return;
+    }
     if g.is_pointwise()
         && Isa::Avx512Vnni.available()
         // SAFETY: AVX-512 VNNI is available (checked just before); `op` was validated.
@@ -58,6 +62,11 @@ pub(super) fn conv2d_i8_amx(op: &Conv2dI8<'_>, output: &mut [i8], scratch: &mut 
 /// not.
 pub(crate) fn conv2d_i8_prepared(op: &Conv2dI8<'_>, words: &[i32], output: &mut [i8]) -> bool {
     let g = &op.geometry;
+    if let Some(prepared) = Prepared::conv(words, g, Kernel::ConvImplicit) {
+        // SAFETY: the plan's checks: the implicit kernel takes the layer on this CPU, and
+        // the words are its packing; `op` is validated (caller).
+        return unsafe { super::x86_amx_implicit::conv2d_i8(op, output, Some(&prepared)) };
+    }
     if let Some(prepared) = Prepared::conv(words, g, Kernel::ConvAmx) {
         // SAFETY: the plan's checks: AMX (and so AVX-512 VNNI and AVX2) is available and
         // the tiles take the layer; `op` is validated (caller).

@@ -22,7 +22,7 @@ use super::{FullyConnectedI8, FullyConnectedShape, x86_amx, x86_vnni};
 use crate::isa::Isa;
 use crate::ops::conv2d::ConvGeometry;
 use crate::ops::requantize::x86_avx512::TABLE_CHANNELS;
-use crate::ops::x86_vnni::{PANEL, PackedWeights, Panels, pack_panels, panel_bytes};
+use crate::ops::x86_vnni::{PANEL, PackedWeights, Panels, pack_panels, panel_bytes, spread_runs};
 
 /// The kernel a packing is for (the words' first word).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -37,6 +37,9 @@ pub(crate) enum Kernel {
     ConvVnni = 3,
     /// The AMX convolution GEMM: each group's equal slices, depth padded to 64 bytes.
     ConvAmx = 4,
+    /// The AMX implicit-GEMM convolution (`conv2d::x86_amx_implicit`): the fully-connected
+    /// tiles' packing of the filter as it is.
+    ConvImplicit = 5,
 }
 
 /// Words before the slices: the tag, then room to start the panels on a 64-byte line.
@@ -53,6 +56,9 @@ pub(crate) struct Plan {
     slice_len: usize,
     /// Bytes each panel's depth is padded to a multiple of.
     align: usize,
+    /// Where each weight row is runs padded apart ([`spread_runs`]): the runs, their
+    /// bytes, and their padded bytes (`k` is then the padded depth).
+    runs: Option<(usize, usize, usize)>,
 }
 
 impl Plan {
@@ -77,6 +83,7 @@ impl Plan {
             groups: 1,
             slice_len,
             align: 4,
+            runs: None,
         })
     }
 
@@ -84,7 +91,19 @@ impl Plan {
     /// `None` where it packs nothing (pointwise layers run as fully-connected ones, see
     /// [`Plan::of`]; deeper patches than the packing holds dot rows instead).
     pub(crate) fn conv(g: &ConvGeometry) -> Option<Plan> {
-        use crate::ops::conv2d::x86_vnni as conv;
+        use crate::ops::conv2d::{x86_amx_implicit as implicit, x86_vnni as conv};
+        if let Some((runs, run, padded_run)) = implicit::runs(g) {
+            let slice_len = implicit::packing_slice_len(g);
+            return (slice_len > 0).then_some(Plan {
+                kernel: Kernel::ConvImplicit,
+                k: runs * padded_run,
+                channels: g.out_channels,
+                groups: 1,
+                slice_len,
+                align: 4,
+                runs: Some((runs, run, padded_run)),
+            });
+        }
         // Pointwise layers run as fully-connected ones; the first-layer kernel packs
         // nothing.
         if g.is_pointwise()
@@ -110,6 +129,7 @@ impl Plan {
             groups: g.groups,
             slice_len,
             align,
+            runs: None,
         })
     }
 
@@ -150,12 +170,17 @@ impl Plan {
         HEADER_WORDS + self.groups * self.group_words()
     }
 
+    /// Bytes of each weight row (less than the packed depth where runs are padded).
+    fn row_len(&self) -> usize {
+        self.runs.map_or(self.k, |(runs, run, _)| runs * run)
+    }
+
     /// The zero point the packing's offsets are for, given the layer's.
     fn packing_zero_point(&self, zp: i32) -> i32 {
         match self.kernel {
             Kernel::Vnni | Kernel::ConvVnni | Kernel::ConvAmx => zp,
             // The tiles multiply the signed input as it is (see `x86_amx`).
-            Kernel::Amx => zp - 128,
+            Kernel::Amx | Kernel::ConvImplicit => zp - 128,
         }
     }
 }
@@ -200,8 +225,9 @@ pub(crate) fn prepare_plan(
     words: &mut [i32],
 ) -> Option<()> {
     let total = plan.groups * plan.channels;
+    let row_len = plan.row_len();
     if words.len() != plan.words()
-        || weights.len() != plan.k * total
+        || weights.len() != row_len * total
         || bias.is_some_and(|b| b.len() != total)
     {
         return None;
@@ -222,17 +248,21 @@ pub(crate) fn prepare_plan(
         };
         let bias = bias.map(|b| &b[from..from + len]);
         // SAFETY: AVX2 is available (the plan's kernel needs AVX-512 VNNI, which implies
-        // it); the panels hold `panel_bytes(k, len, 4)` bytes.
+        // it); the panels hold `panel_bytes(k, len, align)` bytes, at least those of the
+        // rows as they are.
         unsafe {
             pack_panels(
                 panels,
                 &mut offsets[..len],
-                &weights[from * plan.k..(from + len) * plan.k],
-                (plan.k, plan.align),
+                &weights[from * row_len..(from + len) * row_len],
+                (row_len, plan.align),
                 zp,
                 bias,
             )
         };
+        if let Some(runs) = plan.runs {
+            spread_runs(panels, len, runs);
+        }
         at += offset_words + panel_words;
     }
     Some(())
@@ -321,7 +351,7 @@ pub(crate) fn fully_connected_i8(
         // SAFETY: AVX-512 VNNI is available and the GEMM takes the shape (the plan's
         // checks); `op` is validated (caller).
         Kernel::Vnni => unsafe { x86_vnni::gemm_i8(op, output, Some(&prepared)) },
-        Kernel::ConvVnni | Kernel::ConvAmx => return false,
+        Kernel::ConvVnni | Kernel::ConvAmx | Kernel::ConvImplicit => return false,
     }
     true
 }
