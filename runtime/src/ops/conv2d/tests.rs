@@ -782,8 +782,8 @@ fn i16_saturates_clamps_and_refuses_large_shifts() {
 }
 
 /// Layers the AMX im2col kernel takes (patches of at least 256 bytes that the implicit
-/// kernel does not: fewer than 32 outputs, strided rows under sixteen pixels, groups, runs
-/// of a kernel row that are not whole quads): both row tiles full and partial, one and two
+/// kernel does not: fewer than 32 outputs, groups, runs of a kernel row that are not whole
+/// quads): both row tiles full and partial, one and two
 /// panels per pass and a partial panel, stride two, two groups, two images and padding,
 /// with varied values that do not saturate.
 #[cfg(target_arch = "x86_64")]
@@ -792,7 +792,7 @@ fn the_amx_kernel_takes_and_matches_its_layers() {
     let mut byte = crate::ops::testing::xorshift_bytes(0x6a09_e667_f3bc_c908);
     let cases = [
         (fixed_geometry(9, 7, 32, 16, 3, 1, [1; 4], 1), 1),
-        (fixed_geometry(8, 8, 64, 64, 3, 2, [1; 4], 1), 1),
+        (fixed_geometry(8, 8, 64, 24, 3, 2, [1; 4], 1), 1),
         (fixed_geometry(7, 9, 48, 20, 3, 2, [1, 0, 1, 1], 1), 2),
         (fixed_geometry(6, 6, 80, 36, 3, 1, [0, 1, 1, 0], 2), 1),
         (fixed_geometry(5, 13, 30, 48, 3, 1, [1; 4], 1), 1),
@@ -812,10 +812,11 @@ fn the_amx_kernel_takes_and_matches_its_layers() {
     }
 }
 
-/// Layers the AMX implicit-GEMM kernel takes: ResNet-8's 16 -> 32 strided, 32 -> 32 and
-/// 64 -> 64 layers (two slices of the packing), rows across several bands (a 40-pixel
-/// image of 32 channels), strided rows of sixteen to twenty pixels (the last tile
-/// overlapping), two images, vertical dilation, asymmetric padding, a 5x5 window of 16
+/// Layers the AMX implicit-GEMM kernel takes: ResNet-8's 16 -> 32 and 32 -> 64 strided
+/// layers (rows of sixteen pixels, and of eight in planes), its 32 -> 32 and 64 -> 64
+/// layers (two slices of the packing), rows across several bands (a 40-pixel image of 32
+/// channels), strided rows of twenty pixels (planes), planes across two bands and with
+/// vertical dilation, two images, vertical dilation, asymmetric padding, a 5x5 window of 16
 /// channels (runs of 80 bytes padded to 128), a 3x1 window (runs of one pixel), 40 and 48
 /// outputs (partial panels), a run of two lines and a patch of 27 steps; each must reach
 /// the kernel on an AMX CPU, run through its packing, and give the reference's bytes.
@@ -825,7 +826,8 @@ fn the_amx_implicit_kernel_takes_and_matches_its_layers() {
     let mut byte = crate::ops::testing::xorshift_bytes(0x510e_527f_ade6_82d1);
     let dilated = |mut g: ConvGeometry, d: usize| {
         g.dilation_height = d;
-        g.out_height = output_size(g.in_height, g.kernel_height, 1, d, 2, 2).unwrap();
+        let (s, pad) = (g.stride_height, g.pad_top);
+        g.out_height = output_size(g.in_height, g.kernel_height, s, d, pad, pad).unwrap();
         g
     };
     let tall = |mut g: ConvGeometry| {
@@ -851,6 +853,12 @@ fn the_amx_implicit_kernel_takes_and_matches_its_layers() {
             1,
         ),
         (fixed_geometry(7, 6, 96, 32, 3, 1, [1; 4], 1), 1),
+        (fixed_geometry(16, 16, 32, 64, 3, 2, [0, 0, 1, 1], 1), 1),
+        (fixed_geometry(40, 20, 32, 32, 3, 2, [1, 1, 1, 1], 1), 2),
+        (
+            dilated(fixed_geometry(13, 9, 32, 48, 3, 2, [2, 0, 2, 1], 1), 2),
+            1,
+        ),
     ];
     for (n, (mut g, batch)) in cases.into_iter().enumerate() {
         g.batch = batch;

@@ -15,8 +15,10 @@
 //!
 //! With stride one, a tile covers sixteen consecutive output pixels in raster order across
 //! rows: pixel `(y, x)` reads expanded row `y + ky` at column `x`, one stride for all. With
-//! a larger stride, each output row has its own tiles. The input is expanded in bands of
-//! output rows that fit [`BAND_BYTES`].
+//! a larger stride, each output row has its own tiles where rows are whole tiles; else
+//! each kernel row's input rows are expanded into a plane of their own, where tiles again
+//! run across rows. The input is expanded in bands of output rows that fit
+//! [`BAND_BYTES`].
 
 use core::mem::MaybeUninit;
 
@@ -61,18 +63,19 @@ struct Layout {
     band_rows: usize,
     /// Whether tiles run across output rows (stride one).
     raster: bool,
+    /// Whether each kernel row reads its own plane of expanded rows (see [`expand_band`]).
+    planes: bool,
 }
 
 impl Layout {
     fn of(g: &ConvGeometry) -> Option<Layout> {
         // One kernel tap: a strided pointwise layer, whose runs would be mostly padding.
-        // Fewer than two panels of outputs leave half of each step's multiplies undone, and
-        // strided rows under sixteen pixels half of each tile (see `MIN_CHANNELS`).
+        // Fewer than two panels of outputs leave half of each step's multiplies undone
+        // (see `MIN_CHANNELS`).
         if g.groups != 1
             || g.dilation_width != 1
             || g.kernel_height * g.kernel_width == 1
             || g.out_channels < MIN_CHANNELS
-            || (g.stride_height * g.stride_width > 1 && g.out_width < 16)
         {
             return None;
         }
@@ -98,14 +101,23 @@ impl Layout {
             return None;
         }
         let row_bytes = g.out_width.checked_mul(padded_run)?;
-        let room = (BAND_BYTES - 16 * padded_run) / row_bytes;
-        let reach = (g.kernel_height - 1).checked_mul(g.dilation_height)? + 1;
-        let band_rows = (room.checked_sub(reach)? / g.stride_height + 1).min(g.out_height);
-        Some(Layout {
+        let room = BAND_BYTES.checked_sub(16 * padded_run)? / row_bytes;
+        let raster = g.stride_height == 1 && g.stride_width == 1;
+        // Strided rows that are not whole tiles: planes, so that tiles run across rows.
+        let planes = !raster && g.out_width % 16 != 0;
+        let band_rows = if planes {
+            room / g.kernel_height
+        } else {
+            let reach = (g.kernel_height - 1).checked_mul(g.dilation_height)? + 1;
+            room.checked_sub(reach)? / g.stride_height + 1
+        }
+        .min(g.out_height);
+        (band_rows > 0).then_some(Layout {
             run,
             padded_run,
             band_rows,
-            raster: g.stride_height == 1 && g.stride_width == 1,
+            raster,
+            planes,
         })
     }
 
@@ -117,9 +129,9 @@ impl Layout {
 
 /// The runs of the layer's patches if the kernel takes it on this CPU (AMX): kernel rows,
 /// their bytes, and the bytes they are padded to. It takes layers of one group, no
-/// horizontal dilation, more than one tap, at least [`MIN_CHANNELS`] outputs, strided
-/// rows of at least sixteen pixels, runs of whole groups of four and at least
-/// [`MIN_RUN`] bytes, and a padded patch the packing holds.
+/// horizontal dilation, more than one tap, at least [`MIN_CHANNELS`] outputs, runs of
+/// whole groups of four and at least [`MIN_RUN`] bytes, and a padded patch the packing
+/// holds.
 pub(crate) fn runs(g: &ConvGeometry) -> Option<(usize, usize, usize)> {
     let layout = Layout::of(g).filter(|_| Isa::Amx.available())?;
     Some((g.kernel_height, layout.run, layout.padded_run))
@@ -191,9 +203,15 @@ unsafe fn conv2d_i8_amx(
     let lines = layout.padded_run / AMX_DEPTH;
     let steps = g.kernel_height * lines;
     let expanded_row = g.out_width * layout.padded_run;
+    // Kernel row `ky` reads `ky * dilation` rows further, or its own plane.
+    let kernel_row_bytes = if layout.planes {
+        layout.band_rows * expanded_row
+    } else {
+        g.dilation_height * expanded_row
+    };
     for (j, offset) in step_offsets[..steps].iter_mut().enumerate() {
         let (ky, line) = (j / lines, j % lines);
-        *offset = ky * g.dilation_height * expanded_row + line * AMX_DEPTH;
+        *offset = ky * kernel_row_bytes + line * AMX_DEPTH;
     }
     let steps = &step_offsets[..steps];
     let mut band = Band([MaybeUninit::uninit(); BAND_BYTES]);
@@ -279,9 +297,11 @@ unsafe fn conv2d_i8_amx(
     }
 }
 
-/// Expands the input rows that output rows `y0..y0 + rows` of image `b` read into `band`:
-/// for each, its output columns' runs from the row padded with the input zero point (in
-/// `padded`), each run on its own lines; then zeros for the slack. The bytes written.
+/// Expands the input rows that output rows `y0..y0 + rows` of image `b` read into `band`,
+/// each once in order, or, for [planes](Layout::planes), those of each kernel row in a
+/// plane of its own (`band_rows` rows apart; a strided layer's kernel rows read different
+/// input rows, and its output pixels then lie one run apart in each plane); zeros for the
+/// slack after each. The bytes written.
 fn expand_band(
     op: &Conv2dI8<'_>,
     layout: &Layout,
@@ -290,41 +310,76 @@ fn expand_band(
     padded: &mut [MaybeUninit<i8>; ROW_BYTES],
 ) -> usize {
     let g = &op.geometry;
+    let expanded_row = g.out_width * layout.padded_run;
+    let slack = 16 * layout.padded_run;
+    let width = (g.out_width - 1) * g.stride_width + g.kernel_width;
+    // The line past the last run, which the last run's copy reads (into its padding).
+    padded[width * g.in_channels..][..AMX_DEPTH].fill(MaybeUninit::new(0));
+    let zero = MaybeUninit::new(0);
+    if !layout.planes {
+        let first = y0 * g.stride_height;
+        let count = layout.band_input_rows(g, rows);
+        for (v, dst) in (first..first + count).zip(band.chunks_exact_mut(expanded_row)) {
+            expand_row(op, layout, (b, v), dst, padded);
+        }
+        let used = count * expanded_row + slack;
+        band[count * expanded_row..used].fill(zero);
+        return used;
+    }
+    let plane = layout.band_rows * expanded_row;
+    for ky in 0..g.kernel_height {
+        let dst = &mut band[ky * plane..];
+        for (y, dst) in dst.chunks_exact_mut(expanded_row).take(rows).enumerate() {
+            let v = (y0 + y) * g.stride_height + ky * g.dilation_height;
+            expand_row(op, layout, (b, v), dst, padded);
+        }
+        // The slack, up to the next plane (written next).
+        let end = if ky + 1 < g.kernel_height {
+            plane
+        } else {
+            usize::MAX
+        };
+        let slack = rows * expanded_row..(rows * expanded_row + slack).min(end);
+        dst[slack].fill(zero);
+    }
+    (g.kernel_height - 1) * plane + rows * expanded_row + slack
+}
+
+/// Expands padded input row `v` of image `b` into `dst`: its output columns' runs from the
+/// row padded with the input zero point (in `padded`), each run on its own lines.
+fn expand_row(
+    op: &Conv2dI8<'_>,
+    layout: &Layout,
+    (b, v): (usize, usize),
+    dst: &mut [MaybeUninit<i8>],
+    padded: &mut [MaybeUninit<i8>; ROW_BYTES],
+) {
+    let g = &op.geometry;
     let c = g.in_channels;
     // Validated zero points are int8.
     let fill = MaybeUninit::new(op.params.input_zero_point as i8);
+    let Some(iy) = g.image_row(v) else {
+        dst.fill(fill);
+        return;
+    };
     let width = (g.out_width - 1) * g.stride_width + g.kernel_width;
     let left = g.pad_left.min(width);
     let inside = g.in_width.min(width - left);
-    let expanded_row = g.out_width * layout.padded_run;
-    let first = y0 * g.stride_height;
-    let count = layout.band_input_rows(g, rows);
-    // The line past the last run, which the last run's copy reads (into its padding).
-    padded[width * c..width * c + AMX_DEPTH].fill(MaybeUninit::new(0));
-    for (v, dst) in (first..first + count).zip(band.chunks_exact_mut(expanded_row)) {
-        let Some(iy) = g.image_row(v) else {
-            dst.fill(fill);
-            continue;
-        };
-        let src = &op.input[((b * g.in_height + iy) * g.in_width) * c..][..inside * c];
-        padded[..left * c].fill(fill);
-        for (d, &s) in padded[left * c..][..inside * c].iter_mut().zip(src) {
-            *d = MaybeUninit::new(s);
-        }
-        padded[(left + inside) * c..width * c].fill(fill);
-        let step = g.stride_width * c;
-        for (x, run) in dst.chunks_exact_mut(layout.padded_run).enumerate() {
-            // Whole lines: the bytes past the run (the next pixels, or the zeros past the
-            // row) meet zero weights.
-            for (line, to) in run.chunks_exact_mut(AMX_DEPTH).enumerate() {
-                let from = &padded[x * step + line * AMX_DEPTH..][..AMX_DEPTH];
-                to.copy_from_slice(from);
-            }
+    let src = &op.input[((b * g.in_height + iy) * g.in_width) * c..][..inside * c];
+    padded[..left * c].fill(fill);
+    for (d, &s) in padded[left * c..][..inside * c].iter_mut().zip(src) {
+        *d = MaybeUninit::new(s);
+    }
+    padded[(left + inside) * c..width * c].fill(fill);
+    let step = g.stride_width * c;
+    for (x, run) in dst.chunks_exact_mut(layout.padded_run).enumerate() {
+        // Whole lines: the bytes past the run (the next pixels, or the zeros past the
+        // row) meet zero weights.
+        for (line, to) in run.chunks_exact_mut(AMX_DEPTH).enumerate() {
+            let from = &padded[x * step + line * AMX_DEPTH..][..AMX_DEPTH];
+            to.copy_from_slice(from);
         }
     }
-    let used = count * expanded_row + 16 * layout.padded_run;
-    band[count * expanded_row..used].fill(MaybeUninit::new(0));
-    used
 }
 
 /// Calls `f` with each row tile of output rows `y0..y0 + rows` of image `b`.
@@ -335,7 +390,7 @@ fn for_each_tile(
     mut f: impl FnMut(RowTile),
 ) {
     let first = (b * g.out_height + y0) * g.out_width;
-    if layout.raster {
+    if layout.raster || layout.planes {
         // Sixteen consecutive output pixels, across rows.
         let total = rows * g.out_width;
         for run in (0..total).step_by(16) {
