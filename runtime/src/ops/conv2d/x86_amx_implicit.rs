@@ -37,9 +37,11 @@ const BAND_BYTES: usize = 48 * 1024;
 /// Bytes of one padded input row, with a line of slack for the last run's copy.
 const ROW_BYTES: usize = 8 * 1024;
 
-/// Fewest output channels taken: with one panel of sixteen, each step is two tile
-/// multiplies to three loads.
-const MIN_CHANNELS: usize = 32;
+/// Fewest output channels taken: one panel. ResNet-8's 16 -> 16 3x3 layers took 0.79x the
+/// time of the VBMI kernel's quad planes where the tiles ran at full speed, and as long
+/// where they ran a third as fast (the tiles are shared with the core's other thread,
+/// whose own tile work slows them; `loam bench --per-op`, both builds alternated).
+const MIN_CHANNELS: usize = 16;
 
 /// Shortest run of a kernel row taken: shorter ones would be mostly padding (a first
 /// layer's few channels, which the VBMI kernel takes, [`super::x86_vbmi`]).
@@ -70,8 +72,7 @@ struct Layout {
 impl Layout {
     fn of(g: &ConvGeometry) -> Option<Layout> {
         // One kernel tap: a strided pointwise layer, whose runs would be mostly padding.
-        // Fewer than two panels of outputs leave half of each step's multiplies undone
-        // (see `MIN_CHANNELS`).
+        // Fewer outputs than a panel leave most of each step's multiplies undone.
         if g.groups != 1
             || g.dilation_width != 1
             || g.kernel_height * g.kernel_width == 1
