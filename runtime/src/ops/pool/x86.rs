@@ -171,6 +171,40 @@ unsafe fn store_i8x8(p: *mut i8, v: __m256i) {
     }
 }
 
+/// The i32 sums of channels `c..c + 8 * N` over a window (image `b`, rows `y0..y1`,
+/// columns `x0..x1`), in the reference's order. A window row's pixels are one run of
+/// `(x1 - x0) * channels` bytes, read through that run, where reading each pixel through
+/// its own bounds-checked slice, eight channels at a time, took DS-CNN's 125-pixel window
+/// over 64 channels 1.4 us.
+///
+/// # Safety
+/// AVX2 must be available; `c + 8 * N` must not exceed the channels, and the window must
+/// lie in the input.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn window_sums<const N: usize>(
+    g: &Pool2dGeometry,
+    input: &[i8],
+    (b, (y0, y1), (x0, x1)): (usize, (usize, usize), (usize, usize)),
+    c: usize,
+) -> [__m256i; N] {
+    // SAFETY: the caller guarantees AVX2.
+    let mut sums = [unsafe { _mm256_setzero_si256() }; N];
+    for y in y0..y1 {
+        let run = &input[reference::at(g, b, y, x0, 0)..][..(x1 - x0) * g.channels];
+        for pixel in run.chunks_exact(g.channels) {
+            for (i, sum) in sums.iter_mut().enumerate() {
+                // SAFETY: AVX2 (caller); `c + 8 * N <= channels == pixel.len()` (caller).
+                unsafe {
+                    let v = load_i8x8(pixel.as_ptr().add(c + 8 * i));
+                    *sum = _mm256_add_epi32(*sum, v);
+                }
+            }
+        }
+    }
+    sums
+}
+
 #[target_feature(enable = "avx2")]
 unsafe fn average_pool2d_i8_avx2(
     g: &Pool2dGeometry,
@@ -190,18 +224,26 @@ unsafe fn average_pool2d_i8_avx2(
             let count = ((y1 - y0) * (x1 - x0)) as i32;
             let half = _mm256_set1_epi32(count / 2);
             let divisor = _mm256_set1_pd(f64::from(count));
+            let window = (b, (y0, y1), (x0, x1));
             let mut c = 0;
-            while c + 8 <= ch {
-                let mut sum = _mm256_setzero_si256();
-                for y in y0..y1 {
-                    for x in x0..x1 {
-                        let p = pixel(g, input, b, y, x);
-                        // SAFETY: `c + 8 <= ch == p.len()`.
-                        sum = _mm256_add_epi32(sum, unsafe { load_i8x8(p.as_ptr().add(c)) });
-                    }
+            while c + 32 <= ch {
+                let sums = window_sums::<4>(g, input, window, c);
+                for (i, &sum) in sums.iter().enumerate() {
+                    let v = _mm256_min_epi32(
+                        _mm256_max_epi32(rounded_average8(sum, half, divisor), lo),
+                        hi,
+                    );
+                    // SAFETY: `c + 32 <= ch == out.len()`.
+                    unsafe { store_i8x8(out.as_mut_ptr().add(c + 8 * i), v) };
                 }
-                let avg = rounded_average8(sum, half, divisor);
-                let v = _mm256_min_epi32(_mm256_max_epi32(avg, lo), hi);
+                c += 32;
+            }
+            while c + 8 <= ch {
+                let [sum] = window_sums::<1>(g, input, window, c);
+                let v = _mm256_min_epi32(
+                    _mm256_max_epi32(rounded_average8(sum, half, divisor), lo),
+                    hi,
+                );
                 // SAFETY: `c + 8 <= ch == out.len()`.
                 unsafe { store_i8x8(out.as_mut_ptr().add(c), v) };
                 c += 8;
