@@ -212,7 +212,8 @@ fn convolution_16x8(c: &mut Criterion) {
 fn convolution(c: &mut Criterion) {
     let mut group = c.benchmark_group("conv2d");
     // DS-CNN's first layer and a pointwise layer, ResNet-8's 3x3 layers, MobileNet-0.25's
-    // first layer (three input channels), its first pointwise layer (8 -> 16) and a late one.
+    // first layer (three input channels), its first three pointwise layers (8 -> 16,
+    // 16 -> 32, 32 -> 32) and a late one.
     let cases = [
         ("dscnn-10x4", geometry((49, 10), 1, 64, (10, 4), 2, 1)),
         ("dscnn-1x1", geometry((25, 5), 64, 64, (1, 1), 1, 1)),
@@ -221,6 +222,8 @@ fn convolution(c: &mut Criterion) {
         ("resnet-3x3-s2", geometry((32, 32), 16, 32, (3, 3), 2, 1)),
         ("mobilenet-3x3-c3", geometry((96, 96), 3, 8, (3, 3), 2, 1)),
         ("mobilenet-1x1-8", geometry((48, 48), 8, 16, (1, 1), 1, 1)),
+        ("mobilenet-1x1-16", geometry((24, 24), 16, 32, (1, 1), 1, 1)),
+        ("mobilenet-1x1-32", geometry((24, 24), 32, 32, (1, 1), 1, 1)),
         ("mobilenet-1x1", geometry((12, 12), 64, 128, (1, 1), 1, 1)),
     ];
     for (name, g) in cases {
