@@ -4,8 +4,10 @@
 //!
 //! In NHWC, one kernel row of a patch, `kernel_width * in_channels` bytes, is one run of
 //! the padded input row. Each input row is expanded into its output columns' runs, each
-//! padded to whole 64-byte lines (the tiles load a misaligned row as two lines: a 16-byte
-//! stride between overlapping runs read in place made every tile load 2-4 times as long).
+//! padded to whole 64-byte lines (the tiles load a misaligned row as two lines: in a probe,
+//! a tile load of sixteen misaligned rows took 2-4 times as long as of aligned ones, and
+//! this kernel reading overlapping runs in place, 16 bytes apart, ran ResNet-8's 16 -> 16
+//! layers at 0.92x the VBMI kernel's time where expanded runs ran them at 0.79x).
 //! A row tile is then sixteen pixels' runs, 64-byte aligned rows at one stride, and a patch
 //! is `kernel_height` such runs: step `j` of the depth reads kernel row `j / lines` at line
 //! `j % lines` of the run. The weights are the fully-connected tiles' packing of the
@@ -39,8 +41,9 @@ const ROW_BYTES: usize = 8 * 1024;
 
 /// Fewest output channels taken: one panel. ResNet-8's 16 -> 16 3x3 layers took 0.79x the
 /// time of the VBMI kernel's quad planes where the tiles ran at full speed, and as long
-/// where they ran a third as fast (the tiles are shared with the core's other thread,
-/// whose own tile work slows them; `loam bench --per-op`, both builds alternated).
+/// where they ran a third as fast (on this project's VM they do for minutes at a time,
+/// likely while the core's other thread, which shares them, runs its own tile work;
+/// `loam bench --per-op`, both builds alternated).
 const MIN_CHANNELS: usize = 16;
 
 /// Shortest run of a kernel row taken: shorter ones would be mostly padding (a first

@@ -250,9 +250,8 @@ pub(crate) fn prepare_plan(
         let offsets = &mut offsets[..len];
         // SAFETY: initialized `i32` words viewed as possibly uninitialized ones, which
         // `pack_panels` only writes (with initialized values).
-        let offsets: &mut [MaybeUninit<i32>] = unsafe {
-            core::slice::from_raw_parts_mut(offsets.as_mut_ptr().cast(), offsets.len())
-        };
+        let offsets: &mut [MaybeUninit<i32>] =
+            unsafe { core::slice::from_raw_parts_mut(offsets.as_mut_ptr().cast(), offsets.len()) };
         // SAFETY: AVX2 is available (the plan's kernel needs AVX-512 VNNI, which implies
         // it); the panels hold `panel_bytes(k, len, align)` bytes, at least those of the
         // rows as they are.
