@@ -249,6 +249,50 @@ impl TileSession {
         );
         let panel_len = depth * PANEL;
         let row_tiles = rows.count.div_ceil(16);
+        let chunk = self.chunk;
+        let pass = |first_panel: usize, panels: usize, sums: *mut i32| {
+            // SAFETY: the session configured the tiles for `chunk` (caller). The A loads read
+            // 16 or 32 rows of `stride` bytes, `chunk` at a time over `depth`, inside
+            // `rows.bytes` (checked by its constructors); the B loads read `panels` panels
+            // of `panel_len` bytes from `first_panel` on, inside the packing; the stores
+            // write `panels * 16` i32 of the used rows of the slot's sums.
+            unsafe {
+                tile_pass(
+                    (rows.bytes.as_ptr(), rows.stride, row_tiles, rows.signed),
+                    weights.panel_bytes().add(first_panel * panel_len),
+                    (panel_len, depth / chunk, chunk, panels),
+                    sums,
+                )
+            }
+        };
+        let pass_rows = |p: &mut Pending, first: usize| {
+            let channel = at.first_channel + first;
+            for (r, start) in p.starts[..rows.count].iter_mut().enumerate() {
+                *start = (at.first_row + r) * at.row_stride + channel;
+            }
+            p.sum_rows = ALL_ROWS;
+            p.rows = rows.count;
+        };
+        // SAFETY: as this function's; each pass stores every row it names.
+        unsafe { self.each_pass(weights, (table, output), pass, pass_rows) }
+    }
+
+    /// The passes of [`TileSession::gemm_requantize`] and
+    /// [`TileSession::patches_requantize`]: for each two panels of `weights` from the
+    /// first, `pass(first_panel, panels, sums)` multiplies and stores the sums into a free
+    /// slot, the pass before is requantized, and `rows(pending, first_channel)` names the
+    /// new pass's rows and their starts in `output` (`rows`, `sum_rows`, `starts`).
+    ///
+    /// # Safety
+    /// As the callers': `pass` must write only its slot's sums, `rows` name rows it stored
+    /// and starts inside `output`.
+    unsafe fn each_pass(
+        &mut self,
+        weights: &Panels<'_>,
+        (table, output): (&ChannelTable, &mut [i8]),
+        mut pass: impl FnMut(usize, usize, *mut i32),
+        mut rows: impl FnMut(&mut Pending, usize),
+    ) {
         let mut first_panel = 0;
         while first_panel < weights.panels() {
             let panels = (weights.panels() - first_panel).min(PANELS_PER_PASS);
@@ -257,29 +301,13 @@ impl TileSession {
             } else {
                 0
             };
-            // SAFETY: the session configured the tiles for `chunk` (caller). The A loads
-            // read 16 or 32 rows of `stride` bytes, `chunk` at a time over `depth`, inside
-            // `rows.bytes` (checked by its constructors); the B loads read `panels` panels
-            // of `panel_len` bytes from `first_panel` on, inside the packing; the stores
-            // write `panels * 16` i32 of the used rows of the slot's sums.
-            unsafe {
-                tile_pass(
-                    (rows.bytes.as_ptr(), rows.stride, row_tiles, rows.signed),
-                    weights.panel_bytes().add(first_panel * panel_len),
-                    (panel_len, depth / self.chunk, self.chunk, panels),
-                    self.sums[slot].as_mut_ptr().cast(),
-                )
-            };
+            pass(first_panel, panels, self.sums[slot].as_mut_ptr().cast());
             // SAFETY: as this function's.
             unsafe { self.finish(table, output) };
             let first = first_panel * PANEL;
-            let channel = at.first_channel + first;
+            rows(&mut self.pending, first);
             let p = &mut self.pending;
-            for (r, start) in p.starts[..rows.count].iter_mut().enumerate() {
-                *start = (at.first_row + r) * at.row_stride + channel;
-            }
-            p.sum_rows = ALL_ROWS;
-            (p.waiting, p.slot, p.rows, p.first) = (true, slot, rows.count, first);
+            (p.waiting, p.slot, p.first) = (true, slot, first);
             p.len = (weights.channels() - first).min(panels * PANEL);
             first_panel += panels;
         }
@@ -508,38 +536,30 @@ impl TileSession {
             "rows of the pass"
         );
         let panel_len = depth * PANEL;
-        let mut first_panel = 0;
-        while first_panel < weights.panels() {
-            let panels = (weights.panels() - first_panel).min(PANELS_PER_PASS);
-            let slot = if self.pending.waiting {
-                1 - self.pending.slot
-            } else {
-                0
-            };
-            // SAFETY: the session configured the tiles for `chunk` (caller). The A loads
-            // read sixteen rows `stride` bytes apart from each base, `chunk` bytes at each
-            // step's offset, inside `rows.bytes` (checked by `PatchTiles::new`); the B
-            // loads read `panels` panels of `panel_len` bytes from `first_panel` on, inside
-            // the packing; the stores write `panels * 16` i32 of every row of the slot.
+        let pass = |first_panel: usize, panels: usize, sums: *mut i32| {
+            // SAFETY: the session configured the tiles for `chunk` (caller). The A loads read
+            // sixteen rows `stride` bytes apart from each base, `chunk` bytes at each step's
+            // offset, inside `rows.bytes` (checked by `PatchTiles::new`); the B loads read
+            // `panels` panels of `panel_len` bytes from `first_panel` on, inside the packing;
+            // the stores write `panels * 16` i32 of every row of the slot.
             unsafe {
                 patch_pass(
                     rows,
                     weights.panel_bytes().add(first_panel * panel_len),
                     (panel_len, panels),
-                    self.sums[slot].as_mut_ptr().cast(),
+                    sums,
                 )
-            };
-            // SAFETY: as this function's.
-            unsafe { self.finish(table, output) };
-            let first = first_panel * PANEL;
-            let p = &mut self.pending;
-            for ((row, start), &(r, at)) in p.sum_rows.iter_mut().zip(&mut p.starts).zip(outs) {
+            }
+        };
+        let pass_rows = |p: &mut Pending, first: usize| {
+            let slots = p.sum_rows.iter_mut().zip(&mut p.starts);
+            for ((row, start), &(r, at)) in slots.zip(outs) {
                 (*row, *start) = (r, at + first);
             }
-            (p.waiting, p.slot, p.rows, p.first) = (true, slot, outs.len(), first);
-            p.len = (weights.channels() - first).min(panels * PANEL);
-            first_panel += panels;
-        }
+            p.rows = outs.len();
+        };
+        // SAFETY: as this function's; every pass stores all 32 rows, `outs` names rows of it.
+        unsafe { self.each_pass(weights, (table, output), pass, pass_rows) }
     }
 }
 
